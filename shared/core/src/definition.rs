@@ -1,0 +1,341 @@
+//! The workflow definition as users write it, in YAML or JSON.
+//!
+//! These types are the file format: they accept what parses and keep it as
+//! written (durations and expressions stay strings), so that
+//! [`crate::validate`] can report every problem at once rather than stop at
+//! the first. The JSON Schema published in `schema/` is generated from them.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+/// A workflow: named steps wired by `needs`, plus defaults and an output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowDefinition {
+    /// Identifier of the workflow (letters, digits, `-` and `_`).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Retry and timeout settings every step inherits unless it overrides them.
+    #[serde(default, skip_serializing_if = "Defaults::is_empty")]
+    pub defaults: Defaults,
+    /// Steps in declaration order. A step without `needs` starts at once.
+    pub steps: Steps,
+    /// The execution's result: a JSON template with `${ expression }` strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryDefinition>,
+    /// Per-attempt timeout, e.g. `1m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Retry policy of compensations that do not set their own
+    /// (default: exponential, 5 attempts, 1s, at most 1m, full jitter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation_retry: Option<RetryDefinition>,
+}
+
+impl Defaults {
+    fn is_empty(&self) -> bool {
+        self == &Defaults::default()
+    }
+}
+
+/// One step. Exactly one of `function`, `wait`, `wait_until` or `wait_for` says what it does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepDefinition {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The function (a Lambda, a local command or an in-process handler) this step calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// Steps that must finish before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// Condition `${ ... }`; when false the step is skipped.
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Whether the step changes state outside Baton (default true). Mutating steps need `compensate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutates: Option<bool>,
+    /// The function's input: a JSON template with `${ expression }` strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryDefinition>,
+    /// Per-attempt timeout, e.g. `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// The undo of this step, or `none` (with a `reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensate: Option<Compensate>,
+    /// Why a mutating step has `compensate: none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Run the step once per element of this list `${ ... }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<String>,
+    /// At most this many elements of a `for_each` run at once (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Pause for a duration, e.g. `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<String>,
+    /// Pause until an instant `${ ... }` (RFC 3339 text or epoch milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_until: Option<String>,
+    /// Pause until a signal arrives; its payload becomes the step's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for: Option<WaitForDefinition>,
+    /// When this step fails for good, record it and go on instead of failing the execution.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_failure: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryDefinition {
+    /// Hard limit on attempts, the first included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    /// Base delay, e.g. `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+    /// Upper bound on any one delay, e.g. `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Jitter>,
+    /// Only these error names are retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<Vec<String>>,
+    /// These error names are never retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_retry_on: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    Fixed,
+    Linear,
+    Exponential,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Jitter {
+    None,
+    Full,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitForDefinition {
+    /// Name of the signal to wait for.
+    pub signal: String,
+    /// Fail the step when no signal came within this duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompensationDefinition {
+    pub function: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryDefinition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// `compensate:` is either the literal `none` or a compensation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Compensate {
+    None,
+    Run(CompensationDefinition),
+}
+
+impl Serialize for Compensate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Compensate::None => serializer.serialize_str("none"),
+            Compensate::Run(definition) => definition.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Compensate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CompensateVisitor;
+        impl<'de> Visitor<'de> for CompensateVisitor {
+            type Value = Compensate;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`none` or a map with `function` (and optional `input`, `retry`, `timeout`)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Compensate, E> {
+                if v == "none" {
+                    Ok(Compensate::None)
+                } else {
+                    Err(E::custom(format!(
+                        "compensate must be `none` or a map with `function`, not `{v}`"
+                    )))
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Compensate, A::Error> {
+                CompensationDefinition::deserialize(serde::de::value::MapAccessDeserializer::new(
+                    map,
+                ))
+                .map(Compensate::Run)
+            }
+        }
+        deserializer.deserialize_any(CompensateVisitor)
+    }
+}
+
+impl JsonSchema for Compensate {
+    fn schema_name() -> Cow<'static, str> {
+        "Compensate".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let run = generator.subschema_for::<CompensationDefinition>();
+        json_schema!({
+            "description": "The undo of a step, or `none` for a step whose effect cannot be undone (then give a `reason`).",
+            "oneOf": [ { "const": "none" }, run ]
+        })
+    }
+}
+
+/// Steps in declaration order. Unlike a map it keeps duplicate names, so
+/// validation can report them instead of one silently replacing the other.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Steps(pub Vec<(String, StepDefinition)>);
+
+impl Steps {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &StepDefinition)> {
+        self.0.iter().map(|(name, step)| (name.as_str(), step))
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn get(&self, name: &str) -> Option<&StepDefinition> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, s)| s)
+    }
+}
+
+impl Serialize for Steps {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, step) in &self.0 {
+            map.serialize_entry(name, step)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Steps {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StepsVisitor;
+        impl<'de> Visitor<'de> for StepsVisitor {
+            type Value = Steps;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map from step name to step")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Steps, A::Error> {
+                let mut steps = Vec::new();
+                while let Some((name, step)) = map.next_entry::<String, StepDefinition>()? {
+                    steps.push((name, step));
+                }
+                Ok(Steps(steps))
+            }
+        }
+        deserializer.deserialize_map(StepsVisitor)
+    }
+}
+
+impl JsonSchema for Steps {
+    fn schema_name() -> Cow<'static, str> {
+        "Steps".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let step = generator.subschema_for::<StepDefinition>();
+        json_schema!({
+            "description": "Steps in order, by name (letters, digits and `_`, starting with a letter).",
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": { "pattern": "^[A-Za-z][A-Za-z0-9_]*$" },
+            "additionalProperties": step
+        })
+    }
+}
+
+/// The definition could not be read at all (syntax or shape); semantic
+/// problems are reported by validation instead.
+#[derive(Debug, Error)]
+pub enum ParseError {
+    #[error("invalid YAML: {0}")]
+    Yaml(String),
+    #[error("invalid JSON at line {line}, column {column}: {message}")]
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// The text formats a definition can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+impl Format {
+    /// Guesses the format from a file name; YAML (a superset of JSON) otherwise.
+    pub fn from_path(path: &str) -> Format {
+        if path.ends_with(".json") {
+            Format::Json
+        } else {
+            Format::Yaml
+        }
+    }
+}
+
+impl WorkflowDefinition {
+    pub fn parse(text: &str, format: Format) -> Result<WorkflowDefinition, ParseError> {
+        match format {
+            Format::Json => serde_json::from_str(text).map_err(|e| ParseError::Json {
+                line: e.line(),
+                column: e.column(),
+                message: e.to_string(),
+            }),
+            Format::Yaml => {
+                serde_saphyr::from_str(text).map_err(|e| ParseError::Yaml(e.to_string()))
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("a definition always serialises to JSON")
+    }
+}

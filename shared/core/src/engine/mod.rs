@@ -1,0 +1,303 @@
+//! The pure engine: one execution's state, the events that move it, and the
+//! commands it asks a shell to carry out.
+//!
+//! [`apply`] is the whole contract: given a workflow, the current state, an
+//! event and the time, it updates the state and returns commands plus the next
+//! instant at which a timer is due. It reads no clock, does no I/O and draws
+//! no randomness, so the same events in the same order always give the same
+//! state and commands; a shell can replay history to rebuild an execution.
+//!
+//! Glossary: a *step* is a node of the workflow; a *unit* is one runnable
+//! piece of it (a plain step has one, a `for_each` step one per element); a
+//! *task* is one attempt of a unit or of its compensation, named by a
+//! [`TaskRef`] that the shell echoes back in its result.
+
+mod state;
+mod transition;
+
+pub use state::{
+    CompensationState, Execution, ExecutionStatus, StepState, StepStatus, Unit, UnitRef,
+    UnitStatus,
+};
+pub use transition::apply;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Timestamp;
+
+/// Whether a task runs a step or undoes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Step,
+    Compensation,
+}
+
+/// Names one attempt of a step (or its compensation); results carry it back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub step: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    pub attempt: u32,
+    pub kind: TaskKind,
+}
+
+/// An error as the engine records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// A short machine-readable name (`Timeout`, `CardDeclined`, ...); retry filters match on it.
+    pub name: String,
+    pub message: String,
+    /// Whether trying again could help; `false` fails the task at once.
+    #[serde(default = "default_true")]
+    pub retryable: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl ErrorInfo {
+    pub fn new(name: impl Into<String>, message: impl Into<String>, retryable: bool) -> ErrorInfo {
+        ErrorInfo {
+            name: name.into(),
+            message: message.into(),
+            retryable,
+        }
+    }
+}
+
+/// What happened, fed to [`apply`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Started { input: Value },
+    TaskSucceeded { task: TaskRef, output: Value },
+    TaskFailed { task: TaskRef, error: ErrorInfo },
+    TaskTimedOut { task: TaskRef },
+    TimerFired { timer: TimerId },
+    SignalReceived { name: String, payload: Value },
+    CancelRequested {
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+/// What a durable timer is for; the engine checks on firing that it still matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// An attempt's deadline.
+    Timeout,
+    /// The end of a retry backoff.
+    Retry,
+    /// The end of a `wait` or `wait_until`.
+    Wait,
+    /// The end of a `wait_for` signal's patience.
+    SignalTimeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TimerId {
+    pub kind: TimerKind,
+    pub task_kind: TaskKind,
+    pub step: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// The attempt this timer concerns (for `Retry`, the attempt it starts).
+    pub attempt: u32,
+}
+
+impl TimerId {
+    /// A stable text form, used by shells as a primary key so a timer is stored once.
+    pub fn key(&self) -> String {
+        let kind = match self.kind {
+            TimerKind::Timeout => "timeout",
+            TimerKind::Retry => "retry",
+            TimerKind::Wait => "wait",
+            TimerKind::SignalTimeout => "signal-timeout",
+        };
+        let task = match self.task_kind {
+            TaskKind::Step => "step",
+            TaskKind::Compensation => "comp",
+        };
+        match self.index {
+            Some(i) => format!("{kind}/{task}/{}/{i}/{}", self.step, self.attempt),
+            None => format!("{kind}/{task}/{}/-/{}", self.step, self.attempt),
+        }
+    }
+}
+
+/// Asks the shell to run one attempt of a function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dispatch {
+    pub execution_id: Arc<str>,
+    pub workflow: Arc<str>,
+    pub task: TaskRef,
+    pub function: Arc<str>,
+    pub input: Value,
+    /// Same on every attempt and redelivery of this unit.
+    pub idempotency_key: String,
+    pub timeout_ms: u64,
+    pub deadline: Timestamp,
+}
+
+/// A compensation that failed for good, with what a person needs to resolve it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub execution_id: Arc<str>,
+    pub workflow: Arc<str>,
+    pub step: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    pub function: Arc<str>,
+    pub input: Value,
+    pub idempotency_key: String,
+    pub error: ErrorInfo,
+    pub attempts: u32,
+    pub at: Timestamp,
+}
+
+/// What the shell must do, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    Dispatch(Dispatch),
+    StartTimer { timer: TimerId, fire_at: Timestamp },
+    Emit(LifecycleEvent),
+    DeadLetter(DeadLetter),
+    Finish {
+        status: ExecutionStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorInfo>,
+    },
+}
+
+/// Lifecycle event names, as published (`step.started`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LifecycleKind {
+    #[serde(rename = "execution.started")]
+    ExecutionStarted,
+    #[serde(rename = "execution.succeeded")]
+    ExecutionSucceeded,
+    #[serde(rename = "execution.failed")]
+    ExecutionFailed,
+    #[serde(rename = "execution.compensated")]
+    ExecutionCompensated,
+    #[serde(rename = "execution.compensation_failed")]
+    ExecutionCompensationFailed,
+    #[serde(rename = "execution.cancelled")]
+    ExecutionCancelled,
+    #[serde(rename = "step.started")]
+    StepStarted,
+    #[serde(rename = "step.succeeded")]
+    StepSucceeded,
+    #[serde(rename = "step.failed")]
+    StepFailed,
+    #[serde(rename = "step.retrying")]
+    StepRetrying,
+    #[serde(rename = "step.skipped")]
+    StepSkipped,
+    #[serde(rename = "step.waiting")]
+    StepWaiting,
+    #[serde(rename = "compensation.started")]
+    CompensationStarted,
+    #[serde(rename = "compensation.succeeded")]
+    CompensationSucceeded,
+    #[serde(rename = "compensation.retrying")]
+    CompensationRetrying,
+    #[serde(rename = "compensation.failed")]
+    CompensationFailed,
+}
+
+impl LifecycleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleKind::ExecutionStarted => "execution.started",
+            LifecycleKind::ExecutionSucceeded => "execution.succeeded",
+            LifecycleKind::ExecutionFailed => "execution.failed",
+            LifecycleKind::ExecutionCompensated => "execution.compensated",
+            LifecycleKind::ExecutionCompensationFailed => "execution.compensation_failed",
+            LifecycleKind::ExecutionCancelled => "execution.cancelled",
+            LifecycleKind::StepStarted => "step.started",
+            LifecycleKind::StepSucceeded => "step.succeeded",
+            LifecycleKind::StepFailed => "step.failed",
+            LifecycleKind::StepRetrying => "step.retrying",
+            LifecycleKind::StepSkipped => "step.skipped",
+            LifecycleKind::StepWaiting => "step.waiting",
+            LifecycleKind::CompensationStarted => "compensation.started",
+            LifecycleKind::CompensationSucceeded => "compensation.succeeded",
+            LifecycleKind::CompensationRetrying => "compensation.retrying",
+            LifecycleKind::CompensationFailed => "compensation.failed",
+        }
+    }
+}
+
+/// One lifecycle event (the seed's step:start / step:complete / step:error, and more).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LifecycleEvent {
+    pub kind: LifecycleKind,
+    pub execution_id: Arc<str>,
+    pub workflow: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// For `*.retrying`: how long until the next attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+}
+
+/// Why an event changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Ignored {
+    NotStarted,
+    AlreadyStarted,
+    ExecutionFinished,
+    UnknownStep { step: String },
+    UnknownElement { step: String, index: Option<u32> },
+    /// A result for an attempt other than the current one.
+    StaleAttempt { expected: u32, got: u32 },
+    /// The task is not running: a duplicate result, or one that came after it was settled.
+    NotRunning,
+    /// The timer's purpose has passed (the attempt finished, the wait ended).
+    StaleTimer,
+    /// Cancel asked while the execution is already stopping.
+    AlreadyStopping,
+    /// A signal nobody waits for, arriving while the execution is stopping.
+    SignalNotExpected,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Applied,
+    Ignored(Ignored),
+}
+
+/// The result of applying one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub outcome: Outcome,
+    pub commands: Vec<Command>,
+    /// The earliest instant at which a timer of this execution is due, if any.
+    pub next_wakeup: Option<Timestamp>,
+}
+
+impl Transition {
+    pub fn is_applied(&self) -> bool {
+        self.outcome == Outcome::Applied
+    }
+}

@@ -1,0 +1,278 @@
+//! The checkpointed state of one execution.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ErrorInfo;
+use crate::Timestamp;
+use crate::workflow::Workflow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    /// Created, `Started` not yet applied.
+    Pending,
+    Running,
+    /// A step failed or cancel was asked: in-flight results are collected,
+    /// then succeeded steps are undone in reverse order.
+    Compensating,
+    Succeeded,
+    /// Failed with nothing to undo.
+    Failed,
+    /// Failed, and every compensation succeeded.
+    Compensated,
+    /// At least one compensation failed for good and was dead-lettered.
+    CompensationFailed,
+    /// Cancelled, and every compensation (if any) succeeded.
+    Cancelled,
+}
+
+impl ExecutionStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            ExecutionStatus::Pending | ExecutionStatus::Running | ExecutionStatus::Compensating
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Pending => "pending",
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Compensating => "compensating",
+            ExecutionStatus::Succeeded => "succeeded",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Compensated => "compensated",
+            ExecutionStatus::CompensationFailed => "compensation_failed",
+            ExecutionStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ExecutionStatus> {
+        [
+            ExecutionStatus::Pending,
+            ExecutionStatus::Running,
+            ExecutionStatus::Compensating,
+            ExecutionStatus::Succeeded,
+            ExecutionStatus::Failed,
+            ExecutionStatus::Compensated,
+            ExecutionStatus::CompensationFailed,
+            ExecutionStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    /// Paused on `wait`, `wait_until` or `wait_for`.
+    Waiting,
+    Succeeded,
+    Failed,
+    Skipped,
+    /// Never finished because the execution stopped.
+    Cancelled,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitStatus {
+    Pending,
+    Running,
+    /// Waiting for a retry timer.
+    BackingOff,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// Progress of one runnable piece of work (or of its compensation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unit {
+    pub status: UnitStatus,
+    /// The current (or last) attempt, 1-based; 0 before the first.
+    pub attempt: u32,
+    /// Running: the attempt's deadline. Backing off: when the next attempt starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<Timestamp>,
+    /// The element's output (for `for_each` elements; a plain step's is in [`StepState::output`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation: Option<Box<Unit>>,
+}
+
+impl Unit {
+    pub(crate) fn new() -> Unit {
+        Unit {
+            status: UnitStatus::Pending,
+            attempt: 0,
+            due: None,
+            output: None,
+            error: None,
+            compensation: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    pub name: Arc<str>,
+    pub status: StepStatus,
+    /// One for a plain step, one per element for `for_each`, none for waits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<Unit>,
+    /// The list a `for_each` step iterates over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<Value>>,
+    /// Next `for_each` element to start.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub next_item: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// When a wait ends (or a `wait_for` gives up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<Timestamp>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One unit of one step, by position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UnitRef {
+    pub step: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompensationState {
+    /// Units to undo, in the order they are undone (reverse completion order).
+    pub queue: Vec<UnitRef>,
+    /// Position in `queue` of the compensation running now.
+    pub position: u32,
+    pub any_failed: bool,
+}
+
+/// Everything the engine knows about one execution; checkpointed after every transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    pub id: Arc<str>,
+    pub workflow: Arc<str>,
+    pub status: ExecutionStatus,
+    pub input: Value,
+    pub steps: Vec<StepState>,
+    /// Succeeded units that have a compensation, in completion order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub completed: Vec<UnitRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation: Option<CompensationState>,
+    /// Why the execution stopped (the first failure, or the cancel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<ErrorInfo>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Signals that arrived before any step waited for them, oldest first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signals: BTreeMap<String, VecDeque<Value>>,
+    #[serde(default)]
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+}
+
+impl Execution {
+    /// A new execution, before its `Started` event.
+    pub fn new(workflow: &Workflow, id: impl Into<Arc<str>>) -> Execution {
+        Execution {
+            id: id.into(),
+            workflow: workflow.name.clone(),
+            status: ExecutionStatus::Pending,
+            input: Value::Null,
+            steps: workflow
+                .steps
+                .iter()
+                .map(|s| StepState {
+                    name: s.name.clone(),
+                    status: StepStatus::Pending,
+                    units: Vec::new(),
+                    items: None,
+                    next_item: 0,
+                    output: None,
+                    error: None,
+                    wake_at: None,
+                })
+                .collect(),
+            completed: Vec::new(),
+            compensation: None,
+            failure: None,
+            cancel_requested: false,
+            output: None,
+            signals: BTreeMap::new(),
+            started_at: 0,
+            finished_at: None,
+        }
+    }
+
+    pub fn step(&self, name: &str) -> Option<&StepState> {
+        self.steps.iter().find(|s| &*s.name == name)
+    }
+
+    /// The earliest instant a timer of this execution is due.
+    pub fn next_wakeup(&self) -> Option<Timestamp> {
+        if self.status.is_terminal() {
+            return None;
+        }
+        let mut earliest: Option<Timestamp> = None;
+        let mut consider = |t: Option<Timestamp>| {
+            if let Some(t) = t {
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
+            }
+        };
+        for step in &self.steps {
+            if step.status == StepStatus::Waiting {
+                consider(step.wake_at);
+            }
+            for unit in &step.units {
+                if matches!(unit.status, UnitStatus::Running | UnitStatus::BackingOff) {
+                    consider(unit.due);
+                }
+                if let Some(comp) = &unit.compensation
+                    && matches!(comp.status, UnitStatus::Running | UnitStatus::BackingOff)
+                {
+                    consider(comp.due);
+                }
+            }
+        }
+        earliest
+    }
+}

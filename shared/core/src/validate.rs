@@ -1,0 +1,762 @@
+//! Validation: turns a [`WorkflowDefinition`] into a runnable [`Workflow`],
+//! or reports every problem in it at once, each naming the step and field.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::definition::{
+    Backoff, Compensate, Jitter, RetryDefinition, StepDefinition, WorkflowDefinition,
+};
+use crate::duration::parse_millis;
+use crate::expr::{self, Expr, StepRefs, Template};
+use crate::retry::{MAX_ATTEMPTS_CAP, RetryPolicy};
+use crate::workflow::{
+    Action, Call, Compensation, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_MS, Step, Workflow,
+};
+
+/// One thing wrong with a definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        match (&self.step, &self.field) {
+            (Some(step), Some(field)) => write!(f, "step `{step}`, `{field}`: ")?,
+            (Some(step), None) => write!(f, "step `{step}`: ")?,
+            (None, Some(field)) => write!(f, "`{field}`: ")?,
+            (None, None) => {}
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a definition.
+#[derive(Debug, Clone, Error, PartialEq, Eq, Serialize)]
+pub struct ValidationErrors {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{n} problem{} in workflow definition:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ValidationErrors {
+    pub(crate) fn parse(message: String) -> ValidationErrors {
+        ValidationErrors {
+            problems: vec![Problem {
+                step: None,
+                field: None,
+                message,
+                line: None,
+            }],
+        }
+    }
+
+    /// Adds the source line of each problem's step, found in the definition text.
+    pub(crate) fn with_lines(mut self, text: &str) -> ValidationErrors {
+        let lines = step_lines(text);
+        for problem in &mut self.problems {
+            if problem.line.is_none()
+                && let Some(step) = &problem.step
+            {
+                problem.line = lines.get(step.as_str()).copied();
+            }
+        }
+        self
+    }
+}
+
+/// Line of each step's key under `steps:` in YAML, or `"name": {` in JSON.
+fn step_lines(text: &str) -> HashMap<&str, usize> {
+    let mut found = HashMap::new();
+    let mut in_steps = false;
+    let mut step_indent = None;
+    for (number, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.starts_with("steps:") || trimmed.starts_with("\"steps\"") {
+            in_steps = true;
+            step_indent = None;
+            continue;
+        }
+        if !in_steps || trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if indent == 0 && !trimmed.starts_with('"') && !trimmed.starts_with('}') {
+            in_steps = false;
+            continue;
+        }
+        let key = trimmed.trim_start_matches('"');
+        let Some(end) = key.find(['"', ':']) else {
+            continue;
+        };
+        let name = &key[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        match step_indent {
+            None => step_indent = Some(indent),
+            Some(i) if i != indent => continue,
+            _ => {}
+        }
+        found.entry(name).or_insert(number + 1);
+    }
+    found
+}
+
+struct Collector {
+    problems: Vec<Problem>,
+}
+
+impl Collector {
+    fn add(&mut self, step: Option<&str>, field: Option<&str>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            step: step.map(str::to_string),
+            field: field.map(str::to_string),
+            message: message.into(),
+            line: None,
+        });
+    }
+
+    fn duration(&mut self, step: Option<&str>, field: &str, text: Option<&str>) -> Option<u64> {
+        let text = text?;
+        match parse_millis(text) {
+            Ok(ms) => Some(ms),
+            Err(e) => {
+                self.add(step, Some(field), e.to_string());
+                None
+            }
+        }
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Where an expression sits decides which steps it may read.
+enum Reads<'a> {
+    /// Only steps this one depends on (they are finished when it runs).
+    Ancestors(&'a HashSet<usize>),
+    /// Ancestors and the step itself (compensation inputs).
+    AncestorsAndSelf(&'a HashSet<usize>, usize),
+    /// Any step (the workflow output).
+    Any,
+}
+
+struct ExprCheck<'a> {
+    by_name: &'a HashMap<&'a str, usize>,
+    step: Option<&'a str>,
+    for_each: bool,
+}
+
+impl ExprCheck<'_> {
+    fn check(&self, c: &mut Collector, field: &str, e: &Expr, reads: &Reads<'_>) {
+        for variable in e.variables() {
+            let v = variable.as_str();
+            if (v == "item" || v == "index") && !self.for_each {
+                c.add(
+                    self.step,
+                    Some(field),
+                    format!(
+                        "`{}` uses `{v}`, which exists only in a `for_each` step",
+                        e.source()
+                    ),
+                );
+            }
+        }
+        if let StepRefs::Named(names) = e.step_refs() {
+            for name in names {
+                match self.by_name.get(name.as_str()) {
+                    None => c.add(
+                        self.step,
+                        Some(field),
+                        format!("`{}` refers to unknown step `{name}`", e.source()),
+                    ),
+                    Some(&i) => {
+                        let allowed = match reads {
+                            Reads::Any => true,
+                            Reads::Ancestors(a) => a.contains(&i),
+                            Reads::AncestorsAndSelf(a, me) => a.contains(&i) || i == *me,
+                        };
+                        if !allowed {
+                            c.add(
+                                self.step,
+                                Some(field),
+                                format!(
+                                    "`{}` reads step `{name}`, which is not among this step's `needs` (directly or through other steps), so it may not have run yet",
+                                    e.source()
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn template(
+        &self,
+        c: &mut Collector,
+        field: &str,
+        value: Option<&serde_json::Value>,
+        reads: &Reads<'_>,
+    ) -> Option<Template> {
+        let Some(value) = value else {
+            return Some(Template::null());
+        };
+        match Template::compile(value) {
+            Ok(t) => {
+                for e in t.exprs() {
+                    self.check(c, field, e, reads);
+                }
+                Some(t)
+            }
+            Err(errors) => {
+                for e in errors {
+                    c.add(self.step, Some(field), e.to_string());
+                }
+                None
+            }
+        }
+    }
+
+    fn single(&self, c: &mut Collector, field: &str, text: &str, reads: &Reads<'_>) -> Option<Expr> {
+        match expr::compile_single(text) {
+            Ok(e) => {
+                self.check(c, field, &e, reads);
+                Some(e)
+            }
+            Err(e) => {
+                c.add(self.step, Some(field), e.to_string());
+                None
+            }
+        }
+    }
+}
+
+fn retry_policy(
+    c: &mut Collector,
+    step: Option<&str>,
+    field: &str,
+    own: Option<&RetryDefinition>,
+    fallback: Option<&RetryDefinition>,
+    base: Option<&RetryPolicy>,
+) -> Option<RetryPolicy> {
+    let pick = |f: fn(&RetryDefinition) -> Option<&String>| {
+        own.and_then(f).or_else(|| fallback.and_then(f)).map(String::as_str)
+    };
+    let max_attempts = own
+        .and_then(|r| r.max_attempts)
+        .or_else(|| fallback.and_then(|r| r.max_attempts))
+        .or(base.map(|b| b.max_attempts));
+    let Some(max_attempts) = max_attempts else {
+        c.add(
+            step,
+            Some(&format!("{field}.max_attempts")),
+            "no attempt limit: set `retry.max_attempts` on the step or in `defaults.retry`",
+        );
+        return None;
+    };
+    if max_attempts == 0 || max_attempts > MAX_ATTEMPTS_CAP {
+        c.add(
+            step,
+            Some(&format!("{field}.max_attempts")),
+            format!("must be between 1 and {MAX_ATTEMPTS_CAP}, not {max_attempts}"),
+        );
+    }
+    let delay_ms = c
+        .duration(step, &format!("{field}.delay"), pick(|r| r.delay.as_ref()))
+        .or(base.map(|b| b.delay_ms))
+        .unwrap_or(1_000);
+    let max_delay_ms = c
+        .duration(step, &format!("{field}.max_delay"), pick(|r| r.max_delay.as_ref()))
+        .or(base.map(|b| b.max_delay_ms))
+        .unwrap_or(u64::MAX);
+    if max_delay_ms < delay_ms {
+        c.add(
+            step,
+            Some(&format!("{field}.max_delay")),
+            "is shorter than `delay`",
+        );
+    }
+    let backoff = own
+        .and_then(|r| r.backoff)
+        .or_else(|| fallback.and_then(|r| r.backoff))
+        .or(base.map(|b| b.backoff))
+        .unwrap_or(Backoff::Exponential);
+    let jitter = own
+        .and_then(|r| r.jitter)
+        .or_else(|| fallback.and_then(|r| r.jitter))
+        .or(base.map(|b| b.jitter))
+        .unwrap_or(Jitter::None);
+    let retry_on = own
+        .and_then(|r| r.retry_on.clone())
+        .or_else(|| fallback.and_then(|r| r.retry_on.clone()));
+    let no_retry_on = own
+        .and_then(|r| r.no_retry_on.clone())
+        .or_else(|| fallback.and_then(|r| r.no_retry_on.clone()))
+        .unwrap_or_default();
+    Some(RetryPolicy {
+        max_attempts: max_attempts.clamp(1, MAX_ATTEMPTS_CAP),
+        backoff,
+        delay_ms,
+        max_delay_ms,
+        jitter,
+        retry_on,
+        no_retry_on,
+    })
+}
+
+/// Finds dependency cycles; each is reported as `a -> b -> a`.
+fn find_cycles(needs: &[Vec<usize>], names: &[&str]) -> Vec<String> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    fn visit(
+        node: usize,
+        needs: &[Vec<usize>],
+        marks: &mut [Mark],
+        path: &mut Vec<usize>,
+        cycles: &mut Vec<Vec<usize>>,
+    ) {
+        marks[node] = Mark::Active;
+        path.push(node);
+        for &next in &needs[node] {
+            match marks[next] {
+                Mark::New => visit(next, needs, marks, path, cycles),
+                Mark::Active => {
+                    let start = path.iter().position(|&n| n == next).unwrap_or(0);
+                    let mut cycle = path[start..].to_vec();
+                    cycle.push(next);
+                    cycles.push(cycle);
+                }
+                Mark::Done => {}
+            }
+        }
+        path.pop();
+        marks[node] = Mark::Done;
+    }
+    let mut marks = vec![Mark::New; needs.len()];
+    let mut cycles = Vec::new();
+    for node in 0..needs.len() {
+        if marks[node] == Mark::New {
+            visit(node, needs, &mut marks, &mut Vec::new(), &mut cycles);
+        }
+    }
+    cycles
+        .into_iter()
+        .map(|cycle| {
+            // `needs` edges point at dependencies; print in run order.
+            cycle
+                .iter()
+                .rev()
+                .map(|&i| names[i])
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        })
+        .collect()
+}
+
+/// Validates and compiles a definition.
+pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationErrors> {
+    let mut c = Collector {
+        problems: Vec::new(),
+    };
+    if definition.name.is_empty()
+        || !definition
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    {
+        c.add(
+            None,
+            Some("name"),
+            format!(
+                "`{}` is not a valid workflow name (letters, digits, `-` and `_`)",
+                definition.name
+            ),
+        );
+    }
+    if definition.steps.is_empty() {
+        c.add(None, Some("steps"), "a workflow needs at least one step");
+    }
+
+    // Names first: everything else refers to steps by name.
+    let names: Vec<&str> = definition.steps.iter().map(|(n, _)| n).collect();
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        if !is_identifier(name) {
+            c.add(
+                Some(name),
+                None,
+                "step names must start with a letter and use only letters, digits and `_` (expressions read them as `steps.NAME`)",
+            );
+        }
+        if by_name.insert(name, i).is_some() {
+            c.add(Some(name), None, "duplicate step name");
+        }
+    }
+    // With duplicates, the last definition of a name wins in `by_name`; keep
+    // positions consistent by resolving every step's needs against it.
+    let mut needs: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    for (i, (name, step)) in definition.steps.iter().enumerate() {
+        let mut seen = HashSet::new();
+        for need in &step.needs {
+            if !seen.insert(need.as_str()) {
+                c.add(Some(name), Some("needs"), format!("`{need}` is listed twice"));
+                continue;
+            }
+            match by_name.get(need.as_str()) {
+                Some(&j) if j == i => {
+                    c.add(Some(name), Some("needs"), "a step cannot need itself")
+                }
+                Some(&j) => needs[i].push(j),
+                None => c.add(
+                    Some(name),
+                    Some("needs"),
+                    format!("unknown step `{need}`{}", suggestion(need, &names)),
+                ),
+            }
+        }
+    }
+    let cycles = find_cycles(&needs, &names);
+    for cycle in &cycles {
+        c.add(None, Some("needs"), format!("dependency cycle: {cycle}"));
+    }
+    let ancestors = if cycles.is_empty() {
+        ancestor_sets(&needs)
+    } else {
+        vec![HashSet::new(); names.len()]
+    };
+
+    let default_timeout = c.duration(None, "defaults.timeout", definition.defaults.timeout.as_deref());
+    let default_comp_retry = retry_policy(
+        &mut c,
+        None,
+        "defaults.compensation_retry",
+        definition.defaults.compensation_retry.as_ref(),
+        None,
+        Some(&RetryPolicy::compensation_default()),
+    );
+
+    let mut steps = Vec::with_capacity(names.len());
+    for (i, (name, step)) in definition.steps.iter().enumerate() {
+        let check = ExprCheck {
+            by_name: &by_name,
+            step: Some(name),
+            for_each: step.for_each.is_some(),
+        };
+        let reads = Reads::Ancestors(&ancestors[i]);
+        let condition = step
+            .condition
+            .as_deref()
+            .and_then(|text| check.single(&mut c, "if", text, &reads));
+        let action = step_action(
+            &mut c,
+            &check,
+            name,
+            i,
+            step,
+            &definition,
+            &ancestors[i],
+            default_timeout,
+            default_comp_retry.as_ref(),
+        );
+        steps.push(Step {
+            name: Arc::from(name),
+            position: i,
+            needs: needs[i].clone(),
+            dependents: Vec::new(),
+            condition,
+            action: action.unwrap_or(Action::Wait { millis: 0 }),
+            continue_on_failure: step.continue_on_failure,
+        });
+    }
+    for i in 0..steps.len() {
+        for j in steps[i].needs.clone() {
+            steps[j].dependents.push(i);
+        }
+    }
+
+    let output_check = ExprCheck {
+        by_name: &by_name,
+        step: None,
+        for_each: false,
+    };
+    let output = output_check
+        .template(&mut c, "output", definition.output.as_ref(), &Reads::Any)
+        .unwrap_or_else(Template::null);
+
+    if !c.problems.is_empty() {
+        return Err(ValidationErrors {
+            problems: c.problems,
+        });
+    }
+    let by_name = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), i))
+        .collect();
+    Ok(Workflow {
+        name: Arc::from(definition.name.as_str()),
+        definition,
+        steps,
+        output,
+        by_name,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_action(
+    c: &mut Collector,
+    check: &ExprCheck<'_>,
+    name: &str,
+    position: usize,
+    step: &StepDefinition,
+    definition: &WorkflowDefinition,
+    ancestors: &HashSet<usize>,
+    default_timeout: Option<u64>,
+    default_comp_retry: Option<&RetryPolicy>,
+) -> Option<Action> {
+    let s = Some(name);
+    let kinds: Vec<&str> = [
+        ("function", step.function.is_some()),
+        ("wait", step.wait.is_some()),
+        ("wait_until", step.wait_until.is_some()),
+        ("wait_for", step.wait_for.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, present)| present.then_some(k))
+    .collect();
+    match kinds.as_slice() {
+        [] => {
+            c.add(
+                s,
+                None,
+                "says nothing to do: give it a `function`, `wait`, `wait_until` or `wait_for`",
+            );
+            return None;
+        }
+        [_] => {}
+        many => {
+            c.add(
+                s,
+                None,
+                format!("has {} — a step does exactly one of these", many.join(", ")),
+            );
+            return None;
+        }
+    }
+    let reads = Reads::Ancestors(ancestors);
+    if step.function.is_none() {
+        for (field, present) in [
+            ("input", step.input.is_some()),
+            ("retry", step.retry.is_some()),
+            ("compensate", step.compensate.is_some()),
+            ("for_each", step.for_each.is_some()),
+            ("max_concurrency", step.max_concurrency.is_some()),
+            ("mutates", step.mutates.is_some()),
+            ("reason", step.reason.is_some()),
+            ("timeout", step.timeout.is_some()),
+        ] {
+            if present {
+                c.add(
+                    s,
+                    Some(field),
+                    "only a step with a `function` takes this (waits do not call anything)",
+                );
+            }
+        }
+    }
+    if let Some(text) = &step.wait {
+        return c.duration(s, "wait", Some(text)).map(|millis| Action::Wait { millis });
+    }
+    if let Some(text) = &step.wait_until {
+        return check
+            .single(c, "wait_until", text, &reads)
+            .map(|e| Action::WaitUntil(Box::new(e)));
+    }
+    if let Some(wait_for) = &step.wait_for {
+        if wait_for.signal.trim().is_empty() {
+            c.add(s, Some("wait_for.signal"), "names no signal");
+        }
+        let timeout_ms = c.duration(s, "wait_for.timeout", wait_for.timeout.as_deref());
+        return Some(Action::WaitFor {
+            signal: wait_for.signal.clone(),
+            timeout_ms,
+        });
+    }
+
+    let function = step.function.as_deref().unwrap_or_default();
+    if function.trim().is_empty() {
+        c.add(s, Some("function"), "is empty");
+    }
+    let mutates = step.mutates.unwrap_or(true);
+    let compensation = match (&step.compensate, mutates) {
+        (None, true) => {
+            c.add(
+                s,
+                Some("compensate"),
+                "mutates outside state but has no compensation: add `compensate: { function: ... }`, or `mutates: false`, or `compensate: none` with a `reason`",
+            );
+            None
+        }
+        (Some(_), false) => {
+            c.add(
+                s,
+                Some("compensate"),
+                "says `mutates: false`, so it has nothing to compensate",
+            );
+            None
+        }
+        (Some(Compensate::None), true) => {
+            if step.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                c.add(
+                    s,
+                    Some("reason"),
+                    "`compensate: none` needs a `reason` saying why the effect cannot or need not be undone",
+                );
+            }
+            None
+        }
+        (Some(Compensate::Run(comp)), true) => {
+            let comp_reads = Reads::AncestorsAndSelf(ancestors, position);
+            let input = check.template(c, "compensate.input", comp.input.as_ref(), &comp_reads);
+            let retry = retry_policy(
+                c,
+                s,
+                "compensate.retry",
+                comp.retry.as_ref(),
+                None,
+                default_comp_retry,
+            );
+            let timeout_ms = c
+                .duration(s, "compensate.timeout", comp.timeout.as_deref())
+                .or(c.duration(s, "timeout", step.timeout.as_deref()))
+                .or(default_timeout)
+                .unwrap_or(DEFAULT_TIMEOUT_MS);
+            if comp.function.trim().is_empty() {
+                c.add(s, Some("compensate.function"), "is empty");
+            }
+            match (input, retry) {
+                (Some(input), Some(retry)) => Some(Compensation {
+                    function: Arc::from(comp.function.as_str()),
+                    input,
+                    retry,
+                    timeout_ms,
+                }),
+                _ => None,
+            }
+        }
+        (None, false) => None,
+    };
+    if step.reason.is_some() && !matches!(step.compensate, Some(Compensate::None)) {
+        c.add(
+            s,
+            Some("reason"),
+            "only explains `compensate: none`; this step does not say that",
+        );
+    }
+    let input = check.template(c, "input", step.input.as_ref(), &reads);
+    let retry = retry_policy(
+        c,
+        s,
+        "retry",
+        step.retry.as_ref(),
+        definition.defaults.retry.as_ref(),
+        None,
+    );
+    let timeout_ms = c
+        .duration(s, "timeout", step.timeout.as_deref())
+        .or(default_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT_MS);
+    if timeout_ms == 0 {
+        c.add(s, Some("timeout"), "must be longer than zero");
+    }
+    let for_each = step
+        .for_each
+        .as_deref()
+        .and_then(|text| check.single(c, "for_each", text, &reads));
+    if step.max_concurrency.is_some() && step.for_each.is_none() {
+        c.add(s, Some("max_concurrency"), "only applies to a `for_each` step");
+    }
+    if step.max_concurrency == Some(0) {
+        c.add(s, Some("max_concurrency"), "must be at least 1");
+    }
+    Some(Action::Call(Box::new(Call {
+        function: Arc::from(function),
+        input: input?,
+        retry: retry?,
+        timeout_ms,
+        mutates,
+        compensation,
+        for_each,
+        max_concurrency: step.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY).max(1),
+    })))
+}
+
+fn ancestor_sets(needs: &[Vec<usize>]) -> Vec<HashSet<usize>> {
+    let mut memo: Vec<Option<HashSet<usize>>> = vec![None; needs.len()];
+    fn fill(i: usize, needs: &[Vec<usize>], memo: &mut Vec<Option<HashSet<usize>>>) {
+        if memo[i].is_some() {
+            return;
+        }
+        let mut set = HashSet::new();
+        for &j in &needs[i] {
+            fill(j, needs, memo);
+            set.insert(j);
+            if let Some(parent) = &memo[j] {
+                set.extend(parent.iter().copied());
+            }
+        }
+        memo[i] = Some(set);
+    }
+    for i in 0..needs.len() {
+        fill(i, needs, &mut memo);
+    }
+    memo.into_iter().map(Option::unwrap_or_default).collect()
+}
+
+fn suggestion(name: &str, names: &[&str]) -> String {
+    names
+        .iter()
+        .find(|candidate| {
+            candidate.eq_ignore_ascii_case(name)
+                || (candidate.len().abs_diff(name.len()) <= 2
+                    && (candidate.starts_with(name) || name.starts_with(*candidate)))
+        })
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}

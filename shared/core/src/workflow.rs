@@ -1,0 +1,115 @@
+//! A validated, compiled workflow: what the engine runs.
+//!
+//! Built only by [`crate::validate`], so every `Workflow` has resolved
+//! dependencies, no cycles, compiled expressions and complete retry policies.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::definition::{Format, WorkflowDefinition};
+use crate::expr::{Expr, Template};
+use crate::retry::RetryPolicy;
+use crate::validate::{self, ValidationErrors};
+
+/// Default per-attempt timeout when neither the step nor `defaults` sets one
+/// (the longest a Lambda invocation can run).
+pub const DEFAULT_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+/// Default `max_concurrency` of a `for_each` step.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 10;
+
+#[derive(Debug)]
+pub struct Workflow {
+    pub definition: WorkflowDefinition,
+    pub name: Arc<str>,
+    pub steps: Vec<Step>,
+    pub output: Template,
+    pub(crate) by_name: HashMap<String, usize>,
+}
+
+#[derive(Debug)]
+pub struct Step {
+    pub name: Arc<str>,
+    pub position: usize,
+    pub needs: Vec<usize>,
+    pub dependents: Vec<usize>,
+    pub condition: Option<Expr>,
+    pub action: Action,
+    pub continue_on_failure: bool,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Call(Box<Call>),
+    Wait { millis: u64 },
+    WaitUntil(Box<Expr>),
+    WaitFor { signal: String, timeout_ms: Option<u64> },
+}
+
+#[derive(Debug)]
+pub struct Call {
+    pub function: Arc<str>,
+    pub input: Template,
+    pub retry: RetryPolicy,
+    pub timeout_ms: u64,
+    pub mutates: bool,
+    pub compensation: Option<Compensation>,
+    pub for_each: Option<Expr>,
+    pub max_concurrency: u32,
+}
+
+#[derive(Debug)]
+pub struct Compensation {
+    pub function: Arc<str>,
+    pub input: Template,
+    pub retry: RetryPolicy,
+    pub timeout_ms: u64,
+}
+
+impl Workflow {
+    /// Parses and validates a definition; every problem is reported at once.
+    pub fn from_text(text: &str, format: Format) -> Result<Workflow, ValidationErrors> {
+        let definition = WorkflowDefinition::parse(text, format)
+            .map_err(|e| ValidationErrors::parse(e.to_string()))?;
+        validate::validate(definition).map_err(|errors| errors.with_lines(text))
+    }
+
+    pub fn from_definition(definition: WorkflowDefinition) -> Result<Workflow, ValidationErrors> {
+        validate::validate(definition)
+    }
+
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn step(&self, name: &str) -> Option<&Step> {
+        self.step_index(name).map(|i| &self.steps[i])
+    }
+
+    /// Every function a step or compensation calls, sorted, without repeats.
+    pub fn functions(&self) -> Vec<&str> {
+        let mut functions: Vec<&str> = self
+            .steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::Call(call) => Some(call),
+                _ => None,
+            })
+            .flat_map(|call| {
+                std::iter::once(call.function.as_ref())
+                    .chain(call.compensation.as_ref().map(|c| c.function.as_ref()))
+            })
+            .collect();
+        functions.sort_unstable();
+        functions.dedup();
+        functions
+    }
+}
+
+impl Step {
+    pub fn call(&self) -> Option<&Call> {
+        match &self.action {
+            Action::Call(call) => Some(call),
+            _ => None,
+        }
+    }
+}
