@@ -1,0 +1,13 @@
+//! Baton's embedded backend: executions, tasks, timers, events and dead
+//! letters in one SQLite file, and the worker loop that drives them.
+//!
+//! - [`store`]: [`SqliteBackend`], the backend ports on SQLite (WAL, one
+//!   transaction per transition, tasks leased like SQS messages);
+//! - [`worker`]: fires due timers, leases tasks, runs them on their targets
+//!   and reports results through the coordinator.
+
+pub mod store;
+pub mod worker;
+
+pub use store::{SqliteBackend, SqliteOptions};
+pub use worker::{Worker, WorkerOptions};

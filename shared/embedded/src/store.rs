@@ -1,0 +1,799 @@
+//! The backend ports on one SQLite file.
+//!
+//! A transition is one `BEGIN IMMEDIATE` transaction: the versioned update of
+//! the execution, its history row, and the rows its commands produce (tasks,
+//! timers, events, dead letters). Nothing is left in an outbox, so a process
+//! killed at any moment leaves either all of a transition or none of it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use baton_core::engine::{Dispatch, TaskKind};
+use baton_core::{Command, ExecutionStatus, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition};
+use baton_runtime::coordinator::compensation_dead_letter;
+use baton_runtime::ports::{
+    Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink, ExecutionRecord,
+    ExecutionStore, ExecutionSummary, HistoryEntry, LeasedTask, OutboxEntry, StoreError, StoreResult,
+    StoredWorkflow, TaskQueue, TimerService, WorkflowStore,
+};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS workflows (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    definition TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS executions (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    workflow_version INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status, created_at);
+CREATE TABLE IF NOT EXISTS history (
+    execution_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (execution_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY,
+    dedup_key TEXT NOT NULL UNIQUE,
+    execution_id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    body TEXT NOT NULL,
+    available_at INTEGER NOT NULL,
+    lease_until INTEGER,
+    visibility_ms INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_availability ON tasks (available_at);
+CREATE TABLE IF NOT EXISTS timers (
+    execution_id TEXT NOT NULL,
+    timer_key TEXT NOT NULL,
+    timer TEXT NOT NULL,
+    fire_at INTEGER NOT NULL,
+    PRIMARY KEY (execution_id, timer_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS timers_by_due ON timers (fire_at);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    execution_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_execution ON events (execution_id, id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    execution_id TEXT,
+    created_at INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+"#;
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Receives after which a task moves to the dead letters (the redrive policy's maxReceiveCount).
+    pub max_receives: u32,
+    /// Largest JSON payload accepted.
+    pub payload_limit: usize,
+    /// `FULL` syncs every commit to disk before it returns; `NORMAL` survives
+    /// process crashes but may lose the last commits on power loss.
+    pub synchronous_full: bool,
+    /// How long a lease outlives a task's own timeout.
+    pub lease_margin_ms: u64,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            max_receives: 5,
+            payload_limit: 256 * 1024,
+            synchronous_full: true,
+            lease_margin_ms: 5_000,
+        }
+    }
+}
+
+pub struct SqliteBackend {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    options: SqliteOptions,
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("engine types always serialise to JSON")
+}
+
+fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn task_dedup_key(task: &Dispatch) -> String {
+    let kind = match task.task.kind {
+        TaskKind::Step => "step",
+        TaskKind::Compensation => "comp",
+    };
+    let index = task.task.index.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+    format!("{}/{}/{}/{}/{}", task.execution_id, task.task.step, index, kind, task.task.attempt)
+}
+
+impl SqliteBackend {
+    pub fn open(path: &Path, options: SqliteOptions) -> StoreResult<SqliteBackend> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let conn = Connection::open(path).map_err(unavailable)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            if options.synchronous_full { "FULL" } else { "NORMAL" },
+        )
+        .map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(SqliteBackend {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            options,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn options(&self) -> &SqliteOptions {
+        &self.options
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves no half-done transaction: SQLite rolls it back.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in one write transaction.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let value = f(&tx)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(value)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        f(&self.conn())
+    }
+
+    fn check_size(&self, what: &str, text: &str) -> StoreResult<()> {
+        if text.len() > self.options.payload_limit * 4 {
+            return Err(StoreError::TooLarge {
+                what: what.to_string(),
+                size: text.len(),
+                limit: self.options.payload_limit * 4,
+            });
+        }
+        Ok(())
+    }
+
+    fn insert_task(&self, tx: &Transaction<'_>, task: &Dispatch, now: Timestamp) -> StoreResult<()> {
+        tx.execute(
+            "INSERT OR IGNORE INTO tasks (dedup_key, execution_id, function, body, available_at, visibility_ms, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)",
+            params![
+                task_dedup_key(task),
+                &*task.execution_id,
+                &*task.function,
+                to_json(task),
+                now as i64,
+                (task.timeout_ms + self.options.lease_margin_ms) as i64,
+            ],
+        )
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn insert_timer(tx: &Transaction<'_>, execution_id: &str, timer: &TimerId, fire_at: Timestamp) -> StoreResult<()> {
+        tx.execute(
+            "INSERT OR REPLACE INTO timers (execution_id, timer_key, timer, fire_at) VALUES (?1, ?2, ?3, ?4)",
+            params![execution_id, timer.key(), to_json(timer), fire_at as i64],
+        )
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn insert_event(tx: &Transaction<'_>, event: &LifecycleEvent) -> StoreResult<()> {
+        tx.execute(
+            "INSERT INTO events (execution_id, kind, at, body) VALUES (?1, ?2, ?3, ?4)",
+            params![&*event.execution_id, event.kind.as_str(), event.at as i64, to_json(event)],
+        )
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn insert_dead_letter(tx: &Transaction<'_>, record: &DeadLetterRecord) -> StoreResult<()> {
+        tx.execute(
+            "INSERT OR REPLACE INTO dead_letters (id, kind, execution_id, created_at, reason, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                record.id,
+                record.kind.as_str(),
+                record.execution_id,
+                record.created_at as i64,
+                record.reason,
+                to_json(&record.body)
+            ],
+        )
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Carries out a transition's commands inside its transaction.
+    fn apply_commands(&self, tx: &Transaction<'_>, execution_id: &str, commands: &[Command], now: Timestamp) -> StoreResult<()> {
+        for command in commands {
+            match command {
+                Command::Dispatch(task) => self.insert_task(tx, task, now)?,
+                Command::StartTimer { timer, fire_at } => Self::insert_timer(tx, execution_id, timer, *fire_at)?,
+                Command::Emit(event) => Self::insert_event(tx, event)?,
+                Command::DeadLetter(dead) => Self::insert_dead_letter(tx, &compensation_dead_letter(dead))?,
+                Command::Finish { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_history(tx: &Transaction<'_>, execution_id: &str, history: &[HistoryEntry]) -> StoreResult<()> {
+        for entry in history {
+            tx.execute(
+                "INSERT INTO history (execution_id, seq, at, event) VALUES (?1, ?2, ?3, ?4)",
+                params![execution_id, entry.seq as i64, entry.at as i64, to_json(&entry.event)],
+            )
+            .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Timers due at `now`, earliest first.
+    pub fn due_timers(&self, now: Timestamp, max: usize) -> StoreResult<Vec<(String, TimerId)>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT execution_id, timer FROM timers WHERE fire_at <= ?1 ORDER BY fire_at LIMIT ?2")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![now as i64, max as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(id, timer)| Ok((id, from_json("timer", &timer)?)))
+                .collect()
+        })
+    }
+
+    /// Earliest pending timer, for the worker's sleep.
+    pub fn next_timer_at(&self) -> StoreResult<Option<Timestamp>> {
+        self.read(|conn| {
+            conn.query_row("SELECT MIN(fire_at) FROM timers", [], |r| r.get::<_, Option<i64>>(0))
+                .map(|v| v.map(|t| t as Timestamp))
+                .map_err(unavailable)
+        })
+    }
+
+    pub fn delete_timer(&self, execution_id: &str, timer: &TimerId) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM timers WHERE execution_id = ?1 AND timer_key = ?2",
+                params![execution_id, timer.key()],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    /// Lifecycle events after `after_id` (of one execution, or all), oldest first, with their row ids.
+    pub fn events_after(&self, execution_id: Option<&str>, after_id: i64, max: usize) -> StoreResult<Vec<(i64, LifecycleEvent)>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, body FROM events WHERE id > ?1 AND (?2 IS NULL OR execution_id = ?2) ORDER BY id LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![after_id, execution_id, max as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(id, body)| Ok((id, from_json("event", &body)?)))
+                .collect()
+        })
+    }
+
+    /// Executions whose status is not terminal.
+    pub fn unfinished(&self) -> StoreResult<Vec<String>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id FROM executions WHERE status IN ('pending', 'running', 'compensating')")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            Ok(rows)
+        })
+    }
+
+    /// Counts of tasks waiting or leased, timers and dead letters (for status displays and tests).
+    pub fn queue_depths(&self) -> StoreResult<(u64, u64, u64)> {
+        self.read(|conn| {
+            let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64);
+            Ok((
+                count("SELECT COUNT(*) FROM tasks").map_err(unavailable)?,
+                count("SELECT COUNT(*) FROM timers").map_err(unavailable)?,
+                count("SELECT COUNT(*) FROM dead_letters").map_err(unavailable)?,
+            ))
+        })
+    }
+
+    fn load_sync(conn: &Connection, id: &str) -> StoreResult<Option<ExecutionRecord>> {
+        let row = conn
+            .prepare_cached(
+                "SELECT workflow, workflow_version, version, state, created_at, updated_at FROM executions WHERE id = ?1",
+            )
+            .map_err(unavailable)?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
+            .optional()
+            .map_err(unavailable)?;
+        let Some((workflow, workflow_version, version, state, created_at, updated_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(ExecutionRecord {
+            id: id.to_string(),
+            workflow,
+            workflow_version: workflow_version as u32,
+            version: version as u64,
+            state: from_json("execution state", &state)?,
+            created_at: created_at as Timestamp,
+            updated_at: updated_at as Timestamp,
+        }))
+    }
+}
+
+impl ExecutionStore for SqliteBackend {
+    async fn create(&self, record: &ExecutionRecord, history: &[HistoryEntry], outbox: &[Command]) -> StoreResult<Created> {
+        let state = to_json(&record.state);
+        self.check_size("the execution state", &state)?;
+        self.write(|tx| {
+            if let Some(existing) = Self::load_sync(tx, &record.id)? {
+                return Ok(Created::Existing(Box::new(existing)));
+            }
+            tx.execute(
+                "INSERT INTO executions (id, workflow, workflow_version, version, status, state, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    record.id,
+                    record.workflow,
+                    record.workflow_version,
+                    record.version as i64,
+                    record.status().as_str(),
+                    state,
+                    record.created_at as i64,
+                    record.updated_at as i64
+                ],
+            )
+            .map_err(unavailable)?;
+            Self::insert_history(tx, &record.id, history)?;
+            self.apply_commands(tx, &record.id, outbox, record.updated_at)?;
+            Ok(Created::New(Vec::new()))
+        })
+    }
+
+    async fn load(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
+        self.read(|conn| Self::load_sync(conn, id))
+    }
+
+    async fn commit(
+        &self,
+        record: &ExecutionRecord,
+        expected_version: u64,
+        history: &[HistoryEntry],
+        outbox: &[Command],
+    ) -> StoreResult<Vec<OutboxEntry>> {
+        let state = to_json(&record.state);
+        self.check_size("the execution state", &state)?;
+        self.write(|tx| {
+            let updated = tx
+                .execute(
+                    "UPDATE executions SET version = ?1, status = ?2, state = ?3, updated_at = ?4
+                     WHERE id = ?5 AND version = ?6",
+                    params![
+                        record.version as i64,
+                        record.status().as_str(),
+                        state,
+                        record.updated_at as i64,
+                        record.id,
+                        expected_version as i64
+                    ],
+                )
+                .map_err(unavailable)?;
+            if updated == 0 {
+                let exists: bool = tx
+                    .query_row("SELECT 1 FROM executions WHERE id = ?1", [&record.id], |_| Ok(true))
+                    .optional()
+                    .map_err(unavailable)?
+                    .unwrap_or(false);
+                return Err(if exists {
+                    StoreError::VersionConflict {
+                        id: record.id.clone(),
+                        expected: expected_version,
+                    }
+                } else {
+                    StoreError::NotFound(record.id.clone())
+                });
+            }
+            Self::insert_history(tx, &record.id, history)?;
+            self.apply_commands(tx, &record.id, outbox, record.updated_at)?;
+            Ok(Vec::new())
+        })
+    }
+
+    async fn pending_outbox(&self, _id: &str) -> StoreResult<Vec<OutboxEntry>> {
+        // Commands are carried out inside the transition's own transaction.
+        Ok(Vec::new())
+    }
+
+    async fn clear_outbox(&self, _entries: &[OutboxEntry]) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT seq, at, event FROM history WHERE execution_id = ?1 ORDER BY seq")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(seq, at, event)| {
+                    Ok(HistoryEntry {
+                        seq: seq as u64,
+                        at: at as Timestamp,
+                        event: from_json("history event", &event)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    async fn list(&self, status: Option<ExecutionStatus>, limit: usize) -> StoreResult<Vec<ExecutionSummary>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, workflow, workflow_version, status, created_at, updated_at FROM executions
+                     WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, id DESC LIMIT ?2",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![status.map(|s| s.as_str()), limit as i64], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                })
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(id, workflow, wv, status, created, updated)| {
+                    Ok(ExecutionSummary {
+                        id,
+                        workflow,
+                        workflow_version: wv as u32,
+                        status: ExecutionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+                            what: "execution status".into(),
+                            message: status.clone(),
+                        })?,
+                        created_at: created as Timestamp,
+                        updated_at: updated as Timestamp,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+impl WorkflowStore for SqliteBackend {
+    async fn put_workflow(&self, definition: &WorkflowDefinition, now: Timestamp) -> StoreResult<u32> {
+        let text = to_json(definition);
+        self.write(|tx| {
+            let latest = tx
+                .query_row(
+                    "SELECT version, definition FROM workflows WHERE name = ?1 ORDER BY version DESC LIMIT 1",
+                    [&definition.name],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            match latest {
+                Some((version, stored)) if stored == text => Ok(version as u32),
+                other => {
+                    let version = other.map_or(1, |(v, _)| v + 1);
+                    tx.execute(
+                        "INSERT INTO workflows (name, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![definition.name, version, text, now as i64],
+                    )
+                    .map_err(unavailable)?;
+                    Ok(version as u32)
+                }
+            }
+        })
+    }
+
+    async fn get_workflow(&self, name: &str, version: Option<u32>) -> StoreResult<Option<StoredWorkflow>> {
+        self.read(|conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT version, definition, created_at FROM workflows WHERE name = ?1 AND (?2 IS NULL OR version = ?2)
+                     ORDER BY version DESC LIMIT 1",
+                )
+                .map_err(unavailable)?
+                .query_row(params![name, version], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                })
+                .optional()
+                .map_err(unavailable)?;
+            row.map(|(version, definition, created_at)| {
+                Ok(StoredWorkflow {
+                    name: name.to_string(),
+                    version: version as u32,
+                    definition: from_json("workflow definition", &definition)?,
+                    created_at: created_at as Timestamp,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    async fn list_workflows(&self) -> StoreResult<Vec<StoredWorkflow>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name, MAX(version), definition, created_at FROM workflows GROUP BY name ORDER BY name",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+                })
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(name, version, definition, created_at)| {
+                    Ok(StoredWorkflow {
+                        name,
+                        version: version as u32,
+                        definition: from_json("workflow definition", &definition)?,
+                        created_at: created_at as Timestamp,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+impl TaskQueue for SqliteBackend {
+    async fn send(&self, task: &Dispatch, now: Timestamp) -> StoreResult<()> {
+        self.write(|tx| self.insert_task(tx, task, now))
+    }
+
+    async fn receive(&self, functions: &[String], max: usize, visibility_ms: u64, now: Timestamp) -> StoreResult<Vec<LeasedTask>> {
+        let filter = if functions.is_empty() {
+            String::new()
+        } else {
+            let marks = vec!["?"; functions.len()].join(", ");
+            format!(" AND function IN ({marks})")
+        };
+        let select = format!(
+            "SELECT id, body, receive_count, visibility_ms FROM tasks
+             WHERE available_at <= {now} AND (lease_until IS NULL OR lease_until <= {now}){filter}
+             ORDER BY available_at, id LIMIT {max}"
+        );
+        let max_receives = self.options.max_receives;
+        self.write(|tx| {
+            let candidates = tx
+                .prepare(&select)
+                .map_err(unavailable)?
+                .query_map(rusqlite::params_from_iter(functions.iter()), |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                })
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            let mut leased = Vec::new();
+            for (id, body, receive_count, visibility) in candidates {
+                let receive_count = receive_count as u32;
+                let task: Result<Dispatch, _> = serde_json::from_str(&body);
+                let dead = match &task {
+                    Err(e) => Some((DeadLetterKind::Malformed, format!("task does not decode: {e}"))),
+                    Ok(t) if receive_count >= max_receives => Some((
+                        DeadLetterKind::Task,
+                        format!(
+                            "task for step `{}` of execution `{}` was received {receive_count} times without a result (limit {max_receives})",
+                            t.task.step, t.execution_id
+                        ),
+                    )),
+                    Ok(_) => None,
+                };
+                if let Some((kind, reason)) = dead {
+                    let execution_id = task.as_ref().ok().map(|t| t.execution_id.to_string());
+                    let body_value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body.clone()));
+                    Self::insert_dead_letter(
+                        tx,
+                        &DeadLetterRecord {
+                            id: format!("task-{id}"),
+                            kind,
+                            execution_id,
+                            created_at: now,
+                            reason,
+                            body: serde_json::json!({ "task": body_value, "receive_count": receive_count }),
+                        },
+                    )?;
+                    tx.execute("DELETE FROM tasks WHERE id = ?1", [id]).map_err(unavailable)?;
+                    continue;
+                }
+                let Ok(task) = task else { continue };
+                let lease = visibility_ms.max(visibility as u64);
+                tx.execute(
+                    "UPDATE tasks SET lease_until = ?1, receive_count = receive_count + 1 WHERE id = ?2",
+                    params![(now + lease) as i64, id],
+                )
+                .map_err(unavailable)?;
+                leased.push(LeasedTask {
+                    receipt: format!("{id}:{}", receive_count + 1),
+                    receive_count: receive_count + 1,
+                    task,
+                });
+            }
+            Ok(leased)
+        })
+    }
+
+    async fn ack(&self, task: &LeasedTask) -> StoreResult<()> {
+        let (id, count) = task
+            .receipt
+            .split_once(':')
+            .and_then(|(id, count)| Some((id.parse::<i64>().ok()?, count.parse::<i64>().ok()?)))
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "task receipt".into(),
+                message: task.receipt.clone(),
+            })?;
+        self.write(|tx| {
+            // A receipt from an expired lease no longer owns the task.
+            tx.execute("DELETE FROM tasks WHERE id = ?1 AND receive_count = ?2", params![id, count])
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+}
+
+impl TimerService for SqliteBackend {
+    async fn schedule(&self, execution_id: &str, timer: &TimerId, fire_at: Timestamp) -> StoreResult<()> {
+        self.write(|tx| Self::insert_timer(tx, execution_id, timer, fire_at))
+    }
+}
+
+impl EventSink for SqliteBackend {
+    async fn publish(&self, events: &[LifecycleEvent]) -> StoreResult<()> {
+        self.write(|tx| events.iter().try_for_each(|e| Self::insert_event(tx, e)))
+    }
+}
+
+impl DeadLetterStore for SqliteBackend {
+    async fn put_dead_letter(&self, record: &DeadLetterRecord) -> StoreResult<()> {
+        self.write(|tx| Self::insert_dead_letter(tx, record))
+    }
+
+    async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetterRecord>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id, kind, execution_id, created_at, reason, body FROM dead_letters ORDER BY created_at, id")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], dead_letter_row)
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            rows.into_iter().collect()
+        })
+    }
+
+    async fn get_dead_letter(&self, id: &str) -> StoreResult<Option<DeadLetterRecord>> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT id, kind, execution_id, created_at, reason, body FROM dead_letters WHERE id = ?1")
+                .map_err(unavailable)?
+                .query_row([id], dead_letter_row)
+                .optional()
+                .map_err(unavailable)?
+                .transpose()
+        })
+    }
+
+    async fn remove_dead_letter(&self, id: &str) -> StoreResult<bool> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])
+                .map(|n| n > 0)
+                .map_err(unavailable)
+        })
+    }
+}
+
+fn dead_letter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<DeadLetterRecord>> {
+    let kind: String = r.get(1)?;
+    let body: String = r.get(5)?;
+    let kind = match kind.as_str() {
+        "compensation" => DeadLetterKind::Compensation,
+        "task" => DeadLetterKind::Task,
+        _ => DeadLetterKind::Malformed,
+    };
+    Ok(from_json("dead letter", &body).map(|body| DeadLetterRecord {
+        id: r.get(0).unwrap_or_default(),
+        kind,
+        execution_id: r.get(2).unwrap_or_default(),
+        created_at: r.get::<_, i64>(3).unwrap_or_default() as Timestamp,
+        reason: r.get(4).unwrap_or_default(),
+        body,
+    }))
+}
+
+impl Backend for SqliteBackend {
+    fn payload_limit(&self) -> usize {
+        self.options.payload_limit
+    }
+}

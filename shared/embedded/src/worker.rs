@@ -1,0 +1,228 @@
+//! The embedded worker: one loop that fires due timers, leases tasks, runs
+//! them on their targets and reports each result through the coordinator.
+//!
+//! Any number of workers, in one process or many, may share a database:
+//! transitions are versioned, timers fire at least once and a stale firing is
+//! ignored by the engine, and a task is leased to one worker at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_core::engine::Outcome;
+use baton_core::{ErrorInfo, Event, TaskKind};
+use baton_runtime::coordinator::{describe_ignored, task_is_current};
+use baton_runtime::ports::{ExecutionStore, LeasedTask, TaskQueue};
+use baton_runtime::step::StepContext;
+use baton_runtime::targets::Targets;
+use baton_runtime::{Coordinator, CoordinatorError};
+use tokio::sync::{Semaphore, watch};
+use tracing::{Instrument, debug, error, info_span, warn};
+
+use crate::store::SqliteBackend;
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Tasks run at once by this worker.
+    pub concurrency: usize,
+    /// Pause between polls when there is nothing to do.
+    pub poll_interval: Duration,
+    /// Only run these functions (all when empty).
+    pub functions: Vec<String>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            concurrency: 16,
+            poll_interval: Duration::from_millis(20),
+            functions: Vec::new(),
+        }
+    }
+}
+
+pub struct Worker {
+    coordinator: Arc<Coordinator<SqliteBackend>>,
+    targets: Arc<Targets>,
+    options: WorkerOptions,
+    slots: Arc<Semaphore>,
+}
+
+impl Worker {
+    pub fn new(coordinator: Arc<Coordinator<SqliteBackend>>, targets: Arc<Targets>, options: WorkerOptions) -> Worker {
+        let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        Worker {
+            coordinator,
+            targets,
+            options,
+            slots,
+        }
+    }
+
+    fn backend(&self) -> &SqliteBackend {
+        self.coordinator.backend()
+    }
+
+    /// Runs until `shutdown` turns true, then waits for tasks in flight.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), CoordinatorError> {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let busy = self.clone().poll_once().await?;
+            if !busy {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.options.poll_interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        // Every slot back means every task in flight has reported.
+        let _all = self
+            .slots
+            .acquire_many(self.options.concurrency.max(1) as u32)
+            .await;
+        Ok(())
+    }
+
+    /// One round: fire due timers and start as many tasks as there are free
+    /// slots. Returns whether it found any work.
+    pub async fn poll_once(self: Arc<Self>) -> Result<bool, CoordinatorError> {
+        let fired = self.fire_timers().await?;
+        let free = self.slots.available_permits();
+        if free == 0 {
+            return Ok(fired > 0);
+        }
+        let now = self.coordinator.now();
+        let leased = self
+            .backend()
+            .receive(&self.options.functions, free, 0, now)
+            .await?;
+        let started = leased.len();
+        for task in leased {
+            let permit = self
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the worker never closes its semaphore");
+            let worker = self.clone();
+            tokio::spawn(async move {
+                worker.run_task(task).await;
+                drop(permit);
+            });
+        }
+        Ok(fired > 0 || started > 0)
+    }
+
+    async fn fire_timers(&self) -> Result<usize, CoordinatorError> {
+        let now = self.coordinator.now();
+        let due = self.backend().due_timers(now, 256)?;
+        for (execution_id, timer) in &due {
+            match self
+                .coordinator
+                .handle(execution_id, Event::TimerFired { timer: timer.clone() })
+                .await
+            {
+                Ok(_) => {}
+                Err(CoordinatorError::NotFound(_)) => {}
+                Err(e) if e.is_retryable() => {
+                    // Leave the timer; the next round fires it again.
+                    warn!(workflow.execution.id = %execution_id, error = %e, "timer not fired yet");
+                    continue;
+                }
+                Err(e) => error!(workflow.execution.id = %execution_id, error = %e, "timer could not be applied; dropping it"),
+            }
+            self.backend().delete_timer(execution_id, timer)?;
+        }
+        Ok(due.len())
+    }
+
+    async fn run_task(&self, leased: LeasedTask) {
+        let task = &leased.task;
+        let span = info_span!(
+            "task",
+            workflow.execution.id = %task.execution_id,
+            workflow.step = %task.task.step,
+            workflow.attempt = task.task.attempt,
+            function = %task.function,
+        );
+        async {
+            if let Err(e) = self.run_task_inner(&leased).await {
+                warn!(error = %e, "task left for redelivery");
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_task_inner(&self, leased: &LeasedTask) -> Result<(), CoordinatorError> {
+        let task = &leased.task;
+        let current = self
+            .backend()
+            .load(&task.execution_id)
+            .await?
+            .is_some_and(|record| task_is_current(&record.state, &task.task));
+        if !current {
+            debug!("task superseded or already reported; dropping it");
+            self.backend().ack(leased).await?;
+            return Ok(());
+        }
+        let context = StepContext {
+            execution_id: task.execution_id.to_string(),
+            workflow: task.workflow.to_string(),
+            step: task.task.step.to_string(),
+            index: task.task.index,
+            attempt: task.task.attempt,
+            kind: task.task.kind,
+            function: task.function.to_string(),
+            idempotency_key: task.idempotency_key.clone(),
+            deadline: task.deadline,
+        };
+        let remaining = task.deadline.saturating_sub(self.coordinator.now()).max(1);
+        let result = self
+            .targets
+            .invoke(context, task.input.clone(), Duration::from_millis(remaining))
+            .await;
+        let event = match result {
+            Ok(output) => {
+                let size = serde_json::to_vec(&output).map(|v| v.len()).unwrap_or(usize::MAX);
+                let limit = self.coordinator.backend().options().payload_limit;
+                if size > limit {
+                    Event::TaskFailed {
+                        task: task.task.clone(),
+                        error: ErrorInfo::new(
+                            "PayloadTooLarge",
+                            format!("the output is {size} bytes, more than the {limit}-byte limit"),
+                            false,
+                        ),
+                    }
+                } else {
+                    Event::TaskSucceeded {
+                        task: task.task.clone(),
+                        output,
+                    }
+                }
+            }
+            Err(e) if e.name == "Timeout" => Event::TaskTimedOut { task: task.task.clone() },
+            Err(e) => Event::TaskFailed {
+                task: task.task.clone(),
+                error: e.into_error_info(),
+            },
+        };
+        if let Event::TaskFailed { error, .. } = &event {
+            let what = match task.task.kind {
+                TaskKind::Step => "step attempt failed",
+                TaskKind::Compensation => "compensation attempt failed",
+            };
+            warn!(error.name = %error.name, error.message = %error.message, retryable = error.retryable, "{what}");
+        }
+        match self.coordinator.handle(&task.execution_id, event).await {
+            Ok(Outcome::Ignored(reason)) => debug!(reason = %describe_ignored(&reason), "result ignored"),
+            Ok(Outcome::Applied) => {}
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => error!(error = %e, "result could not be recorded"),
+        }
+        self.backend().ack(leased).await?;
+        Ok(())
+    }
+}

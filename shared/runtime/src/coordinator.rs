@@ -1,0 +1,356 @@
+//! The coordinator: loads an execution, applies one event with the engine,
+//! commits the new state with a version check, then delivers the commands.
+//!
+//! A version conflict means another coordinator moved the execution first:
+//! reload and apply again (the event may then be stale, which the engine
+//! reports). Commands are saved in the outbox in the same write as the state,
+//! so a coordinator that dies before delivering them leaves them for
+//! [`Coordinator::recover`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use baton_core::engine::{self, ExecutionStatus, Ignored, Outcome};
+use baton_core::{Command, Event, Execution, Timestamp, ValidationErrors, Workflow};
+use serde_json::Value;
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::ports::{
+    Backend, Created, DeadLetterKind, DeadLetterRecord, ExecutionRecord, HistoryEntry, OutboxEntry,
+    StoreError,
+};
+
+/// How many times a transition is re-applied after version conflicts before giving up.
+const MAX_CONFLICT_RETRIES: usize = 32;
+
+#[derive(Debug, Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no workflow `{name}`{}", version.map(|v| format!(" version {v}")).unwrap_or_default())]
+    UnknownWorkflow { name: String, version: Option<u32> },
+    #[error("stored workflow `{name}` version {version} no longer validates: {errors}")]
+    InvalidStoredWorkflow {
+        name: String,
+        version: u32,
+        errors: ValidationErrors,
+    },
+    #[error("no execution `{0}`")]
+    NotFound(String),
+    #[error("{what} is {size} bytes, more than the {limit}-byte limit")]
+    PayloadTooLarge { what: String, size: usize, limit: usize },
+    #[error("execution `{0}` kept changing under us; giving up after {MAX_CONFLICT_RETRIES} attempts")]
+    Contended(String),
+}
+
+impl CoordinatorError {
+    /// Whether the triggering message should be retried (redelivered) rather than dropped.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CoordinatorError::Store(e) => e.is_retryable(),
+            CoordinatorError::Contended(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Result of starting an execution.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub record: ExecutionRecord,
+    /// False when an execution with this id already existed (nothing new started).
+    pub created: bool,
+}
+
+pub struct Coordinator<B> {
+    backend: Arc<B>,
+    clock: Arc<dyn Clock>,
+    workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
+}
+
+impl<B: Backend> Coordinator<B> {
+    pub fn new(backend: Arc<B>, clock: Arc<dyn Clock>) -> Coordinator<B> {
+        Coordinator {
+            backend,
+            clock,
+            workflows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// A compiled workflow version, cached: definitions are immutable per version.
+    pub async fn workflow(&self, name: &str, version: Option<u32>) -> Result<(u32, Arc<Workflow>), CoordinatorError> {
+        if let Some(v) = version
+            && let Some(w) = self.lock_cache().get(&(name.to_string(), v))
+        {
+            return Ok((v, w.clone()));
+        }
+        let stored = self
+            .backend
+            .get_workflow(name, version)
+            .await?
+            .ok_or_else(|| CoordinatorError::UnknownWorkflow {
+                name: name.to_string(),
+                version,
+            })?;
+        let compiled = Workflow::from_definition(stored.definition).map_err(|errors| {
+            CoordinatorError::InvalidStoredWorkflow {
+                name: name.to_string(),
+                version: stored.version,
+                errors,
+            }
+        })?;
+        let compiled = Arc::new(compiled);
+        self.lock_cache()
+            .insert((name.to_string(), stored.version), compiled.clone());
+        Ok((stored.version, compiled))
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Arc<Workflow>>> {
+        // The cache holds only immutable compiled workflows; a panic elsewhere cannot corrupt it.
+        self.workflows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_size(&self, what: &str, value: &Value) -> Result<(), CoordinatorError> {
+        let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+        let limit = self.backend.payload_limit();
+        if size > limit {
+            return Err(CoordinatorError::PayloadTooLarge {
+                what: what.to_string(),
+                size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts an execution of the latest (or given) version of a workflow.
+    /// Starting again with the same id returns the existing execution.
+    pub async fn start(
+        &self,
+        workflow: &str,
+        version: Option<u32>,
+        execution_id: &str,
+        input: Value,
+    ) -> Result<Started, CoordinatorError> {
+        self.check_size("the execution input", &input)?;
+        if let Some(existing) = self.backend.load(execution_id).await? {
+            return Ok(Started {
+                record: existing,
+                created: false,
+            });
+        }
+        let (workflow_version, compiled) = self.workflow(workflow, version).await?;
+        let now = self.clock.now();
+        let mut state = Execution::new(&compiled, execution_id);
+        let event = Event::Started { input };
+        let transition = engine::apply(&compiled, &mut state, event.clone(), now);
+        let record = ExecutionRecord {
+            id: execution_id.to_string(),
+            workflow: workflow.to_string(),
+            workflow_version,
+            version: 1,
+            state,
+            created_at: now,
+            updated_at: now,
+        };
+        let history = [HistoryEntry {
+            seq: 1,
+            at: now,
+            event,
+        }];
+        match self.backend.create(&record, &history, &transition.commands).await? {
+            Created::New(outbox) => {
+                info!(workflow.execution.id = %execution_id, workflow.name = %workflow, workflow.version = workflow_version, "execution started");
+                self.deliver(&outbox).await?;
+                Ok(Started {
+                    record,
+                    created: true,
+                })
+            }
+            Created::Existing(existing) => Ok(Started {
+                record: *existing,
+                created: false,
+            }),
+        }
+    }
+
+    /// Applies one event to an execution, retrying on version conflicts.
+    pub async fn handle(&self, execution_id: &str, event: Event) -> Result<Outcome, CoordinatorError> {
+        if let Event::TaskSucceeded { output, .. } = &event {
+            self.check_size("a step output", output)?;
+        }
+        if let Event::SignalReceived { payload, .. } = &event {
+            self.check_size("a signal payload", payload)?;
+        }
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let record = self
+                .backend
+                .load(execution_id)
+                .await?
+                .ok_or_else(|| CoordinatorError::NotFound(execution_id.to_string()))?;
+            let (_, compiled) = self
+                .workflow(&record.workflow, Some(record.workflow_version))
+                .await?;
+            let now = self.clock.now().max(record.updated_at);
+            let mut state = record.state.clone();
+            let transition = engine::apply(&compiled, &mut state, event.clone(), now);
+            if let Outcome::Ignored(reason) = &transition.outcome {
+                debug!(workflow.execution.id = %execution_id, ?reason, "event changed nothing");
+                return Ok(transition.outcome);
+            }
+            let next = ExecutionRecord {
+                version: record.version + 1,
+                state,
+                updated_at: now,
+                ..record
+            };
+            let history = [HistoryEntry {
+                seq: next.version,
+                at: now,
+                event: event.clone(),
+            }];
+            match self
+                .backend
+                .commit(&next, next.version - 1, &history, &transition.commands)
+                .await
+            {
+                Ok(outbox) => {
+                    log_finish(&next, &transition.commands);
+                    self.deliver(&outbox).await?;
+                    return Ok(Outcome::Applied);
+                }
+                Err(StoreError::VersionConflict { .. }) => {
+                    debug!(workflow.execution.id = %execution_id, "version conflict; reloading");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CoordinatorError::Contended(execution_id.to_string()))
+    }
+
+    /// Delivers outbox entries left by a coordinator that died after committing.
+    pub async fn recover(&self, execution_id: &str) -> Result<usize, CoordinatorError> {
+        let pending = self.backend.pending_outbox(execution_id).await?;
+        let n = pending.len();
+        if n > 0 {
+            warn!(workflow.execution.id = %execution_id, entries = n, "delivering commands left in the outbox");
+            self.deliver(&pending).await?;
+        }
+        Ok(n)
+    }
+
+    /// Carries out commands, then clears them from the outbox. Every
+    /// delivery is idempotent, so delivering an entry twice is harmless.
+    async fn deliver(&self, entries: &[OutboxEntry]) -> Result<(), CoordinatorError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let mut events = Vec::new();
+        for entry in entries {
+            match &entry.command {
+                Command::Dispatch(dispatch) => self.backend.send(dispatch, now).await?,
+                Command::StartTimer { timer, fire_at } => {
+                    self.backend
+                        .schedule(&entry.execution_id, timer, *fire_at)
+                        .await?
+                }
+                Command::Emit(event) => events.push(event.clone()),
+                Command::DeadLetter(dead) => {
+                    let record = compensation_dead_letter(dead);
+                    self.backend.put_dead_letter(&record).await?
+                }
+                Command::Finish { .. } => {}
+            }
+        }
+        if !events.is_empty() {
+            self.backend.publish(&events).await?;
+        }
+        self.backend.clear_outbox(entries).await?;
+        Ok(())
+    }
+}
+
+/// The dead-letter record of a compensation that failed for good.
+pub fn compensation_dead_letter(dead: &baton_core::engine::DeadLetter) -> DeadLetterRecord {
+    let index = dead.index.map(|i| format!("/{i}")).unwrap_or_default();
+    DeadLetterRecord {
+        id: format!("comp-{}-{}{}", dead.execution_id, dead.step, index),
+        kind: DeadLetterKind::Compensation,
+        execution_id: Some(dead.execution_id.to_string()),
+        created_at: dead.at,
+        reason: format!(
+            "compensation `{}` of step `{}` failed after {} attempts: {}: {}",
+            dead.function, dead.step, dead.attempts, dead.error.name, dead.error.message
+        ),
+        body: serde_json::to_value(dead).unwrap_or(Value::Null),
+    }
+}
+
+fn log_finish(record: &ExecutionRecord, commands: &[Command]) {
+    for command in commands {
+        if let Command::Finish { status, error, .. } = command {
+            match status {
+                ExecutionStatus::Succeeded => {
+                    info!(workflow.execution.id = %record.id, workflow.name = %record.workflow, status = status.as_str(), "execution finished")
+                }
+                _ => warn!(
+                    workflow.execution.id = %record.id,
+                    workflow.name = %record.workflow,
+                    status = status.as_str(),
+                    error = error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
+                    "execution finished"
+                ),
+            }
+        }
+    }
+}
+
+/// Whether a task is still wanted: its unit is running that very attempt.
+/// Lets a consumer drop redelivered or superseded tasks without calling the function.
+pub fn task_is_current(state: &Execution, task: &baton_core::TaskRef) -> bool {
+    use baton_core::engine::UnitStatus;
+    if state.status.is_terminal() {
+        return false;
+    }
+    let Some(step) = state.step(&task.step) else {
+        return false;
+    };
+    let Some(unit) = step.units.get(task.index.unwrap_or(0) as usize) else {
+        return false;
+    };
+    let unit = match task.kind {
+        baton_core::TaskKind::Step => Some(unit),
+        baton_core::TaskKind::Compensation => unit.compensation.as_deref(),
+    };
+    unit.is_some_and(|u| u.status == UnitStatus::Running && u.attempt == task.attempt)
+}
+
+/// Human-readable reason an event was ignored.
+pub fn describe_ignored(reason: &Ignored) -> String {
+    match reason {
+        Ignored::NotStarted => "the execution has not started".into(),
+        Ignored::AlreadyStarted => "the execution already started".into(),
+        Ignored::ExecutionFinished => "the execution already finished".into(),
+        Ignored::UnknownStep { step } => format!("no step `{step}`"),
+        Ignored::UnknownElement { step, index } => format!("step `{step}` has no element {index:?}"),
+        Ignored::StaleAttempt { expected, got } => {
+            format!("result for attempt {got}, but attempt {expected} is current")
+        }
+        Ignored::NotRunning => "the task is not running (a duplicate or late result)".into(),
+        Ignored::StaleTimer => "the timer no longer matters".into(),
+        Ignored::AlreadyStopping => "the execution is already stopping".into(),
+        Ignored::SignalNotExpected => "no step waits for that signal and the execution is stopping".into(),
+    }
+}

@@ -1,0 +1,19 @@
+//! Baton's runtime: everything between the pure engine and a backend.
+//!
+//! - [`ports`]: the narrow traits a backend implements (store, task queue,
+//!   timers, event sink, dead letters) and the records they exchange;
+//! - [`coordinator`]: load, apply, commit with a version check, deliver;
+//! - [`step`]: the handler API step functions implement;
+//! - [`targets`]: where a function runs (in-process, a local command, Lambda);
+//! - [`contract`]: the test suite every backend must pass (feature `testkit`).
+
+pub mod clock;
+#[cfg(feature = "testkit")]
+pub mod contract;
+pub mod coordinator;
+pub mod ports;
+pub mod step;
+pub mod targets;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use coordinator::{Coordinator, CoordinatorError, Started};

@@ -1,0 +1,260 @@
+//! The narrow traits a backend implements, and the records they exchange.
+//!
+//! A backend is a store of executions (saved only if the version read is
+//! still current, with history and outbox in the same write), a registry of
+//! workflow versions, a task queue, durable timers, a lifecycle event sink and
+//! a dead-letter store. The embedded SQLite backend and the AWS backend both
+//! implement them and both pass the suite in [`crate::contract`].
+
+use std::future::Future;
+
+use baton_core::engine::Dispatch;
+use baton_core::{Command, Event, Execution, ExecutionStatus, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+/// An execution as stored: the engine state plus what the store needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    pub id: String,
+    pub workflow: String,
+    /// The workflow version the execution started with; it keeps it to the end.
+    pub workflow_version: u32,
+    /// Optimistic-lock version, 1 on creation, +1 per committed transition.
+    pub version: u64,
+    pub state: Execution,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl ExecutionRecord {
+    pub fn status(&self) -> ExecutionStatus {
+        self.state.status
+    }
+}
+
+/// One applied event; replaying history through the engine rebuilds the state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The record version this event produced.
+    pub seq: u64,
+    pub at: Timestamp,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionSummary {
+    pub id: String,
+    pub workflow: String,
+    pub workflow_version: u32,
+    pub status: ExecutionStatus,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A command saved with a transition that still has to be carried out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub execution_id: String,
+    /// The record version that produced it.
+    pub seq: u64,
+    /// Its position among that transition's commands.
+    pub position: u32,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// Stored; these outbox entries still need delivering.
+    New(Vec<OutboxEntry>),
+    /// An execution with this id already exists (an idempotent start): nothing was written.
+    Existing(Box<ExecutionRecord>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredWorkflow {
+    pub name: String,
+    pub version: u32,
+    pub definition: WorkflowDefinition,
+    pub created_at: Timestamp,
+}
+
+/// A task handed to a consumer until its lease (visibility timeout) runs out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeasedTask {
+    /// Identifies this lease for [`TaskQueue::ack`].
+    pub receipt: String,
+    /// How many times the task has been received, this time included.
+    pub receive_count: u32,
+    pub task: Dispatch,
+}
+
+/// Why something was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterKind {
+    /// A compensation that exhausted its retries: a person must resolve it.
+    Compensation,
+    /// A task received more than its maximum number of times (a poison pill).
+    Task,
+    /// A message that could not be decoded.
+    Malformed,
+}
+
+impl DeadLetterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterKind::Compensation => "compensation",
+            DeadLetterKind::Task => "task",
+            DeadLetterKind::Malformed => "malformed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterRecord {
+    pub id: String,
+    pub kind: DeadLetterKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+    pub created_at: Timestamp,
+    pub reason: String,
+    /// Everything needed to act on it: the dead-letter context or the task itself.
+    pub body: Value,
+}
+
+/// Errors of a backend, grouped by what the caller must do.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum StoreError {
+    /// Someone else committed first: reload and apply again.
+    #[error("execution `{id}` changed since it was read (expected version {expected})")]
+    VersionConflict { id: String, expected: u64 },
+    #[error("no execution `{0}`")]
+    NotFound(String),
+    /// Will not fit; retrying cannot help.
+    #[error("{what} is {size} bytes, more than the {limit}-byte limit")]
+    TooLarge { what: String, size: usize, limit: usize },
+    /// A stored record does not decode; retrying cannot help.
+    #[error("stored {what} is corrupt: {message}")]
+    Corrupt { what: String, message: String },
+    /// The backend could not be reached or was busy: retrying may help.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::VersionConflict { .. } | StoreError::Unavailable(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+pub trait ExecutionStore: Send + Sync {
+    /// Inserts a new execution at version 1 with its history and outbox, unless
+    /// one with the same id exists.
+    fn create(
+        &self,
+        record: &ExecutionRecord,
+        history: &[HistoryEntry],
+        outbox: &[Command],
+    ) -> impl Future<Output = StoreResult<Created>> + Send;
+
+    fn load(&self, id: &str) -> impl Future<Output = StoreResult<Option<ExecutionRecord>>> + Send;
+
+    /// Saves `record` only if the stored version is still `expected_version`
+    /// (`record.version` is `expected_version + 1`), writing history and
+    /// outbox in the same atomic write. Returns the outbox entries the caller
+    /// must still deliver (a backend that delivers inside the write returns none).
+    fn commit(
+        &self,
+        record: &ExecutionRecord,
+        expected_version: u64,
+        history: &[HistoryEntry],
+        outbox: &[Command],
+    ) -> impl Future<Output = StoreResult<Vec<OutboxEntry>>> + Send;
+
+    /// Outbox entries saved but not yet cleared (left by a shell that died after committing).
+    fn pending_outbox(&self, id: &str) -> impl Future<Output = StoreResult<Vec<OutboxEntry>>> + Send;
+
+    fn clear_outbox(&self, entries: &[OutboxEntry]) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn history(&self, id: &str) -> impl Future<Output = StoreResult<Vec<HistoryEntry>>> + Send;
+
+    /// Newest first.
+    fn list(
+        &self,
+        status: Option<ExecutionStatus>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Vec<ExecutionSummary>>> + Send;
+}
+
+pub trait WorkflowStore: Send + Sync {
+    /// Stores a definition as the next version of its workflow; storing the same
+    /// definition as the latest version again returns that version.
+    fn put_workflow(
+        &self,
+        definition: &WorkflowDefinition,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
+
+    /// A given version, or the latest when `version` is `None`.
+    fn get_workflow(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> impl Future<Output = StoreResult<Option<StoredWorkflow>>> + Send;
+
+    /// The latest version of every workflow.
+    fn list_workflows(&self) -> impl Future<Output = StoreResult<Vec<StoredWorkflow>>> + Send;
+}
+
+pub trait TaskQueue: Send + Sync {
+    /// Queues one attempt; sending the same attempt twice queues it once where the backend can tell.
+    fn send(&self, task: &Dispatch, now: Timestamp) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Leases up to `max` tasks of these functions (all when empty) for
+    /// `visibility_ms`. A task received more than `max_receives` times is moved to
+    /// the dead-letter store instead, as an SQS redrive policy would.
+    fn receive(
+        &self,
+        functions: &[String],
+        max: usize,
+        visibility_ms: u64,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Vec<LeasedTask>>> + Send;
+
+    /// Deletes a task whose result is recorded.
+    fn ack(&self, task: &LeasedTask) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+pub trait TimerService: Send + Sync {
+    /// Arranges for `TimerFired { timer }` to reach the execution at `fire_at`; idempotent per timer.
+    fn schedule(
+        &self,
+        execution_id: &str,
+        timer: &TimerId,
+        fire_at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+pub trait EventSink: Send + Sync {
+    fn publish(&self, events: &[LifecycleEvent]) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+pub trait DeadLetterStore: Send + Sync {
+    fn put_dead_letter(&self, record: &DeadLetterRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    fn list_dead_letters(&self) -> impl Future<Output = StoreResult<Vec<DeadLetterRecord>>> + Send;
+    fn get_dead_letter(&self, id: &str) -> impl Future<Output = StoreResult<Option<DeadLetterRecord>>> + Send;
+    /// Removes an entry (after it was redriven or discarded); `false` if it was not there.
+    fn remove_dead_letter(&self, id: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+}
+
+/// Everything the coordinator needs from a backend.
+pub trait Backend:
+    ExecutionStore + WorkflowStore + TaskQueue + TimerService + EventSink + DeadLetterStore
+{
+    /// The largest JSON payload (input, output, signal) this backend stores.
+    fn payload_limit(&self) -> usize;
+}
