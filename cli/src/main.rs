@@ -1,1 +1,199 @@
-fn main() {}
+//! The `baton` command.
+//!
+//! Exit codes: 0 success; 1 an operational error; 2 bad input (a malformed
+//! definition, input, unknown function, oversized payload: nothing written);
+//! for `run`: 3 failed, 4 compensated, 5 compensation_failed, 6 cancelled.
+
+mod app;
+mod display;
+mod dlq;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::app::BadInput;
+
+#[derive(Parser)]
+#[command(name = "baton", version, about = "Durable workflows: validate, graph, run and operate them")]
+struct Cli {
+    /// SQLite database of the embedded backend.
+    #[arg(long, global = true, env = "BATON_DB", default_value = ".baton/baton.db")]
+    db: PathBuf,
+    /// Step targets file (which function runs where); optional.
+    #[arg(long, global = true, env = "BATON_CONFIG", default_value = "baton.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormatArg {
+    Mermaid,
+    Dot,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Check a definition and report every problem (exit 2 if any).
+    Validate {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a definition's graph.
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: GraphFormatArg,
+    },
+    /// Print the JSON Schema of the definition format.
+    Schema,
+    /// Register a definition as the next version of its workflow.
+    Deploy { file: PathBuf },
+    /// Start an execution, work it to the end here, and follow its progress.
+    Run {
+        file: PathBuf,
+        /// JSON input, or @path to a JSON file.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Execution id (default: generated). Running again with the same id resumes it.
+        #[arg(long)]
+        id: Option<String>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Workers to run in this process.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Start an execution for `baton worker` to run.
+    Start {
+        /// A definition file, or the name of a deployed workflow.
+        workflow: String,
+        #[arg(long, default_value = "{}")]
+        input: String,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run timers and tasks until interrupted.
+    Worker {
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Only run these functions (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        functions: Vec<String>,
+    },
+    /// Show an execution's state.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the events an execution went through.
+    History {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        /// Lifecycle events (step.started, ...) instead of applied engine events.
+        #[arg(long)]
+        lifecycle: bool,
+    },
+    /// List executions, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop an execution and compensate what it did.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Send a signal to an execution.
+    Signal {
+        id: String,
+        name: String,
+        /// JSON payload, or @path.
+        #[arg(long, default_value = "null")]
+        data: String,
+    },
+    /// Inspect and act on dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `run` shows progress itself; a worker's log is its only output.
+    app::init_tracing(match cli.command {
+        Commands::Worker { .. } => "info",
+        Commands::Run { .. } => "error",
+        _ => "warn",
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            if let Some(bad) = error.downcast_ref::<BadInput>() {
+                eprintln!("error: {bad}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("error: {error:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let Cli { db, config, command } = cli;
+    match command {
+        Commands::Validate { file, json } => app::validate(&file, json),
+        Commands::Graph { file, format } => {
+            let workflow = app::load_workflow(&file)?;
+            let format = match format {
+                GraphFormatArg::Mermaid => baton_core::graph::GraphFormat::Mermaid,
+                GraphFormatArg::Dot => baton_core::graph::GraphFormat::Dot,
+            };
+            print!("{}", baton_core::graph::render(&workflow, format));
+            Ok(0)
+        }
+        Commands::Schema => {
+            print!("{}", baton_core::schema::workflow_schema_json());
+            Ok(0)
+        }
+        Commands::Deploy { file } => app::deploy(&db, &file).await,
+        Commands::Run { file, input, id, json, workers } => {
+            run::run(&db, &config, &file, &input, id, json, workers).await
+        }
+        Commands::Start { workflow, input, id, json } => {
+            app::start(&db, &config, &workflow, &input, id, json).await
+        }
+        Commands::Worker { concurrency, functions } => {
+            app::worker(&db, &config, concurrency, functions).await
+        }
+        Commands::Status { id, json } => app::status(&db, &id, json).await,
+        Commands::History { id, json, lifecycle } => app::history(&db, &id, json, lifecycle).await,
+        Commands::List { status, limit, json } => app::list(&db, status.as_deref(), limit, json).await,
+        Commands::Cancel { id, reason } => app::cancel(&db, &id, reason).await,
+        Commands::Signal { id, name, data } => app::signal(&db, &id, &name, &data).await,
+        Commands::Dlq { command } => dlq::dlq(&db, &config, command).await,
+    }
+}

@@ -503,7 +503,7 @@ const SAGA: &str = r#"
 name: saga
 defaults:
   retry: { max_attempts: 1 }
-  compensation_retry: { max_attempts: 3, backoff: fixed, delay: 1s }
+  compensation_retry: { max_attempts: 3, backoff: fixed, delay: 1s, jitter: none }
 steps:
   create_order:
     function: create-order
@@ -957,12 +957,12 @@ fn for_each_over_an_empty_list_succeeds_with_an_empty_list() {
 fn a_for_each_element_that_fails_for_good_fails_the_step() {
     let mut shell = Shell::new(FOR_EACH);
     shell.start(json!({ "items": [1, 2, 3] }));
-    shell.run(|d| match d.task.index {
-        Some(1) => Reply::Fail(fatal("Bad")),
-        _ => Reply::Ok(json!(null)),
-    });
+    let t = shell.fail("each[1]", fatal("Bad"));
+    assert!(dispatches(&t).is_empty(), "no new element after the failure");
+    let t = shell.succeed("each[0]", json!(null));
+    assert!(dispatches(&t).is_empty(), "no new element after the failure");
+    assert!(shell.dispatches_of("each[2]").is_empty());
     assert_eq!(shell.step_status("each"), StepStatus::Failed);
-    assert!(shell.dispatches_of("each[2]").is_empty(), "no new element after the failure");
     assert!(shell.lifecycle().contains(&"step.failed each[1]#1".to_string()));
     assert!(shell.lifecycle().contains(&"step.failed each".to_string()));
     assert_eq!(shell.finish().0, ExecutionStatus::Failed);

@@ -15,7 +15,7 @@ use baton_runtime::ports::{ExecutionStore, LeasedTask, TaskQueue};
 use baton_runtime::step::StepContext;
 use baton_runtime::targets::Targets;
 use baton_runtime::{Coordinator, CoordinatorError};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::store::SqliteBackend;
@@ -45,6 +45,8 @@ pub struct Worker {
     targets: Arc<Targets>,
     options: WorkerOptions,
     slots: Arc<Semaphore>,
+    /// Woken when a task of ours reports, since its transition usually queued more work.
+    wake: Notify,
 }
 
 impl Worker {
@@ -55,6 +57,7 @@ impl Worker {
             targets,
             options,
             slots,
+            wake: Notify::new(),
         }
     }
 
@@ -72,6 +75,7 @@ impl Worker {
             if !busy {
                 tokio::select! {
                     _ = tokio::time::sleep(self.options.poll_interval) => {}
+                    _ = self.wake.notified() => {}
                     _ = shutdown.changed() => {}
                 }
             }
@@ -109,6 +113,7 @@ impl Worker {
             tokio::spawn(async move {
                 worker.run_task(task).await;
                 drop(permit);
+                worker.wake.notify_one();
             });
         }
         Ok(fired > 0 || started > 0)

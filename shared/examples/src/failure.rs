@@ -68,9 +68,9 @@ impl FailureSwitch {
                     .iter()
                     .next()
                     .ok_or_else(|| "empty failure switch".to_owned())?;
-                let count = n
-                    .as_u64()
-                    .ok_or_else(|| format!("failure switch {name:?} needs a non-negative integer, got {n}"))?;
+                let count = n.as_u64().ok_or_else(|| {
+                    format!("failure switch {name:?} needs a non-negative integer, got {n}")
+                })?;
                 match name.as_str() {
                     "first" => u32::try_from(count)
                         .map(|n| Some(FailureSwitch::First(n)))
@@ -87,13 +87,20 @@ impl FailureSwitch {
 
     /// Whether this switch fails the given attempt with an error, and which.
     pub fn error_for(self, function: &str, attempt: u32) -> Option<StepError> {
-        let message = |what: &str| format!("{function}: injected failure ({what}) on attempt {attempt}");
+        let message =
+            |what: &str| format!("{function}: injected failure ({what}) on attempt {attempt}");
         match self {
-            FailureSwitch::Always => Some(StepError::retryable("InjectedFailure", message("always"))),
-            FailureSwitch::Permanent => Some(StepError::permanent("InjectedFailure", message("permanent"))),
-            FailureSwitch::First(n) if attempt <= n => {
-                Some(StepError::retryable("InjectedFailure", message(&format!("first {n}"))))
+            FailureSwitch::Always => {
+                Some(StepError::retryable("InjectedFailure", message("always")))
             }
+            FailureSwitch::Permanent => Some(StepError::permanent(
+                "InjectedFailure",
+                message("permanent"),
+            )),
+            FailureSwitch::First(n) if attempt <= n => Some(StepError::retryable(
+                "InjectedFailure",
+                message(&format!("first {n}")),
+            )),
             FailureSwitch::First(_) | FailureSwitch::SlowMs(_) | FailureSwitch::Crash => None,
         }
     }
@@ -103,27 +110,39 @@ impl FailureSwitch {
 /// else the entry in `fallback` (the raw text of `BATON_FAIL`), else none.
 /// A malformed table or entry is a permanent `InvalidInput` error, so a typo
 /// does not silently turn a failure test into a success.
-pub fn resolve(function: &str, input: &Value, fallback: Option<&str>) -> Result<Option<FailureSwitch>, StepError> {
+pub fn resolve(
+    function: &str,
+    input: &Value,
+    fallback: Option<&str>,
+) -> Result<Option<FailureSwitch>, StepError> {
     let invalid = |message: String| StepError::permanent("InvalidInput", message);
     match input.get("fail") {
         None | Some(Value::Null) => {}
         Some(Value::Object(table)) => {
             if let Some(entry) = table.get(function) {
-                return FailureSwitch::parse(entry).map_err(|e| invalid(format!("input.fail[{function:?}]: {e}")));
+                return FailureSwitch::parse(entry)
+                    .map_err(|e| invalid(format!("input.fail[{function:?}]: {e}")));
             }
         }
-        Some(other) => return Err(invalid(format!("input.fail must be an object keyed by function, got {other}"))),
+        Some(other) => {
+            return Err(invalid(format!(
+                "input.fail must be an object keyed by function, got {other}"
+            )));
+        }
     }
     let Some(text) = fallback.filter(|text| !text.trim().is_empty()) else {
         return Ok(None);
     };
-    let table: Value =
-        serde_json::from_str(text).map_err(|e| invalid(format!("{FAIL_ENV} is not valid JSON: {e}")))?;
+    let table: Value = serde_json::from_str(text)
+        .map_err(|e| invalid(format!("{FAIL_ENV} is not valid JSON: {e}")))?;
     let Value::Object(table) = table else {
-        return Err(invalid(format!("{FAIL_ENV} must be a JSON object keyed by function")));
+        return Err(invalid(format!(
+            "{FAIL_ENV} must be a JSON object keyed by function"
+        )));
     };
     match table.get(function) {
-        Some(entry) => FailureSwitch::parse(entry).map_err(|e| invalid(format!("{FAIL_ENV}[{function:?}]: {e}"))),
+        Some(entry) => FailureSwitch::parse(entry)
+            .map_err(|e| invalid(format!("{FAIL_ENV}[{function:?}]: {e}"))),
         None => Ok(None),
     }
 }
@@ -135,11 +154,26 @@ mod tests {
 
     #[test]
     fn parses_every_documented_form() {
-        assert_eq!(FailureSwitch::parse(&json!("always")), Ok(Some(FailureSwitch::Always)));
-        assert_eq!(FailureSwitch::parse(&json!("permanent")), Ok(Some(FailureSwitch::Permanent)));
-        assert_eq!(FailureSwitch::parse(&json!("crash")), Ok(Some(FailureSwitch::Crash)));
-        assert_eq!(FailureSwitch::parse(&json!({"first": 2})), Ok(Some(FailureSwitch::First(2))));
-        assert_eq!(FailureSwitch::parse(&json!({"slow_ms": 50})), Ok(Some(FailureSwitch::SlowMs(50))));
+        assert_eq!(
+            FailureSwitch::parse(&json!("always")),
+            Ok(Some(FailureSwitch::Always))
+        );
+        assert_eq!(
+            FailureSwitch::parse(&json!("permanent")),
+            Ok(Some(FailureSwitch::Permanent))
+        );
+        assert_eq!(
+            FailureSwitch::parse(&json!("crash")),
+            Ok(Some(FailureSwitch::Crash))
+        );
+        assert_eq!(
+            FailureSwitch::parse(&json!({"first": 2})),
+            Ok(Some(FailureSwitch::First(2)))
+        );
+        assert_eq!(
+            FailureSwitch::parse(&json!({"slow_ms": 50})),
+            Ok(Some(FailureSwitch::SlowMs(50)))
+        );
         assert_eq!(FailureSwitch::parse(&json!(null)), Ok(None));
         assert!(FailureSwitch::parse(&json!("sometimes")).is_err());
         assert!(FailureSwitch::parse(&json!({"first": -1})).is_err());
@@ -151,8 +185,14 @@ mod tests {
     fn the_input_entry_wins_over_the_environment_per_function() {
         let env = Some(r#"{"refund-payment": "always", "process-payment": "permanent"}"#);
         let input = json!({"fail": {"process-payment": {"first": 1}}});
-        assert_eq!(resolve("process-payment", &input, env), Ok(Some(FailureSwitch::First(1))));
-        assert_eq!(resolve("refund-payment", &input, env), Ok(Some(FailureSwitch::Always)));
+        assert_eq!(
+            resolve("process-payment", &input, env),
+            Ok(Some(FailureSwitch::First(1)))
+        );
+        assert_eq!(
+            resolve("refund-payment", &input, env),
+            Ok(Some(FailureSwitch::Always))
+        );
         assert_eq!(resolve("ship-order", &input, env), Ok(None));
         let off = json!({"fail": {"refund-payment": null}});
         assert_eq!(resolve("refund-payment", &off, env), Ok(None));

@@ -191,7 +191,9 @@ impl Ledger {
         // processes open a fresh file at once it can report busy even with a
         // busy timeout, so retry it within the same time budget.
         retry_busy(|| {
-            conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0))
+            conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+                row.get::<_, String>(0)
+            })
         })?;
         // With WAL, NORMAL loses nothing on a process crash (only on power
         // loss), which is what the "crash" failure switch exercises.
@@ -315,7 +317,8 @@ impl Ledger {
     /// Every effect row, oldest first, duplicates included.
     pub fn effects(&self) -> Result<Vec<Effect>, LedgerError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(&format!("SELECT {EFFECT_COLUMNS} FROM effects ORDER BY id"))?;
+        let mut stmt =
+            conn.prepare(&format!("SELECT {EFFECT_COLUMNS} FROM effects ORDER BY id"))?;
         let rows = stmt.query_map([], |row| Ok(read_effect_row(row)))?;
         let mut effects = Vec::new();
         for row in rows {
@@ -332,7 +335,11 @@ impl Ledger {
             "SELECT idempotency_key, function, COUNT(*) FROM effects GROUP BY idempotency_key, function",
         )?;
         let rows = stmt.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
         })?;
         let mut counts = BTreeMap::new();
         for row in rows {
@@ -452,7 +459,8 @@ fn retry_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Resul
     loop {
         match op() {
             Err(rusqlite::Error::SqliteFailure(err, _))
-                if err.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed() < BUSY_TIMEOUT =>
+                if err.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < BUSY_TIMEOUT =>
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -483,8 +491,14 @@ mod tests {
     #[test]
     fn default_path_uses_the_env_value_unless_empty() {
         assert_eq!(path_from_env(None), PathBuf::from(".baton/ledger.db"));
-        assert_eq!(path_from_env(Some("".into())), PathBuf::from(".baton/ledger.db"));
-        assert_eq!(path_from_env(Some("/tmp/x.db".into())), PathBuf::from("/tmp/x.db"));
+        assert_eq!(
+            path_from_env(Some("".into())),
+            PathBuf::from(".baton/ledger.db")
+        );
+        assert_eq!(
+            path_from_env(Some("/tmp/x.db".into())),
+            PathBuf::from("/tmp/x.db")
+        );
     }
 
     #[test]

@@ -1,0 +1,339 @@
+//! Shared set-up (backend, targets, input parsing) and the short commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use baton_core::definition::Format;
+use baton_core::engine::Outcome;
+use baton_core::{Event, ExecutionStatus, Workflow};
+use baton_embedded::{SqliteBackend, SqliteOptions, Worker, WorkerOptions};
+use baton_examples::Ledger;
+use baton_runtime::coordinator::describe_ignored;
+use baton_runtime::ports::{ExecutionStore, WorkflowStore};
+use baton_runtime::step::Registry;
+use baton_runtime::targets::{Targets, TargetsConfig};
+use baton_runtime::{Clock, Coordinator, CoordinatorError, SystemClock};
+use serde_json::Value;
+use tracing_subscriber::EnvFilter;
+
+use crate::display;
+
+/// An error in what the user gave us; exits with code 2.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+pub fn bad(message: impl Into<String>) -> anyhow::Error {
+    BadInput(message.into()).into()
+}
+
+/// Logs go to stderr; `BATON_LOG` sets the filter, `BATON_LOG_FORMAT=json` the format.
+pub fn init_tracing(default: &str) {
+    let filter = EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("BATON_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub fn load_workflow(file: &Path) -> anyhow::Result<Workflow> {
+    let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read {}: {e}", file.display())))?;
+    Workflow::from_text(&text, Format::from_path(&file.to_string_lossy()))
+        .map_err(|errors| bad(format!("{}: {}", file.display(), errors.to_string().trim_end())))
+}
+
+/// Reads `--input`/`--data`: JSON text, or `@path` to a JSON file.
+pub fn parse_json_arg(what: &str, text: &str) -> anyhow::Result<Value> {
+    let (source, body) = match text.strip_prefix('@') {
+        Some(path) => (
+            path.to_string(),
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {what} file {path}: {e}")))?,
+        ),
+        None => ("the command line".to_string(), text.to_string()),
+    };
+    serde_json::from_str(&body).map_err(|e| bad(format!("{what} from {source} is not valid JSON: {e}")))
+}
+
+pub fn open_backend(db: &Path) -> anyhow::Result<Arc<SqliteBackend>> {
+    let backend = SqliteBackend::open(db, SqliteOptions::default())
+        .with_context(|| format!("opening database {}", db.display()))?;
+    Ok(Arc::new(backend))
+}
+
+pub fn coordinator(backend: Arc<SqliteBackend>) -> Arc<Coordinator<SqliteBackend>> {
+    Arc::new(Coordinator::new(backend, Arc::new(SystemClock)))
+}
+
+/// The ledger of the example handlers: `BATON_LEDGER`, or `ledger.db` beside the database.
+fn ledger_path(db: &Path) -> PathBuf {
+    match std::env::var_os("BATON_LEDGER") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => db.with_file_name("ledger.db"),
+    }
+}
+
+pub fn targets(db: &Path, config: &Path) -> anyhow::Result<Arc<Targets>> {
+    let ledger = Ledger::open(ledger_path(db)).context("opening the example handlers' ledger")?;
+    let mut registry = Registry::new();
+    baton_examples::register_all(&mut registry, Arc::new(ledger));
+    let config = if config.exists() {
+        TargetsConfig::load(config).map_err(|e| bad(e.to_string()))?
+    } else {
+        TargetsConfig::default()
+    };
+    Ok(Arc::new(Targets::new(registry, config)))
+}
+
+pub fn check_functions(workflow: &Workflow, targets: &Targets) -> anyhow::Result<()> {
+    let missing = targets.missing(workflow.functions());
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "workflow `{}` calls {} that nothing runs: {} (register a handler or map it in baton.toml)",
+        workflow.name,
+        if missing.len() == 1 { "a function" } else { "functions" },
+        missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+    )))
+}
+
+pub fn check_size(what: &str, value: &Value, limit: usize) -> anyhow::Result<()> {
+    let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > limit {
+        return Err(bad(format!("{what} is {size} bytes, more than the {limit}-byte limit")));
+    }
+    Ok(())
+}
+
+/// A fresh execution id: workflow name, time and process, unique enough for one machine.
+pub fn new_execution_id(workflow: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let now = SystemClock.now();
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{workflow}-{now:x}-{:x}{n:x}", std::process::id())
+}
+
+pub fn map_coordinator_error(e: CoordinatorError) -> anyhow::Error {
+    match e {
+        CoordinatorError::PayloadTooLarge { .. }
+        | CoordinatorError::UnknownWorkflow { .. }
+        | CoordinatorError::NotFound(_) => bad(e.to_string()),
+        other => anyhow!(other),
+    }
+}
+
+pub fn validate(file: &Path, json: bool) -> anyhow::Result<u8> {
+    let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read {}: {e}", file.display())))?;
+    match Workflow::from_text(&text, Format::from_path(&file.to_string_lossy())) {
+        Ok(workflow) => {
+            if json {
+                println!("{}", serde_json::json!({ "valid": true, "workflow": &*workflow.name, "steps": workflow.steps.len() }));
+            } else {
+                println!("{}: workflow `{}` is valid ({} steps)", file.display(), workflow.name, workflow.steps.len());
+            }
+            Ok(0)
+        }
+        Err(errors) => {
+            if json {
+                println!("{}", serde_json::json!({ "valid": false, "problems": errors.problems }));
+            } else {
+                eprint!("{}: {}", file.display(), errors);
+            }
+            Ok(2)
+        }
+    }
+}
+
+pub async fn deploy(db: &Path, file: &Path) -> anyhow::Result<u8> {
+    let workflow = load_workflow(file)?;
+    let backend = open_backend(db)?;
+    let version = backend.put_workflow(&workflow.definition, SystemClock.now()).await?;
+    println!("workflow `{}` version {version}", workflow.name);
+    Ok(0)
+}
+
+/// Resolves a definition file or a deployed workflow name; registers a file's definition.
+pub async fn prepare_workflow(
+    backend: &SqliteBackend,
+    targets: &Targets,
+    workflow: &str,
+) -> anyhow::Result<(String, u32, Workflow)> {
+    let path = Path::new(workflow);
+    let compiled = if path.exists() {
+        load_workflow(path)?
+    } else {
+        let stored = backend
+            .get_workflow(workflow, None)
+            .await?
+            .ok_or_else(|| bad(format!("`{workflow}` is neither a definition file nor a deployed workflow")))?;
+        Workflow::from_definition(stored.definition).map_err(|e| bad(e.to_string()))?
+    };
+    check_functions(&compiled, targets)?;
+    let version = backend.put_workflow(&compiled.definition, SystemClock.now()).await?;
+    Ok((compiled.name.to_string(), version, compiled))
+}
+
+pub async fn start(db: &Path, config: &Path, workflow: &str, input: &str, id: Option<String>, json: bool) -> anyhow::Result<u8> {
+    let input = parse_json_arg("the input", input)?;
+    let targets = targets(db, config)?;
+    let backend = open_backend(db)?;
+    check_size("the input", &input, backend.options().payload_limit)?;
+    let (name, version, _) = prepare_workflow(&backend, &targets, workflow).await?;
+    let id = id.unwrap_or_else(|| new_execution_id(&name));
+    let coordinator = coordinator(backend);
+    let started = coordinator
+        .start(&name, Some(version), &id, input)
+        .await
+        .map_err(map_coordinator_error)?;
+    if json {
+        println!("{}", serde_json::json!({ "id": id, "created": started.created, "status": started.record.status().as_str() }));
+    } else if started.created {
+        println!("started {id} (workflow `{name}` version {version})");
+    } else {
+        println!("{id} already exists ({})", started.record.status().as_str());
+    }
+    Ok(0)
+}
+
+pub async fn worker(db: &Path, config: &Path, concurrency: usize, functions: Vec<String>) -> anyhow::Result<u8> {
+    let targets = targets(db, config)?;
+    let backend = open_backend(db)?;
+    let coordinator = coordinator(backend);
+    let worker = Arc::new(Worker::new(
+        coordinator,
+        targets,
+        WorkerOptions {
+            concurrency,
+            functions,
+            ..WorkerOptions::default()
+        },
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    tracing::info!(db = %db.display(), pid = std::process::id(), "worker ready");
+    worker.run(stopped).await?;
+    tracing::info!("worker stopped");
+    Ok(0)
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn status(db: &Path, id: &str, json: bool) -> anyhow::Result<u8> {
+    let backend = open_backend(db)?;
+    let record = backend
+        .load(id)
+        .await?
+        .ok_or_else(|| bad(format!("no execution `{id}`")))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        print!("{}", display::status_text(&record));
+    }
+    Ok(0)
+}
+
+pub async fn history(db: &Path, id: &str, json: bool, lifecycle: bool) -> anyhow::Result<u8> {
+    let backend = open_backend(db)?;
+    let record = backend
+        .load(id)
+        .await?
+        .ok_or_else(|| bad(format!("no execution `{id}`")))?;
+    if lifecycle {
+        let events = backend.events_after(Some(id), 0, usize::MAX >> 1)?;
+        for (_, event) in events {
+            if json {
+                println!("{}", serde_json::to_string(&event)?);
+            } else {
+                println!("{}", display::event_line(&event, record.created_at, false));
+            }
+        }
+        return Ok(0);
+    }
+    for entry in backend.history(id).await? {
+        if json {
+            println!("{}", serde_json::to_string(&entry)?);
+        } else {
+            println!("{}", display::history_line(&entry, record.created_at));
+        }
+    }
+    Ok(0)
+}
+
+pub async fn list(db: &Path, status: Option<&str>, limit: usize, json: bool) -> anyhow::Result<u8> {
+    let status = status
+        .map(|s| {
+            ExecutionStatus::parse(s).ok_or_else(|| {
+                bad(format!(
+                    "unknown status `{s}` (pending, running, compensating, succeeded, failed, compensated, compensation_failed, cancelled)"
+                ))
+            })
+        })
+        .transpose()?;
+    let backend = open_backend(db)?;
+    let rows = backend.list(status, limit).await?;
+    if json {
+        for row in &rows {
+            println!("{}", serde_json::to_string(row)?);
+        }
+    } else {
+        print!("{}", display::list_text(&rows));
+    }
+    Ok(0)
+}
+
+async fn send_event(db: &Path, id: &str, event: Event) -> anyhow::Result<Outcome> {
+    let backend = open_backend(db)?;
+    let coordinator = coordinator(backend);
+    coordinator.handle(id, event).await.map_err(map_coordinator_error)
+}
+
+pub async fn cancel(db: &Path, id: &str, reason: Option<String>) -> anyhow::Result<u8> {
+    match send_event(db, id, Event::CancelRequested { reason }).await? {
+        Outcome::Applied => println!("cancelling {id}: new work stopped; compensations run on the next worker round"),
+        Outcome::Ignored(reason) => println!("nothing to cancel: {}", describe_ignored(&reason)),
+    }
+    Ok(0)
+}
+
+pub async fn signal(db: &Path, id: &str, name: &str, data: &str) -> anyhow::Result<u8> {
+    let payload = parse_json_arg("the signal data", data)?;
+    let event = Event::SignalReceived {
+        name: name.to_string(),
+        payload,
+    };
+    match send_event(db, id, event).await? {
+        Outcome::Applied => println!("signal `{name}` delivered to {id}"),
+        Outcome::Ignored(reason) => println!("signal `{name}` not delivered: {}", describe_ignored(&reason)),
+    }
+    Ok(0)
+}

@@ -1,0 +1,149 @@
+//! Text rendering of events, executions and lists for the terminal.
+
+use baton_core::engine::{Event, LifecycleKind, StepStatus, TaskKind};
+use baton_core::{LifecycleEvent, Timestamp};
+use baton_runtime::ports::{ExecutionRecord, ExecutionSummary, HistoryEntry};
+
+fn elapsed(at: Timestamp, start: Timestamp) -> String {
+    let ms = at.saturating_sub(start);
+    format!("+{}.{:03}s", ms / 1000, ms % 1000)
+}
+
+fn paint(text: &str, code: &str, color: bool) -> String {
+    if color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+/// One line per lifecycle event: time since start, what happened, where.
+pub fn event_line(event: &LifecycleEvent, start: Timestamp, color: bool) -> String {
+    let (symbol, code) = match event.kind {
+        LifecycleKind::StepSucceeded | LifecycleKind::CompensationSucceeded | LifecycleKind::ExecutionSucceeded => ("✓", "32"),
+        LifecycleKind::StepFailed
+        | LifecycleKind::CompensationFailed
+        | LifecycleKind::ExecutionFailed
+        | LifecycleKind::ExecutionCompensationFailed => ("✗", "31"),
+        LifecycleKind::StepRetrying | LifecycleKind::CompensationRetrying => ("↻", "33"),
+        LifecycleKind::StepSkipped => ("-", "90"),
+        LifecycleKind::StepWaiting => ("…", "36"),
+        LifecycleKind::CompensationStarted => ("↶", "35"),
+        LifecycleKind::ExecutionCompensated | LifecycleKind::ExecutionCancelled => ("↶", "35"),
+        LifecycleKind::StepStarted | LifecycleKind::ExecutionStarted => ("▶", "34"),
+    };
+    let mut where_ = event.step.as_deref().unwrap_or("").to_string();
+    if let Some(i) = event.index {
+        where_.push_str(&format!("[{i}]"));
+    }
+    let mut detail = String::new();
+    if let Some(attempt) = event.attempt {
+        detail.push_str(&format!("attempt {attempt}"));
+    }
+    if let Some(delay) = event.delay_ms {
+        detail.push_str(&format!(", next in {delay} ms"));
+    }
+    if let Some(error) = &event.error {
+        if !detail.is_empty() {
+            detail.push_str(": ");
+        }
+        detail.push_str(&format!("{}: {}", error.name, error.message));
+    }
+    format!(
+        "{:>9}  {} {:<30} {:<16} {}",
+        elapsed(event.at, start),
+        paint(symbol, code, color),
+        event.kind.as_str(),
+        where_,
+        detail
+    )
+    .trim_end()
+    .to_string()
+}
+
+pub fn history_line(entry: &HistoryEntry, start: Timestamp) -> String {
+    let what = match &entry.event {
+        Event::Started { .. } => "started".to_string(),
+        Event::TaskSucceeded { task, .. } => format!("{} succeeded", task_name(task)),
+        Event::TaskFailed { task, error } => format!("{} failed: {}: {}", task_name(task), error.name, error.message),
+        Event::TaskTimedOut { task } => format!("{} timed out", task_name(task)),
+        Event::TimerFired { timer } => format!("timer {} fired", timer.key()),
+        Event::SignalReceived { name, .. } => format!("signal `{name}` received"),
+        Event::CancelRequested { reason } => format!("cancel requested{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()),
+    };
+    format!("{:>4}  {:>9}  {what}", entry.seq, elapsed(entry.at, start))
+}
+
+fn task_name(task: &baton_core::TaskRef) -> String {
+    let index = task.index.map(|i| format!("[{i}]")).unwrap_or_default();
+    let kind = match task.kind {
+        TaskKind::Step => "step",
+        TaskKind::Compensation => "compensation of",
+    };
+    format!("{kind} {}{index} attempt {}", task.step, task.attempt)
+}
+
+pub fn status_text(record: &ExecutionRecord) -> String {
+    let state = &record.state;
+    let mut out = format!(
+        "execution  {}\nworkflow   {} (version {})\nstatus     {}\n",
+        record.id,
+        record.workflow,
+        record.workflow_version,
+        state.status.as_str()
+    );
+    if let Some(finished) = state.finished_at {
+        out.push_str(&format!("took       {} ms\n", finished.saturating_sub(state.started_at)));
+    }
+    out.push_str("steps\n");
+    for step in &state.steps {
+        let attempts: u32 = step.units.iter().map(|u| u.attempt).sum();
+        let mut line = format!("  {:<20} {:<10}", step.name, step.status.as_str());
+        if attempts > 0 {
+            line.push_str(&format!(" attempts {attempts}"));
+        }
+        if step.units.len() > 1 {
+            line.push_str(&format!(" elements {}", step.units.len()));
+        }
+        let compensations: Vec<&str> = step
+            .units
+            .iter()
+            .filter_map(|u| u.compensation.as_ref())
+            .map(|c| match c.status {
+                baton_core::engine::UnitStatus::Succeeded => "compensated",
+                baton_core::engine::UnitStatus::Failed => "compensation failed",
+                _ => "compensating",
+            })
+            .collect();
+        if let Some(c) = compensations.first() {
+            line.push_str(&format!(" ({c})"));
+        }
+        if step.status == StepStatus::Failed
+            && let Some(e) = &step.error
+        {
+            line.push_str(&format!(" — {}: {}", e.name, e.message));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if let Some(output) = &state.output {
+        out.push_str(&format!("output     {output}\n"));
+    }
+    if let Some(failure) = &state.failure {
+        out.push_str(&format!("error      {}: {}\n", failure.name, failure.message));
+    }
+    out
+}
+
+pub fn list_text(rows: &[ExecutionSummary]) -> String {
+    let mut out = format!("{:<44} {:<24} {:<20}\n", "ID", "WORKFLOW", "STATUS");
+    for row in rows {
+        out.push_str(&format!(
+            "{:<44} {:<24} {:<20}\n",
+            row.id,
+            format!("{} v{}", row.workflow, row.workflow_version),
+            row.status.as_str()
+        ));
+    }
+    out
+}

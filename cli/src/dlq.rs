@@ -1,0 +1,123 @@
+//! `baton dlq`: see what was dead-lettered, put it back, or drop it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use baton_core::engine::Dispatch;
+use baton_runtime::ports::{DeadLetterKind, DeadLetterStore, TaskQueue};
+use baton_runtime::step::StepContext;
+use baton_runtime::{Clock, SystemClock};
+use clap::Subcommand;
+
+use crate::app::{self, bad};
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter with its full context.
+    Show { id: String },
+    /// Put a dead-lettered task back on its queue, or run a failed compensation again.
+    Redrive { id: String },
+    /// Delete a dead letter after resolving it by hand.
+    Discard { id: String },
+}
+
+pub async fn dlq(db: &Path, config: &Path, command: DlqCommand) -> anyhow::Result<u8> {
+    let backend = app::open_backend(db)?;
+    match command {
+        DlqCommand::List { json } => {
+            let records = backend.list_dead_letters().await?;
+            if json {
+                for r in &records {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else if records.is_empty() {
+                println!("no dead letters");
+            } else {
+                println!("{:<40} {:<13} {:<36} REASON", "ID", "KIND", "EXECUTION");
+                for r in &records {
+                    println!(
+                        "{:<40} {:<13} {:<36} {}",
+                        r.id,
+                        r.kind.as_str(),
+                        r.execution_id.as_deref().unwrap_or("-"),
+                        r.reason
+                    );
+                }
+            }
+            Ok(0)
+        }
+        DlqCommand::Show { id } => {
+            let record = backend
+                .get_dead_letter(&id)
+                .await?
+                .ok_or_else(|| bad(format!("no dead letter `{id}`")))?;
+            println!("{}", serde_json::to_string_pretty(&record)?);
+            Ok(0)
+        }
+        DlqCommand::Discard { id } => {
+            if backend.remove_dead_letter(&id).await? {
+                println!("discarded {id}");
+                Ok(0)
+            } else {
+                Err(bad(format!("no dead letter `{id}`")))
+            }
+        }
+        DlqCommand::Redrive { id } => {
+            let record = backend
+                .get_dead_letter(&id)
+                .await?
+                .ok_or_else(|| bad(format!("no dead letter `{id}`")))?;
+            match record.kind {
+                DeadLetterKind::Task => {
+                    let task: Dispatch = serde_json::from_value(record.body["task"].clone())
+                        .map_err(|e| bad(format!("dead letter `{id}` holds no task: {e}")))?;
+                    backend.send(&task, SystemClock.now()).await?;
+                    backend.remove_dead_letter(&id).await?;
+                    println!(
+                        "redriven: the task for step `{}` of {} is back on the queue",
+                        task.task.step, task.execution_id
+                    );
+                    Ok(0)
+                }
+                DeadLetterKind::Compensation => {
+                    let dead: baton_core::engine::DeadLetter = serde_json::from_value(record.body.clone())
+                        .map_err(|e| bad(format!("dead letter `{id}` holds no compensation: {e}")))?;
+                    let targets = app::targets(db, config)?;
+                    let timeout = Duration::from_secs(60);
+                    let context = StepContext {
+                        execution_id: dead.execution_id.to_string(),
+                        workflow: dead.workflow.to_string(),
+                        step: dead.step.to_string(),
+                        index: dead.index,
+                        attempt: dead.attempts + 1,
+                        kind: baton_core::TaskKind::Compensation,
+                        function: dead.function.to_string(),
+                        idempotency_key: dead.idempotency_key.clone(),
+                        deadline: SystemClock.now() + timeout.as_millis() as u64,
+                    };
+                    // Same idempotency key as the failed attempts, so a
+                    // compensation that did go through is not repeated.
+                    match targets.invoke(context, dead.input.clone(), timeout).await {
+                        Ok(output) => {
+                            backend.remove_dead_letter(&id).await?;
+                            println!("compensation `{}` of step `{}` succeeded: {output}", dead.function, dead.step);
+                            Ok(0)
+                        }
+                        Err(e) => {
+                            eprintln!("compensation `{}` failed again: {e}; the dead letter stays", dead.function);
+                            Ok(1)
+                        }
+                    }
+                }
+                DeadLetterKind::Malformed => Err(bad(format!(
+                    "dead letter `{id}` is a message that does not decode; fix it by hand and discard it"
+                ))),
+            }
+        }
+    }
+}

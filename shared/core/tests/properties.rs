@@ -1,0 +1,577 @@
+//! Properties of the engine over random workflows and random event orders.
+//!
+//! A random DAG is written as YAML, then a random shell runs it: it answers
+//! outstanding dispatches in any order with success, failure or a timeout,
+//! fires timers in any order, sometimes cancels, and keeps injecting
+//! duplicates and late results of timed-out attempts. The random choices come
+//! from a proptest-generated tape, so failures shrink to short runs.
+
+use std::collections::{BTreeMap, HashMap};
+
+use baton_core::definition::Format;
+use baton_core::engine::{
+    Command, Dispatch, Event, Execution, ExecutionStatus, Outcome, StepStatus, TaskKind, TaskRef,
+    TimerId, Transition, UnitStatus, apply,
+};
+use baton_core::{ErrorInfo, Workflow};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use serde_json::{Value, json};
+
+const FLAGS: usize = 3;
+/// More events than any run can need: each unit has at most 4 attempts, each
+/// giving at most a result, a timeout and a retry timer.
+const MAX_EVENTS: usize = 5_000;
+
+#[derive(Debug, Clone)]
+struct StepSpec {
+    /// Bit `j` set: the step needs step `j` (only earlier steps count).
+    needs_mask: u32,
+    mutates: bool,
+    /// For a mutating step: a compensation, or `compensate: none`.
+    compensate: bool,
+    max_attempts: u32,
+    delay_ms: u64,
+    backoff: &'static str,
+    full_jitter: bool,
+    /// Run only if input flag `.0` equals `.1`.
+    condition: Option<(usize, bool)>,
+    continue_on_failure: bool,
+    /// Element count and max_concurrency.
+    for_each: Option<(usize, u32)>,
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    steps: Vec<StepSpec>,
+    flags: Vec<bool>,
+    compensation_attempts: u32,
+}
+
+impl StepSpec {
+    fn needs(&self, i: usize) -> Vec<usize> {
+        (0..i).filter(|j| self.needs_mask & (1 << j) != 0).collect()
+    }
+}
+
+impl Spec {
+    fn yaml(&self) -> String {
+        let mut out = format!(
+            "name: random\ndefaults:\n  timeout: 1s\n  compensation_retry: {{ max_attempts: {}, backoff: fixed, delay: 10ms, jitter: none }}\nsteps:\n",
+            self.compensation_attempts
+        );
+        for (i, s) in self.steps.iter().enumerate() {
+            out.push_str(&format!("  s{i}:\n    function: f{i}\n"));
+            let needs = s.needs(i);
+            if !needs.is_empty() {
+                let names: Vec<String> = needs.iter().map(|j| format!("s{j}")).collect();
+                out.push_str(&format!("    needs: [{}]\n", names.join(", ")));
+            }
+            if let Some((flag, value)) = s.condition {
+                let not = if value { "" } else { "!" };
+                out.push_str(&format!("    if: \"${{ {not}input.flags.f{flag} }}\"\n"));
+            }
+            if !s.mutates {
+                out.push_str("    mutates: false\n");
+            } else if s.compensate {
+                out.push_str(&format!(
+                    "    compensate: {{ function: undo{i}, input: {{ output: \"${{ steps.s{i}.output }}\" }} }}\n"
+                ));
+            } else {
+                out.push_str("    compensate: none\n    reason: cannot be undone\n");
+            }
+            let jitter = if s.full_jitter { "full" } else { "none" };
+            out.push_str(&format!(
+                "    retry: {{ max_attempts: {}, backoff: {}, delay: {}ms, max_delay: 1s, jitter: {jitter} }}\n",
+                s.max_attempts, s.backoff, s.delay_ms
+            ));
+            if s.continue_on_failure {
+                out.push_str("    continue_on_failure: true\n");
+            }
+            match s.for_each {
+                Some((_, concurrency)) => {
+                    out.push_str(&format!(
+                        "    for_each: \"${{ input.lists.s{i} }}\"\n    max_concurrency: {concurrency}\n    input: {{ item: \"${{ item }}\", index: \"${{ index }}\" }}\n"
+                    ));
+                }
+                None => out.push_str(&format!("    input: {{ step: s{i} }}\n")),
+            }
+        }
+        out
+    }
+
+    fn input(&self) -> Value {
+        let flags: serde_json::Map<String, Value> = self
+            .flags
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("f{i}"), json!(f)))
+            .collect();
+        let lists: serde_json::Map<String, Value> = self
+            .steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.for_each.map(|(n, _)| (format!("s{i}"), json!((0..n).collect::<Vec<_>>()))))
+            .collect();
+        json!({ "flags": flags, "lists": lists })
+    }
+
+    /// Steps that must be skipped: a false condition, or every need skipped.
+    fn skipped(&self) -> Vec<bool> {
+        let mut skipped = vec![false; self.steps.len()];
+        for (i, s) in self.steps.iter().enumerate() {
+            let needs = s.needs(i);
+            let all_needs_skipped = !needs.is_empty() && needs.iter().all(|&j| skipped[j]);
+            let condition_false = s.condition.is_some_and(|(flag, value)| self.flags[flag] != value);
+            skipped[i] = all_needs_skipped || condition_false;
+        }
+        skipped
+    }
+}
+
+fn step_spec() -> impl Strategy<Value = StepSpec> {
+    (
+        any::<u32>(),
+        any::<bool>(),
+        prop::bool::weighted(0.8),
+        1u32..=4,
+        prop::sample::select(vec![0u64, 10, 100]),
+        prop::sample::select(vec!["fixed", "linear", "exponential"]),
+        any::<bool>(),
+        prop::option::weighted(0.3, (0..FLAGS, any::<bool>())),
+        prop::bool::weighted(0.2),
+        prop::option::weighted(0.25, (0usize..=3, 1u32..=2)),
+    )
+        .prop_map(
+            |(needs_mask, mutates, compensate, max_attempts, delay_ms, backoff, full_jitter, condition, continue_on_failure, for_each)| StepSpec {
+                needs_mask,
+                mutates,
+                compensate,
+                max_attempts,
+                delay_ms,
+                backoff,
+                full_jitter,
+                condition,
+                continue_on_failure,
+                for_each,
+            },
+        )
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        prop::collection::vec(step_spec(), 1..=6),
+        prop::collection::vec(any::<bool>(), FLAGS),
+        1u32..=3,
+    )
+        .prop_map(|(steps, flags, compensation_attempts)| Spec {
+            steps,
+            flags,
+            compensation_attempts,
+        })
+}
+
+/// Random choices read from a tape; when it runs out every choice is 0,
+/// which answers the oldest dispatch with success, so every run can end.
+struct Tape {
+    choices: Vec<u32>,
+    at: usize,
+}
+
+impl Tape {
+    fn pick(&mut self, n: usize) -> usize {
+        let c = self.choices.get(self.at).copied().unwrap_or(0);
+        self.at += 1;
+        c as usize % n.max(1)
+    }
+}
+
+type UnitKey = (String, Option<u32>, TaskKind);
+
+fn unit_key(task: &TaskRef) -> UnitKey {
+    (task.step.to_string(), task.index, task.kind)
+}
+
+struct Run {
+    wf: Workflow,
+    ex: Execution,
+    now: u64,
+    tape: Tape,
+    pending: Vec<Dispatch>,
+    /// Dispatches whose attempt timed out: whatever they report now is stale.
+    lost: Vec<Dispatch>,
+    timers: Vec<(u64, TimerId)>,
+    /// Results and timers that were applied, for re-delivery as duplicates.
+    delivered: Vec<Event>,
+    history: Vec<(Event, u64)>,
+    transitions: Vec<Transition>,
+    commands: Vec<Command>,
+    /// Units with a compensation, in the order their success was applied.
+    succeeded_with_compensation: Vec<(String, Option<u32>)>,
+    cancelled: bool,
+    events: usize,
+}
+
+impl Run {
+    fn apply(&mut self, event: Event) -> Transition {
+        self.events += 1;
+        let before = self.ex.clone();
+        let was_terminal = self.ex.status.is_terminal();
+        let t = apply(&self.wf, &mut self.ex, event.clone(), self.now);
+        if let Outcome::Ignored(reason) = &t.outcome {
+            assert!(t.commands.is_empty(), "ignored ({reason:?}) with commands {:?}", t.commands);
+            assert_eq!(before, self.ex, "ignored ({reason:?}) yet the state changed");
+        }
+        assert!(!was_terminal || !t.is_applied(), "an event applied after the end");
+        let finishes = t.commands.iter().filter(|c| matches!(c, Command::Finish { .. })).count();
+        assert_eq!(finishes == 1, self.ex.status.is_terminal() && !was_terminal);
+        for c in &t.commands {
+            match c {
+                Command::Dispatch(d) => self.pending.push(d.clone()),
+                Command::StartTimer { timer, fire_at } => self.timers.push((*fire_at, timer.clone())),
+                _ => {}
+            }
+        }
+        if t.is_applied() {
+            match &event {
+                Event::TaskSucceeded { task, .. } if task.kind == TaskKind::Step => {
+                    let has_compensation = self
+                        .wf
+                        .step(&task.step)
+                        .and_then(|s| s.call())
+                        .is_some_and(|c| c.compensation.is_some());
+                    if has_compensation {
+                        self.succeeded_with_compensation.push((task.step.to_string(), task.index));
+                    }
+                    self.delivered.push(event.clone());
+                }
+                Event::TaskSucceeded { .. }
+                | Event::TaskFailed { .. }
+                | Event::TaskTimedOut { .. }
+                | Event::TimerFired { .. } => self.delivered.push(event.clone()),
+                Event::CancelRequested { .. } => self.cancelled = true,
+                _ => {}
+            }
+        }
+        self.commands.extend(t.commands.iter().cloned());
+        self.history.push((event, self.now));
+        self.transitions.push(t.clone());
+        self.check_concurrency();
+        self.reconcile();
+        t
+    }
+
+    /// Moves dispatches whose attempt is no longer running to `lost`.
+    fn reconcile(&mut self) {
+        let ex = &self.ex;
+        let (live, ended): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|d| {
+            let Some(step) = ex.step(&d.task.step) else {
+                return false;
+            };
+            let Some(unit) = step.units.get(d.task.index.unwrap_or(0) as usize) else {
+                return false;
+            };
+            let unit = match d.task.kind {
+                TaskKind::Step => Some(unit),
+                TaskKind::Compensation => unit.compensation.as_deref(),
+            };
+            unit.is_some_and(|u| u.status == UnitStatus::Running && u.attempt == d.task.attempt)
+        });
+        self.pending = live;
+        self.lost.extend(ended);
+    }
+
+    fn check_concurrency(&self) {
+        for (step, state) in self.wf.steps.iter().zip(&self.ex.steps) {
+            if let Some(call) = step.call().filter(|c| c.for_each.is_some()) {
+                let active = state
+                    .units
+                    .iter()
+                    .filter(|u| matches!(u.status, UnitStatus::Running | UnitStatus::BackingOff))
+                    .count();
+                assert!(active <= call.max_concurrency as usize, "{} runs {active} elements", step.name);
+            }
+        }
+    }
+
+    fn answer(&mut self) {
+        let d = self.pending.remove(self.tape.pick(self.pending.len()));
+        self.now += self.tape.pick(20) as u64;
+        let task = d.task.clone();
+        let event = match self.tape.pick(8) {
+            0..=3 => Event::TaskSucceeded {
+                task,
+                output: json!({ "from": label(&d.task) }),
+            },
+            4 => Event::TaskFailed {
+                task,
+                error: ErrorInfo::new("Flaky", "try again", true),
+            },
+            5 => Event::TaskFailed {
+                task,
+                error: ErrorInfo::new("Broken", "give up", false),
+            },
+            6 => Event::TaskTimedOut { task },
+            _ => {
+                // The attempt's own timeout timer fires.
+                let timer = self.timers.iter().position(|(_, t)| {
+                    t.kind == baton_core::engine::TimerKind::Timeout
+                        && t.task_kind == task.kind
+                        && *t.step == *task.step
+                        && t.index == task.index
+                        && t.attempt == task.attempt
+                });
+                let (fire_at, timer) = self.timers.remove(timer.expect("every attempt has a timeout timer"));
+                self.now = self.now.max(fire_at);
+                Event::TimerFired { timer }
+            }
+        };
+        let t = self.apply(event);
+        assert!(t.is_applied(), "the result of a running attempt was ignored: {:?}", t.outcome);
+    }
+
+    fn fire_timer(&mut self) {
+        let (fire_at, timer) = self.timers.remove(self.tape.pick(self.timers.len()));
+        self.now = self.now.max(fire_at);
+        self.apply(Event::TimerFired { timer });
+    }
+
+    fn inject_duplicate(&mut self) {
+        let event = self.delivered[self.tape.pick(self.delivered.len())].clone();
+        let t = self.apply(event);
+        assert!(!t.is_applied(), "a duplicate was applied");
+    }
+
+    fn inject_stale(&mut self) {
+        let event = if self.lost.is_empty() {
+            let d = &self.pending[self.tape.pick(self.pending.len())];
+            Event::TaskSucceeded {
+                task: TaskRef {
+                    attempt: d.task.attempt + 10,
+                    ..d.task.clone()
+                },
+                output: json!("from the future"),
+            }
+        } else {
+            let d = &self.lost[self.tape.pick(self.lost.len())];
+            if self.tape.pick(2) == 0 {
+                Event::TaskSucceeded {
+                    task: d.task.clone(),
+                    output: json!("late"),
+                }
+            } else {
+                Event::TaskFailed {
+                    task: d.task.clone(),
+                    error: ErrorInfo::new("Late", "late", true),
+                }
+            }
+        };
+        let t = self.apply(event);
+        assert!(!t.is_applied(), "a stale result was applied");
+    }
+
+    fn drive(&mut self) {
+        while !self.ex.status.is_terminal() {
+            assert!(self.events < MAX_EVENTS, "no end after {MAX_EVENTS} events");
+            let choice = self.tape.pick(40);
+            match choice {
+                0..=23 if !self.pending.is_empty() => self.answer(),
+                24..=33 if !self.timers.is_empty() => self.fire_timer(),
+                34..=35 if !self.delivered.is_empty() => self.inject_duplicate(),
+                36..=38 if !self.lost.is_empty() || !self.pending.is_empty() => self.inject_stale(),
+                39 => {
+                    let running = self.ex.status == ExecutionStatus::Running;
+                    let t = self.apply(Event::CancelRequested { reason: None });
+                    assert_eq!(t.is_applied(), running, "{:?}", t.outcome);
+                }
+                _ if !self.pending.is_empty() => self.answer(),
+                _ if !self.timers.is_empty() => self.fire_timer(),
+                _ => panic!(
+                    "stuck in {:?}: nothing outstanding\n{}",
+                    self.ex.status,
+                    serde_json::to_string_pretty(&self.ex).unwrap_or_default()
+                ),
+            }
+        }
+    }
+
+}
+
+fn label(task: &TaskRef) -> String {
+    match task.index {
+        Some(i) => format!("{}[{i}]", task.step),
+        None => task.step.to_string(),
+    }
+}
+
+fn run(spec: &Spec, choices: Vec<u32>) -> Run {
+    let yaml = spec.yaml();
+    let wf = Workflow::from_text(&yaml, Format::Yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let ex = Execution::new(&wf, "ex-prop");
+    let mut run = Run {
+        wf,
+        ex,
+        now: 1_000_000,
+        tape: Tape { choices, at: 0 },
+        pending: Vec::new(),
+        lost: Vec::new(),
+        timers: Vec::new(),
+        delivered: Vec::new(),
+        history: Vec::new(),
+        transitions: Vec::new(),
+        commands: Vec::new(),
+        succeeded_with_compensation: Vec::new(),
+        cancelled: false,
+        events: 0,
+    };
+    run.apply(Event::Started { input: spec.input() });
+    run.drive();
+    run
+}
+
+fn dispatches(run: &Run) -> Vec<&Dispatch> {
+    run.commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Dispatch(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+fn check(spec: &Spec, run: &Run) {
+    let status = run.ex.status;
+    assert!(status.is_terminal());
+    let all = dispatches(run);
+
+    // Attempts: numbered 1, 2, ... and never more than the policy allows.
+    let mut attempts: BTreeMap<UnitKey, Vec<u32>> = BTreeMap::new();
+    for d in &all {
+        attempts.entry(unit_key(&d.task)).or_default().push(d.task.attempt);
+    }
+    for ((step, index, kind), seen) in &attempts {
+        let i: usize = step[1..].parse().expect("steps are named s<i>");
+        let limit = match kind {
+            TaskKind::Step => spec.steps[i].max_attempts,
+            TaskKind::Compensation => spec.compensation_attempts,
+        };
+        let expected: Vec<u32> = (1..=seen.len() as u32).collect();
+        assert_eq!(seen, &expected, "{step} {index:?} {kind:?}");
+        assert!(seen.len() as u32 <= limit, "{step} {index:?} {kind:?}: {} attempts > {limit}", seen.len());
+    }
+
+    // Compensations: exactly the succeeded units that have one, newest first.
+    let compensated: Vec<(String, Option<u32>)> = all
+        .iter()
+        .filter(|d| d.task.kind == TaskKind::Compensation && d.task.attempt == 1)
+        .map(|d| (d.task.step.to_string(), d.task.index))
+        .collect();
+    let expected: Vec<(String, Option<u32>)> = if status == ExecutionStatus::Succeeded {
+        Vec::new()
+    } else {
+        run.succeeded_with_compensation.iter().rev().cloned().collect()
+    };
+    assert_eq!(compensated, expected);
+
+    // Idempotency keys: one per unit, across attempts; no two units share one.
+    let mut keys: HashMap<UnitKey, &str> = HashMap::new();
+    let mut owners: HashMap<&str, UnitKey> = HashMap::new();
+    for d in &all {
+        let unit = unit_key(&d.task);
+        let key = d.idempotency_key.as_str();
+        assert_eq!(*keys.entry(unit.clone()).or_insert(key), key, "{unit:?} changed key");
+        assert_eq!(*owners.entry(key).or_insert(unit.clone()), unit, "two units share {key}");
+    }
+
+    // Skips: a false condition or all needs skipped means never dispatched.
+    let skipped = spec.skipped();
+    for (i, skip) in skipped.iter().enumerate() {
+        if *skip {
+            let name = format!("s{i}");
+            assert!(!all.iter().any(|d| *d.task.step == *name), "{name} should be skipped");
+        }
+    }
+
+    // The final status agrees with what happened.
+    let dead_letters = run.commands.iter().filter(|c| matches!(c, Command::DeadLetter(_))).count();
+    assert_eq!(dead_letters > 0, status == ExecutionStatus::CompensationFailed, "{status:?}");
+    match status {
+        ExecutionStatus::Succeeded => {
+            assert!(!run.cancelled);
+            for (i, state) in run.ex.steps.iter().enumerate() {
+                let ok = match state.status {
+                    StepStatus::Succeeded => !skipped[i],
+                    StepStatus::Skipped => skipped[i],
+                    StepStatus::Failed => spec.steps[i].continue_on_failure,
+                    _ => false,
+                };
+                assert!(ok, "s{i} ended {:?} in a succeeded execution", state.status);
+            }
+        }
+        ExecutionStatus::Cancelled => assert!(run.cancelled),
+        ExecutionStatus::Failed => {
+            assert!(!run.cancelled);
+            assert!(compensated.is_empty());
+        }
+        ExecutionStatus::Compensated => {
+            assert!(!run.cancelled);
+            assert!(!compensated.is_empty());
+        }
+        ExecutionStatus::CompensationFailed => {}
+        other => panic!("not terminal: {other:?}"),
+    }
+    if run.cancelled {
+        assert!(matches!(status, ExecutionStatus::Cancelled | ExecutionStatus::CompensationFailed));
+    }
+
+    // Replay: the same events on a fresh execution give the same everything.
+    let mut fresh = Execution::new(&run.wf, run.ex.id.clone());
+    for ((event, now), original) in run.history.iter().zip(&run.transitions) {
+        let t = apply(&run.wf, &mut fresh, event.clone(), *now);
+        assert_eq!(&t, original, "replay diverged at {event:?}");
+    }
+    assert_eq!(
+        serde_json::to_value(&fresh).expect("state serialises"),
+        serde_json::to_value(&run.ex).expect("state serialises")
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_workflows_under_random_event_orders(
+        spec in spec(),
+        choices in prop::collection::vec(any::<u32>(), 0..600),
+    ) {
+        let run = run(&spec, choices);
+        check(&spec, &run);
+    }
+}
+
+/// The harness itself must be able to reach every kind of ending, or the
+/// property above would check less than it claims.
+#[test]
+fn random_runs_reach_every_ending() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = (spec(), prop::collection::vec(any::<u32>(), 0..600));
+    let mut seen = BTreeMap::new();
+    for _ in 0..400 {
+        let (spec, choices) = strategy.new_tree(&mut runner).expect("a case").current();
+        let run = run(&spec, choices);
+        *seen.entry(run.ex.status.as_str()).or_insert(0) += 1;
+        if std::env::var("PROP_STATS").is_ok() {
+            let ignored = run.transitions.iter().filter(|t| !t.is_applied()).count();
+            let comps = dispatches(&run).iter().filter(|d| d.task.kind == TaskKind::Compensation).count();
+            let dl = run.commands.iter().filter(|c| matches!(c, Command::DeadLetter(_))).count();
+            eprintln!("{} steps={} events={} ignored={} dispatches={} comps={} dl={} lost={}", run.ex.status.as_str(), spec.steps.len(), run.events, ignored, dispatches(&run).len(), comps, dl, run.lost.len());
+        }
+    }
+    for status in ["succeeded", "failed", "compensated", "compensation_failed", "cancelled"] {
+        assert!(seen.contains_key(status), "no run ended {status}: {seen:?}");
+    }
+}
