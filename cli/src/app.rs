@@ -64,8 +64,29 @@ pub fn parse_json_arg(what: &str, text: &str) -> anyhow::Result<Value> {
     serde_json::from_str(&body).map_err(|e| bad(format!("{what} from {source} is not valid JSON: {e}")))
 }
 
+/// Backend options, with `BATON_MAX_RECEIVES` and `BATON_LEASE_MARGIN_MS` overriding the defaults.
+fn backend_options() -> anyhow::Result<SqliteOptions> {
+    let mut options = SqliteOptions::default();
+    let number = |name: &str| -> anyhow::Result<Option<u64>> {
+        match std::env::var(name) {
+            Ok(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| bad(format!("{name} must be a whole number, not `{v}`"))),
+            Err(_) => Ok(None),
+        }
+    };
+    if let Some(n) = number("BATON_MAX_RECEIVES")? {
+        options.max_receives = n.max(1) as u32;
+    }
+    if let Some(n) = number("BATON_LEASE_MARGIN_MS")? {
+        options.lease_margin_ms = n;
+    }
+    Ok(options)
+}
+
 pub fn open_backend(db: &Path) -> anyhow::Result<Arc<SqliteBackend>> {
-    let backend = SqliteBackend::open(db, SqliteOptions::default())
+    let backend = SqliteBackend::open(db, backend_options()?)
         .with_context(|| format!("opening database {}", db.display()))?;
     Ok(Arc::new(backend))
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use baton_core::definition::Format;
 use baton_core::engine::{
     Command, Dispatch, Event, Execution, ExecutionStatus, Outcome, StepStatus, TaskKind, TaskRef,
-    TimerId, Transition, UnitStatus, apply,
+    TimerId, TimerKind, Transition, UnitStatus, apply,
 };
 use baton_core::{ErrorInfo, Workflow};
 use proptest::prelude::*;
@@ -160,7 +160,7 @@ fn step_spec() -> impl Strategy<Value = StepSpec> {
 
 fn spec() -> impl Strategy<Value = Spec> {
     (
-        prop::collection::vec(step_spec(), 1..=6),
+        prop::collection::vec(step_spec(), 1..=8),
         prop::collection::vec(any::<bool>(), FLAGS),
         1u32..=3,
     )
@@ -298,31 +298,36 @@ impl Run {
         let d = self.pending.remove(self.tape.pick(self.pending.len()));
         self.now += self.tape.pick(20) as u64;
         let task = d.task.clone();
-        let event = match self.tape.pick(8) {
-            0..=3 => Event::TaskSucceeded {
+        let event = match self.tape.pick(20) {
+            0..=13 => Event::TaskSucceeded {
                 task,
                 output: json!({ "from": label(&d.task) }),
             },
-            4 => Event::TaskFailed {
+            14..=16 => Event::TaskFailed {
                 task,
                 error: ErrorInfo::new("Flaky", "try again", true),
             },
-            5 => Event::TaskFailed {
+            17 => Event::TaskFailed {
                 task,
                 error: ErrorInfo::new("Broken", "give up", false),
             },
-            6 => Event::TaskTimedOut { task },
+            18 => {
+                self.lost.push(d.clone());
+                Event::TaskTimedOut { task }
+            }
             _ => {
-                // The attempt's own timeout timer fires.
+                // The attempt's own timeout timer fires; the function may still answer later.
                 let timer = self.timers.iter().position(|(_, t)| {
-                    t.kind == baton_core::engine::TimerKind::Timeout
+                    t.kind == TimerKind::Timeout
                         && t.task_kind == task.kind
                         && *t.step == *task.step
                         && t.index == task.index
                         && t.attempt == task.attempt
                 });
-                let (fire_at, timer) = self.timers.remove(timer.expect("every attempt has a timeout timer"));
+                let (fire_at, timer) =
+                    self.timers.remove(timer.expect("every attempt has a timeout timer"));
                 self.now = self.now.max(fire_at);
+                self.lost.push(d.clone());
                 Event::TimerFired { timer }
             }
         };
@@ -538,7 +543,7 @@ fn check(spec: &Spec, run: &Run) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 300,
+        cases: 1000,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

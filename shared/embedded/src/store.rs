@@ -150,14 +150,24 @@ impl SqliteBackend {
         }
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(unavailable)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
+        // Switching to WAL needs a moment of exclusive access, which several
+        // processes opening a new file at once can be refused despite the busy timeout.
+        let mut tries = 0;
+        while let Err(e) = conn.pragma_update(None, "journal_mode", "WAL") {
+            tries += 1;
+            if tries > 100 {
+                return Err(unavailable(e));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         conn.pragma_update(
             None,
             "synchronous",
             if options.synchronous_full { "FULL" } else { "NORMAL" },
         )
         .map_err(unavailable)?;
-        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+            .map_err(unavailable)?;
         Ok(SqliteBackend {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
