@@ -38,7 +38,9 @@ pub fn bad(message: impl Into<String>) -> anyhow::Error {
 /// Logs go to stderr; `BATON_LOG` sets the filter, `BATON_LOG_FORMAT=json` the format.
 pub fn init_tracing(default: &str) {
     let filter = EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("BATON_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -47,9 +49,15 @@ pub fn init_tracing(default: &str) {
 }
 
 pub fn load_workflow(file: &Path) -> anyhow::Result<Workflow> {
-    let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read {}: {e}", file.display())))?;
-    Workflow::from_text(&text, Format::from_path(&file.to_string_lossy()))
-        .map_err(|errors| bad(format!("{}: {}", file.display(), errors.to_string().trim_end())))
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| bad(format!("cannot read {}: {e}", file.display())))?;
+    Workflow::from_text(&text, Format::from_path(&file.to_string_lossy())).map_err(|errors| {
+        bad(format!(
+            "{}: {}",
+            file.display(),
+            errors.to_string().trim_end()
+        ))
+    })
 }
 
 /// Reads `--input`/`--data`: JSON text, or `@path` to a JSON file.
@@ -57,11 +65,13 @@ pub fn parse_json_arg(what: &str, text: &str) -> anyhow::Result<Value> {
     let (source, body) = match text.strip_prefix('@') {
         Some(path) => (
             path.to_string(),
-            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {what} file {path}: {e}")))?,
+            std::fs::read_to_string(path)
+                .map_err(|e| bad(format!("cannot read {what} file {path}: {e}")))?,
         ),
         None => ("the command line".to_string(), text.to_string()),
     };
-    serde_json::from_str(&body).map_err(|e| bad(format!("{what} from {source} is not valid JSON: {e}")))
+    serde_json::from_str(&body)
+        .map_err(|e| bad(format!("{what} from {source} is not valid JSON: {e}")))
 }
 
 /// Backend options, with `BATON_MAX_RECEIVES` and `BATON_LEASE_MARGIN_MS` overriding the defaults.
@@ -123,15 +133,27 @@ pub fn check_functions(workflow: &Workflow, targets: &Targets) -> anyhow::Result
     Err(bad(format!(
         "workflow `{}` calls {} that nothing runs: {} (register a handler or map it in baton.toml)",
         workflow.name,
-        if missing.len() == 1 { "a function" } else { "functions" },
-        missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+        if missing.len() == 1 {
+            "a function"
+        } else {
+            "functions"
+        },
+        missing
+            .iter()
+            .map(|m| format!("`{m}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     )))
 }
 
 pub fn check_size(what: &str, value: &Value, limit: usize) -> anyhow::Result<()> {
-    let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > limit {
-        return Err(bad(format!("{what} is {size} bytes, more than the {limit}-byte limit")));
+        return Err(bad(format!(
+            "{what} is {size} bytes, more than the {limit}-byte limit"
+        )));
     }
     Ok(())
 }
@@ -154,19 +176,31 @@ pub fn map_coordinator_error(e: CoordinatorError) -> anyhow::Error {
 }
 
 pub fn validate(file: &Path, json: bool) -> anyhow::Result<u8> {
-    let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read {}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| bad(format!("cannot read {}: {e}", file.display())))?;
     match Workflow::from_text(&text, Format::from_path(&file.to_string_lossy())) {
         Ok(workflow) => {
             if json {
-                println!("{}", serde_json::json!({ "valid": true, "workflow": &*workflow.name, "steps": workflow.steps.len() }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "valid": true, "workflow": &*workflow.name, "steps": workflow.steps.len() })
+                );
             } else {
-                println!("{}: workflow `{}` is valid ({} steps)", file.display(), workflow.name, workflow.steps.len());
+                println!(
+                    "{}: workflow `{}` is valid ({} steps)",
+                    file.display(),
+                    workflow.name,
+                    workflow.steps.len()
+                );
             }
             Ok(0)
         }
         Err(errors) => {
             if json {
-                println!("{}", serde_json::json!({ "valid": false, "problems": errors.problems }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "valid": false, "problems": errors.problems })
+                );
             } else {
                 eprint!("{}: {}", file.display(), errors);
             }
@@ -178,7 +212,9 @@ pub fn validate(file: &Path, json: bool) -> anyhow::Result<u8> {
 pub async fn deploy(db: &Path, file: &Path) -> anyhow::Result<u8> {
     let workflow = load_workflow(file)?;
     let backend = open_backend(db)?;
-    let version = backend.put_workflow(&workflow.definition, SystemClock.now()).await?;
+    let version = backend
+        .put_workflow(&workflow.definition, SystemClock.now())
+        .await?;
     println!("workflow `{}` version {version}", workflow.name);
     Ok(0)
 }
@@ -193,18 +229,28 @@ pub async fn prepare_workflow(
     let compiled = if path.exists() {
         load_workflow(path)?
     } else {
-        let stored = backend
-            .get_workflow(workflow, None)
-            .await?
-            .ok_or_else(|| bad(format!("`{workflow}` is neither a definition file nor a deployed workflow")))?;
+        let stored = backend.get_workflow(workflow, None).await?.ok_or_else(|| {
+            bad(format!(
+                "`{workflow}` is neither a definition file nor a deployed workflow"
+            ))
+        })?;
         Workflow::from_definition(stored.definition).map_err(|e| bad(e.to_string()))?
     };
     check_functions(&compiled, targets)?;
-    let version = backend.put_workflow(&compiled.definition, SystemClock.now()).await?;
+    let version = backend
+        .put_workflow(&compiled.definition, SystemClock.now())
+        .await?;
     Ok((compiled.name.to_string(), version, compiled))
 }
 
-pub async fn start(db: &Path, config: &Path, workflow: &str, input: &str, id: Option<String>, json: bool) -> anyhow::Result<u8> {
+pub async fn start(
+    db: &Path,
+    config: &Path,
+    workflow: &str,
+    input: &str,
+    id: Option<String>,
+    json: bool,
+) -> anyhow::Result<u8> {
     let input = parse_json_arg("the input", input)?;
     let targets = targets(db, config)?;
     let backend = open_backend(db)?;
@@ -217,7 +263,10 @@ pub async fn start(db: &Path, config: &Path, workflow: &str, input: &str, id: Op
         .await
         .map_err(map_coordinator_error)?;
     if json {
-        println!("{}", serde_json::json!({ "id": id, "created": started.created, "status": started.record.status().as_str() }));
+        println!(
+            "{}",
+            serde_json::json!({ "id": id, "created": started.created, "status": started.record.status().as_str() })
+        );
     } else if started.created {
         println!("started {id} (workflow `{name}` version {version})");
     } else {
@@ -226,7 +275,12 @@ pub async fn start(db: &Path, config: &Path, workflow: &str, input: &str, id: Op
     Ok(0)
 }
 
-pub async fn worker(db: &Path, config: &Path, concurrency: usize, functions: Vec<String>) -> anyhow::Result<u8> {
+pub async fn worker(
+    db: &Path,
+    config: &Path,
+    concurrency: usize,
+    functions: Vec<String>,
+) -> anyhow::Result<u8> {
     let targets = targets(db, config)?;
     let backend = open_backend(db)?;
     let coordinator = coordinator(backend);
@@ -254,10 +308,11 @@ pub async fn worker(db: &Path, config: &Path, concurrency: usize, functions: Vec
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -335,12 +390,17 @@ pub async fn list(db: &Path, status: Option<&str>, limit: usize, json: bool) -> 
 async fn send_event(db: &Path, id: &str, event: Event) -> anyhow::Result<Outcome> {
     let backend = open_backend(db)?;
     let coordinator = coordinator(backend);
-    coordinator.handle(id, event).await.map_err(map_coordinator_error)
+    coordinator
+        .handle(id, event)
+        .await
+        .map_err(map_coordinator_error)
 }
 
 pub async fn cancel(db: &Path, id: &str, reason: Option<String>) -> anyhow::Result<u8> {
     match send_event(db, id, Event::CancelRequested { reason }).await? {
-        Outcome::Applied => println!("cancelling {id}: new work stopped; compensations run on the next worker round"),
+        Outcome::Applied => println!(
+            "cancelling {id}: new work stopped; compensations run on the next worker round"
+        ),
         Outcome::Ignored(reason) => println!("nothing to cancel: {}", describe_ignored(&reason)),
     }
     Ok(0)
@@ -354,7 +414,10 @@ pub async fn signal(db: &Path, id: &str, name: &str, data: &str) -> anyhow::Resu
     };
     match send_event(db, id, event).await? {
         Outcome::Applied => println!("signal `{name}` delivered to {id}"),
-        Outcome::Ignored(reason) => println!("signal `{name}` not delivered: {}", describe_ignored(&reason)),
+        Outcome::Ignored(reason) => println!(
+            "signal `{name}` not delivered: {}",
+            describe_ignored(&reason)
+        ),
     }
     Ok(0)
 }

@@ -20,7 +20,9 @@ fn paint(text: &str, code: &str, color: bool) -> String {
 /// One line per lifecycle event: time since start, what happened, where.
 pub fn event_line(event: &LifecycleEvent, start: Timestamp, color: bool) -> String {
     let (symbol, code) = match event.kind {
-        LifecycleKind::StepSucceeded | LifecycleKind::CompensationSucceeded | LifecycleKind::ExecutionSucceeded => ("✓", "32"),
+        LifecycleKind::StepSucceeded
+        | LifecycleKind::CompensationSucceeded
+        | LifecycleKind::ExecutionSucceeded => ("✓", "32"),
         LifecycleKind::StepFailed
         | LifecycleKind::CompensationFailed
         | LifecycleKind::ExecutionFailed
@@ -65,11 +67,22 @@ pub fn history_line(entry: &HistoryEntry, start: Timestamp) -> String {
     let what = match &entry.event {
         Event::Started { .. } => "started".to_string(),
         Event::TaskSucceeded { task, .. } => format!("{} succeeded", task_name(task)),
-        Event::TaskFailed { task, error } => format!("{} failed: {}: {}", task_name(task), error.name, error.message),
+        Event::TaskFailed { task, error } => format!(
+            "{} failed: {}: {}",
+            task_name(task),
+            error.name,
+            error.message
+        ),
         Event::TaskTimedOut { task } => format!("{} timed out", task_name(task)),
         Event::TimerFired { timer } => format!("timer {} fired", timer.key()),
         Event::SignalReceived { name, .. } => format!("signal `{name}` received"),
-        Event::CancelRequested { reason } => format!("cancel requested{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()),
+        Event::CancelRequested { reason } => format!(
+            "cancel requested{}",
+            reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
     };
     format!("{:>4}  {:>9}  {what}", entry.seq, elapsed(entry.at, start))
 }
@@ -93,7 +106,10 @@ pub fn status_text(record: &ExecutionRecord) -> String {
         state.status.as_str()
     );
     if let Some(finished) = state.finished_at {
-        out.push_str(&format!("took       {} ms\n", finished.saturating_sub(state.started_at)));
+        out.push_str(&format!(
+            "took       {} ms\n",
+            finished.saturating_sub(state.started_at)
+        ));
     }
     out.push_str("steps\n");
     for step in &state.steps {
@@ -130,7 +146,10 @@ pub fn status_text(record: &ExecutionRecord) -> String {
         out.push_str(&format!("output     {output}\n"));
     }
     if let Some(failure) = &state.failure {
-        out.push_str(&format!("error      {}: {}\n", failure.name, failure.message));
+        out.push_str(&format!(
+            "error      {}: {}\n",
+            failure.name, failure.message
+        ));
     }
     out
 }

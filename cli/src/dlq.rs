@@ -85,8 +85,10 @@ pub async fn dlq(db: &Path, config: &Path, command: DlqCommand) -> anyhow::Resul
                     Ok(0)
                 }
                 DeadLetterKind::Compensation => {
-                    let dead: baton_core::engine::DeadLetter = serde_json::from_value(record.body.clone())
-                        .map_err(|e| bad(format!("dead letter `{id}` holds no compensation: {e}")))?;
+                    let dead: baton_core::engine::DeadLetter =
+                        serde_json::from_value(record.body.clone()).map_err(|e| {
+                            bad(format!("dead letter `{id}` holds no compensation: {e}"))
+                        })?;
                     let targets = app::targets(db, config)?;
                     let timeout = Duration::from_secs(60);
                     let context = StepContext {
@@ -105,11 +107,17 @@ pub async fn dlq(db: &Path, config: &Path, command: DlqCommand) -> anyhow::Resul
                     match targets.invoke(context, dead.input.clone(), timeout).await {
                         Ok(output) => {
                             backend.remove_dead_letter(&id).await?;
-                            println!("compensation `{}` of step `{}` succeeded: {output}", dead.function, dead.step);
+                            println!(
+                                "compensation `{}` of step `{}` succeeded: {output}",
+                                dead.function, dead.step
+                            );
                             Ok(0)
                         }
                         Err(e) => {
-                            eprintln!("compensation `{}` failed again: {e}; the dead letter stays", dead.function);
+                            eprintln!(
+                                "compensation `{}` failed again: {e}; the dead letter stays",
+                                dead.function
+                            );
                             Ok(1)
                         }
                     }

@@ -17,13 +17,27 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::app::BadInput;
 
 #[derive(Parser)]
-#[command(name = "baton", version, about = "Durable workflows: validate, graph, run and operate them")]
+#[command(
+    name = "baton",
+    version,
+    about = "Durable workflows: validate, graph, run and operate them"
+)]
 struct Cli {
     /// SQLite database of the embedded backend.
-    #[arg(long, global = true, env = "BATON_DB", default_value = ".baton/baton.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_DB",
+        default_value = ".baton/baton.db"
+    )]
     db: PathBuf,
     /// Step targets file (which function runs where); optional.
-    #[arg(long, global = true, env = "BATON_CONFIG", default_value = "baton.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_CONFIG",
+        default_value = "baton.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Commands,
@@ -141,7 +155,10 @@ fn main() -> ExitCode {
         Commands::Run { .. } => "error",
         _ => "warn",
     });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -163,7 +180,11 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
-    let Cli { db, config, command } = cli;
+    let Cli {
+        db,
+        config,
+        command,
+    } = cli;
     match command {
         Commands::Validate { file, json } => app::validate(&file, json),
         Commands::Graph { file, format } => {
@@ -180,18 +201,34 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Commands::Deploy { file } => app::deploy(&db, &file).await,
-        Commands::Run { file, input, id, json, workers } => {
-            run::run(&db, &config, &file, &input, id, json, workers).await
-        }
-        Commands::Start { workflow, input, id, json } => {
-            app::start(&db, &config, &workflow, &input, id, json).await
-        }
-        Commands::Worker { concurrency, functions } => {
-            app::worker(&db, &config, concurrency, functions).await
-        }
+        Commands::Run {
+            file,
+            input,
+            id,
+            json,
+            workers,
+        } => run::run(&db, &config, &file, &input, id, json, workers).await,
+        Commands::Start {
+            workflow,
+            input,
+            id,
+            json,
+        } => app::start(&db, &config, &workflow, &input, id, json).await,
+        Commands::Worker {
+            concurrency,
+            functions,
+        } => app::worker(&db, &config, concurrency, functions).await,
         Commands::Status { id, json } => app::status(&db, &id, json).await,
-        Commands::History { id, json, lifecycle } => app::history(&db, &id, json, lifecycle).await,
-        Commands::List { status, limit, json } => app::list(&db, status.as_deref(), limit, json).await,
+        Commands::History {
+            id,
+            json,
+            lifecycle,
+        } => app::history(&db, &id, json, lifecycle).await,
+        Commands::List {
+            status,
+            limit,
+            json,
+        } => app::list(&db, status.as_deref(), limit, json).await,
         Commands::Cancel { id, reason } => app::cancel(&db, &id, reason).await,
         Commands::Signal { id, name, data } => app::signal(&db, &id, &name, &data).await,
         Commands::Dlq { command } => dlq::dlq(&db, &config, command).await,

@@ -51,14 +51,22 @@ pub async fn run(
         .map_err(map_coordinator_error)?;
     let color = !json && std::io::stdout().is_terminal();
     if !json {
-        let verb = if started.created { "started" } else { "resuming" };
+        let verb = if started.created {
+            "started"
+        } else {
+            "resuming"
+        };
         println!("{verb} {id} (workflow `{name}` version {version})");
     }
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut handles = Vec::new();
     for _ in 0..workers.max(1) {
-        let worker = Arc::new(Worker::new(coordinator.clone(), targets.clone(), WorkerOptions::default()));
+        let worker = Arc::new(Worker::new(
+            coordinator.clone(),
+            targets.clone(),
+            WorkerOptions::default(),
+        ));
         handles.push(tokio::spawn(worker.run(stopped.clone())));
     }
 
@@ -73,7 +81,10 @@ pub async fn run(
                 println!("{}", display::event_line(&event, start, color));
             }
         }
-        let record = backend.load(&id).await?.ok_or_else(|| anyhow::anyhow!("execution {id} vanished"))?;
+        let record = backend
+            .load(&id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("execution {id} vanished"))?;
         if record.status().is_terminal() {
             // Print events committed with the final transition.
             for (_, event) in backend.events_after(Some(&id), last_event, 1000)? {
@@ -110,15 +121,25 @@ pub async fn run(
     };
     if interrupted {
         let _ = stop.send(true);
-        eprintln!("interrupted: {id} is saved; `baton worker` or `baton run` with --id {id} resumes it");
+        eprintln!(
+            "interrupted: {id} is saved; `baton worker` or `baton run` with --id {id} resumes it"
+        );
     }
     Ok(130)
 }
 
 fn summary(record: &baton_runtime::ports::ExecutionRecord) -> String {
     let state = &record.state;
-    let took = state.finished_at.unwrap_or(record.updated_at).saturating_sub(state.started_at);
-    let mut out = format!("execution {} {} in {} ms", record.id, state.status.as_str(), took);
+    let took = state
+        .finished_at
+        .unwrap_or(record.updated_at)
+        .saturating_sub(state.started_at);
+    let mut out = format!(
+        "execution {} {} in {} ms",
+        record.id,
+        state.status.as_str(),
+        took
+    );
     if let Some(output) = &state.output {
         let pretty = serde_json::to_string_pretty(output).unwrap_or_default();
         out.push_str(&format!("\noutput: {pretty}"));

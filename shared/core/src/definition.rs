@@ -188,7 +188,9 @@ impl<'de> Deserialize<'de> for Compensate {
         impl<'de> Visitor<'de> for CompensateVisitor {
             type Value = Compensate;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("`none` or a map with `function` (and optional `input`, `retry`, `timeout`)")
+                f.write_str(
+                    "`none` or a map with `function` (and optional `input`, `retry`, `timeout`)",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Compensate, E> {
                 if v == "none" {
@@ -330,7 +332,14 @@ impl WorkflowDefinition {
                 message: e.to_string(),
             }),
             Format::Yaml => {
-                serde_saphyr::from_str(text).map_err(|e| ParseError::Yaml(e.to_string()))
+                // Repeated keys reach the visitors: `Steps` keeps duplicate step
+                // names for validation to report with every other problem, and
+                // derived structs still reject a repeated field.
+                let options = serde_saphyr::options! {
+                    duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+                };
+                serde_saphyr::from_str_with_options(text, options)
+                    .map_err(|e| ParseError::Yaml(e.to_string()))
             }
         }
     }

@@ -135,7 +135,10 @@ impl Expr {
         if let Some(index) = scope.index {
             context.add_variable_from_value("index", i64::from(index));
         }
-        let value = self.program.execute(&context).map_err(|e| err(e.to_string()))?;
+        let value = self
+            .program
+            .execute(&context)
+            .map_err(|e| err(e.to_string()))?;
         value.json().map_err(|e| err(e.to_string()))
     }
 }
@@ -169,7 +172,13 @@ fn collect_step_refs(node: &IdedExpr, named: &mut Vec<String>, dynamic: &mut boo
             }
         }
         Ast::Comprehension(c) => {
-            for part in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+            for part in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
                 collect_step_refs(part, named, dynamic);
             }
         }
@@ -468,7 +477,8 @@ mod tests {
 
     #[test]
     fn step_outputs_are_read_by_name() {
-        let e = compile_single("${ steps.a.output.valid && steps.a.status == 'succeeded' }").unwrap();
+        let e =
+            compile_single("${ steps.a.output.valid && steps.a.status == 'succeeded' }").unwrap();
         assert_eq!(e.step_refs(), &StepRefs::Named(vec!["a".into()]));
         let steps = OneStep(json!({"valid": true}));
         assert_eq!(e.eval(&scope(&Value::Null, &steps)).unwrap(), json!(true));

@@ -25,7 +25,11 @@ fn label(workflow: &Workflow, i: usize) -> String {
         Action::WaitUntil(_) => "wait until".to_string(),
         Action::WaitFor { signal, .. } => format!("wait for signal {signal}"),
     };
-    let condition = if step.condition.is_some() { " [if]" } else { "" };
+    let condition = if step.condition.is_some() {
+        " [if]"
+    } else {
+        ""
+    };
     format!("{}{}: {}", step.name, condition, what)
 }
 
@@ -35,7 +39,11 @@ pub fn render(workflow: &Workflow, format: GraphFormat) -> String {
         GraphFormat::Mermaid => {
             out.push_str("flowchart TD\n");
             for (i, step) in workflow.steps.iter().enumerate() {
-                out.push_str(&format!("  {}[\"{}\"]\n", step.name, label(workflow, i).replace('"', "'")));
+                out.push_str(&format!(
+                    "  {}[\"{}\"]\n",
+                    step.name,
+                    label(workflow, i).replace('"', "'")
+                ));
             }
             for step in &workflow.steps {
                 for &n in &step.needs {
@@ -44,7 +52,10 @@ pub fn render(workflow: &Workflow, format: GraphFormat) -> String {
             }
         }
         GraphFormat::Dot => {
-            out.push_str(&format!("digraph \"{}\" {{\n  rankdir=TB;\n", workflow.name));
+            out.push_str(&format!(
+                "digraph \"{}\" {{\n  rankdir=TB;\n",
+                workflow.name
+            ));
             for (i, step) in workflow.steps.iter().enumerate() {
                 out.push_str(&format!(
                     "  \"{}\" [label=\"{}\"];\n",
@@ -54,7 +65,10 @@ pub fn render(workflow: &Workflow, format: GraphFormat) -> String {
             }
             for step in &workflow.steps {
                 for &n in &step.needs {
-                    out.push_str(&format!("  \"{}\" -> \"{}\";\n", workflow.steps[n].name, step.name));
+                    out.push_str(&format!(
+                        "  \"{}\" -> \"{}\";\n",
+                        workflow.steps[n].name, step.name
+                    ));
                 }
             }
             out.push_str("}\n");

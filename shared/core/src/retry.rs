@@ -102,7 +102,10 @@ mod tests {
         };
         assert_eq!(delays(Backoff::Fixed), vec![200, 200, 200, 200, 200]);
         assert_eq!(delays(Backoff::Linear), vec![200, 400, 600, 800, 1000]);
-        assert_eq!(delays(Backoff::Exponential), vec![200, 400, 800, 1000, 1000]);
+        assert_eq!(
+            delays(Backoff::Exponential),
+            vec![200, 400, 800, 1000, 1000]
+        );
     }
 
     #[test]
@@ -110,7 +113,8 @@ mod tests {
         let p = policy(Backoff::Exponential, Jitter::Full);
         for attempt in 1..=5 {
             let d = p.delay_after(attempt, "e", "s", None);
-            let cap = policy(Backoff::Exponential, Jitter::None).delay_after(attempt, "e", "s", None);
+            let cap =
+                policy(Backoff::Exponential, Jitter::None).delay_after(attempt, "e", "s", None);
             assert!(d <= cap);
             assert_eq!(d, p.delay_after(attempt, "e", "s", None));
         }

@@ -249,7 +249,13 @@ impl ExprCheck<'_> {
         }
     }
 
-    fn single(&self, c: &mut Collector, field: &str, text: &str, reads: &Reads<'_>) -> Option<Expr> {
+    fn single(
+        &self,
+        c: &mut Collector,
+        field: &str,
+        text: &str,
+        reads: &Reads<'_>,
+    ) -> Option<Expr> {
         match expr::compile_single(text) {
             Ok(e) => {
                 self.check(c, field, &e, reads);
@@ -272,7 +278,9 @@ fn retry_policy(
     base: Option<&RetryPolicy>,
 ) -> Option<RetryPolicy> {
     let pick = |f: fn(&RetryDefinition) -> Option<&String>| {
-        own.and_then(f).or_else(|| fallback.and_then(f)).map(String::as_str)
+        own.and_then(f)
+            .or_else(|| fallback.and_then(f))
+            .map(String::as_str)
     };
     let max_attempts = own
         .and_then(|r| r.max_attempts)
@@ -298,7 +306,11 @@ fn retry_policy(
         .or(base.map(|b| b.delay_ms))
         .unwrap_or(1_000);
     let max_delay_ms = c
-        .duration(step, &format!("{field}.max_delay"), pick(|r| r.max_delay.as_ref()))
+        .duration(
+            step,
+            &format!("{field}.max_delay"),
+            pick(|r| r.max_delay.as_ref()),
+        )
         .or(base.map(|b| b.max_delay_ms))
         .unwrap_or(u64::MAX);
     if max_delay_ms < delay_ms {
@@ -435,13 +447,15 @@ pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationEr
         let mut seen = HashSet::new();
         for need in &step.needs {
             if !seen.insert(need.as_str()) {
-                c.add(Some(name), Some("needs"), format!("`{need}` is listed twice"));
+                c.add(
+                    Some(name),
+                    Some("needs"),
+                    format!("`{need}` is listed twice"),
+                );
                 continue;
             }
             match by_name.get(need.as_str()) {
-                Some(&j) if j == i => {
-                    c.add(Some(name), Some("needs"), "a step cannot need itself")
-                }
+                Some(&j) if j == i => c.add(Some(name), Some("needs"), "a step cannot need itself"),
                 Some(&j) => needs[i].push(j),
                 None => c.add(
                     Some(name),
@@ -458,10 +472,15 @@ pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationEr
     let ancestors = if cycles.is_empty() {
         ancestor_sets(&needs)
     } else {
-        vec![HashSet::new(); names.len()]
+        // Order is undefined around a cycle; the cycle is the one complaint about it.
+        vec![(0..names.len()).collect(); names.len()]
     };
 
-    let default_timeout = c.duration(None, "defaults.timeout", definition.defaults.timeout.as_deref());
+    let default_timeout = c.duration(
+        None,
+        "defaults.timeout",
+        definition.defaults.timeout.as_deref(),
+    );
     let default_comp_retry = retry_policy(
         &mut c,
         None,
@@ -601,7 +620,9 @@ fn step_action(
         }
     }
     if let Some(text) = &step.wait {
-        return c.duration(s, "wait", Some(text)).map(|millis| Action::Wait { millis });
+        return c
+            .duration(s, "wait", Some(text))
+            .map(|millis| Action::Wait { millis });
     }
     if let Some(text) = &step.wait_until {
         return check
@@ -664,7 +685,8 @@ fn step_action(
             );
             let timeout_ms = c
                 .duration(s, "compensate.timeout", comp.timeout.as_deref())
-                .or(c.duration(s, "timeout", step.timeout.as_deref()))
+                // The step's own `timeout` is checked, and reported, below.
+                .or_else(|| step.timeout.as_deref().and_then(|t| parse_millis(t).ok()))
                 .or(default_timeout)
                 .unwrap_or(DEFAULT_TIMEOUT_MS);
             if comp.function.trim().is_empty() {
@@ -710,7 +732,11 @@ fn step_action(
         .as_deref()
         .and_then(|text| check.single(c, "for_each", text, &reads));
     if step.max_concurrency.is_some() && step.for_each.is_none() {
-        c.add(s, Some("max_concurrency"), "only applies to a `for_each` step");
+        c.add(
+            s,
+            Some("max_concurrency"),
+            "only applies to a `for_each` step",
+        );
     }
     if step.max_concurrency == Some(0) {
         c.add(s, Some("max_concurrency"), "must be at least 1");
@@ -723,7 +749,10 @@ fn step_action(
         mutates,
         compensation,
         for_each,
-        max_concurrency: step.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY).max(1),
+        max_concurrency: step
+            .max_concurrency
+            .unwrap_or(DEFAULT_MAX_CONCURRENCY)
+            .max(1),
     })))
 }
 

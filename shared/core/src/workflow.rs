@@ -40,9 +40,14 @@ pub struct Step {
 #[derive(Debug)]
 pub enum Action {
     Call(Box<Call>),
-    Wait { millis: u64 },
+    Wait {
+        millis: u64,
+    },
     WaitUntil(Box<Expr>),
-    WaitFor { signal: String, timeout_ms: Option<u64> },
+    WaitFor {
+        signal: String,
+        timeout_ms: Option<u64>,
+    },
 }
 
 #[derive(Debug)]

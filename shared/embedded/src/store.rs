@@ -10,12 +10,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use baton_core::engine::{Dispatch, TaskKind};
-use baton_core::{Command, ExecutionStatus, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition};
+use baton_core::{
+    Command, ExecutionStatus, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition,
+};
 use baton_runtime::coordinator::compensation_dead_letter;
 use baton_runtime::ports::{
-    Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink, ExecutionRecord,
-    ExecutionStore, ExecutionSummary, HistoryEntry, LeasedTask, OutboxEntry, StoreError, StoreResult,
-    StoredWorkflow, TaskQueue, TimerService, WorkflowStore,
+    Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink,
+    ExecutionRecord, ExecutionStore, ExecutionSummary, HistoryEntry, LeasedTask, OutboxEntry,
+    StoreError, StoreResult, StoredWorkflow, TaskQueue, TimerService, WorkflowStore,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
@@ -136,8 +138,15 @@ fn task_dedup_key(task: &Dispatch) -> String {
         TaskKind::Step => "step",
         TaskKind::Compensation => "comp",
     };
-    let index = task.task.index.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
-    format!("{}/{}/{}/{}/{}", task.execution_id, task.task.step, index, kind, task.task.attempt)
+    let index = task
+        .task
+        .index
+        .map(|i| i.to_string())
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "{}/{}/{}/{}/{}",
+        task.execution_id, task.task.step, index, kind, task.task.attempt
+    )
 }
 
 impl SqliteBackend {
@@ -145,11 +154,13 @@ impl SqliteBackend {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            })?;
         }
         let conn = Connection::open(path).map_err(unavailable)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(unavailable)?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(unavailable)?;
         // Switching to WAL needs a moment of exclusive access, which several
         // processes opening a new file at once can be refused despite the busy timeout.
         let mut tries = 0;
@@ -163,7 +174,11 @@ impl SqliteBackend {
         conn.pragma_update(
             None,
             "synchronous",
-            if options.synchronous_full { "FULL" } else { "NORMAL" },
+            if options.synchronous_full {
+                "FULL"
+            } else {
+                "NORMAL"
+            },
         )
         .map_err(unavailable)?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
@@ -214,7 +229,12 @@ impl SqliteBackend {
         Ok(())
     }
 
-    fn insert_task(&self, tx: &Transaction<'_>, task: &Dispatch, now: Timestamp) -> StoreResult<()> {
+    fn insert_task(
+        &self,
+        tx: &Transaction<'_>,
+        task: &Dispatch,
+        now: Timestamp,
+    ) -> StoreResult<()> {
         tx.execute(
             "INSERT OR IGNORE INTO tasks (dedup_key, execution_id, function, body, available_at, visibility_ms, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)",
@@ -231,7 +251,12 @@ impl SqliteBackend {
         Ok(())
     }
 
-    fn insert_timer(tx: &Transaction<'_>, execution_id: &str, timer: &TimerId, fire_at: Timestamp) -> StoreResult<()> {
+    fn insert_timer(
+        tx: &Transaction<'_>,
+        execution_id: &str,
+        timer: &TimerId,
+        fire_at: Timestamp,
+    ) -> StoreResult<()> {
         tx.execute(
             "INSERT OR REPLACE INTO timers (execution_id, timer_key, timer, fire_at) VALUES (?1, ?2, ?3, ?4)",
             params![execution_id, timer.key(), to_json(timer), fire_at as i64],
@@ -243,7 +268,12 @@ impl SqliteBackend {
     fn insert_event(tx: &Transaction<'_>, event: &LifecycleEvent) -> StoreResult<()> {
         tx.execute(
             "INSERT INTO events (execution_id, kind, at, body) VALUES (?1, ?2, ?3, ?4)",
-            params![&*event.execution_id, event.kind.as_str(), event.at as i64, to_json(event)],
+            params![
+                &*event.execution_id,
+                event.kind.as_str(),
+                event.at as i64,
+                to_json(event)
+            ],
         )
         .map_err(unavailable)?;
         Ok(())
@@ -266,24 +296,43 @@ impl SqliteBackend {
     }
 
     /// Carries out a transition's commands inside its transaction.
-    fn apply_commands(&self, tx: &Transaction<'_>, execution_id: &str, commands: &[Command], now: Timestamp) -> StoreResult<()> {
+    fn apply_commands(
+        &self,
+        tx: &Transaction<'_>,
+        execution_id: &str,
+        commands: &[Command],
+        now: Timestamp,
+    ) -> StoreResult<()> {
         for command in commands {
             match command {
                 Command::Dispatch(task) => self.insert_task(tx, task, now)?,
-                Command::StartTimer { timer, fire_at } => Self::insert_timer(tx, execution_id, timer, *fire_at)?,
+                Command::StartTimer { timer, fire_at } => {
+                    Self::insert_timer(tx, execution_id, timer, *fire_at)?
+                }
                 Command::Emit(event) => Self::insert_event(tx, event)?,
-                Command::DeadLetter(dead) => Self::insert_dead_letter(tx, &compensation_dead_letter(dead))?,
+                Command::DeadLetter(dead) => {
+                    Self::insert_dead_letter(tx, &compensation_dead_letter(dead))?
+                }
                 Command::Finish { .. } => {}
             }
         }
         Ok(())
     }
 
-    fn insert_history(tx: &Transaction<'_>, execution_id: &str, history: &[HistoryEntry]) -> StoreResult<()> {
+    fn insert_history(
+        tx: &Transaction<'_>,
+        execution_id: &str,
+        history: &[HistoryEntry],
+    ) -> StoreResult<()> {
         for entry in history {
             tx.execute(
                 "INSERT INTO history (execution_id, seq, at, event) VALUES (?1, ?2, ?3, ?4)",
-                params![execution_id, entry.seq as i64, entry.at as i64, to_json(&entry.event)],
+                params![
+                    execution_id,
+                    entry.seq as i64,
+                    entry.at as i64,
+                    to_json(&entry.event)
+                ],
             )
             .map_err(unavailable)?;
         }
@@ -310,9 +359,11 @@ impl SqliteBackend {
     /// Earliest pending timer, for the worker's sleep.
     pub fn next_timer_at(&self) -> StoreResult<Option<Timestamp>> {
         self.read(|conn| {
-            conn.query_row("SELECT MIN(fire_at) FROM timers", [], |r| r.get::<_, Option<i64>>(0))
-                .map(|v| v.map(|t| t as Timestamp))
-                .map_err(unavailable)
+            conn.query_row("SELECT MIN(fire_at) FROM timers", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map(|v| v.map(|t| t as Timestamp))
+            .map_err(unavailable)
         })
     }
 
@@ -328,7 +379,12 @@ impl SqliteBackend {
     }
 
     /// Lifecycle events after `after_id` (of one execution, or all), oldest first, with their row ids.
-    pub fn events_after(&self, execution_id: Option<&str>, after_id: i64, max: usize) -> StoreResult<Vec<(i64, LifecycleEvent)>> {
+    pub fn events_after(
+        &self,
+        execution_id: Option<&str>,
+        after_id: i64,
+        max: usize,
+    ) -> StoreResult<Vec<(i64, LifecycleEvent)>> {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(
@@ -366,7 +422,10 @@ impl SqliteBackend {
     /// Counts of tasks waiting or leased, timers and dead letters (for status displays and tests).
     pub fn queue_depths(&self) -> StoreResult<(u64, u64, u64)> {
         self.read(|conn| {
-            let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64);
+            let count = |sql: &str| {
+                conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+                    .map(|n| n as u64)
+            };
             Ok((
                 count("SELECT COUNT(*) FROM tasks").map_err(unavailable)?,
                 count("SELECT COUNT(*) FROM timers").map_err(unavailable)?,
@@ -409,7 +468,12 @@ impl SqliteBackend {
 }
 
 impl ExecutionStore for SqliteBackend {
-    async fn create(&self, record: &ExecutionRecord, history: &[HistoryEntry], outbox: &[Command]) -> StoreResult<Created> {
+    async fn create(
+        &self,
+        record: &ExecutionRecord,
+        history: &[HistoryEntry],
+        outbox: &[Command],
+    ) -> StoreResult<Created> {
         let state = to_json(&record.state);
         self.check_size("the execution state", &state)?;
         self.write(|tx| {
@@ -467,7 +531,11 @@ impl ExecutionStore for SqliteBackend {
                 .map_err(unavailable)?;
             if updated == 0 {
                 let exists: bool = tx
-                    .query_row("SELECT 1 FROM executions WHERE id = ?1", [&record.id], |_| Ok(true))
+                    .query_row(
+                        "SELECT 1 FROM executions WHERE id = ?1",
+                        [&record.id],
+                        |_| Ok(true),
+                    )
                     .optional()
                     .map_err(unavailable)?
                     .unwrap_or(false);
@@ -498,10 +566,18 @@ impl ExecutionStore for SqliteBackend {
     async fn history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT seq, at, event FROM history WHERE execution_id = ?1 ORDER BY seq")
+                .prepare_cached(
+                    "SELECT seq, at, event FROM history WHERE execution_id = ?1 ORDER BY seq",
+                )
                 .map_err(unavailable)?;
             let rows = stmt
-                .query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+                .query_map([id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
                 .map_err(unavailable)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable)?;
@@ -517,7 +593,11 @@ impl ExecutionStore for SqliteBackend {
         })
     }
 
-    async fn list(&self, status: Option<ExecutionStatus>, limit: usize) -> StoreResult<Vec<ExecutionSummary>> {
+    async fn list(
+        &self,
+        status: Option<ExecutionStatus>,
+        limit: usize,
+    ) -> StoreResult<Vec<ExecutionSummary>> {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(
@@ -559,7 +639,11 @@ impl ExecutionStore for SqliteBackend {
 }
 
 impl WorkflowStore for SqliteBackend {
-    async fn put_workflow(&self, definition: &WorkflowDefinition, now: Timestamp) -> StoreResult<u32> {
+    async fn put_workflow(
+        &self,
+        definition: &WorkflowDefinition,
+        now: Timestamp,
+    ) -> StoreResult<u32> {
         let text = to_json(definition);
         self.write(|tx| {
             let latest = tx
@@ -585,7 +669,11 @@ impl WorkflowStore for SqliteBackend {
         })
     }
 
-    async fn get_workflow(&self, name: &str, version: Option<u32>) -> StoreResult<Option<StoredWorkflow>> {
+    async fn get_workflow(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> StoreResult<Option<StoredWorkflow>> {
         self.read(|conn| {
             let row = conn
                 .prepare_cached(
@@ -643,7 +731,13 @@ impl TaskQueue for SqliteBackend {
         self.write(|tx| self.insert_task(tx, task, now))
     }
 
-    async fn receive(&self, functions: &[String], max: usize, visibility_ms: u64, now: Timestamp) -> StoreResult<Vec<LeasedTask>> {
+    async fn receive(
+        &self,
+        functions: &[String],
+        max: usize,
+        visibility_ms: u64,
+        now: Timestamp,
+    ) -> StoreResult<Vec<LeasedTask>> {
         let filter = if functions.is_empty() {
             String::new()
         } else {
@@ -726,15 +820,23 @@ impl TaskQueue for SqliteBackend {
             })?;
         self.write(|tx| {
             // A receipt from an expired lease no longer owns the task.
-            tx.execute("DELETE FROM tasks WHERE id = ?1 AND receive_count = ?2", params![id, count])
-                .map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM tasks WHERE id = ?1 AND receive_count = ?2",
+                params![id, count],
+            )
+            .map_err(unavailable)?;
             Ok(())
         })
     }
 }
 
 impl TimerService for SqliteBackend {
-    async fn schedule(&self, execution_id: &str, timer: &TimerId, fire_at: Timestamp) -> StoreResult<()> {
+    async fn schedule(
+        &self,
+        execution_id: &str,
+        timer: &TimerId,
+        fire_at: Timestamp,
+    ) -> StoreResult<()> {
         self.write(|tx| Self::insert_timer(tx, execution_id, timer, fire_at))
     }
 }
@@ -792,14 +894,16 @@ fn dead_letter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<DeadLe
         "task" => DeadLetterKind::Task,
         _ => DeadLetterKind::Malformed,
     };
-    Ok(from_json("dead letter", &body).map(|body| DeadLetterRecord {
-        id: r.get(0).unwrap_or_default(),
-        kind,
-        execution_id: r.get(2).unwrap_or_default(),
-        created_at: r.get::<_, i64>(3).unwrap_or_default() as Timestamp,
-        reason: r.get(4).unwrap_or_default(),
-        body,
-    }))
+    Ok(
+        from_json("dead letter", &body).map(|body| DeadLetterRecord {
+            id: r.get(0).unwrap_or_default(),
+            kind,
+            execution_id: r.get(2).unwrap_or_default(),
+            created_at: r.get::<_, i64>(3).unwrap_or_default() as Timestamp,
+            reason: r.get(4).unwrap_or_default(),
+            body,
+        }),
+    )
 }
 
 impl Backend for SqliteBackend {

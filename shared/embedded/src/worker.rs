@@ -50,7 +50,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(coordinator: Arc<Coordinator<SqliteBackend>>, targets: Arc<Targets>, options: WorkerOptions) -> Worker {
+    pub fn new(
+        coordinator: Arc<Coordinator<SqliteBackend>>,
+        targets: Arc<Targets>,
+        options: WorkerOptions,
+    ) -> Worker {
         let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
         Worker {
             coordinator,
@@ -66,7 +70,10 @@ impl Worker {
     }
 
     /// Runs until `shutdown` turns true, then waits for tasks in flight.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), CoordinatorError> {
+    pub async fn run(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), CoordinatorError> {
         loop {
             if *shutdown.borrow() {
                 break;
@@ -125,7 +132,12 @@ impl Worker {
         for (execution_id, timer) in &due {
             match self
                 .coordinator
-                .handle(execution_id, Event::TimerFired { timer: timer.clone() })
+                .handle(
+                    execution_id,
+                    Event::TimerFired {
+                        timer: timer.clone(),
+                    },
+                )
                 .await
             {
                 Ok(_) => {}
@@ -135,7 +147,9 @@ impl Worker {
                     warn!(workflow.execution.id = %execution_id, error = %e, "timer not fired yet");
                     continue;
                 }
-                Err(e) => error!(workflow.execution.id = %execution_id, error = %e, "timer could not be applied; dropping it"),
+                Err(e) => {
+                    error!(workflow.execution.id = %execution_id, error = %e, "timer could not be applied; dropping it")
+                }
             }
             self.backend().delete_timer(execution_id, timer)?;
         }
@@ -186,11 +200,17 @@ impl Worker {
         let remaining = task.deadline.saturating_sub(self.coordinator.now()).max(1);
         let result = self
             .targets
-            .invoke(context, task.input.clone(), Duration::from_millis(remaining))
+            .invoke(
+                context,
+                task.input.clone(),
+                Duration::from_millis(remaining),
+            )
             .await;
         let event = match result {
             Ok(output) => {
-                let size = serde_json::to_vec(&output).map(|v| v.len()).unwrap_or(usize::MAX);
+                let size = serde_json::to_vec(&output)
+                    .map(|v| v.len())
+                    .unwrap_or(usize::MAX);
                 let limit = self.coordinator.backend().options().payload_limit;
                 if size > limit {
                     Event::TaskFailed {
@@ -208,7 +228,9 @@ impl Worker {
                     }
                 }
             }
-            Err(e) if e.name == "Timeout" => Event::TaskTimedOut { task: task.task.clone() },
+            Err(e) if e.name == "Timeout" => Event::TaskTimedOut {
+                task: task.task.clone(),
+            },
             Err(e) => Event::TaskFailed {
                 task: task.task.clone(),
                 error: e.into_error_info(),
@@ -222,7 +244,9 @@ impl Worker {
             warn!(error.name = %error.name, error.message = %error.message, retryable = error.retryable, "{what}");
         }
         match self.coordinator.handle(&task.execution_id, event).await {
-            Ok(Outcome::Ignored(reason)) => debug!(reason = %describe_ignored(&reason), "result ignored"),
+            Ok(Outcome::Ignored(reason)) => {
+                debug!(reason = %describe_ignored(&reason), "result ignored")
+            }
             Ok(Outcome::Applied) => {}
             Err(e) if e.is_retryable() => return Err(e),
             Err(e) => error!(error = %e, "result could not be recorded"),

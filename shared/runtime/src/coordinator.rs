@@ -40,8 +40,14 @@ pub enum CoordinatorError {
     #[error("no execution `{0}`")]
     NotFound(String),
     #[error("{what} is {size} bytes, more than the {limit}-byte limit")]
-    PayloadTooLarge { what: String, size: usize, limit: usize },
-    #[error("execution `{0}` kept changing under us; giving up after {MAX_CONFLICT_RETRIES} attempts")]
+    PayloadTooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+    },
+    #[error(
+        "execution `{0}` kept changing under us; giving up after {MAX_CONFLICT_RETRIES} attempts"
+    )]
     Contended(String),
 }
 
@@ -88,7 +94,11 @@ impl<B: Backend> Coordinator<B> {
     }
 
     /// A compiled workflow version, cached: definitions are immutable per version.
-    pub async fn workflow(&self, name: &str, version: Option<u32>) -> Result<(u32, Arc<Workflow>), CoordinatorError> {
+    pub async fn workflow(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<(u32, Arc<Workflow>), CoordinatorError> {
         if let Some(v) = version
             && let Some(w) = self.lock_cache().get(&(name.to_string(), v))
         {
@@ -121,7 +131,9 @@ impl<B: Backend> Coordinator<B> {
     }
 
     fn check_size(&self, what: &str, value: &Value) -> Result<(), CoordinatorError> {
-        let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(value)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         let limit = self.backend.payload_limit();
         if size > limit {
             return Err(CoordinatorError::PayloadTooLarge {
@@ -168,7 +180,11 @@ impl<B: Backend> Coordinator<B> {
             at: now,
             event,
         }];
-        match self.backend.create(&record, &history, &transition.commands).await? {
+        match self
+            .backend
+            .create(&record, &history, &transition.commands)
+            .await?
+        {
             Created::New(outbox) => {
                 info!(workflow.execution.id = %execution_id, workflow.name = %workflow, workflow.version = workflow_version, "execution started");
                 self.deliver(&outbox).await?;
@@ -185,7 +201,11 @@ impl<B: Backend> Coordinator<B> {
     }
 
     /// Applies one event to an execution, retrying on version conflicts.
-    pub async fn handle(&self, execution_id: &str, event: Event) -> Result<Outcome, CoordinatorError> {
+    pub async fn handle(
+        &self,
+        execution_id: &str,
+        event: Event,
+    ) -> Result<Outcome, CoordinatorError> {
         if let Event::TaskSucceeded { output, .. } = &event {
             self.check_size("a step output", output)?;
         }
@@ -344,13 +364,17 @@ pub fn describe_ignored(reason: &Ignored) -> String {
         Ignored::AlreadyStarted => "the execution already started".into(),
         Ignored::ExecutionFinished => "the execution already finished".into(),
         Ignored::UnknownStep { step } => format!("no step `{step}`"),
-        Ignored::UnknownElement { step, index } => format!("step `{step}` has no element {index:?}"),
+        Ignored::UnknownElement { step, index } => {
+            format!("step `{step}` has no element {index:?}")
+        }
         Ignored::StaleAttempt { expected, got } => {
             format!("result for attempt {got}, but attempt {expected} is current")
         }
         Ignored::NotRunning => "the task is not running (a duplicate or late result)".into(),
         Ignored::StaleTimer => "the timer no longer matters".into(),
         Ignored::AlreadyStopping => "the execution is already stopping".into(),
-        Ignored::SignalNotExpected => "no step waits for that signal and the execution is stopping".into(),
+        Ignored::SignalNotExpected => {
+            "no step waits for that signal and the execution is stopping".into()
+        }
     }
 }

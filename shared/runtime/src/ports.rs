@@ -9,7 +9,10 @@
 use std::future::Future;
 
 use baton_core::engine::Dispatch;
-use baton_core::{Command, Event, Execution, ExecutionStatus, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition};
+use baton_core::{
+    Command, Event, Execution, ExecutionStatus, LifecycleEvent, TimerId, Timestamp,
+    WorkflowDefinition,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
@@ -134,7 +137,11 @@ pub enum StoreError {
     NotFound(String),
     /// Will not fit; retrying cannot help.
     #[error("{what} is {size} bytes, more than the {limit}-byte limit")]
-    TooLarge { what: String, size: usize, limit: usize },
+    TooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+    },
     /// A stored record does not decode; retrying cannot help.
     #[error("stored {what} is corrupt: {message}")]
     Corrupt { what: String, message: String },
@@ -145,7 +152,10 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::VersionConflict { .. } | StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::VersionConflict { .. } | StoreError::Unavailable(_)
+        )
     }
 }
 
@@ -176,9 +186,13 @@ pub trait ExecutionStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<Vec<OutboxEntry>>> + Send;
 
     /// Outbox entries saved but not yet cleared (left by a shell that died after committing).
-    fn pending_outbox(&self, id: &str) -> impl Future<Output = StoreResult<Vec<OutboxEntry>>> + Send;
+    fn pending_outbox(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<OutboxEntry>>> + Send;
 
-    fn clear_outbox(&self, entries: &[OutboxEntry]) -> impl Future<Output = StoreResult<()>> + Send;
+    fn clear_outbox(&self, entries: &[OutboxEntry])
+    -> impl Future<Output = StoreResult<()>> + Send;
 
     fn history(&self, id: &str) -> impl Future<Output = StoreResult<Vec<HistoryEntry>>> + Send;
 
@@ -212,7 +226,8 @@ pub trait WorkflowStore: Send + Sync {
 
 pub trait TaskQueue: Send + Sync {
     /// Queues one attempt; sending the same attempt twice queues it once where the backend can tell.
-    fn send(&self, task: &Dispatch, now: Timestamp) -> impl Future<Output = StoreResult<()>> + Send;
+    fn send(&self, task: &Dispatch, now: Timestamp)
+    -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Leases up to `max` tasks of these functions (all when empty) for
     /// `visibility_ms`. A task received more than `max_receives` times is moved to
@@ -244,9 +259,15 @@ pub trait EventSink: Send + Sync {
 }
 
 pub trait DeadLetterStore: Send + Sync {
-    fn put_dead_letter(&self, record: &DeadLetterRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    fn put_dead_letter(
+        &self,
+        record: &DeadLetterRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     fn list_dead_letters(&self) -> impl Future<Output = StoreResult<Vec<DeadLetterRecord>>> + Send;
-    fn get_dead_letter(&self, id: &str) -> impl Future<Output = StoreResult<Option<DeadLetterRecord>>> + Send;
+    fn get_dead_letter(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<DeadLetterRecord>>> + Send;
     /// Removes an entry (after it was redriven or discarded); `false` if it was not there.
     fn remove_dead_letter(&self, id: &str) -> impl Future<Output = StoreResult<bool>> + Send;
 }

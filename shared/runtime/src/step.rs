@@ -102,7 +102,11 @@ impl Registry {
         Registry::default()
     }
 
-    pub fn register(&mut self, function: impl Into<String>, handler: Arc<dyn StepHandler>) -> &mut Self {
+    pub fn register(
+        &mut self,
+        function: impl Into<String>,
+        handler: Arc<dyn StepHandler>,
+    ) -> &mut Self {
         self.handlers.insert(function.into(), handler);
         self
     }

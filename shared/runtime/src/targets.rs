@@ -176,7 +176,12 @@ impl Targets {
     }
 
     /// Runs one attempt, giving up at the context's deadline.
-    pub async fn invoke(&self, context: StepContext, input: Value, timeout: Duration) -> Result<Value, StepError> {
+    pub async fn invoke(
+        &self,
+        context: StepContext,
+        input: Value,
+        timeout: Duration,
+    ) -> Result<Value, StepError> {
         let Some(target) = self.resolve(&context.function) else {
             return Err(StepError::permanent(
                 "UnknownFunction",
@@ -190,7 +195,11 @@ impl Targets {
                     run_command(&program, &args, &env, &context, &input).await
                 }
                 Target::Lambda { function, endpoint } => match &self.lambda {
-                    Some(invoker) => invoker.invoke(&function, endpoint.as_deref(), &context, &input).await,
+                    Some(invoker) => {
+                        invoker
+                            .invoke(&function, endpoint.as_deref(), &context, &input)
+                            .await
+                    }
                     None => Err(StepError::permanent(
                         "LambdaUnavailable",
                         "this build cannot invoke Lambda functions",
@@ -232,7 +241,9 @@ async fn run_command(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| StepError::permanent("CommandFailed", format!("cannot start `{program}`: {e}")))?;
+        .map_err(|e| {
+            StepError::permanent("CommandFailed", format!("cannot start `{program}`: {e}"))
+        })?;
     let body = serde_json::to_vec(input).unwrap_or_default();
     if let Some(mut stdin) = child.stdin.take() {
         // A command that ignores its input may close stdin early; that is not a failure.

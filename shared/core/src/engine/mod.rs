@@ -16,8 +16,7 @@ mod state;
 mod transition;
 
 pub use state::{
-    CompensationState, Execution, ExecutionStatus, StepState, StepStatus, Unit, UnitRef,
-    UnitStatus,
+    CompensationState, Execution, ExecutionStatus, StepState, StepStatus, Unit, UnitRef, UnitStatus,
 };
 pub use transition::apply;
 
@@ -75,12 +74,27 @@ impl ErrorInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    Started { input: Value },
-    TaskSucceeded { task: TaskRef, output: Value },
-    TaskFailed { task: TaskRef, error: ErrorInfo },
-    TaskTimedOut { task: TaskRef },
-    TimerFired { timer: TimerId },
-    SignalReceived { name: String, payload: Value },
+    Started {
+        input: Value,
+    },
+    TaskSucceeded {
+        task: TaskRef,
+        output: Value,
+    },
+    TaskFailed {
+        task: TaskRef,
+        error: ErrorInfo,
+    },
+    TaskTimedOut {
+        task: TaskRef,
+    },
+    TimerFired {
+        timer: TimerId,
+    },
+    SignalReceived {
+        name: String,
+        payload: Value,
+    },
     CancelRequested {
         #[serde(default)]
         reason: Option<String>,
@@ -167,7 +181,10 @@ pub struct DeadLetter {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     Dispatch(Dispatch),
-    StartTimer { timer: TimerId, fire_at: Timestamp },
+    StartTimer {
+        timer: TimerId,
+        fire_at: Timestamp,
+    },
     Emit(LifecycleEvent),
     DeadLetter(DeadLetter),
     Finish {
@@ -266,10 +283,18 @@ pub enum Ignored {
     NotStarted,
     AlreadyStarted,
     ExecutionFinished,
-    UnknownStep { step: String },
-    UnknownElement { step: String, index: Option<u32> },
+    UnknownStep {
+        step: String,
+    },
+    UnknownElement {
+        step: String,
+        index: Option<u32>,
+    },
     /// A result for an attempt other than the current one.
-    StaleAttempt { expected: u32, got: u32 },
+    StaleAttempt {
+        expected: u32,
+        got: u32,
+    },
     /// The task is not running: a duplicate result, or one that came after it was settled.
     NotRunning,
     /// The timer's purpose has passed (the attempt finished, the wait ended).

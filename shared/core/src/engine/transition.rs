@@ -14,7 +14,9 @@
 
 use serde_json::Value;
 
-use super::state::{CompensationState, Execution, ExecutionStatus, StepStatus, Unit, UnitRef, UnitStatus};
+use super::state::{
+    CompensationState, Execution, ExecutionStatus, StepStatus, Unit, UnitRef, UnitStatus,
+};
 use super::{
     Command, DeadLetter, Dispatch, ErrorInfo, Event, Ignored, LifecycleEvent, LifecycleKind,
     Outcome, TaskKind, TaskRef, TimerId, TimerKind, Transition,
@@ -27,7 +29,12 @@ use crate::workflow::{Action, Call, Workflow};
 static NULL: Value = Value::Null;
 
 /// Applies one event to an execution at time `now` (milliseconds since the epoch).
-pub fn apply(workflow: &Workflow, execution: &mut Execution, event: Event, now: Timestamp) -> Transition {
+pub fn apply(
+    workflow: &Workflow,
+    execution: &mut Execution,
+    event: Event,
+    now: Timestamp,
+) -> Transition {
     let mut cx = Cx {
         wf: workflow,
         ex: execution,
@@ -147,7 +154,15 @@ impl Cx<'_> {
         }));
     }
 
-    fn timer(&mut self, kind: TimerKind, task_kind: TaskKind, s: usize, index: Option<u32>, attempt: u32, fire_at: Timestamp) {
+    fn timer(
+        &mut self,
+        kind: TimerKind,
+        task_kind: TaskKind,
+        s: usize,
+        index: Option<u32>,
+        attempt: u32,
+        fire_at: Timestamp,
+    ) {
         self.commands.push(Command::StartTimer {
             timer: TimerId {
                 kind,
@@ -168,7 +183,14 @@ impl Cx<'_> {
             self.ex.input = input;
             self.ex.status = ExecutionStatus::Running;
             self.ex.started_at = self.now;
-            self.emit(LifecycleKind::ExecutionStarted, None, None, None, None, None);
+            self.emit(
+                LifecycleKind::ExecutionStarted,
+                None,
+                None,
+                None,
+                None,
+                None,
+            );
             return Ok(());
         }
         if self.ex.status == ExecutionStatus::Pending {
@@ -201,9 +223,12 @@ impl Cx<'_> {
 
     /// Finds the unit a task or timer names.
     fn locate(&self, step: &str, index: Option<u32>) -> Result<(usize, usize), Ignored> {
-        let s = self.wf.step_index(step).ok_or_else(|| Ignored::UnknownStep {
-            step: step.to_string(),
-        })?;
+        let s = self
+            .wf
+            .step_index(step)
+            .ok_or_else(|| Ignored::UnknownStep {
+                step: step.to_string(),
+            })?;
         let unknown = || Ignored::UnknownElement {
             step: step.to_string(),
             index,
@@ -240,7 +265,14 @@ impl Cx<'_> {
                         index: task.index,
                     });
                 }
-                self.emit(LifecycleKind::StepSucceeded, Some(s), task.index, Some(task.attempt), None, None);
+                self.emit(
+                    LifecycleKind::StepSucceeded,
+                    Some(s),
+                    task.index,
+                    Some(task.attempt),
+                    None,
+                    None,
+                );
                 if for_each {
                     self.ex.steps[s].units[u].output = Some(output);
                     self.for_each_progress(s);
@@ -261,7 +293,14 @@ impl Cx<'_> {
                 comp.status = UnitStatus::Succeeded;
                 comp.due = None;
                 comp.error = None;
-                self.emit(LifecycleKind::CompensationSucceeded, Some(s), task.index, Some(task.attempt), None, None);
+                self.emit(
+                    LifecycleKind::CompensationSucceeded,
+                    Some(s),
+                    task.index,
+                    Some(task.attempt),
+                    None,
+                    None,
+                );
             }
         }
         Ok(())
@@ -275,16 +314,31 @@ impl Cx<'_> {
                 check_running(&self.ex.steps[s].units[u], task.attempt)?;
                 let policy = &self.call(s).retry;
                 if running && policy.should_retry(task.attempt, &error.name, error.retryable) {
-                    let delay = policy.delay_after(task.attempt, &self.ex.id, &task.step, task.index);
+                    let delay =
+                        policy.delay_after(task.attempt, &self.ex.id, &task.step, task.index);
                     let unit = &mut self.ex.steps[s].units[u];
                     unit.status = UnitStatus::BackingOff;
                     unit.due = Some(self.now + delay);
                     unit.error = Some(error.clone());
-                    self.emit(LifecycleKind::StepRetrying, Some(s), task.index, Some(task.attempt), Some(error), Some(delay));
+                    self.emit(
+                        LifecycleKind::StepRetrying,
+                        Some(s),
+                        task.index,
+                        Some(task.attempt),
+                        Some(error),
+                        Some(delay),
+                    );
                     if delay == 0 {
                         self.dispatch_unit(s, u);
                     } else {
-                        self.timer(TimerKind::Retry, TaskKind::Step, s, task.index, task.attempt + 1, self.now + delay);
+                        self.timer(
+                            TimerKind::Retry,
+                            TaskKind::Step,
+                            s,
+                            task.index,
+                            task.attempt + 1,
+                            self.now + delay,
+                        );
                     }
                 } else {
                     let unit = &mut self.ex.steps[s].units[u];
@@ -300,19 +354,39 @@ impl Cx<'_> {
                     .as_deref()
                     .ok_or(Ignored::NotRunning)?;
                 check_running(comp, task.attempt)?;
-                let policy = &self.call(s).compensation.as_ref().expect("a compensation ran, so the step has one").retry;
+                let policy = &self
+                    .call(s)
+                    .compensation
+                    .as_ref()
+                    .expect("a compensation ran, so the step has one")
+                    .retry;
                 if policy.should_retry(task.attempt, &error.name, error.retryable) {
-                    let delay = policy.delay_after(task.attempt, &self.ex.id, &task.step, task.index);
+                    let delay =
+                        policy.delay_after(task.attempt, &self.ex.id, &task.step, task.index);
                     let now = self.now;
                     let comp = self.comp_mut(s, u);
                     comp.status = UnitStatus::BackingOff;
                     comp.due = Some(now + delay);
                     comp.error = Some(error.clone());
-                    self.emit(LifecycleKind::CompensationRetrying, Some(s), task.index, Some(task.attempt), Some(error), Some(delay));
+                    self.emit(
+                        LifecycleKind::CompensationRetrying,
+                        Some(s),
+                        task.index,
+                        Some(task.attempt),
+                        Some(error),
+                        Some(delay),
+                    );
                     if delay == 0 {
                         self.dispatch_compensation(s, u);
                     } else {
-                        self.timer(TimerKind::Retry, TaskKind::Compensation, s, task.index, task.attempt + 1, self.now + delay);
+                        self.timer(
+                            TimerKind::Retry,
+                            TaskKind::Compensation,
+                            s,
+                            task.index,
+                            task.attempt + 1,
+                            self.now + delay,
+                        );
                     }
                 } else {
                     self.compensation_failed_for_good(s, u, error);
@@ -332,11 +406,25 @@ impl Cx<'_> {
         let for_each = self.is_for_each(s);
         let index = for_each.then_some(u as u32);
         let attempt = self.ex.steps[s].units[u].attempt;
-        self.emit(LifecycleKind::StepFailed, Some(s), index, Some(attempt), Some(error.clone()), None);
+        self.emit(
+            LifecycleKind::StepFailed,
+            Some(s),
+            index,
+            Some(attempt),
+            Some(error.clone()),
+            None,
+        );
         if self.ex.steps[s].status == StepStatus::Running {
             if for_each {
                 // The element's failure is the step's failure.
-                self.emit(LifecycleKind::StepFailed, Some(s), None, None, Some(error.clone()), None);
+                self.emit(
+                    LifecycleKind::StepFailed,
+                    Some(s),
+                    None,
+                    None,
+                    Some(error.clone()),
+                    None,
+                );
             }
             self.settle_failed_step(s, error);
         }
@@ -360,7 +448,14 @@ impl Cx<'_> {
 
     /// Fails a step that never dispatched anything (bad condition, list or wait).
     fn fail_step(&mut self, s: usize, error: ErrorInfo) {
-        self.emit(LifecycleKind::StepFailed, Some(s), None, None, Some(error.clone()), None);
+        self.emit(
+            LifecycleKind::StepFailed,
+            Some(s),
+            None,
+            None,
+            Some(error.clone()),
+            None,
+        );
         self.settle_failed_step(s, error);
     }
 
@@ -371,7 +466,13 @@ impl Cx<'_> {
         comp.due = None;
         comp.error = Some(error.clone());
         let attempts = comp.attempt;
-        let function = self.call(s).compensation.as_ref().expect("compensated step has a compensation").function.clone();
+        let function = self
+            .call(s)
+            .compensation
+            .as_ref()
+            .expect("compensated step has a compensation")
+            .function
+            .clone();
         let input = self.compensation_input(s, u).unwrap_or(Value::Null);
         let step = self.wf.steps[s].name.clone();
         let idempotency_key = idempotency::key(&self.ex.id, &step, index, TaskKind::Compensation);
@@ -387,16 +488,26 @@ impl Cx<'_> {
             attempts,
             at: self.now,
         }));
-        self.emit(LifecycleKind::CompensationFailed, Some(s), index, Some(attempts), Some(error), None);
+        self.emit(
+            LifecycleKind::CompensationFailed,
+            Some(s),
+            index,
+            Some(attempts),
+            Some(error),
+            None,
+        );
         if let Some(c) = self.ex.compensation.as_mut() {
             c.any_failed = true;
         }
     }
 
     fn timer_fired(&mut self, timer: TimerId) -> Result<(), Ignored> {
-        let s = self.wf.step_index(&timer.step).ok_or_else(|| Ignored::UnknownStep {
-            step: timer.step.to_string(),
-        })?;
+        let s = self
+            .wf
+            .step_index(&timer.step)
+            .ok_or_else(|| Ignored::UnknownStep {
+                step: timer.step.to_string(),
+            })?;
         let task = |kind| TaskRef {
             step: timer.step.clone(),
             index: timer.index,
@@ -405,7 +516,9 @@ impl Cx<'_> {
         };
         match timer.kind {
             TimerKind::Timeout => {
-                let (_, u) = self.locate(&timer.step, timer.index).map_err(|_| Ignored::StaleTimer)?;
+                let (_, u) = self
+                    .locate(&timer.step, timer.index)
+                    .map_err(|_| Ignored::StaleTimer)?;
                 let unit = &self.ex.steps[s].units[u];
                 let target = match timer.task_kind {
                     TaskKind::Step => Some(unit),
@@ -419,14 +532,18 @@ impl Cx<'_> {
                 }
             }
             TimerKind::Retry => {
-                let (_, u) = self.locate(&timer.step, timer.index).map_err(|_| Ignored::StaleTimer)?;
+                let (_, u) = self
+                    .locate(&timer.step, timer.index)
+                    .map_err(|_| Ignored::StaleTimer)?;
                 let unit = &self.ex.steps[s].units[u];
                 let target = match timer.task_kind {
                     TaskKind::Step => Some(unit),
                     TaskKind::Compensation => unit.compensation.as_deref(),
                 };
                 match target {
-                    Some(t) if t.status == UnitStatus::BackingOff && t.attempt + 1 == timer.attempt => {
+                    Some(t)
+                        if t.status == UnitStatus::BackingOff && t.attempt + 1 == timer.attempt =>
+                    {
                         match timer.task_kind {
                             TaskKind::Step => self.dispatch_unit(s, u),
                             TaskKind::Compensation => self.dispatch_compensation(s, u),
@@ -438,7 +555,10 @@ impl Cx<'_> {
             }
             TimerKind::Wait => {
                 let waiting = self.ex.steps[s].status == StepStatus::Waiting
-                    && matches!(self.wf.steps[s].action, Action::Wait { .. } | Action::WaitUntil(_));
+                    && matches!(
+                        self.wf.steps[s].action,
+                        Action::Wait { .. } | Action::WaitUntil(_)
+                    );
                 if !waiting {
                     return Err(Ignored::StaleTimer);
                 }
@@ -487,7 +607,14 @@ impl Cx<'_> {
         step.status = StepStatus::Succeeded;
         step.wake_at = None;
         step.output = Some(output);
-        self.emit(LifecycleKind::StepSucceeded, Some(s), None, None, None, None);
+        self.emit(
+            LifecycleKind::StepSucceeded,
+            Some(s),
+            None,
+            None,
+            None,
+            None,
+        );
     }
 
     /// Stops new work; compensation follows once nothing is in flight.
@@ -545,7 +672,9 @@ impl Cx<'_> {
             }
             changed = true;
             let all_skipped = !needs.is_empty()
-                && needs.iter().all(|&n| self.ex.steps[n].status == StepStatus::Skipped);
+                && needs
+                    .iter()
+                    .all(|&n| self.ex.steps[n].status == StepStatus::Skipped);
             if all_skipped {
                 self.skip(s);
             } else {
@@ -567,7 +696,12 @@ impl Cx<'_> {
         self.emit(LifecycleKind::StepSkipped, Some(s), None, None, None, None);
     }
 
-    fn scope<'v>(&'v self, view: &'v View<'v>, item: Option<&'v Value>, index: Option<u32>) -> Scope<'v> {
+    fn scope<'v>(
+        &'v self,
+        view: &'v View<'v>,
+        item: Option<&'v Value>,
+        index: Option<u32>,
+    ) -> Scope<'v> {
         Scope {
             input: &self.ex.input,
             execution_id: &self.ex.id,
@@ -582,7 +716,11 @@ impl Cx<'_> {
         let wf = self.wf;
         let step = &wf.steps[s];
         if let Some(condition) = &step.condition {
-            let view = View { wf, ex: self.ex, own: None };
+            let view = View {
+                wf,
+                ex: self.ex,
+                own: None,
+            };
             match condition.eval(&self.scope(&view, None, None)) {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => return self.skip(s),
@@ -594,7 +732,10 @@ impl Cx<'_> {
                     );
                     return self.fail_step(s, error);
                 }
-                Err(e) => return self.fail_step(s, ErrorInfo::new("ConditionError", e.to_string(), false)),
+                Err(e) => {
+                    return self
+                        .fail_step(s, ErrorInfo::new("ConditionError", e.to_string(), false));
+                }
             }
         }
         match &step.action {
@@ -606,7 +747,11 @@ impl Cx<'_> {
                         self.dispatch_unit(s, 0);
                     }
                     Some(list) => {
-                        let view = View { wf, ex: self.ex, own: None };
+                        let view = View {
+                            wf,
+                            ex: self.ex,
+                            own: None,
+                        };
                         let items = match list.eval(&self.scope(&view, None, None)) {
                             Ok(Value::Array(items)) => items,
                             Ok(other) => {
@@ -618,7 +763,10 @@ impl Cx<'_> {
                                 return self.fail_step(s, error);
                             }
                             Err(e) => {
-                                return self.fail_step(s, ErrorInfo::new("ForEachError", e.to_string(), false));
+                                return self.fail_step(
+                                    s,
+                                    ErrorInfo::new("ForEachError", e.to_string(), false),
+                                );
                             }
                         };
                         let state = &mut self.ex.steps[s];
@@ -634,14 +782,20 @@ impl Cx<'_> {
                 self.begin_wait(s, at);
             }
             Action::WaitUntil(expr) => {
-                let view = View { wf, ex: self.ex, own: None };
+                let view = View {
+                    wf,
+                    ex: self.ex,
+                    own: None,
+                };
                 let at = expr
                     .eval(&self.scope(&view, None, None))
                     .map_err(|e| e.to_string())
                     .and_then(|v| instant(&v));
                 match at {
                     Ok(at) => self.begin_wait(s, at),
-                    Err(message) => self.fail_step(s, ErrorInfo::new("WaitUntilError", message, false)),
+                    Err(message) => {
+                        self.fail_step(s, ErrorInfo::new("WaitUntilError", message, false))
+                    }
                 }
             }
             Action::WaitFor { signal, timeout_ms } => {
@@ -684,7 +838,11 @@ impl Cx<'_> {
             return;
         }
         let state = &self.ex.steps[s];
-        if state.units.iter().all(|u| u.status == UnitStatus::Succeeded) {
+        if state
+            .units
+            .iter()
+            .all(|u| u.status == UnitStatus::Succeeded)
+        {
             let outputs = state
                 .units
                 .iter()
@@ -693,7 +851,14 @@ impl Cx<'_> {
             let state = &mut self.ex.steps[s];
             state.output = Some(Value::Array(outputs));
             state.status = StepStatus::Succeeded;
-            self.emit(LifecycleKind::StepSucceeded, Some(s), None, None, None, None);
+            self.emit(
+                LifecycleKind::StepSucceeded,
+                Some(s),
+                None,
+                None,
+                None,
+                None,
+            );
             return;
         }
         if self.ex.status != ExecutionStatus::Running {
@@ -721,7 +886,11 @@ impl Cx<'_> {
         let state = &self.ex.steps[s];
         let item = state.items.as_ref().and_then(|items| items.get(u));
         let index = call.for_each.as_ref().map(|_| u as u32);
-        let view = View { wf: self.wf, ex: self.ex, own: None };
+        let view = View {
+            wf: self.wf,
+            ex: self.ex,
+            own: None,
+        };
         call.input
             .eval(&self.scope(&view, item, index))
             .map_err(|e| e.to_string())
@@ -783,14 +952,33 @@ impl Cx<'_> {
             },
             function: call.function.clone(),
             input,
-            idempotency_key: idempotency::key(&self.ex.id, &self.wf.steps[s].name, index, TaskKind::Step),
+            idempotency_key: idempotency::key(
+                &self.ex.id,
+                &self.wf.steps[s].name,
+                index,
+                TaskKind::Step,
+            ),
             timeout_ms: call.timeout_ms,
             deadline,
         };
         self.ex.steps[s].units[u].due = Some(deadline);
-        self.emit(LifecycleKind::StepStarted, Some(s), index, Some(attempt), None, None);
+        self.emit(
+            LifecycleKind::StepStarted,
+            Some(s),
+            index,
+            Some(attempt),
+            None,
+            None,
+        );
         self.commands.push(Command::Dispatch(dispatch));
-        self.timer(TimerKind::Timeout, TaskKind::Step, s, index, attempt, deadline);
+        self.timer(
+            TimerKind::Timeout,
+            TaskKind::Step,
+            s,
+            index,
+            attempt,
+            deadline,
+        );
     }
 
     fn dispatch_compensation(&mut self, s: usize, u: usize) {
@@ -803,10 +991,18 @@ impl Cx<'_> {
         let input = match input {
             Ok(v) => v,
             Err(message) => {
-                return self.compensation_failed_for_good(s, u, ErrorInfo::new("InputError", message, false));
+                return self.compensation_failed_for_good(
+                    s,
+                    u,
+                    ErrorInfo::new("InputError", message, false),
+                );
             }
         };
-        let compensation = self.call(s).compensation.as_ref().expect("only compensable units are queued");
+        let compensation = self
+            .call(s)
+            .compensation
+            .as_ref()
+            .expect("only compensable units are queued");
         let deadline = self.now.saturating_add(compensation.timeout_ms);
         let dispatch = Dispatch {
             execution_id: self.ex.id.clone(),
@@ -819,24 +1015,54 @@ impl Cx<'_> {
             },
             function: compensation.function.clone(),
             input,
-            idempotency_key: idempotency::key(&self.ex.id, &self.wf.steps[s].name, index, TaskKind::Compensation),
+            idempotency_key: idempotency::key(
+                &self.ex.id,
+                &self.wf.steps[s].name,
+                index,
+                TaskKind::Compensation,
+            ),
             timeout_ms: compensation.timeout_ms,
             deadline,
         };
         self.comp_mut(s, u).due = Some(deadline);
-        self.emit(LifecycleKind::CompensationStarted, Some(s), index, Some(attempt), None, None);
+        self.emit(
+            LifecycleKind::CompensationStarted,
+            Some(s),
+            index,
+            Some(attempt),
+            None,
+            None,
+        );
         self.commands.push(Command::Dispatch(dispatch));
-        self.timer(TimerKind::Timeout, TaskKind::Compensation, s, index, attempt, deadline);
+        self.timer(
+            TimerKind::Timeout,
+            TaskKind::Compensation,
+            s,
+            index,
+            attempt,
+            deadline,
+        );
     }
 
     fn finish_success(&mut self) {
-        let view = View { wf: self.wf, ex: self.ex, own: None };
+        let view = View {
+            wf: self.wf,
+            ex: self.ex,
+            own: None,
+        };
         match self.wf.output.eval(&self.scope(&view, None, None)) {
             Ok(output) => {
                 self.ex.status = ExecutionStatus::Succeeded;
                 self.ex.finished_at = Some(self.now);
                 self.ex.output = Some(output.clone());
-                self.emit(LifecycleKind::ExecutionSucceeded, None, None, None, None, None);
+                self.emit(
+                    LifecycleKind::ExecutionSucceeded,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                );
                 self.commands.push(Command::Finish {
                     status: ExecutionStatus::Succeeded,
                     output: Some(output),
@@ -860,20 +1086,30 @@ impl Cx<'_> {
         if in_flight {
             return false;
         }
-        let compensation = self.ex.compensation.get_or_insert_with(|| CompensationState {
-            queue: self.ex.completed.iter().rev().copied().collect(),
-            position: 0,
-            any_failed: false,
-        });
-        while let Some(&next) = compensation.queue.get(compensation.position as usize) {
+        let compensation = self
+            .ex
+            .compensation
+            .get_or_insert_with(|| CompensationState {
+                queue: self.ex.completed.iter().rev().copied().collect(),
+                position: 0,
+                any_failed: false,
+            });
+        // One move per call; `advance` calls again while something changes.
+        if let Some(&next) = compensation.queue.get(compensation.position as usize) {
             let s = next.step as usize;
             let u = next.index.unwrap_or(0) as usize;
-            match self.ex.steps[s].units[u].compensation.as_deref().map(|c| c.status) {
+            match self.ex.steps[s].units[u]
+                .compensation
+                .as_deref()
+                .map(|c| c.status)
+            {
                 None => {
                     self.dispatch_compensation(s, u);
                     return true;
                 }
-                Some(UnitStatus::Running | UnitStatus::BackingOff | UnitStatus::Pending) => return false,
+                Some(UnitStatus::Running | UnitStatus::BackingOff | UnitStatus::Pending) => {
+                    return false;
+                }
                 Some(UnitStatus::Succeeded | UnitStatus::Failed | UnitStatus::Cancelled) => {
                     let compensation = self.ex.compensation.as_mut().expect("set above");
                     compensation.position += 1;
@@ -924,9 +1160,9 @@ fn type_name(value: &Value) -> &'static str {
 /// Reads a `wait_until` result: RFC 3339 text or epoch milliseconds.
 fn instant(value: &Value) -> Result<Timestamp, String> {
     match value {
-        Value::Number(n) => n
-            .as_u64()
-            .ok_or_else(|| format!("`wait_until` gave {n}, not a time in milliseconds since the epoch")),
+        Value::Number(n) => n.as_u64().ok_or_else(|| {
+            format!("`wait_until` gave {n}, not a time in milliseconds since the epoch")
+        }),
         Value::String(text) => humantime::parse_rfc3339_weak(text)
             .map_err(|e| format!("`wait_until` gave `{text}`, not an RFC 3339 time: {e}"))
             .and_then(|t| {
@@ -934,6 +1170,9 @@ fn instant(value: &Value) -> Result<Timestamp, String> {
                     .map(|d| d.as_millis() as Timestamp)
                     .map_err(|_| format!("`wait_until` gave `{text}`, before 1970"))
             }),
-        other => Err(format!("`wait_until` gave {}, not a time", type_name(other))),
+        other => Err(format!(
+            "`wait_until` gave {}, not a time",
+            type_name(other)
+        )),
     }
 }
