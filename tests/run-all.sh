@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every check the project has: formatting, lints and all tests.
+# Needs only the Rust toolchain, Python and pip: it installs and starts what the
+# tests need (moto server for the AWS backend tests) and stops it afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+# moto server stands in for DynamoDB, SQS, EventBridge and Scheduler.
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "==> installing moto server"
+  python3 -m pip install --quiet 'moto[server]'
+fi
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+moto_log=$(mktemp)
+moto_server -H 127.0.0.1 -p "$port" >"$moto_log" 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true; rm -f "$moto_log"' EXIT
+for _ in $(seq 1 100); do
+  if curl -fs "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+export BATON_TEST_AWS_ENDPOINT="http://127.0.0.1:$port"
+echo "==> moto server on $BATON_TEST_AWS_ENDPOINT"
+
+echo "==> cargo test"
+cargo test --workspace --all-features -- --test-threads="${BATON_TEST_THREADS:-4}"
+echo "==> all checks passed"
