@@ -3,8 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use baton_core::engine::Dispatch;
-use baton_runtime::ports::{DeadLetterKind, DeadLetterStore, TaskQueue};
+use baton_runtime::ports::{DeadLetterKind, DeadLetterStore};
 use baton_runtime::step::StepContext;
 use baton_runtime::{Clock, SystemClock};
 use clap::Subcommand;
@@ -74,14 +73,8 @@ pub async fn dlq(db: &Path, config: &Path, command: DlqCommand) -> anyhow::Resul
                 .ok_or_else(|| bad(format!("no dead letter `{id}`")))?;
             match record.kind {
                 DeadLetterKind::Task => {
-                    let task: Dispatch = serde_json::from_value(record.body["task"].clone())
-                        .map_err(|e| bad(format!("dead letter `{id}` holds no task: {e}")))?;
-                    backend.send(&task, SystemClock.now()).await?;
-                    backend.remove_dead_letter(&id).await?;
-                    println!(
-                        "redriven: the task for step `{}` of {} is back on the queue",
-                        task.task.step, task.execution_id
-                    );
+                    backend.redrive_dead_letter(&id).await?;
+                    println!("redriven: {id} is back on its queue");
                     Ok(0)
                 }
                 DeadLetterKind::Compensation => {

@@ -877,6 +877,27 @@ impl DeadLetterStore for SqliteBackend {
         })
     }
 
+    async fn redrive_dead_letter(&self, id: &str) -> StoreResult<bool> {
+        let Some(record) = self.get_dead_letter(id).await? else {
+            return Ok(false);
+        };
+        if record.kind != DeadLetterKind::Task {
+            return Err(StoreError::Corrupt {
+                what: format!("dead letter `{id}`"),
+                message: format!("a {} dead letter is not a queued message", record.kind.as_str()),
+            });
+        }
+        let task: Dispatch = serde_json::from_value(record.body["task"].clone()).map_err(|e| StoreError::Corrupt {
+            what: format!("dead letter `{id}`"),
+            message: format!("holds no task: {e}"),
+        })?;
+        self.write(|tx| {
+            self.insert_task(tx, &task, record.created_at)?;
+            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id]).map_err(unavailable)?;
+            Ok(true)
+        })
+    }
+
     async fn remove_dead_letter(&self, id: &str) -> StoreResult<bool> {
         self.write(|tx| {
             tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])

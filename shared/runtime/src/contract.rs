@@ -416,6 +416,30 @@ pub async fn tasks_lease_ack_and_redrive<B: Backend>(config: &ContractConfig, ba
                 Some("ex-p"),
                 "tasks: dead letter names its execution"
             );
+            assert!(
+                backend.redrive_dead_letter(&d.id).await.unwrap(),
+                "tasks: redrive finds the dead letter"
+            );
+            let back = receive_within(&backend, &functions, Duration::from_secs(5)).await;
+            assert_eq!(back.len(), 1, "tasks: a redriven task is delivered again");
+            assert_eq!(
+                back[0].task.execution_id.as_ref(),
+                "ex-p",
+                "tasks: the same task comes back"
+            );
+            assert!(
+                backend
+                    .list_dead_letters()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .all(|x| x.id != d.id),
+                "tasks: a redriven dead letter is no longer listed"
+            );
+            assert!(
+                !backend.redrive_dead_letter(&d.id).await.unwrap(),
+                "tasks: redriving twice says so"
+            );
             break;
         }
         assert!(

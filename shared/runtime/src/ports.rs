@@ -270,6 +270,10 @@ pub trait DeadLetterStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<Option<DeadLetterRecord>>> + Send;
     /// Removes an entry (after it was redriven or discarded); `false` if it was not there.
     fn remove_dead_letter(&self, id: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Puts a dead-lettered message back on the queue it came from and removes
+    /// it here; `false` if there is no such entry. Compensations are not
+    /// messages: they are redriven by running the compensation again.
+    fn redrive_dead_letter(&self, id: &str) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
 /// Everything the coordinator needs from a backend.
