@@ -18,7 +18,7 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 moto_log=$(mktemp)
-moto_server -H 127.0.0.1 -p "$port" >"$moto_log" 2>&1 &
+python3 tests/moto-server.py "$port" >"$moto_log" 2>&1 &
 moto_pid=$!
 trap 'kill $moto_pid 2>/dev/null || true; rm -f "$moto_log"' EXIT
 for _ in $(seq 1 100); do

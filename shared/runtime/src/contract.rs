@@ -250,11 +250,29 @@ pub async fn history_in_order_and_list_by_status<B: Backend>(backend: B) {
 pub async fn outbox_until_cleared<B: Backend>(backend: B) {
     let now = SystemClock.now();
     let (rec, history, outbox) = record("ex-outbox", now);
-    backend.create(&rec, &history, &outbox).await.unwrap();
+    match backend.create(&rec, &history, &outbox).await.unwrap() {
+        Created::New(entries) => {
+            assert_eq!(
+                backend.pending_outbox("ex-outbox").await.unwrap(),
+                entries,
+                "outbox: create's commands are pending until cleared"
+            );
+            backend.clear_outbox(&entries).await.unwrap();
+        }
+        Created::Existing(_) => panic!("outbox: fresh id"),
+    }
     let mut next = rec.clone();
     next.version = 2;
     let commands = vec![baton_core::Command::Dispatch(task("ex-outbox", 1, now))];
-    let returned = backend.commit(&next, 1, &[], &commands).await.unwrap();
+    let h2 = [HistoryEntry {
+        seq: 2,
+        at: now,
+        event: Event::SignalReceived {
+            name: "go".into(),
+            payload: json!(null),
+        },
+    }];
+    let returned = backend.commit(&next, 1, &h2, &commands).await.unwrap();
     // A backend either delivers inside the write (returns nothing) or keeps
     // every command in its outbox until cleared.
     assert!(

@@ -1,0 +1,366 @@
+//! [`AwsBackend`]: the backend ports on DynamoDB, SQS, EventBridge and
+//! EventBridge Scheduler.
+//!
+//! Dead letters live in two places: compensations that failed for good are
+//! items in the table (a person resolves them), and messages a queue's
+//! redrive policy gave up on sit in that queue's DLQ. Both are listed
+//! together; DLQ messages are peeked (received with no visibility timeout),
+//! shown, sent back and deleted by hand, since not every SQS stand-in has the
+//! message-move API.
+
+use std::sync::Arc;
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use baton_core::engine::Dispatch;
+use baton_core::{Command, ExecutionStatus, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition};
+use baton_runtime::ports::{
+    Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink, ExecutionRecord, ExecutionStore,
+    ExecutionSummary, HistoryEntry, LeasedTask, OutboxEntry, StoreError, StoreResult, StoredWorkflow, TaskQueue,
+    TimerService, WorkflowStore,
+};
+use baton_runtime::{Clock, SystemClock};
+use serde_json::{Value, json};
+
+use crate::config::AwsSettings;
+use crate::counter::RequestCounter;
+use crate::messages::CoordinatorMessage;
+use crate::queues::{Clients, Queues};
+use crate::store::{DynamoStore, sdk_error};
+
+/// How many empty or repeated peeks end a DLQ listing.
+const PEEK_ROUNDS: usize = 4;
+
+#[derive(Clone)]
+pub struct AwsBackend {
+    store: DynamoStore,
+    queues: Arc<Queues>,
+    clients: Clients,
+    counter: RequestCounter,
+    clock: Arc<dyn Clock>,
+}
+
+/// A message sitting in a DLQ.
+struct DlqMessage {
+    queue: String,
+    message_id: String,
+    body: String,
+    receipt: String,
+    sent_at: Timestamp,
+}
+
+impl AwsBackend {
+    /// Clients from the standard AWS configuration chain (`AWS_ENDPOINT_URL`,
+    /// region, credentials), each counting its requests.
+    pub async fn from_env(settings: AwsSettings) -> AwsBackend {
+        let counter = RequestCounter::new();
+        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        AwsBackend::with_config(&shared, settings, counter)
+    }
+
+    pub fn with_config(shared: &aws_config::SdkConfig, settings: AwsSettings, counter: RequestCounter) -> AwsBackend {
+        let clients = Clients {
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(shared)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(shared).interceptor(counter.clone()).build(),
+            ),
+            eventbridge: aws_sdk_eventbridge::Client::from_conf(
+                aws_sdk_eventbridge::config::Builder::from(shared)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            scheduler: aws_sdk_scheduler::Client::from_conf(
+                aws_sdk_scheduler::config::Builder::from(shared)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+        };
+        AwsBackend {
+            store: DynamoStore::new(clients.dynamodb.clone(), settings.table.clone()),
+            queues: Arc::new(Queues::new(clients.clone(), settings)),
+            clients,
+            counter,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    pub fn store(&self) -> &DynamoStore {
+        &self.store
+    }
+
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    pub fn settings(&self) -> &AwsSettings {
+        self.queues.settings()
+    }
+
+    pub fn counter(&self) -> &RequestCounter {
+        &self.counter
+    }
+
+    fn coordinator_queue_name(&self) -> String {
+        self.settings()
+            .coordinator_queue_url
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Source queues whose DLQs hold dead letters.
+    async fn source_queues(&self) -> StoreResult<Vec<String>> {
+        let mut names = vec![self.coordinator_queue_name()];
+        names.extend(self.queues.step_queue_names().await?);
+        Ok(names)
+    }
+
+    /// Receives messages of a DLQ. With `hold_ms` 0 they stay visible (a peek).
+    async fn dlq_messages(&self, source: &str, hold_ms: u64, want: Option<&str>) -> StoreResult<Vec<DlqMessage>> {
+        let dlq = format!("{source}-dlq");
+        let url = match self.queues.queue_url(&dlq).await {
+            Ok(url) => url,
+            Err(StoreError::Corrupt { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut found: Vec<DlqMessage> = Vec::new();
+        let mut quiet = 0;
+        while quiet < PEEK_ROUNDS {
+            let out = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .visibility_timeout(hold_ms.div_ceil(1000) as i32)
+                .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            let mut new = 0;
+            for m in out.messages() {
+                let id = m.message_id().unwrap_or_default().to_string();
+                if found.iter().any(|f| f.message_id == id) {
+                    continue;
+                }
+                new += 1;
+                found.push(DlqMessage {
+                    queue: dlq.clone(),
+                    message_id: id,
+                    body: m.body().unwrap_or_default().to_string(),
+                    receipt: format!("{url}|{}", m.receipt_handle().unwrap_or_default()),
+                    sent_at: m
+                        .attributes()
+                        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0),
+                });
+            }
+            if want.is_some_and(|w| found.iter().any(|f| f.message_id == w)) {
+                break;
+            }
+            quiet = if new == 0 { quiet + 1 } else { 0 };
+        }
+        Ok(found)
+    }
+
+    fn dlq_record(message: &DlqMessage, source: &str) -> DeadLetterRecord {
+        let body: Value = serde_json::from_str(&message.body).unwrap_or_else(|_| Value::String(message.body.clone()));
+        let (kind, execution_id, reason) = if let Ok(task) = serde_json::from_str::<Dispatch>(&message.body) {
+            (
+                DeadLetterKind::Task,
+                Some(task.execution_id.to_string()),
+                format!(
+                    "task for step `{}` of execution `{}` exceeded the receive limit of queue `{source}`",
+                    task.task.step, task.execution_id
+                ),
+            )
+        } else if let Ok(msg) = serde_json::from_str::<CoordinatorMessage>(&message.body) {
+            (
+                DeadLetterKind::Task,
+                Some(msg.execution_id().to_string()),
+                format!("coordinator message exceeded the receive limit of queue `{source}`"),
+            )
+        } else {
+            (
+                DeadLetterKind::Malformed,
+                None,
+                format!("message on `{source}` does not decode"),
+            )
+        };
+        DeadLetterRecord {
+            id: format!("sqs:{}:{}", message.queue, message.message_id),
+            kind,
+            execution_id,
+            created_at: message.sent_at,
+            reason,
+            body: json!({ "queue": source, "message": body }),
+        }
+    }
+
+    /// Finds a DLQ message by record id and holds it invisible for a moment.
+    async fn take_dlq_message(&self, id: &str) -> StoreResult<Option<(String, DlqMessage)>> {
+        let Some(rest) = id.strip_prefix("sqs:") else {
+            return Ok(None);
+        };
+        let Some((dlq, message_id)) = rest.split_once(':') else {
+            return Ok(None);
+        };
+        let source = dlq.trim_end_matches("-dlq").to_string();
+        let messages = self.dlq_messages(&source, 30_000, Some(message_id)).await?;
+        Ok(messages
+            .into_iter()
+            .find(|m| m.message_id == message_id)
+            .map(|m| (source, m)))
+    }
+}
+
+impl ExecutionStore for AwsBackend {
+    async fn create(&self, record: &ExecutionRecord, history: &[HistoryEntry], outbox: &[Command]) -> StoreResult<Created> {
+        self.store.create(record, history, outbox).await
+    }
+    async fn load(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
+        self.store.load(id).await
+    }
+    async fn commit(
+        &self,
+        record: &ExecutionRecord,
+        expected_version: u64,
+        history: &[HistoryEntry],
+        outbox: &[Command],
+    ) -> StoreResult<Vec<OutboxEntry>> {
+        self.store.commit(record, expected_version, history, outbox).await
+    }
+    async fn pending_outbox(&self, id: &str) -> StoreResult<Vec<OutboxEntry>> {
+        self.store.pending_outbox(id).await
+    }
+    async fn clear_outbox(&self, entries: &[OutboxEntry]) -> StoreResult<()> {
+        self.store.clear_outbox(entries).await
+    }
+    async fn history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {
+        self.store.history(id).await
+    }
+    async fn list(&self, status: Option<ExecutionStatus>, limit: usize) -> StoreResult<Vec<ExecutionSummary>> {
+        self.store.list(status, limit).await
+    }
+}
+
+impl WorkflowStore for AwsBackend {
+    async fn put_workflow(&self, definition: &WorkflowDefinition, now: Timestamp) -> StoreResult<u32> {
+        self.store.put_workflow(definition, now).await
+    }
+    async fn get_workflow(&self, name: &str, version: Option<u32>) -> StoreResult<Option<StoredWorkflow>> {
+        self.store.get_workflow(name, version).await
+    }
+    async fn list_workflows(&self) -> StoreResult<Vec<StoredWorkflow>> {
+        self.store.list_workflows().await
+    }
+}
+
+impl TaskQueue for AwsBackend {
+    async fn send(&self, task: &Dispatch, _now: Timestamp) -> StoreResult<()> {
+        self.queues.send_task(task).await
+    }
+    async fn receive(&self, functions: &[String], max: usize, visibility_ms: u64, _now: Timestamp) -> StoreResult<Vec<LeasedTask>> {
+        self.queues.receive_tasks(functions, max, visibility_ms).await
+    }
+    async fn ack(&self, task: &LeasedTask) -> StoreResult<()> {
+        self.queues.delete(&task.receipt).await
+    }
+}
+
+impl TimerService for AwsBackend {
+    async fn schedule(&self, execution_id: &str, timer: &TimerId, fire_at: Timestamp) -> StoreResult<()> {
+        self.queues
+            .schedule_timer(execution_id, timer, fire_at, self.clock.now())
+            .await
+    }
+}
+
+impl EventSink for AwsBackend {
+    async fn publish(&self, events: &[LifecycleEvent]) -> StoreResult<()> {
+        self.queues.publish(events).await
+    }
+}
+
+impl DeadLetterStore for AwsBackend {
+    async fn put_dead_letter(&self, record: &DeadLetterRecord) -> StoreResult<()> {
+        self.store.put_dead_letter(record).await
+    }
+
+    async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetterRecord>> {
+        let mut records = self.store.dead_letters().await?;
+        for source in self.source_queues().await? {
+            for message in self.dlq_messages(&source, 0, None).await? {
+                records.push(Self::dlq_record(&message, &source));
+            }
+        }
+        records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(records)
+    }
+
+    async fn get_dead_letter(&self, id: &str) -> StoreResult<Option<DeadLetterRecord>> {
+        if let Some(rest) = id.strip_prefix("sqs:") {
+            let Some((dlq, message_id)) = rest.split_once(':') else {
+                return Ok(None);
+            };
+            let source = dlq.trim_end_matches("-dlq");
+            let messages = self.dlq_messages(source, 0, Some(message_id)).await?;
+            return Ok(messages
+                .iter()
+                .find(|m| m.message_id == message_id)
+                .map(|m| Self::dlq_record(m, source)));
+        }
+        Ok(self.store.dead_letters().await?.into_iter().find(|r| r.id == id))
+    }
+
+    async fn remove_dead_letter(&self, id: &str) -> StoreResult<bool> {
+        if id.starts_with("sqs:") {
+            return match self.take_dlq_message(id).await? {
+                Some((_, message)) => self.queues.delete(&message.receipt).await.map(|_| true),
+                None => Ok(false),
+            };
+        }
+        self.store.remove_dead_letter(id).await
+    }
+
+    async fn redrive_dead_letter(&self, id: &str) -> StoreResult<bool> {
+        if !id.starts_with("sqs:") {
+            return match self.store.dead_letters().await?.into_iter().find(|r| r.id == id) {
+                None => Ok(false),
+                Some(r) => Err(StoreError::Corrupt {
+                    what: format!("dead letter `{id}`"),
+                    message: format!("a {} dead letter is not a queued message", r.kind.as_str()),
+                }),
+            };
+        }
+        let Some((source, message)) = self.take_dlq_message(id).await? else {
+            return Ok(false);
+        };
+        let url = self.queues.queue_url(&source).await?;
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(&message.body)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        self.queues.delete(&message.receipt).await?;
+        Ok(true)
+    }
+}
+
+impl Backend for AwsBackend {
+    fn payload_limit(&self) -> usize {
+        self.settings().payload_limit
+    }
+}

@@ -1,0 +1,150 @@
+//! Creates the table, queues (each with a DLQ and redrive policy), event bus
+//! and schedule group on an emulator (moto server, LocalStack) or an account,
+//! for local development and tests. Deployed stacks get them from the SAM
+//! template instead.
+
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_sqs::types::QueueAttributeName;
+use baton_runtime::ports::{StoreError, StoreResult};
+
+use crate::config::{AwsSettings, DEFAULT_PAYLOAD_LIMIT};
+use crate::queues::Clients;
+use crate::store::sdk_error;
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Prefix of every resource name, e.g. `baton`.
+    pub prefix: String,
+    /// Step functions that get a queue each.
+    pub functions: Vec<String>,
+    /// The redrive policy's maxReceiveCount.
+    pub max_receives: u32,
+    /// Visibility timeout of the queues, in seconds.
+    pub visibility_timeout_s: u32,
+    /// Role the scheduler assumes (any ARN on an emulator).
+    pub scheduler_role_arn: String,
+}
+
+impl Plan {
+    pub fn new(prefix: impl Into<String>, functions: Vec<String>) -> Plan {
+        Plan {
+            prefix: prefix.into(),
+            functions,
+            max_receives: 5,
+            visibility_timeout_s: 60,
+            scheduler_role_arn: "arn:aws:iam::123456789012:role/baton-scheduler".into(),
+        }
+    }
+}
+
+/// Creates what is missing and returns the settings that name it all.
+pub async fn bootstrap(clients: &Clients, plan: &Plan) -> StoreResult<AwsSettings> {
+    let table = format!("{}-table", plan.prefix);
+    create_table(clients, &table).await?;
+    let (coordinator_url, coordinator_arn) = create_queue_with_dlq(clients, &format!("{}-coordinator", plan.prefix), plan).await?;
+    let step_prefix = format!("{}-step-", plan.prefix);
+    for function in &plan.functions {
+        create_queue_with_dlq(clients, &format!("{step_prefix}{function}"), plan).await?;
+    }
+    let bus = format!("{}-events", plan.prefix);
+    match clients.eventbridge.create_event_bus().name(&bus).send().await {
+        Ok(_) => {}
+        Err(e) if matches!(&e, aws_sdk_eventbridge::error::SdkError::ServiceError(s) if s.err().is_resource_already_exists_exception()) => {}
+        Err(e) => return Err(sdk_error(e)),
+    }
+    let group = format!("{}-schedules", plan.prefix);
+    match clients.scheduler.create_schedule_group().name(&group).send().await {
+        Ok(_) => {}
+        Err(e) if matches!(&e, aws_sdk_scheduler::error::SdkError::ServiceError(s) if s.err().is_conflict_exception()) => {}
+        Err(e) => return Err(sdk_error(e)),
+    }
+    Ok(AwsSettings {
+        table,
+        coordinator_queue_url: coordinator_url,
+        coordinator_queue_arn: Some(coordinator_arn),
+        step_queue_prefix: step_prefix,
+        event_bus: bus,
+        schedule_group: group,
+        scheduler_role_arn: Some(plan.scheduler_role_arn.clone()),
+        payload_limit: DEFAULT_PAYLOAD_LIMIT,
+    })
+}
+
+async fn create_table(clients: &Clients, table: &str) -> StoreResult<()> {
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    };
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    };
+    let result = clients
+        .dynamodb
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .attribute_definitions(attribute("pk")?)
+        .attribute_definitions(attribute("sk")?)
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(&e, aws_sdk_dynamodb::error::SdkError::ServiceError(s) if s.err().is_resource_in_use_exception()) => Ok(()),
+        Err(e) => Err(sdk_error(e)),
+    }
+}
+
+/// Creates `name` and `name-dlq` with a redrive policy between them; returns the main queue's URL and ARN.
+async fn create_queue_with_dlq(clients: &Clients, name: &str, plan: &Plan) -> StoreResult<(String, String)> {
+    let dlq_url = clients
+        .sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .send()
+        .await
+        .map_err(sdk_error)?
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    let dlq_arn = queue_arn(clients, &dlq_url).await?;
+    let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": plan.max_receives }).to_string();
+    let url = clients
+        .sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .attributes(QueueAttributeName::VisibilityTimeout, plan.visibility_timeout_s.to_string())
+        .send()
+        .await
+        .map_err(sdk_error)?
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    let arn = queue_arn(clients, &url).await?;
+    Ok((url, arn))
+}
+
+async fn queue_arn(clients: &Clients, url: &str) -> StoreResult<String> {
+    let out = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(sdk_error)?;
+    out.attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .ok_or_else(|| StoreError::Unavailable(format!("queue {url} has no ARN")))
+}

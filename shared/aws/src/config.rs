@@ -1,0 +1,124 @@
+//! Configuration from environment variables, read once and validated.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+/// Names of the AWS resources Baton uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// `BATON_TABLE`: the DynamoDB table.
+    pub table: String,
+    /// `BATON_COORDINATOR_QUEUE_URL`.
+    pub coordinator_queue_url: String,
+    /// `BATON_COORDINATOR_QUEUE_ARN`: target of one-time schedules (timers beyond 15 minutes).
+    pub coordinator_queue_arn: Option<String>,
+    /// `BATON_STEP_QUEUE_PREFIX` (default `baton-step-`): step queue names are prefix + function.
+    pub step_queue_prefix: String,
+    /// `BATON_EVENT_BUS` (default `default`).
+    pub event_bus: String,
+    /// `BATON_SCHEDULE_GROUP` (default `default`).
+    pub schedule_group: String,
+    /// `BATON_SCHEDULER_ROLE_ARN`: the role EventBridge Scheduler assumes to send to the coordinator queue.
+    pub scheduler_role_arn: Option<String>,
+    /// `BATON_PAYLOAD_LIMIT` in bytes (default 256 KiB).
+    pub payload_limit: usize,
+}
+
+pub const DEFAULT_PAYLOAD_LIMIT: usize = 256 * 1024;
+
+impl AwsSettings {
+    pub fn from_env() -> Result<AwsSettings, ConfigError> {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        AwsSettings::from_map(&vars)
+    }
+
+    /// Reads settings from a map (the environment, or a test's).
+    pub fn from_map(vars: &BTreeMap<String, String>) -> Result<AwsSettings, ConfigError> {
+        let get = |name: &str| vars.get(name).filter(|v| !v.trim().is_empty()).cloned();
+        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+        let payload_limit = match get("BATON_PAYLOAD_LIMIT") {
+            None => DEFAULT_PAYLOAD_LIMIT,
+            Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
+                name: "BATON_PAYLOAD_LIMIT",
+                message: format!("`{v}` is not a number of bytes"),
+            })?,
+        };
+        let coordinator_queue_url = required("BATON_COORDINATOR_QUEUE_URL")?;
+        if !coordinator_queue_url.starts_with("http") {
+            return Err(ConfigError::Invalid {
+                name: "BATON_COORDINATOR_QUEUE_URL",
+                message: format!("`{coordinator_queue_url}` is not a queue URL"),
+            });
+        }
+        Ok(AwsSettings {
+            table: required("BATON_TABLE")?,
+            coordinator_queue_url,
+            coordinator_queue_arn: get("BATON_COORDINATOR_QUEUE_ARN"),
+            step_queue_prefix: get("BATON_STEP_QUEUE_PREFIX").unwrap_or_else(|| "baton-step-".into()),
+            event_bus: get("BATON_EVENT_BUS").unwrap_or_else(|| "default".into()),
+            schedule_group: get("BATON_SCHEDULE_GROUP").unwrap_or_else(|| "default".into()),
+            scheduler_role_arn: get("BATON_SCHEDULER_ROLE_ARN"),
+            payload_limit,
+        })
+    }
+
+    /// The environment variables that reproduce these settings (for child processes and templates).
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("BATON_TABLE".to_string(), self.table.clone()),
+            ("BATON_COORDINATOR_QUEUE_URL".to_string(), self.coordinator_queue_url.clone()),
+            ("BATON_STEP_QUEUE_PREFIX".to_string(), self.step_queue_prefix.clone()),
+            ("BATON_EVENT_BUS".to_string(), self.event_bus.clone()),
+            ("BATON_SCHEDULE_GROUP".to_string(), self.schedule_group.clone()),
+            ("BATON_PAYLOAD_LIMIT".to_string(), self.payload_limit.to_string()),
+        ];
+        if let Some(arn) = &self.coordinator_queue_arn {
+            env.push(("BATON_COORDINATOR_QUEUE_ARN".to_string(), arn.clone()));
+        }
+        if let Some(arn) = &self.scheduler_role_arn {
+            env.push(("BATON_SCHEDULER_ROLE_ARN".to_string(), arn.clone()));
+        }
+        env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn names_the_missing_variable() {
+        let err = AwsSettings::from_map(&map(&[("BATON_TABLE", "t")])).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("BATON_COORDINATOR_QUEUE_URL"));
+        assert!(err.to_string().contains("BATON_COORDINATOR_QUEUE_URL"));
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let base = [("BATON_TABLE", "t"), ("BATON_COORDINATOR_QUEUE_URL", "http://q/1/c")];
+        let s = AwsSettings::from_map(&map(&base)).unwrap();
+        assert_eq!(s.step_queue_prefix, "baton-step-");
+        assert_eq!(s.payload_limit, DEFAULT_PAYLOAD_LIMIT);
+        let mut bad = base.to_vec();
+        bad.push(("BATON_PAYLOAD_LIMIT", "lots"));
+        assert!(matches!(
+            AwsSettings::from_map(&map(&bad)),
+            Err(ConfigError::Invalid { name: "BATON_PAYLOAD_LIMIT", .. })
+        ));
+        let round = AwsSettings::from_map(&s.to_env().into_iter().collect()).unwrap();
+        assert_eq!(round, s);
+    }
+}

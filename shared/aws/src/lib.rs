@@ -1,0 +1,30 @@
+//! Baton on AWS: the backend ports on DynamoDB, SQS, EventBridge and
+//! EventBridge Scheduler, plus what the Lambda functions share.
+//!
+//! - [`config`]: settings from environment variables, validated once;
+//! - [`store`]: executions, history and outbox, workflow versions, step
+//!   results and compensation dead letters in one DynamoDB table;
+//! - [`queues`]: step and coordinator queues, timers, lifecycle events;
+//! - [`backend`]: [`AwsBackend`], all ports together, with DLQ access;
+//! - [`messages`]: what travels on the coordinator queue;
+//! - [`counter`]: an SDK interceptor counting requests per operation;
+//! - [`bootstrap`]: creates the resources on an emulator.
+//!
+//! Everything honours the standard `AWS_ENDPOINT_URL`, so the same code runs
+//! against AWS, LocalStack and moto server.
+
+pub mod backend;
+pub mod bootstrap;
+pub mod config;
+pub mod coordinator_batch;
+pub mod counter;
+pub mod messages;
+pub mod queues;
+pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testing;
+
+pub use backend::AwsBackend;
+pub use config::{AwsSettings, ConfigError};
+pub use counter::RequestCounter;
+pub use messages::CoordinatorMessage;

@@ -1,0 +1,39 @@
+//! Messages on the coordinator queue: what step functions, timers and
+//! schedules send to move an execution.
+
+use baton_core::{Event, TimerId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CoordinatorMessage {
+    /// A task result, signal or cancel for an execution.
+    Event { execution_id: String, event: Event },
+    /// A durable timer came due (an SQS delayed message or a one-time schedule).
+    Timer { execution_id: String, timer: TimerId },
+    /// Start an execution (a schedule's trigger); the id makes it idempotent.
+    Start {
+        workflow: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+        execution_id: String,
+        #[serde(default)]
+        input: Value,
+    },
+}
+
+impl CoordinatorMessage {
+    /// The execution the message is about, used to group a batch.
+    pub fn execution_id(&self) -> &str {
+        match self {
+            CoordinatorMessage::Event { execution_id, .. }
+            | CoordinatorMessage::Timer { execution_id, .. }
+            | CoordinatorMessage::Start { execution_id, .. } => execution_id,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("coordinator messages always serialise")
+    }
+}

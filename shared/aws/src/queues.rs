@@ -1,0 +1,327 @@
+//! SQS: one queue per step function and one coordinator queue, each with a
+//! redrive policy to its own DLQ; SQS delays and one-time EventBridge
+//! Scheduler schedules as durable timers; EventBridge for lifecycle events.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use baton_core::engine::Dispatch;
+use baton_core::{LifecycleEvent, TimerId, Timestamp};
+use baton_runtime::ports::{LeasedTask, StoreError, StoreResult};
+
+use crate::config::AwsSettings;
+use crate::messages::CoordinatorMessage;
+use crate::store::sdk_error;
+
+/// SQS cannot delay a message longer than this; later timers become schedules.
+pub const MAX_SQS_DELAY_MS: u64 = 15 * 60 * 1000;
+
+#[derive(Clone)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub eventbridge: aws_sdk_eventbridge::Client,
+    pub scheduler: aws_sdk_scheduler::Client,
+}
+
+pub struct Queues {
+    clients: Clients,
+    settings: AwsSettings,
+    urls: Mutex<HashMap<String, String>>,
+}
+
+fn bad(message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        what: "queue message".into(),
+        message: message.into(),
+    }
+}
+
+impl Queues {
+    pub fn new(clients: Clients, settings: AwsSettings) -> Queues {
+        Queues {
+            clients,
+            settings,
+            urls: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &AwsSettings {
+        &self.settings
+    }
+
+    pub fn step_queue_name(&self, function: &str) -> String {
+        format!("{}{}", self.settings.step_queue_prefix, function)
+    }
+
+    /// The URL of a queue by name, cached after the first lookup.
+    pub async fn queue_url(&self, name: &str) -> StoreResult<String> {
+        if let Some(url) = self.urls.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Ok(url.clone());
+        }
+        let out = self
+            .clients
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(|e| match sdk_error(e) {
+                StoreError::Corrupt { message, .. } => StoreError::Corrupt {
+                    what: format!("queue `{name}`"),
+                    message: format!("not found ({message}); run `baton bootstrap` or deploy the stack"),
+                },
+                other => other,
+            })?;
+        let url = out.queue_url().unwrap_or_default().to_string();
+        self.urls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), url.clone());
+        Ok(url)
+    }
+
+    /// Names of the step queues that exist (those with the prefix, DLQs excluded).
+    pub async fn step_queue_names(&self) -> StoreResult<Vec<String>> {
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .clients
+                .sqs
+                .list_queues()
+                .queue_name_prefix(&self.settings.step_queue_prefix)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            for url in out.queue_urls() {
+                let name = url.rsplit('/').next().unwrap_or_default();
+                if !name.ends_with("-dlq") {
+                    names.push(name.to_string());
+                }
+            }
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    pub async fn send_task(&self, task: &Dispatch) -> StoreResult<()> {
+        let url = self.queue_url(&self.step_queue_name(&task.function)).await?;
+        let body = serde_json::to_string(task).map_err(|e| bad(e.to_string()))?;
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+
+    pub async fn receive_tasks(&self, functions: &[String], max: usize, visibility_ms: u64) -> StoreResult<Vec<LeasedTask>> {
+        let names: Vec<String> = if functions.is_empty() {
+            self.step_queue_names().await?
+        } else {
+            functions.iter().map(|f| self.step_queue_name(f)).collect()
+        };
+        let mut leased = Vec::new();
+        for name in names {
+            if leased.len() >= max {
+                break;
+            }
+            let url = self.queue_url(&name).await?;
+            let out = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages((max - leased.len()).clamp(1, 10) as i32)
+                .visibility_timeout(visibility_ms.div_ceil(1000) as i32)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            for message in out.messages() {
+                let receipt = format!("{url}|{}", message.receipt_handle().unwrap_or_default());
+                let count = message
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                match serde_json::from_str::<Dispatch>(message.body().unwrap_or_default()) {
+                    Ok(task) => leased.push(LeasedTask {
+                        receipt,
+                        receive_count: count,
+                        task,
+                    }),
+                    // A message that does not decode is left to the redrive policy.
+                    Err(e) => tracing::error!(queue = %name, error = %e, "malformed task message"),
+                }
+            }
+        }
+        Ok(leased)
+    }
+
+    /// Deletes a message by the receipt `queue_url|handle`.
+    pub async fn delete(&self, receipt: &str) -> StoreResult<()> {
+        let (url, handle) = receipt.split_once('|').ok_or_else(|| bad(format!("bad receipt `{receipt}`")))?;
+        self.clients
+            .sqs
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(handle)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+
+    pub async fn send_to_coordinator(&self, message: &CoordinatorMessage, delay_seconds: i32) -> StoreResult<()> {
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(&self.settings.coordinator_queue_url)
+            .message_body(message.to_json())
+            .delay_seconds(delay_seconds)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+
+    /// A timer: an SQS delayed message up to 15 minutes, a one-time schedule beyond.
+    pub async fn schedule_timer(&self, execution_id: &str, timer: &TimerId, fire_at: Timestamp, now: Timestamp) -> StoreResult<()> {
+        let message = CoordinatorMessage::Timer {
+            execution_id: execution_id.to_string(),
+            timer: timer.clone(),
+        };
+        let delay = fire_at.saturating_sub(now);
+        if delay <= MAX_SQS_DELAY_MS {
+            return self.send_to_coordinator(&message, delay.div_ceil(1000) as i32).await;
+        }
+        self.create_one_time_schedule(&schedule_name(execution_id, timer), fire_at, &message)
+            .await
+    }
+
+    /// An EventBridge Scheduler `at()` schedule that sends `message` to the
+    /// coordinator queue once, then deletes itself.
+    pub async fn create_one_time_schedule(&self, name: &str, fire_at: Timestamp, message: &CoordinatorMessage) -> StoreResult<()> {
+        let (Some(queue_arn), Some(role)) = (&self.settings.coordinator_queue_arn, &self.settings.scheduler_role_arn) else {
+            return Err(StoreError::Corrupt {
+                what: "timer".into(),
+                message: "timers beyond 15 minutes need BATON_COORDINATOR_QUEUE_ARN and BATON_SCHEDULER_ROLE_ARN".into(),
+            });
+        };
+        let target = Target::builder()
+            .arn(queue_arn)
+            .role_arn(role)
+            .input(message.to_json())
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        let window = FlexibleTimeWindow::builder()
+            .mode(FlexibleTimeWindowMode::Off)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        let result = self
+            .clients
+            .scheduler
+            .create_schedule()
+            .name(name)
+            .group_name(&self.settings.schedule_group)
+            .schedule_expression(at_expression(fire_at))
+            .schedule_expression_timezone("UTC")
+            .flexible_time_window(window)
+            .target(target)
+            .action_after_completion(ActionAfterCompletion::Delete)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // The same timer scheduled twice (a redelivered outbox): already there.
+            Err(e) if matches!(&e, aws_sdk_scheduler::error::SdkError::ServiceError(s) if s.err().is_conflict_exception()) => Ok(()),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    pub async fn publish(&self, events: &[LifecycleEvent]) -> StoreResult<()> {
+        // PutEvents takes at most 10 entries per request.
+        for chunk in events.chunks(10) {
+            let entries = chunk
+                .iter()
+                .map(|e| {
+                    PutEventsRequestEntry::builder()
+                        .source("baton")
+                        .detail_type(e.kind.as_str())
+                        .detail(serde_json::to_string(e).unwrap_or_default())
+                        .event_bus_name(&self.settings.event_bus)
+                        .build()
+                })
+                .collect::<Vec<_>>();
+            let out = self
+                .clients
+                .eventbridge
+                .put_events()
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            if out.failed_entry_count() > 0 {
+                return Err(StoreError::Unavailable(format!(
+                    "EventBridge refused {} of {} lifecycle events",
+                    out.failed_entry_count(),
+                    chunk.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A schedule name unique per execution and timer, within the 64 characters allowed.
+pub fn schedule_name(execution_id: &str, timer: &TimerId) -> String {
+    let key = baton_core::idempotency::key(execution_id, &timer.key(), None, baton_core::TaskKind::Step);
+    format!("baton-timer-{}", &key[3..])
+}
+
+/// `at(yyyy-mm-ddThh:mm:ss)` in UTC, rounded up to the next second.
+pub fn at_expression(fire_at: Timestamp) -> String {
+    let secs = fire_at.div_ceil(1000);
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let text = humantime::format_rfc3339_seconds(time).to_string();
+    format!("at({})", text.trim_end_matches('Z'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_expressions_are_utc_seconds() {
+        assert_eq!(at_expression(1_767_225_600_000), "at(2026-01-01T00:00:00)");
+        assert_eq!(at_expression(1_767_225_600_001), "at(2026-01-01T00:00:01)");
+    }
+
+    #[test]
+    fn schedule_names_fit_and_differ() {
+        let timer = |attempt| TimerId {
+            kind: baton_core::engine::TimerKind::Wait,
+            task_kind: baton_core::TaskKind::Step,
+            step: "wait".into(),
+            index: None,
+            attempt,
+        };
+        let a = schedule_name("ex-1", &timer(1));
+        assert!(a.len() <= 64);
+        assert_ne!(a, schedule_name("ex-1", &timer(2)));
+        assert_eq!(a, schedule_name("ex-1", &timer(1)));
+    }
+}

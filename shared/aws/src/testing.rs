@@ -1,0 +1,107 @@
+//! Test support: a moto server (or any emulator) to test against, and a fresh
+//! set of resources per test.
+//!
+//! `BATON_TEST_AWS_ENDPOINT` names a running emulator (`tests/run-all.sh`
+//! starts moto server and sets it). Without it, `tests/moto-server.py` (moto
+//! serving one request at a time, as DynamoDB's conditional writes need) is
+//! started once per test process on a free loopback port.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+
+use crate::backend::AwsBackend;
+use crate::bootstrap::{Plan, bootstrap};
+use crate::counter::RequestCounter;
+
+static SERVER: OnceLock<Mutex<Option<Child>>> = OnceLock::new();
+static ENDPOINT: OnceLock<String> = OnceLock::new();
+static PREFIX: AtomicU32 = AtomicU32::new(0);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The emulator endpoint, starting moto server if none was given.
+pub fn endpoint() -> String {
+    ENDPOINT
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("BATON_TEST_AWS_ENDPOINT")
+                && !url.is_empty()
+            {
+                return url;
+            }
+            let port = free_port();
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/moto-server.py");
+            let child = Command::new("python3")
+                .args([script, &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "the AWS tests need moto server: run tests/run-all.sh, set BATON_TEST_AWS_ENDPOINT, \
+                         or `pip install 'moto[server]'` ({e})"
+                    )
+                });
+            SERVER.get_or_init(|| Mutex::new(Some(child)));
+            let url = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "moto server did not start on {url}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            url
+        })
+        .clone()
+}
+
+/// SDK configuration for the emulator: dummy credentials, us-east-1.
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "baton-tests"))
+        .load()
+        .await
+}
+
+/// A unique resource prefix for one test.
+pub fn unique_prefix(name: &str) -> String {
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        PREFIX.fetch_add(1, Ordering::SeqCst),
+        name
+    )
+}
+
+/// A backend on freshly bootstrapped resources.
+pub async fn fresh_backend(name: &str, functions: &[&str], max_receives: u32) -> AwsBackend {
+    let config = sdk_config(&endpoint()).await;
+    let counter = RequestCounter::new();
+    let mut plan = Plan::new(unique_prefix(name), functions.iter().map(|f| f.to_string()).collect());
+    plan.max_receives = max_receives;
+    plan.visibility_timeout_s = 2;
+    let throwaway = AwsBackend::with_config(&config, crate::AwsSettings::from_map(&placeholder()).expect("placeholder settings"), counter.clone());
+    let settings = bootstrap(throwaway.clients(), &plan).await.expect("bootstrap on the emulator");
+    counter.reset();
+    AwsBackend::with_config(&config, settings, counter)
+}
+
+fn placeholder() -> std::collections::BTreeMap<String, String> {
+    [
+        ("BATON_TABLE", "unused"),
+        ("BATON_COORDINATOR_QUEUE_URL", "http://unused/0/unused"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
