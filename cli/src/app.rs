@@ -10,7 +10,7 @@ use baton_core::{Event, ExecutionStatus, Workflow};
 use baton_embedded::{SqliteBackend, SqliteOptions, Worker, WorkerOptions};
 use baton_examples::Ledger;
 use baton_runtime::coordinator::describe_ignored;
-use baton_runtime::ports::{ExecutionStore, WorkflowStore};
+use baton_runtime::ports::{Backend, WorkflowStore};
 use baton_runtime::step::Registry;
 use baton_runtime::targets::{Targets, TargetsConfig};
 use baton_runtime::{Clock, Coordinator, CoordinatorError, SystemClock};
@@ -324,8 +324,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-pub async fn status(db: &Path, id: &str, json: bool) -> anyhow::Result<u8> {
-    let backend = open_backend(db)?;
+pub async fn status<B: Backend>(backend: &B, id: &str, json: bool) -> anyhow::Result<u8> {
     let record = backend
         .load(id)
         .await?
@@ -338,14 +337,24 @@ pub async fn status(db: &Path, id: &str, json: bool) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-pub async fn history(db: &Path, id: &str, json: bool, lifecycle: bool) -> anyhow::Result<u8> {
-    let backend = open_backend(db)?;
+/// `lifecycle_from` is the embedded backend, whose database keeps lifecycle
+/// events; on AWS they go to EventBridge and are not read back.
+pub async fn history<B: Backend>(
+    backend: &B,
+    lifecycle_from: Option<&SqliteBackend>,
+    id: &str,
+    json: bool,
+    lifecycle: bool,
+) -> anyhow::Result<u8> {
     let record = backend
         .load(id)
         .await?
         .ok_or_else(|| bad(format!("no execution `{id}`")))?;
     if lifecycle {
-        let events = backend.events_after(Some(id), 0, usize::MAX >> 1)?;
+        let events_db = lifecycle_from.ok_or_else(|| {
+            bad("lifecycle events are published to EventBridge on AWS; read them there (or drop --lifecycle)")
+        })?;
+        let events = events_db.events_after(Some(id), 0, usize::MAX >> 1)?;
         for (_, event) in events {
             if json {
                 println!("{}", serde_json::to_string(&event)?);
@@ -365,7 +374,12 @@ pub async fn history(db: &Path, id: &str, json: bool, lifecycle: bool) -> anyhow
     Ok(0)
 }
 
-pub async fn list(db: &Path, status: Option<&str>, limit: usize, json: bool) -> anyhow::Result<u8> {
+pub async fn list<B: Backend>(
+    backend: &B,
+    status: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<u8> {
     let status = status
         .map(|s| {
             ExecutionStatus::parse(s).ok_or_else(|| {
@@ -375,7 +389,6 @@ pub async fn list(db: &Path, status: Option<&str>, limit: usize, json: bool) -> 
             })
         })
         .transpose()?;
-    let backend = open_backend(db)?;
     let rows = backend.list(status, limit).await?;
     if json {
         for row in &rows {
@@ -387,17 +400,24 @@ pub async fn list(db: &Path, status: Option<&str>, limit: usize, json: bool) -> 
     Ok(0)
 }
 
-async fn send_event(db: &Path, id: &str, event: Event) -> anyhow::Result<Outcome> {
-    let backend = open_backend(db)?;
-    let coordinator = coordinator(backend);
+async fn send_event<B: Backend>(
+    backend: Arc<B>,
+    id: &str,
+    event: Event,
+) -> anyhow::Result<Outcome> {
+    let coordinator = Coordinator::new(backend, Arc::new(SystemClock));
     coordinator
         .handle(id, event)
         .await
         .map_err(map_coordinator_error)
 }
 
-pub async fn cancel(db: &Path, id: &str, reason: Option<String>) -> anyhow::Result<u8> {
-    match send_event(db, id, Event::CancelRequested { reason }).await? {
+pub async fn cancel<B: Backend>(
+    backend: Arc<B>,
+    id: &str,
+    reason: Option<String>,
+) -> anyhow::Result<u8> {
+    match send_event(backend, id, Event::CancelRequested { reason }).await? {
         Outcome::Applied => println!(
             "cancelling {id}: new work stopped; compensations run on the next worker round"
         ),
@@ -406,13 +426,18 @@ pub async fn cancel(db: &Path, id: &str, reason: Option<String>) -> anyhow::Resu
     Ok(0)
 }
 
-pub async fn signal(db: &Path, id: &str, name: &str, data: &str) -> anyhow::Result<u8> {
+pub async fn signal<B: Backend>(
+    backend: Arc<B>,
+    id: &str,
+    name: &str,
+    data: &str,
+) -> anyhow::Result<u8> {
     let payload = parse_json_arg("the signal data", data)?;
     let event = Event::SignalReceived {
         name: name.to_string(),
         payload,
     };
-    match send_event(db, id, event).await? {
+    match send_event(backend, id, event).await? {
         Outcome::Applied => println!("signal `{name}` delivered to {id}"),
         Outcome::Ignored(reason) => println!(
             "signal `{name}` not delivered: {}",

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use baton_runtime::ports::{DeadLetterKind, DeadLetterStore};
+use baton_runtime::ports::{Backend, DeadLetterKind};
 use baton_runtime::step::StepContext;
 use baton_runtime::{Clock, SystemClock};
 use clap::Subcommand;
@@ -25,8 +25,12 @@ pub enum DlqCommand {
     Discard { id: String },
 }
 
-pub async fn dlq(db: &Path, config: &Path, command: DlqCommand) -> anyhow::Result<u8> {
-    let backend = app::open_backend(db)?;
+pub async fn dlq<B: Backend>(
+    backend: &B,
+    db: &Path,
+    config: &Path,
+    command: DlqCommand,
+) -> anyhow::Result<u8> {
     match command {
         DlqCommand::List { json } => {
             let records = backend.list_dead_letters().await?;

@@ -5,6 +5,7 @@
 //! for `run`: 3 failed, 4 compensated, 5 compensation_failed, 6 cancelled.
 
 mod app;
+mod aws;
 mod display;
 mod dlq;
 mod run;
@@ -39,6 +40,13 @@ struct Cli {
         default_value = "baton.toml"
     )]
     config: PathBuf,
+    /// Operate on the AWS backend (status, history, list, cancel, signal, dlq) named by the
+    /// BATON_* variables or `.baton/aws.env` (written by `baton bootstrap`).
+    #[arg(long, global = true, env = "BATON_AWS")]
+    aws: bool,
+    /// AWS endpoint (moto server, LocalStack); default: the standard AWS_ENDPOINT_URL or AWS itself.
+    #[arg(long, global = true)]
+    endpoint: Option<String>,
     #[command(subcommand)]
     command: Commands,
 }
@@ -145,6 +153,20 @@ enum Commands {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Create the table, queues with DLQs, event bus and schedule group on an emulator or account.
+    Bootstrap {
+        /// Resource name prefix.
+        #[arg(long, default_value = "baton")]
+        prefix: String,
+        /// Step functions that get a queue (default: those of the given workflows and the examples).
+        #[arg(long, value_delimiter = ',')]
+        functions: Vec<String>,
+        /// Workflow definitions whose functions get queues.
+        files: Vec<PathBuf>,
+        /// The queues' redrive limit (maxReceiveCount).
+        #[arg(long, default_value_t = 5)]
+        max_receives: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -179,10 +201,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// The AWS backend when `--aws` was given.
+async fn aws_backend(
+    aws: bool,
+    endpoint: Option<&str>,
+) -> anyhow::Result<Option<std::sync::Arc<baton_aws::AwsBackend>>> {
+    if !aws {
+        return Ok(None);
+    }
+    Ok(Some(std::sync::Arc::new(aws::backend(endpoint).await?)))
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let Cli {
         db,
         config,
+        aws,
+        endpoint,
         command,
     } = cli;
     match command {
@@ -218,19 +253,64 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             concurrency,
             functions,
         } => app::worker(&db, &config, concurrency, functions).await,
-        Commands::Status { id, json } => app::status(&db, &id, json).await,
+        Commands::Status { id, json } => match aws_backend(aws, endpoint.as_deref()).await? {
+            Some(b) => app::status(b.as_ref(), &id, json).await,
+            None => app::status(app::open_backend(&db)?.as_ref(), &id, json).await,
+        },
         Commands::History {
             id,
             json,
             lifecycle,
-        } => app::history(&db, &id, json, lifecycle).await,
+        } => match aws_backend(aws, endpoint.as_deref()).await? {
+            Some(b) => app::history(b.as_ref(), None, &id, json, lifecycle).await,
+            None => {
+                let b = app::open_backend(&db)?;
+                app::history(b.as_ref(), Some(b.as_ref()), &id, json, lifecycle).await
+            }
+        },
         Commands::List {
             status,
             limit,
             json,
-        } => app::list(&db, status.as_deref(), limit, json).await,
-        Commands::Cancel { id, reason } => app::cancel(&db, &id, reason).await,
-        Commands::Signal { id, name, data } => app::signal(&db, &id, &name, &data).await,
-        Commands::Dlq { command } => dlq::dlq(&db, &config, command).await,
+        } => match aws_backend(aws, endpoint.as_deref()).await? {
+            Some(b) => app::list(b.as_ref(), status.as_deref(), limit, json).await,
+            None => {
+                app::list(
+                    app::open_backend(&db)?.as_ref(),
+                    status.as_deref(),
+                    limit,
+                    json,
+                )
+                .await
+            }
+        },
+        Commands::Cancel { id, reason } => match aws_backend(aws, endpoint.as_deref()).await? {
+            Some(b) => app::cancel(b, &id, reason).await,
+            None => app::cancel(app::open_backend(&db)?, &id, reason).await,
+        },
+        Commands::Signal { id, name, data } => match aws_backend(aws, endpoint.as_deref()).await? {
+            Some(b) => app::signal(b, &id, &name, &data).await,
+            None => app::signal(app::open_backend(&db)?, &id, &name, &data).await,
+        },
+        Commands::Dlq { command } => match aws_backend(aws, endpoint.as_deref()).await? {
+            Some(b) => dlq::dlq(b.as_ref(), &db, &config, command).await,
+            None => dlq::dlq(app::open_backend(&db)?.as_ref(), &db, &config, command).await,
+        },
+        Commands::Bootstrap {
+            prefix,
+            functions,
+            files,
+            max_receives,
+        } => {
+            aws::bootstrap_command(
+                endpoint.as_deref(),
+                &db,
+                &prefix,
+                functions,
+                &files,
+                max_receives,
+            )
+            .await
+        }
     }
 }

@@ -12,11 +12,13 @@ use std::sync::Arc;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use baton_core::engine::Dispatch;
-use baton_core::{Command, ExecutionStatus, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition};
+use baton_core::{
+    Command, ExecutionStatus, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition,
+};
 use baton_runtime::ports::{
-    Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink, ExecutionRecord, ExecutionStore,
-    ExecutionSummary, HistoryEntry, LeasedTask, OutboxEntry, StoreError, StoreResult, StoredWorkflow, TaskQueue,
-    TimerService, WorkflowStore,
+    Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink,
+    ExecutionRecord, ExecutionStore, ExecutionSummary, HistoryEntry, LeasedTask, OutboxEntry,
+    StoreError, StoreResult, StoredWorkflow, TaskQueue, TimerService, WorkflowStore,
 };
 use baton_runtime::{Clock, SystemClock};
 use serde_json::{Value, json};
@@ -57,7 +59,11 @@ impl AwsBackend {
         AwsBackend::with_config(&shared, settings, counter)
     }
 
-    pub fn with_config(shared: &aws_config::SdkConfig, settings: AwsSettings, counter: RequestCounter) -> AwsBackend {
+    pub fn with_config(
+        shared: &aws_config::SdkConfig,
+        settings: AwsSettings,
+        counter: RequestCounter,
+    ) -> AwsBackend {
         let clients = Clients {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(
                 aws_sdk_dynamodb::config::Builder::from(shared)
@@ -65,7 +71,9 @@ impl AwsBackend {
                     .build(),
             ),
             sqs: aws_sdk_sqs::Client::from_conf(
-                aws_sdk_sqs::config::Builder::from(shared).interceptor(counter.clone()).build(),
+                aws_sdk_sqs::config::Builder::from(shared)
+                    .interceptor(counter.clone())
+                    .build(),
             ),
             eventbridge: aws_sdk_eventbridge::Client::from_conf(
                 aws_sdk_eventbridge::config::Builder::from(shared)
@@ -124,7 +132,12 @@ impl AwsBackend {
     }
 
     /// Receives messages of a DLQ. With `hold_ms` 0 they stay visible (a peek).
-    async fn dlq_messages(&self, source: &str, hold_ms: u64, want: Option<&str>) -> StoreResult<Vec<DlqMessage>> {
+    async fn dlq_messages(
+        &self,
+        source: &str,
+        hold_ms: u64,
+        want: Option<&str>,
+    ) -> StoreResult<Vec<DlqMessage>> {
         let dlq = format!("{source}-dlq");
         let url = match self.queues.queue_url(&dlq).await {
             Ok(url) => url,
@@ -173,8 +186,11 @@ impl AwsBackend {
     }
 
     fn dlq_record(message: &DlqMessage, source: &str) -> DeadLetterRecord {
-        let body: Value = serde_json::from_str(&message.body).unwrap_or_else(|_| Value::String(message.body.clone()));
-        let (kind, execution_id, reason) = if let Ok(task) = serde_json::from_str::<Dispatch>(&message.body) {
+        let body: Value = serde_json::from_str(&message.body)
+            .unwrap_or_else(|_| Value::String(message.body.clone()));
+        let (kind, execution_id, reason) = if let Ok(task) =
+            serde_json::from_str::<Dispatch>(&message.body)
+        {
             (
                 DeadLetterKind::Task,
                 Some(task.execution_id.to_string()),
@@ -224,7 +240,12 @@ impl AwsBackend {
 }
 
 impl ExecutionStore for AwsBackend {
-    async fn create(&self, record: &ExecutionRecord, history: &[HistoryEntry], outbox: &[Command]) -> StoreResult<Created> {
+    async fn create(
+        &self,
+        record: &ExecutionRecord,
+        history: &[HistoryEntry],
+        outbox: &[Command],
+    ) -> StoreResult<Created> {
         self.store.create(record, history, outbox).await
     }
     async fn load(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
@@ -237,7 +258,9 @@ impl ExecutionStore for AwsBackend {
         history: &[HistoryEntry],
         outbox: &[Command],
     ) -> StoreResult<Vec<OutboxEntry>> {
-        self.store.commit(record, expected_version, history, outbox).await
+        self.store
+            .commit(record, expected_version, history, outbox)
+            .await
     }
     async fn pending_outbox(&self, id: &str) -> StoreResult<Vec<OutboxEntry>> {
         self.store.pending_outbox(id).await
@@ -248,16 +271,28 @@ impl ExecutionStore for AwsBackend {
     async fn history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {
         self.store.history(id).await
     }
-    async fn list(&self, status: Option<ExecutionStatus>, limit: usize) -> StoreResult<Vec<ExecutionSummary>> {
+    async fn list(
+        &self,
+        status: Option<ExecutionStatus>,
+        limit: usize,
+    ) -> StoreResult<Vec<ExecutionSummary>> {
         self.store.list(status, limit).await
     }
 }
 
 impl WorkflowStore for AwsBackend {
-    async fn put_workflow(&self, definition: &WorkflowDefinition, now: Timestamp) -> StoreResult<u32> {
+    async fn put_workflow(
+        &self,
+        definition: &WorkflowDefinition,
+        now: Timestamp,
+    ) -> StoreResult<u32> {
         self.store.put_workflow(definition, now).await
     }
-    async fn get_workflow(&self, name: &str, version: Option<u32>) -> StoreResult<Option<StoredWorkflow>> {
+    async fn get_workflow(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> StoreResult<Option<StoredWorkflow>> {
         self.store.get_workflow(name, version).await
     }
     async fn list_workflows(&self) -> StoreResult<Vec<StoredWorkflow>> {
@@ -269,8 +304,16 @@ impl TaskQueue for AwsBackend {
     async fn send(&self, task: &Dispatch, _now: Timestamp) -> StoreResult<()> {
         self.queues.send_task(task).await
     }
-    async fn receive(&self, functions: &[String], max: usize, visibility_ms: u64, _now: Timestamp) -> StoreResult<Vec<LeasedTask>> {
-        self.queues.receive_tasks(functions, max, visibility_ms).await
+    async fn receive(
+        &self,
+        functions: &[String],
+        max: usize,
+        visibility_ms: u64,
+        _now: Timestamp,
+    ) -> StoreResult<Vec<LeasedTask>> {
+        self.queues
+            .receive_tasks(functions, max, visibility_ms)
+            .await
     }
     async fn ack(&self, task: &LeasedTask) -> StoreResult<()> {
         self.queues.delete(&task.receipt).await
@@ -278,7 +321,12 @@ impl TaskQueue for AwsBackend {
 }
 
 impl TimerService for AwsBackend {
-    async fn schedule(&self, execution_id: &str, timer: &TimerId, fire_at: Timestamp) -> StoreResult<()> {
+    async fn schedule(
+        &self,
+        execution_id: &str,
+        timer: &TimerId,
+        fire_at: Timestamp,
+    ) -> StoreResult<()> {
         self.queues
             .schedule_timer(execution_id, timer, fire_at, self.clock.now())
             .await
@@ -303,7 +351,11 @@ impl DeadLetterStore for AwsBackend {
                 records.push(Self::dlq_record(&message, &source));
             }
         }
-        records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        records.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(records)
     }
 
@@ -319,7 +371,12 @@ impl DeadLetterStore for AwsBackend {
                 .find(|m| m.message_id == message_id)
                 .map(|m| Self::dlq_record(m, source)));
         }
-        Ok(self.store.dead_letters().await?.into_iter().find(|r| r.id == id))
+        Ok(self
+            .store
+            .dead_letters()
+            .await?
+            .into_iter()
+            .find(|r| r.id == id))
     }
 
     async fn remove_dead_letter(&self, id: &str) -> StoreResult<bool> {
@@ -334,7 +391,13 @@ impl DeadLetterStore for AwsBackend {
 
     async fn redrive_dead_letter(&self, id: &str) -> StoreResult<bool> {
         if !id.starts_with("sqs:") {
-            return match self.store.dead_letters().await?.into_iter().find(|r| r.id == id) {
+            return match self
+                .store
+                .dead_letters()
+                .await?
+                .into_iter()
+                .find(|r| r.id == id)
+            {
                 None => Ok(false),
                 Some(r) => Err(StoreError::Corrupt {
                     what: format!("dead letter `{id}`"),

@@ -3,7 +3,9 @@
 //! for local development and tests. Deployed stacks get them from the SAM
 //! template instead.
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
 use aws_sdk_sqs::types::QueueAttributeName;
 use baton_runtime::ports::{StoreError, StoreResult};
 
@@ -41,21 +43,36 @@ impl Plan {
 pub async fn bootstrap(clients: &Clients, plan: &Plan) -> StoreResult<AwsSettings> {
     let table = format!("{}-table", plan.prefix);
     create_table(clients, &table).await?;
-    let (coordinator_url, coordinator_arn) = create_queue_with_dlq(clients, &format!("{}-coordinator", plan.prefix), plan).await?;
+    let (coordinator_url, coordinator_arn) =
+        create_queue_with_dlq(clients, &format!("{}-coordinator", plan.prefix), plan).await?;
     let step_prefix = format!("{}-step-", plan.prefix);
     for function in &plan.functions {
         create_queue_with_dlq(clients, &format!("{step_prefix}{function}"), plan).await?;
     }
     let bus = format!("{}-events", plan.prefix);
-    match clients.eventbridge.create_event_bus().name(&bus).send().await {
+    match clients
+        .eventbridge
+        .create_event_bus()
+        .name(&bus)
+        .send()
+        .await
+    {
         Ok(_) => {}
-        Err(e) if matches!(&e, aws_sdk_eventbridge::error::SdkError::ServiceError(s) if s.err().is_resource_already_exists_exception()) => {}
+        Err(e) if matches!(&e, aws_sdk_eventbridge::error::SdkError::ServiceError(s) if s.err().is_resource_already_exists_exception()) =>
+            {}
         Err(e) => return Err(sdk_error(e)),
     }
     let group = format!("{}-schedules", plan.prefix);
-    match clients.scheduler.create_schedule_group().name(&group).send().await {
+    match clients
+        .scheduler
+        .create_schedule_group()
+        .name(&group)
+        .send()
+        .await
+    {
         Ok(_) => {}
-        Err(e) if matches!(&e, aws_sdk_scheduler::error::SdkError::ServiceError(s) if s.err().is_conflict_exception()) => {}
+        Err(e) if matches!(&e, aws_sdk_scheduler::error::SdkError::ServiceError(s) if s.err().is_conflict_exception()) =>
+            {}
         Err(e) => return Err(sdk_error(e)),
     }
     Ok(AwsSettings {
@@ -98,13 +115,19 @@ async fn create_table(clients: &Clients, table: &str) -> StoreResult<()> {
         .await;
     match result {
         Ok(_) => Ok(()),
-        Err(e) if matches!(&e, aws_sdk_dynamodb::error::SdkError::ServiceError(s) if s.err().is_resource_in_use_exception()) => Ok(()),
+        Err(e) if matches!(&e, aws_sdk_dynamodb::error::SdkError::ServiceError(s) if s.err().is_resource_in_use_exception()) => {
+            Ok(())
+        }
         Err(e) => Err(sdk_error(e)),
     }
 }
 
 /// Creates `name` and `name-dlq` with a redrive policy between them; returns the main queue's URL and ARN.
-async fn create_queue_with_dlq(clients: &Clients, name: &str, plan: &Plan) -> StoreResult<(String, String)> {
+async fn create_queue_with_dlq(
+    clients: &Clients,
+    name: &str,
+    plan: &Plan,
+) -> StoreResult<(String, String)> {
     let dlq_url = clients
         .sqs
         .create_queue()
@@ -117,13 +140,18 @@ async fn create_queue_with_dlq(clients: &Clients, name: &str, plan: &Plan) -> St
         .unwrap_or_default()
         .to_string();
     let dlq_arn = queue_arn(clients, &dlq_url).await?;
-    let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": plan.max_receives }).to_string();
+    let redrive =
+        serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": plan.max_receives })
+            .to_string();
     let url = clients
         .sqs
         .create_queue()
         .queue_name(name)
         .attributes(QueueAttributeName::RedrivePolicy, redrive)
-        .attributes(QueueAttributeName::VisibilityTimeout, plan.visibility_timeout_s.to_string())
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            plan.visibility_timeout_s.to_string(),
+        )
         .send()
         .await
         .map_err(sdk_error)?

@@ -63,7 +63,8 @@ impl AwsSettings {
             table: required("BATON_TABLE")?,
             coordinator_queue_url,
             coordinator_queue_arn: get("BATON_COORDINATOR_QUEUE_ARN"),
-            step_queue_prefix: get("BATON_STEP_QUEUE_PREFIX").unwrap_or_else(|| "baton-step-".into()),
+            step_queue_prefix: get("BATON_STEP_QUEUE_PREFIX")
+                .unwrap_or_else(|| "baton-step-".into()),
             event_bus: get("BATON_EVENT_BUS").unwrap_or_else(|| "default".into()),
             schedule_group: get("BATON_SCHEDULE_GROUP").unwrap_or_else(|| "default".into()),
             scheduler_role_arn: get("BATON_SCHEDULER_ROLE_ARN"),
@@ -75,11 +76,23 @@ impl AwsSettings {
     pub fn to_env(&self) -> Vec<(String, String)> {
         let mut env = vec![
             ("BATON_TABLE".to_string(), self.table.clone()),
-            ("BATON_COORDINATOR_QUEUE_URL".to_string(), self.coordinator_queue_url.clone()),
-            ("BATON_STEP_QUEUE_PREFIX".to_string(), self.step_queue_prefix.clone()),
+            (
+                "BATON_COORDINATOR_QUEUE_URL".to_string(),
+                self.coordinator_queue_url.clone(),
+            ),
+            (
+                "BATON_STEP_QUEUE_PREFIX".to_string(),
+                self.step_queue_prefix.clone(),
+            ),
             ("BATON_EVENT_BUS".to_string(), self.event_bus.clone()),
-            ("BATON_SCHEDULE_GROUP".to_string(), self.schedule_group.clone()),
-            ("BATON_PAYLOAD_LIMIT".to_string(), self.payload_limit.to_string()),
+            (
+                "BATON_SCHEDULE_GROUP".to_string(),
+                self.schedule_group.clone(),
+            ),
+            (
+                "BATON_PAYLOAD_LIMIT".to_string(),
+                self.payload_limit.to_string(),
+            ),
         ];
         if let Some(arn) = &self.coordinator_queue_arn {
             env.push(("BATON_COORDINATOR_QUEUE_ARN".to_string(), arn.clone()));
@@ -96,7 +109,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -108,7 +124,10 @@ mod tests {
 
     #[test]
     fn defaults_and_validation() {
-        let base = [("BATON_TABLE", "t"), ("BATON_COORDINATOR_QUEUE_URL", "http://q/1/c")];
+        let base = [
+            ("BATON_TABLE", "t"),
+            ("BATON_COORDINATOR_QUEUE_URL", "http://q/1/c"),
+        ];
         let s = AwsSettings::from_map(&map(&base)).unwrap();
         assert_eq!(s.step_queue_prefix, "baton-step-");
         assert_eq!(s.payload_limit, DEFAULT_PAYLOAD_LIMIT);
@@ -116,7 +135,10 @@ mod tests {
         bad.push(("BATON_PAYLOAD_LIMIT", "lots"));
         assert!(matches!(
             AwsSettings::from_map(&map(&bad)),
-            Err(ConfigError::Invalid { name: "BATON_PAYLOAD_LIMIT", .. })
+            Err(ConfigError::Invalid {
+                name: "BATON_PAYLOAD_LIMIT",
+                ..
+            })
         ));
         let round = AwsSettings::from_map(&s.to_env().into_iter().collect()).unwrap();
         assert_eq!(round, s);

@@ -26,7 +26,10 @@ pub struct QueueMessage {
 }
 
 /// Applies a batch; returns the ids of messages that should be delivered again.
-pub async fn process_coordinator_batch<B: Backend>(coordinator: &Coordinator<B>, messages: Vec<QueueMessage>) -> Vec<String> {
+pub async fn process_coordinator_batch<B: Backend>(
+    coordinator: &Coordinator<B>,
+    messages: Vec<QueueMessage>,
+) -> Vec<String> {
     let mut groups: BTreeMap<String, Vec<(String, CoordinatorMessage)>> = BTreeMap::new();
     let mut failed = Vec::new();
     for message in messages {
@@ -63,7 +66,11 @@ pub async fn process_coordinator_batch<B: Backend>(coordinator: &Coordinator<B>,
     failed
 }
 
-async fn process_group<B: Backend>(coordinator: &Coordinator<B>, execution_id: &str, group: Vec<(String, CoordinatorMessage)>) -> Vec<String> {
+async fn process_group<B: Backend>(
+    coordinator: &Coordinator<B>,
+    execution_id: &str,
+    group: Vec<(String, CoordinatorMessage)>,
+) -> Vec<String> {
     let is_start = matches!(group.first(), Some((_, CoordinatorMessage::Start { .. })));
     if !is_start && let Err(e) = coordinator.recover(execution_id).await {
         if e.is_retryable() {
@@ -76,7 +83,9 @@ async fn process_group<B: Backend>(coordinator: &Coordinator<B>, execution_id: &
     let mut ids = group.into_iter();
     while let Some((id, message)) = ids.next() {
         let result = match message {
-            CoordinatorMessage::Event { event, .. } => coordinator.handle(execution_id, event).await.map(Some),
+            CoordinatorMessage::Event { event, .. } => {
+                coordinator.handle(execution_id, event).await.map(Some)
+            }
             CoordinatorMessage::Timer { timer, .. } => coordinator
                 .handle(execution_id, Event::TimerFired { timer })
                 .await

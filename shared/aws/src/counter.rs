@@ -24,7 +24,10 @@ impl RequestCounter {
 
     /// Requests by `Service.Operation`, retries included.
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn total(&self) -> u64 {
@@ -32,7 +35,10 @@ impl RequestCounter {
     }
 
     pub fn reset(&self) {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn add(&self, key: String) {

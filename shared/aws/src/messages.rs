@@ -11,7 +11,10 @@ pub enum CoordinatorMessage {
     /// A task result, signal or cancel for an execution.
     Event { execution_id: String, event: Event },
     /// A durable timer came due (an SQS delayed message or a one-time schedule).
-    Timer { execution_id: String, timer: TimerId },
+    Timer {
+        execution_id: String,
+        timer: TimerId,
+    },
     /// Start an execution (a schedule's trigger); the id makes it idempotent.
     Start {
         workflow: String,

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target};
+use aws_sdk_scheduler::types::{
+    ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target,
+};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use baton_core::engine::Dispatch;
 use baton_core::{LifecycleEvent, TimerId, Timestamp};
@@ -59,7 +61,12 @@ impl Queues {
 
     /// The URL of a queue by name, cached after the first lookup.
     pub async fn queue_url(&self, name: &str) -> StoreResult<String> {
-        if let Some(url) = self.urls.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+        if let Some(url) = self
+            .urls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
             return Ok(url.clone());
         }
         let out = self
@@ -72,7 +79,9 @@ impl Queues {
             .map_err(|e| match sdk_error(e) {
                 StoreError::Corrupt { message, .. } => StoreError::Corrupt {
                     what: format!("queue `{name}`"),
-                    message: format!("not found ({message}); run `baton bootstrap` or deploy the stack"),
+                    message: format!(
+                        "not found ({message}); run `baton bootstrap` or deploy the stack"
+                    ),
                 },
                 other => other,
             })?;
@@ -114,7 +123,9 @@ impl Queues {
     }
 
     pub async fn send_task(&self, task: &Dispatch) -> StoreResult<()> {
-        let url = self.queue_url(&self.step_queue_name(&task.function)).await?;
+        let url = self
+            .queue_url(&self.step_queue_name(&task.function))
+            .await?;
         let body = serde_json::to_string(task).map_err(|e| bad(e.to_string()))?;
         self.clients
             .sqs
@@ -127,7 +138,12 @@ impl Queues {
         Ok(())
     }
 
-    pub async fn receive_tasks(&self, functions: &[String], max: usize, visibility_ms: u64) -> StoreResult<Vec<LeasedTask>> {
+    pub async fn receive_tasks(
+        &self,
+        functions: &[String],
+        max: usize,
+        visibility_ms: u64,
+    ) -> StoreResult<Vec<LeasedTask>> {
         let names: Vec<String> = if functions.is_empty() {
             self.step_queue_names().await?
         } else {
@@ -173,7 +189,9 @@ impl Queues {
 
     /// Deletes a message by the receipt `queue_url|handle`.
     pub async fn delete(&self, receipt: &str) -> StoreResult<()> {
-        let (url, handle) = receipt.split_once('|').ok_or_else(|| bad(format!("bad receipt `{receipt}`")))?;
+        let (url, handle) = receipt
+            .split_once('|')
+            .ok_or_else(|| bad(format!("bad receipt `{receipt}`")))?;
         self.clients
             .sqs
             .delete_message()
@@ -185,7 +203,11 @@ impl Queues {
         Ok(())
     }
 
-    pub async fn send_to_coordinator(&self, message: &CoordinatorMessage, delay_seconds: i32) -> StoreResult<()> {
+    pub async fn send_to_coordinator(
+        &self,
+        message: &CoordinatorMessage,
+        delay_seconds: i32,
+    ) -> StoreResult<()> {
         self.clients
             .sqs
             .send_message()
@@ -199,14 +221,22 @@ impl Queues {
     }
 
     /// A timer: an SQS delayed message up to 15 minutes, a one-time schedule beyond.
-    pub async fn schedule_timer(&self, execution_id: &str, timer: &TimerId, fire_at: Timestamp, now: Timestamp) -> StoreResult<()> {
+    pub async fn schedule_timer(
+        &self,
+        execution_id: &str,
+        timer: &TimerId,
+        fire_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
         let message = CoordinatorMessage::Timer {
             execution_id: execution_id.to_string(),
             timer: timer.clone(),
         };
         let delay = fire_at.saturating_sub(now);
         if delay <= MAX_SQS_DELAY_MS {
-            return self.send_to_coordinator(&message, delay.div_ceil(1000) as i32).await;
+            return self
+                .send_to_coordinator(&message, delay.div_ceil(1000) as i32)
+                .await;
         }
         self.create_one_time_schedule(&schedule_name(execution_id, timer), fire_at, &message)
             .await
@@ -214,8 +244,16 @@ impl Queues {
 
     /// An EventBridge Scheduler `at()` schedule that sends `message` to the
     /// coordinator queue once, then deletes itself.
-    pub async fn create_one_time_schedule(&self, name: &str, fire_at: Timestamp, message: &CoordinatorMessage) -> StoreResult<()> {
-        let (Some(queue_arn), Some(role)) = (&self.settings.coordinator_queue_arn, &self.settings.scheduler_role_arn) else {
+    pub async fn create_one_time_schedule(
+        &self,
+        name: &str,
+        fire_at: Timestamp,
+        message: &CoordinatorMessage,
+    ) -> StoreResult<()> {
+        let (Some(queue_arn), Some(role)) = (
+            &self.settings.coordinator_queue_arn,
+            &self.settings.scheduler_role_arn,
+        ) else {
             return Err(StoreError::Corrupt {
                 what: "timer".into(),
                 message: "timers beyond 15 minutes need BATON_COORDINATOR_QUEUE_ARN and BATON_SCHEDULER_ROLE_ARN".into(),
@@ -247,7 +285,9 @@ impl Queues {
         match result {
             Ok(_) => Ok(()),
             // The same timer scheduled twice (a redelivered outbox): already there.
-            Err(e) if matches!(&e, aws_sdk_scheduler::error::SdkError::ServiceError(s) if s.err().is_conflict_exception()) => Ok(()),
+            Err(e) if matches!(&e, aws_sdk_scheduler::error::SdkError::ServiceError(s) if s.err().is_conflict_exception()) => {
+                Ok(())
+            }
             Err(e) => Err(sdk_error(e)),
         }
     }
@@ -288,7 +328,8 @@ impl Queues {
 
 /// A schedule name unique per execution and timer, within the 64 characters allowed.
 pub fn schedule_name(execution_id: &str, timer: &TimerId) -> String {
-    let key = baton_core::idempotency::key(execution_id, &timer.key(), None, baton_core::TaskKind::Step);
+    let key =
+        baton_core::idempotency::key(execution_id, &timer.key(), None, baton_core::TaskKind::Step);
     format!("baton-timer-{}", &key[3..])
 }
 

@@ -21,8 +21,8 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use baton_core::{Command, ExecutionStatus, Timestamp, WorkflowDefinition};
 use baton_runtime::ports::{
-    Created, DeadLetterKind, DeadLetterRecord, ExecutionRecord, ExecutionSummary, HistoryEntry, OutboxEntry,
-    StoreError, StoreResult, StoredWorkflow,
+    Created, DeadLetterKind, DeadLetterRecord, ExecutionRecord, ExecutionSummary, HistoryEntry,
+    OutboxEntry, StoreError, StoreResult, StoredWorkflow,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,14 +50,20 @@ fn n(v: impl ToString) -> AttributeValue {
 fn get_s<'a>(item: &'a Item, key: &str) -> StoreResult<&'a str> {
     match item.get(key) {
         Some(AttributeValue::S(v)) => Ok(v),
-        _ => Err(corrupt(format!("attribute `{key}` missing or not a string"))),
+        _ => Err(corrupt(format!(
+            "attribute `{key}` missing or not a string"
+        ))),
     }
 }
 
 fn get_n(item: &Item, key: &str) -> StoreResult<u64> {
     match item.get(key) {
-        Some(AttributeValue::N(v)) => v.parse().map_err(|_| corrupt(format!("attribute `{key}` is not a number"))),
-        _ => Err(corrupt(format!("attribute `{key}` missing or not a number"))),
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map_err(|_| corrupt(format!("attribute `{key}` is not a number"))),
+        _ => Err(corrupt(format!(
+            "attribute `{key}` missing or not a number"
+        ))),
     }
 }
 
@@ -90,10 +96,20 @@ where
         SdkError::ServiceError(service) => {
             let err = service.err();
             let code = err.code().unwrap_or("ServiceError").to_string();
-            let message = err.message().map(str::to_string).unwrap_or_else(|| err.to_string());
-            let transient = ["Throttl", "ProvisionedThroughput", "InternalServer", "ServiceUnavailable", "RequestLimitExceeded", "TransactionConflict"]
-                .iter()
-                .any(|t| code.contains(t));
+            let message = err
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| err.to_string());
+            let transient = [
+                "Throttl",
+                "ProvisionedThroughput",
+                "InternalServer",
+                "ServiceUnavailable",
+                "RequestLimitExceeded",
+                "TransactionConflict",
+            ]
+            .iter()
+            .any(|t| code.contains(t));
             if transient {
                 StoreError::Unavailable(format!("{code}: {message}"))
             } else {
@@ -103,12 +119,17 @@ where
                 }
             }
         }
-        _ => StoreError::Unavailable(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()),
+        _ => StoreError::Unavailable(
+            aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+        ),
     }
 }
 
 fn execution_key(id: &str) -> Item {
-    HashMap::from([("pk".to_string(), s(format!("X#{id}"))), ("sk".to_string(), s("S"))])
+    HashMap::from([
+        ("pk".to_string(), s(format!("X#{id}"))),
+        ("sk".to_string(), s("S")),
+    ])
 }
 
 fn history_sk(seq: u64) -> String {
@@ -199,7 +220,13 @@ impl DynamoStore {
             .collect())
     }
 
-    async fn query_all(&self, pk: &str, sk_prefix: &str, forward: bool, limit: Option<i32>) -> StoreResult<Vec<Item>> {
+    async fn query_all(
+        &self,
+        pk: &str,
+        sk_prefix: &str,
+        forward: bool,
+        limit: Option<i32>,
+    ) -> StoreResult<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -229,19 +256,26 @@ impl DynamoStore {
         Ok(items)
     }
 
-    pub async fn create(&self, record: &ExecutionRecord, history: &[HistoryEntry], outbox: &[Command]) -> StoreResult<Created> {
+    pub async fn create(
+        &self,
+        record: &ExecutionRecord,
+        history: &[HistoryEntry],
+        outbox: &[Command],
+    ) -> StoreResult<Created> {
         let state = json(&record.state);
         Self::check_size("the execution state", state.len())?;
-        let mut writes = vec![TransactWriteItem::builder()
-            .put(
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(Self::execution_item(record, state)))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build()
-                    .map_err(|e| corrupt(e.to_string()))?,
-            )
-            .build()];
+        let mut writes = vec![
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(Self::execution_item(record, state)))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .map_err(|e| corrupt(e.to_string()))?,
+                )
+                .build(),
+        ];
         for (i, entry) in history.iter().enumerate() {
             let commands = if i + 1 == history.len() { outbox } else { &[] };
             writes.push(
@@ -256,7 +290,13 @@ impl DynamoStore {
                     .build(),
             );
         }
-        match self.client.transact_write_items().set_transact_items(Some(writes)).send().await {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await
+        {
             Ok(_) => {
                 let seq = history.last().map_or(record.version, |h| h.seq);
                 let mut item = HashMap::new();
@@ -267,7 +307,9 @@ impl DynamoStore {
             }
             Err(e) if is_condition_failure(&e) => match self.load(&record.id).await? {
                 Some(existing) => Ok(Created::Existing(Box::new(existing))),
-                None => Err(StoreError::Unavailable("execution vanished during create".into())),
+                None => Err(StoreError::Unavailable(
+                    "execution vanished during create".into(),
+                )),
             },
             Err(e) => Err(sdk_error(e)),
         }
@@ -315,7 +357,10 @@ impl DynamoStore {
         for (i, entry) in history.iter().enumerate() {
             let commands = if i + 1 == history.len() { outbox } else { &[] };
             let item = Self::history_item(&record.id, entry, commands);
-            let bytes: usize = item.values().map(|v| v.as_s().map_or(16, |s| s.len())).sum();
+            let bytes: usize = item
+                .values()
+                .map(|v| v.as_s().map_or(16, |s| s.len()))
+                .sum();
             Self::check_size("the transition's history and outbox", bytes)?;
             writes.push(
                 TransactWriteItem::builder()
@@ -332,7 +377,13 @@ impl DynamoStore {
         if history.is_empty() && !outbox.is_empty() {
             return Err(corrupt("an outbox needs a history entry to ride on".into()));
         }
-        match self.client.transact_write_items().set_transact_items(Some(writes)).send().await {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await
+        {
             Ok(_) => {
                 let Some(last) = history.last() else {
                     return Ok(Vec::new());
@@ -406,7 +457,10 @@ impl DynamoStore {
                 .await
                 .map_err(|e| {
                     if is_update_condition_failure(&e) {
-                        corrupt(format!("no history entry {} for {}", entry.seq, entry.execution_id))
+                        corrupt(format!(
+                            "no history entry {} for {}",
+                            entry.seq, entry.execution_id
+                        ))
                     } else {
                         sdk_error(e)
                     }
@@ -433,7 +487,11 @@ impl DynamoStore {
     }
 
     /// Lists executions by scanning: an operator's command, not a hot path.
-    pub async fn list(&self, status: Option<ExecutionStatus>, limit: usize) -> StoreResult<Vec<ExecutionSummary>> {
+    pub async fn list(
+        &self,
+        status: Option<ExecutionStatus>,
+        limit: usize,
+    ) -> StoreResult<Vec<ExecutionSummary>> {
         let mut rows = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -441,7 +499,11 @@ impl DynamoStore {
                 .client
                 .scan()
                 .table_name(&self.table)
-                .filter_expression(if status.is_some() { "sk = :s AND #st = :status" } else { "sk = :s" })
+                .filter_expression(if status.is_some() {
+                    "sk = :s AND #st = :status"
+                } else {
+                    "sk = :s"
+                })
                 .expression_attribute_values(":s", s("S"))
                 .projection_expression("pk, workflow, wv, #st, created, updated")
                 .expression_attribute_names("#st", "status")
@@ -467,12 +529,20 @@ impl DynamoStore {
                 None => break,
             }
         }
-        rows.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+        rows.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
         rows.truncate(limit);
         Ok(rows)
     }
 
-    pub async fn put_workflow(&self, definition: &WorkflowDefinition, now: Timestamp) -> StoreResult<u32> {
+    pub async fn put_workflow(
+        &self,
+        definition: &WorkflowDefinition,
+        now: Timestamp,
+    ) -> StoreResult<u32> {
         let text = json(definition);
         Self::check_size("the workflow definition", text.len())?;
         loop {
@@ -502,7 +572,11 @@ impl DynamoStore {
         }
     }
 
-    pub async fn get_workflow(&self, name: &str, version: Option<u32>) -> StoreResult<Option<StoredWorkflow>> {
+    pub async fn get_workflow(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> StoreResult<Option<StoredWorkflow>> {
         let item = match version {
             Some(v) => self
                 .client
@@ -516,9 +590,14 @@ impl DynamoStore {
                 .map_err(sdk_error)?
                 .item
                 .clone(),
-            None => self.query_all(&format!("W#{name}"), "V#", false, Some(1)).await?.into_iter().next(),
+            None => self
+                .query_all(&format!("W#{name}"), "V#", false, Some(1))
+                .await?
+                .into_iter()
+                .next(),
         };
-        item.map(|item| Self::workflow_from_item(name, &item)).transpose()
+        item.map(|item| Self::workflow_from_item(name, &item))
+            .transpose()
     }
 
     fn workflow_from_item(name: &str, item: &Item) -> StoreResult<StoredWorkflow> {
@@ -580,7 +659,12 @@ impl DynamoStore {
     }
 
     /// Records a step's successful output; the first record for a key wins.
-    pub async fn record_step_result(&self, idempotency_key: &str, output: &Value, now: Timestamp) -> StoreResult<Value> {
+    pub async fn record_step_result(
+        &self,
+        idempotency_key: &str,
+        output: &Value,
+        now: Timestamp,
+    ) -> StoreResult<Value> {
         let text = json(output);
         Self::check_size("the step output", text.len())?;
         let put = self
@@ -597,7 +681,10 @@ impl DynamoStore {
             .await;
         match put {
             Ok(_) => Ok(output.clone()),
-            Err(e) if is_put_condition_failure(&e) => Ok(self.step_result(idempotency_key).await?.unwrap_or_else(|| output.clone())),
+            Err(e) if is_put_condition_failure(&e) => Ok(self
+                .step_result(idempotency_key)
+                .await?
+                .unwrap_or_else(|| output.clone())),
             Err(e) => Err(sdk_error(e)),
         }
     }
@@ -656,7 +743,9 @@ impl DynamoStore {
     }
 }
 
-fn is_condition_failure<R>(e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>) -> bool {
+fn is_condition_failure<R>(
+    e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> bool {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
     match e {
         SdkError::ServiceError(service) => match service.err() {
@@ -670,10 +759,14 @@ fn is_condition_failure<R>(e: &SdkError<aws_sdk_dynamodb::operation::transact_wr
     }
 }
 
-fn is_put_condition_failure<R>(e: &SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, R>) -> bool {
+fn is_put_condition_failure<R>(
+    e: &SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, R>,
+) -> bool {
     matches!(e, SdkError::ServiceError(s) if s.err().is_conditional_check_failed_exception())
 }
 
-fn is_update_condition_failure<R>(e: &SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>) -> bool {
+fn is_update_condition_failure<R>(
+    e: &SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
+) -> bool {
     matches!(e, SdkError::ServiceError(s) if s.err().is_conditional_check_failed_exception())
 }

@@ -87,11 +87,20 @@ pub fn unique_prefix(name: &str) -> String {
 pub async fn fresh_backend(name: &str, functions: &[&str], max_receives: u32) -> AwsBackend {
     let config = sdk_config(&endpoint()).await;
     let counter = RequestCounter::new();
-    let mut plan = Plan::new(unique_prefix(name), functions.iter().map(|f| f.to_string()).collect());
+    let mut plan = Plan::new(
+        unique_prefix(name),
+        functions.iter().map(|f| f.to_string()).collect(),
+    );
     plan.max_receives = max_receives;
     plan.visibility_timeout_s = 2;
-    let throwaway = AwsBackend::with_config(&config, crate::AwsSettings::from_map(&placeholder()).expect("placeholder settings"), counter.clone());
-    let settings = bootstrap(throwaway.clients(), &plan).await.expect("bootstrap on the emulator");
+    let throwaway = AwsBackend::with_config(
+        &config,
+        crate::AwsSettings::from_map(&placeholder()).expect("placeholder settings"),
+        counter.clone(),
+    );
+    let settings = bootstrap(throwaway.clients(), &plan)
+        .await
+        .expect("bootstrap on the emulator");
     counter.reset();
     AwsBackend::with_config(&config, settings, counter)
 }
