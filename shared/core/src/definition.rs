@@ -331,16 +331,24 @@ impl WorkflowDefinition {
                 column: e.column(),
                 message: e.to_string(),
             }),
-            Format::Yaml => {
-                // Repeated keys reach the visitors: `Steps` keeps duplicate step
-                // names for validation to report with every other problem, and
-                // derived structs still reject a repeated field.
+            Format::Yaml => serde_saphyr::from_str(text).or_else(|strict| {
+                // A repeated step name is a validation problem, reported with
+                // every other one; any other repeated key stays a syntax error.
                 let options = serde_saphyr::options! {
                     duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
                 };
-                serde_saphyr::from_str_with_options(text, options)
-                    .map_err(|e| ParseError::Yaml(e.to_string()))
-            }
+                match serde_saphyr::from_str_with_options::<WorkflowDefinition>(text, options) {
+                    Ok(definition)
+                        if {
+                            let mut seen = std::collections::HashSet::new();
+                            definition.steps.iter().any(|(name, _)| !seen.insert(name))
+                        } =>
+                    {
+                        Ok(definition)
+                    }
+                    _ => Err(ParseError::Yaml(strict.to_string())),
+                }
+            }),
         }
     }
 

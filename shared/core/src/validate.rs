@@ -187,7 +187,7 @@ impl ExprCheck<'_> {
                     self.step,
                     Some(field),
                     format!(
-                        "`{}` uses `{v}`, which exists only in a `for_each` step",
+                        "`{}` uses `{v}`, which exists only in a `for_each` step (in its `input` and `compensate.input`)",
                         e.source()
                     ),
                 );
@@ -498,10 +498,15 @@ pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationEr
             for_each: step.for_each.is_some(),
         };
         let reads = Reads::Ancestors(&ancestors[i]);
+        // `item` and `index` exist per element, not where the whole step is decided.
+        let step_level = ExprCheck {
+            for_each: false,
+            ..check
+        };
         let condition = step
             .condition
             .as_deref()
-            .and_then(|text| check.single(&mut c, "if", text, &reads));
+            .and_then(|text| step_level.single(&mut c, "if", text, &reads));
         let action = step_action(
             &mut c,
             &check,
@@ -727,10 +732,14 @@ fn step_action(
     if timeout_ms == 0 {
         c.add(s, Some("timeout"), "must be longer than zero");
     }
+    let step_level = ExprCheck {
+        for_each: false,
+        ..*check
+    };
     let for_each = step
         .for_each
         .as_deref()
-        .and_then(|text| check.single(c, "for_each", text, &reads));
+        .and_then(|text| step_level.single(c, "for_each", text, &reads));
     if step.max_concurrency.is_some() && step.for_each.is_none() {
         c.add(
             s,

@@ -1,8 +1,10 @@
 //! Properties of the engine over random workflows and random event orders.
 //!
-//! A random DAG is written as YAML, then a random shell runs it: it answers
-//! outstanding dispatches in any order with success, failure or a timeout,
-//! fires timers in any order, sometimes cancels, and keeps injecting
+//! A random DAG (functions with retries, compensations, conditions,
+//! `for_each` and `continue_on_failure`, plus some waits and signal waits) is
+//! written as YAML, then a random shell runs it: it answers outstanding
+//! dispatches in any order with success, failure or a timeout, fires timers in
+//! any order, sends signals, sometimes cancels, and keeps injecting
 //! duplicates and late results of timed-out attempts. The random choices come
 //! from a proptest-generated tape, so failures shrink to short runs.
 
@@ -10,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use baton_core::definition::Format;
 use baton_core::engine::{
-    Command, Dispatch, Event, Execution, ExecutionStatus, Outcome, StepStatus, TaskKind, TaskRef,
-    TimerId, TimerKind, Transition, UnitStatus, apply,
+    Command, Dispatch, Event, Execution, ExecutionStatus, LifecycleKind, Outcome, StepStatus,
+    TaskKind, TaskRef, TimerId, TimerKind, Transition, UnitStatus, apply,
 };
 use baton_core::{ErrorInfo, Workflow};
 use proptest::prelude::*;
@@ -39,6 +41,9 @@ struct StepSpec {
     continue_on_failure: bool,
     /// Element count and max_concurrency.
     for_each: Option<(usize, u32)>,
+    /// Instead of a function: `Some(false)` waits 50ms, `Some(true)` waits
+    /// for signal `sig<i>` for at most 200ms.
+    wait: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,7 +66,14 @@ impl Spec {
             self.compensation_attempts
         );
         for (i, s) in self.steps.iter().enumerate() {
-            out.push_str(&format!("  s{i}:\n    function: f{i}\n"));
+            out.push_str(&format!("  s{i}:\n"));
+            match s.wait {
+                None => out.push_str(&format!("    function: f{i}\n")),
+                Some(false) => out.push_str("    wait: 50ms\n"),
+                Some(true) => out.push_str(&format!(
+                    "    wait_for: {{ signal: sig{i}, timeout: 200ms }}\n"
+                )),
+            }
             let needs = s.needs(i);
             if !needs.is_empty() {
                 let names: Vec<String> = needs.iter().map(|j| format!("s{j}")).collect();
@@ -70,6 +82,12 @@ impl Spec {
             if let Some((flag, value)) = s.condition {
                 let not = if value { "" } else { "!" };
                 out.push_str(&format!("    if: \"${{ {not}input.flags.f{flag} }}\"\n"));
+            }
+            if s.continue_on_failure {
+                out.push_str("    continue_on_failure: true\n");
+            }
+            if s.wait.is_some() {
+                continue;
             }
             if !s.mutates {
                 out.push_str("    mutates: false\n");
@@ -85,9 +103,6 @@ impl Spec {
                 "    retry: {{ max_attempts: {}, backoff: {}, delay: {}ms, max_delay: 1s, jitter: {jitter} }}\n",
                 s.max_attempts, s.backoff, s.delay_ms
             ));
-            if s.continue_on_failure {
-                out.push_str("    continue_on_failure: true\n");
-            }
             match s.for_each {
                 Some((_, concurrency)) => {
                     out.push_str(&format!(
@@ -111,7 +126,11 @@ impl Spec {
             .steps
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.for_each.map(|(n, _)| (format!("s{i}"), json!((0..n).collect::<Vec<_>>()))))
+            .filter_map(|(i, s)| {
+                s.for_each
+                    .filter(|_| s.wait.is_none())
+                    .map(|(n, _)| (format!("s{i}"), json!((0..n).collect::<Vec<_>>())))
+            })
             .collect();
         json!({ "flags": flags, "lists": lists })
     }
@@ -122,7 +141,9 @@ impl Spec {
         for (i, s) in self.steps.iter().enumerate() {
             let needs = s.needs(i);
             let all_needs_skipped = !needs.is_empty() && needs.iter().all(|&j| skipped[j]);
-            let condition_false = s.condition.is_some_and(|(flag, value)| self.flags[flag] != value);
+            let condition_false = s
+                .condition
+                .is_some_and(|(flag, value)| self.flags[flag] != value);
             skipped[i] = all_needs_skipped || condition_false;
         }
         skipped
@@ -141,9 +162,10 @@ fn step_spec() -> impl Strategy<Value = StepSpec> {
         prop::option::weighted(0.3, (0..FLAGS, any::<bool>())),
         prop::bool::weighted(0.2),
         prop::option::weighted(0.25, (0usize..=3, 1u32..=2)),
+        prop::option::weighted(0.15, any::<bool>()),
     )
         .prop_map(
-            |(needs_mask, mutates, compensate, max_attempts, delay_ms, backoff, full_jitter, condition, continue_on_failure, for_each)| StepSpec {
+            |(
                 needs_mask,
                 mutates,
                 compensate,
@@ -154,6 +176,19 @@ fn step_spec() -> impl Strategy<Value = StepSpec> {
                 condition,
                 continue_on_failure,
                 for_each,
+                wait,
+            )| StepSpec {
+                needs_mask,
+                mutates,
+                compensate,
+                max_attempts,
+                delay_ms,
+                backoff,
+                full_jitter,
+                condition,
+                continue_on_failure,
+                for_each,
+                wait,
             },
         )
 }
@@ -209,6 +244,10 @@ struct Run {
     /// Units with a compensation, in the order their success was applied.
     succeeded_with_compensation: Vec<(String, Option<u32>)>,
     cancelled: bool,
+    /// Steps reported failed (`step.failed` without an element index).
+    failed_steps: Vec<String>,
+    /// Signals some `wait_for` step waits for.
+    signals: Vec<String>,
     events: usize,
 }
 
@@ -219,16 +258,52 @@ impl Run {
         let was_terminal = self.ex.status.is_terminal();
         let t = apply(&self.wf, &mut self.ex, event.clone(), self.now);
         if let Outcome::Ignored(reason) = &t.outcome {
-            assert!(t.commands.is_empty(), "ignored ({reason:?}) with commands {:?}", t.commands);
-            assert_eq!(before, self.ex, "ignored ({reason:?}) yet the state changed");
+            assert!(
+                t.commands.is_empty(),
+                "ignored ({reason:?}) with commands {:?}",
+                t.commands
+            );
+            assert_eq!(
+                before, self.ex,
+                "ignored ({reason:?}) yet the state changed"
+            );
         }
-        assert!(!was_terminal || !t.is_applied(), "an event applied after the end");
-        let finishes = t.commands.iter().filter(|c| matches!(c, Command::Finish { .. })).count();
+        assert!(
+            !was_terminal || !t.is_applied(),
+            "an event applied after the end"
+        );
+        let finishes = t
+            .commands
+            .iter()
+            .filter(|c| matches!(c, Command::Finish { .. }))
+            .count();
         assert_eq!(finishes == 1, self.ex.status.is_terminal() && !was_terminal);
+        let stopping = before.status == ExecutionStatus::Compensating;
         for c in &t.commands {
             match c {
+                Command::Emit(e) if e.kind == LifecycleKind::StepFailed && e.index.is_none() => {
+                    let step = e.step.as_deref().expect("a step").to_string();
+                    self.failed_steps.push(step);
+                }
+                Command::Dispatch(d) if d.task.kind == TaskKind::Step => {
+                    // Once stopping, or once its step failed, nothing of a step starts again.
+                    assert!(
+                        !stopping,
+                        "{} dispatched while compensating",
+                        label(&d.task)
+                    );
+                    assert!(
+                        !self.failed_steps.iter().any(|s| **s == *d.task.step),
+                        "{} dispatched after its step failed",
+                        label(&d.task)
+                    );
+                    self.pending.push(d.clone());
+                }
                 Command::Dispatch(d) => self.pending.push(d.clone()),
-                Command::StartTimer { timer, fire_at } => self.timers.push((*fire_at, timer.clone())),
+                Command::StartTimer { timer, fire_at } => {
+                    assert!(*fire_at > self.now, "{timer:?} is due already");
+                    self.timers.push((*fire_at, timer.clone()))
+                }
                 _ => {}
             }
         }
@@ -241,7 +316,8 @@ impl Run {
                         .and_then(|s| s.call())
                         .is_some_and(|c| c.compensation.is_some());
                     if has_compensation {
-                        self.succeeded_with_compensation.push((task.step.to_string(), task.index));
+                        self.succeeded_with_compensation
+                            .push((task.step.to_string(), task.index));
                     }
                     self.delivered.push(event.clone());
                 }
@@ -258,6 +334,11 @@ impl Run {
         self.transitions.push(t.clone());
         self.check_concurrency();
         self.reconcile();
+        // With nothing in flight, only a timer can move the execution on: a
+        // shell that sleeps until `next_wakeup` must be woken.
+        if self.pending.is_empty() && !self.ex.status.is_terminal() {
+            assert!(t.next_wakeup.is_some(), "nothing in flight and no wake-up");
+        }
         t
     }
 
@@ -289,7 +370,11 @@ impl Run {
                     .iter()
                     .filter(|u| matches!(u.status, UnitStatus::Running | UnitStatus::BackingOff))
                     .count();
-                assert!(active <= call.max_concurrency as usize, "{} runs {active} elements", step.name);
+                assert!(
+                    active <= call.max_concurrency as usize,
+                    "{} runs {active} elements",
+                    step.name
+                );
             }
         }
     }
@@ -324,15 +409,20 @@ impl Run {
                         && t.index == task.index
                         && t.attempt == task.attempt
                 });
-                let (fire_at, timer) =
-                    self.timers.remove(timer.expect("every attempt has a timeout timer"));
+                let (fire_at, timer) = self
+                    .timers
+                    .remove(timer.expect("every attempt has a timeout timer"));
                 self.now = self.now.max(fire_at);
                 self.lost.push(d.clone());
                 Event::TimerFired { timer }
             }
         };
         let t = self.apply(event);
-        assert!(t.is_applied(), "the result of a running attempt was ignored: {:?}", t.outcome);
+        assert!(
+            t.is_applied(),
+            "the result of a running attempt was ignored: {:?}",
+            t.outcome
+        );
     }
 
     fn fire_timer(&mut self) {
@@ -378,7 +468,7 @@ impl Run {
     fn drive(&mut self) {
         while !self.ex.status.is_terminal() {
             assert!(self.events < MAX_EVENTS, "no end after {MAX_EVENTS} events");
-            let choice = self.tape.pick(40);
+            let choice = self.tape.pick(43);
             match choice {
                 0..=23 if !self.pending.is_empty() => self.answer(),
                 24..=33 if !self.timers.is_empty() => self.fire_timer(),
@@ -388,6 +478,15 @@ impl Run {
                     let running = self.ex.status == ExecutionStatus::Running;
                     let t = self.apply(Event::CancelRequested { reason: None });
                     assert_eq!(t.is_applied(), running, "{:?}", t.outcome);
+                }
+                // Signals, possibly before their step waits or after it gave up.
+                40..=42 if !self.signals.is_empty() => {
+                    let name = self.signals[self.tape.pick(self.signals.len())].clone();
+                    self.now += 1;
+                    self.apply(Event::SignalReceived {
+                        name,
+                        payload: json!({ "signalled": true }),
+                    });
                 }
                 _ if !self.pending.is_empty() => self.answer(),
                 _ if !self.timers.is_empty() => self.fire_timer(),
@@ -399,7 +498,6 @@ impl Run {
             }
         }
     }
-
 }
 
 fn label(task: &TaskRef) -> String {
@@ -427,9 +525,16 @@ fn run(spec: &Spec, choices: Vec<u32>) -> Run {
         commands: Vec::new(),
         succeeded_with_compensation: Vec::new(),
         cancelled: false,
+        failed_steps: Vec::new(),
+        signals: (0..spec.steps.len())
+            .filter(|&i| spec.steps[i].wait == Some(true))
+            .map(|i| format!("sig{i}"))
+            .collect(),
         events: 0,
     };
-    run.apply(Event::Started { input: spec.input() });
+    run.apply(Event::Started {
+        input: spec.input(),
+    });
     run.drive();
     run
 }
@@ -452,7 +557,10 @@ fn check(spec: &Spec, run: &Run) {
     // Attempts: numbered 1, 2, ... and never more than the policy allows.
     let mut attempts: BTreeMap<UnitKey, Vec<u32>> = BTreeMap::new();
     for d in &all {
-        attempts.entry(unit_key(&d.task)).or_default().push(d.task.attempt);
+        attempts
+            .entry(unit_key(&d.task))
+            .or_default()
+            .push(d.task.attempt);
     }
     for ((step, index, kind), seen) in &attempts {
         let i: usize = step[1..].parse().expect("steps are named s<i>");
@@ -462,7 +570,11 @@ fn check(spec: &Spec, run: &Run) {
         };
         let expected: Vec<u32> = (1..=seen.len() as u32).collect();
         assert_eq!(seen, &expected, "{step} {index:?} {kind:?}");
-        assert!(seen.len() as u32 <= limit, "{step} {index:?} {kind:?}: {} attempts > {limit}", seen.len());
+        assert!(
+            seen.len() as u32 <= limit,
+            "{step} {index:?} {kind:?}: {} attempts > {limit}",
+            seen.len()
+        );
     }
 
     // Compensations: exactly the succeeded units that have one, newest first.
@@ -474,7 +586,11 @@ fn check(spec: &Spec, run: &Run) {
     let expected: Vec<(String, Option<u32>)> = if status == ExecutionStatus::Succeeded {
         Vec::new()
     } else {
-        run.succeeded_with_compensation.iter().rev().cloned().collect()
+        run.succeeded_with_compensation
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
     };
     assert_eq!(compensated, expected);
 
@@ -484,8 +600,16 @@ fn check(spec: &Spec, run: &Run) {
     for d in &all {
         let unit = unit_key(&d.task);
         let key = d.idempotency_key.as_str();
-        assert_eq!(*keys.entry(unit.clone()).or_insert(key), key, "{unit:?} changed key");
-        assert_eq!(*owners.entry(key).or_insert(unit.clone()), unit, "two units share {key}");
+        assert_eq!(
+            *keys.entry(unit.clone()).or_insert(key),
+            key,
+            "{unit:?} changed key"
+        );
+        assert_eq!(
+            *owners.entry(key).or_insert(unit.clone()),
+            unit,
+            "two units share {key}"
+        );
     }
 
     // Skips: a false condition or all needs skipped means never dispatched.
@@ -493,13 +617,24 @@ fn check(spec: &Spec, run: &Run) {
     for (i, skip) in skipped.iter().enumerate() {
         if *skip {
             let name = format!("s{i}");
-            assert!(!all.iter().any(|d| *d.task.step == *name), "{name} should be skipped");
+            assert!(
+                !all.iter().any(|d| *d.task.step == *name),
+                "{name} should be skipped"
+            );
         }
     }
 
     // The final status agrees with what happened.
-    let dead_letters = run.commands.iter().filter(|c| matches!(c, Command::DeadLetter(_))).count();
-    assert_eq!(dead_letters > 0, status == ExecutionStatus::CompensationFailed, "{status:?}");
+    let dead_letters = run
+        .commands
+        .iter()
+        .filter(|c| matches!(c, Command::DeadLetter(_)))
+        .count();
+    assert_eq!(
+        dead_letters > 0,
+        status == ExecutionStatus::CompensationFailed,
+        "{status:?}"
+    );
     match status {
         ExecutionStatus::Succeeded => {
             assert!(!run.cancelled);
@@ -526,7 +661,10 @@ fn check(spec: &Spec, run: &Run) {
         other => panic!("not terminal: {other:?}"),
     }
     if run.cancelled {
-        assert!(matches!(status, ExecutionStatus::Cancelled | ExecutionStatus::CompensationFailed));
+        assert!(matches!(
+            status,
+            ExecutionStatus::Cancelled | ExecutionStatus::CompensationFailed
+        ));
     }
 
     // Replay: the same events on a fresh execution give the same everything.
@@ -543,7 +681,8 @@ fn check(spec: &Spec, run: &Run) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 1000,
+        // PROPTEST_CASES=20000 searches deeper.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(1000),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -569,14 +708,14 @@ fn random_runs_reach_every_ending() {
         let (spec, choices) = strategy.new_tree(&mut runner).expect("a case").current();
         let run = run(&spec, choices);
         *seen.entry(run.ex.status.as_str()).or_insert(0) += 1;
-        if std::env::var("PROP_STATS").is_ok() {
-            let ignored = run.transitions.iter().filter(|t| !t.is_applied()).count();
-            let comps = dispatches(&run).iter().filter(|d| d.task.kind == TaskKind::Compensation).count();
-            let dl = run.commands.iter().filter(|c| matches!(c, Command::DeadLetter(_))).count();
-            eprintln!("{} steps={} events={} ignored={} dispatches={} comps={} dl={} lost={}", run.ex.status.as_str(), spec.steps.len(), run.events, ignored, dispatches(&run).len(), comps, dl, run.lost.len());
-        }
     }
-    for status in ["succeeded", "failed", "compensated", "compensation_failed", "cancelled"] {
+    for status in [
+        "succeeded",
+        "failed",
+        "compensated",
+        "compensation_failed",
+        "cancelled",
+    ] {
         assert!(seen.contains_key(status), "no run ended {status}: {seen:?}");
     }
 }

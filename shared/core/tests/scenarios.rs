@@ -83,7 +83,6 @@ struct Shell {
     ex: Execution,
     now: u64,
     pending: Vec<Dispatch>,
-    hung: Vec<Dispatch>,
     timers: Vec<(u64, TimerId)>,
     log: Vec<(u64, Command)>,
     history: Vec<(Event, u64)>,
@@ -102,7 +101,6 @@ impl Shell {
             ex,
             now: T0,
             pending: Vec::new(),
-            hung: Vec::new(),
             timers: Vec::new(),
             log: Vec::new(),
             history: Vec::new(),
@@ -114,8 +112,15 @@ impl Shell {
         let before = self.ex.clone();
         let t = apply(&self.wf, &mut self.ex, event.clone(), self.now);
         if let Outcome::Ignored(reason) = &t.outcome {
-            assert!(t.commands.is_empty(), "ignored ({reason:?}) yet commands: {:?}", t.commands);
-            assert_eq!(before, self.ex, "ignored ({reason:?}) yet the state changed");
+            assert!(
+                t.commands.is_empty(),
+                "ignored ({reason:?}) yet commands: {:?}",
+                t.commands
+            );
+            assert_eq!(
+                before, self.ex,
+                "ignored ({reason:?}) yet the state changed"
+            );
         }
         for c in &t.commands {
             match c {
@@ -143,7 +148,10 @@ impl Shell {
     /// Takes the oldest outstanding dispatch with this label.
     fn take(&mut self, which: &str) -> Dispatch {
         let Some(i) = self.pending.iter().position(|d| label(&d.task) == which) else {
-            panic!("no dispatch for `{which}`; pending: {:?}", self.pending_labels());
+            panic!(
+                "no dispatch for `{which}`; pending: {:?}",
+                self.pending_labels()
+            );
         };
         self.pending.remove(i)
     }
@@ -154,10 +162,7 @@ impl Shell {
         match reply {
             Reply::Ok(output) => Some(self.apply(Event::TaskSucceeded { task, output })),
             Reply::Fail(error) => Some(self.apply(Event::TaskFailed { task, error })),
-            Reply::Hang => {
-                self.hung.push(d.clone());
-                None
-            }
+            Reply::Hang => None,
         }
     }
 
@@ -231,7 +236,10 @@ impl Shell {
     }
 
     fn dispatched(&self) -> Vec<String> {
-        self.all_dispatches().iter().map(|d| label(&d.task)).collect()
+        self.all_dispatches()
+            .iter()
+            .map(|d| label(&d.task))
+            .collect()
     }
 
     fn all_dispatches(&self) -> Vec<&Dispatch> {
@@ -262,7 +270,10 @@ impl Shell {
     }
 
     fn lifecycle(&self) -> Vec<String> {
-        self.lifecycle_events().into_iter().map(lifecycle_label).collect()
+        self.lifecycle_events()
+            .into_iter()
+            .map(lifecycle_label)
+            .collect()
     }
 
     fn dead_letters(&self) -> Vec<&DeadLetter> {
@@ -289,7 +300,11 @@ impl Shell {
                 _ => None,
             })
             .collect();
-        assert_eq!(finishes.len(), 1, "expected exactly one Finish: {finishes:?}");
+        assert_eq!(
+            finishes.len(),
+            1,
+            "expected exactly one Finish: {finishes:?}"
+        );
         assert_eq!(finishes[0].0, self.ex.status, "Finish and state disagree");
         finishes[0].clone()
     }
@@ -357,7 +372,12 @@ fn sequence_dispatches_one_step_at_a_time_in_order() {
     let mut shell = Shell::new(SEQUENCE);
     let t = shell.start(json!({}));
     assert_eq!(dispatches(&t), ["a"]);
-    for (step, next) in [("a", Some("b")), ("b", Some("c")), ("c", Some("d")), ("d", None)] {
+    for (step, next) in [
+        ("a", Some("b")),
+        ("b", Some("c")),
+        ("c", Some("d")),
+        ("d", None),
+    ] {
         assert_eq!(shell.pending_labels(), [step], "only `{step}` may run now");
         let t = shell.succeed(step, json!(format!("out-{step}")));
         assert_eq!(dispatches(&t), next.into_iter().collect::<Vec<_>>());
@@ -393,11 +413,18 @@ fn fan_out_dispatches_together_and_fan_in_waits_for_all() {
         let mut shell = Shell::new(FAN_OUT);
         shell.start(json!({}));
         let t = shell.succeed("a", json!("a"));
-        assert_eq!(dispatches(&t), ["b", "c", "d"], "all three start together after a");
+        assert_eq!(
+            dispatches(&t),
+            ["b", "c", "d"],
+            "all three start together after a"
+        );
         for (i, step) in order.iter().enumerate() {
             let t = shell.succeed(step, json!(step));
             if i < 2 {
-                assert!(dispatches(&t).is_empty(), "e started before all its needs finished");
+                assert!(
+                    dispatches(&t).is_empty(),
+                    "e started before all its needs finished"
+                );
             } else {
                 assert_eq!(dispatches(&t), ["e"]);
             }
@@ -444,6 +471,65 @@ fn fan_out_example_runs() {
     assert_eq!(shell.dispatched().len(), 5);
 }
 
+fn order_saga() -> Shell {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../workflows/order-saga.yaml"
+    ))
+    .expect("workflows/order-saga.yaml");
+    Shell::with_workflow(workflow(&text), "ex-1")
+}
+
+fn order_function(d: &Dispatch) -> Reply {
+    Reply::Ok(match &*d.function {
+        "validate-order" => json!({ "valid": true, "items": [1], "total": 5 }),
+        "reserve-inventory" => json!({ "reservationId": "r-1" }),
+        "process-payment" => json!({ "paymentId": "p-1" }),
+        "ship-order" => json!({ "shipmentId": "s-1", "trackingNumber": "T-1" }),
+        _ => json!({}),
+    })
+}
+
+#[test]
+fn order_saga_example_runs_to_its_output() {
+    let mut shell = order_saga();
+    shell.start(json!({ "orderId": "o-1" }));
+    shell.run(order_function);
+    assert_eq!(
+        shell.dispatched(),
+        ["validate", "reserve", "charge", "ship", "notify"]
+    );
+    let (status, output, _) = shell.finish();
+    assert_eq!(status, ExecutionStatus::Succeeded);
+    assert_eq!(
+        output,
+        Some(json!({ "orderId": "o-1", "trackingNumber": "T-1" }))
+    );
+    assert_eq!(
+        shell.dispatches_of("charge")[0].input,
+        json!({ "orderId": "o-1", "amount": 5, "fail": {} })
+    );
+}
+
+#[test]
+fn order_saga_example_undoes_reserve_when_charge_is_declined() {
+    let mut shell = order_saga();
+    shell.start(json!({ "orderId": "o-1" }));
+    shell.run(|d| match &*d.function {
+        "process-payment" => Reply::Fail(fatal("CardDeclined")),
+        _ => order_function(d),
+    });
+    assert_eq!(
+        shell.dispatched(),
+        ["validate", "reserve", "charge", "undo reserve"]
+    );
+    assert_eq!(
+        shell.dispatches_of("undo reserve")[0].input,
+        json!({ "reservationId": "r-1" })
+    );
+    assert_eq!(shell.finish().0, ExecutionStatus::Compensated);
+}
+
 const DECISION: &str = r#"
 name: decision
 defaults: { retry: { max_attempts: 1 } }
@@ -467,7 +553,9 @@ fn decision_runs_one_branch_and_merges_once() {
         let t = shell.succeed("decide", json!({ "x": x }));
         assert_eq!(dispatches(&t), [ran]);
         assert!(
-            shell.lifecycle().contains(&format!("step.skipped {skipped}")),
+            shell
+                .lifecycle()
+                .contains(&format!("step.skipped {skipped}")),
             "{:?}",
             shell.lifecycle()
         );
@@ -487,7 +575,11 @@ fn decision_runs_one_branch_and_merges_once() {
         // A step whose needs were all skipped is skipped too.
         if ran == "b" {
             assert_eq!(shell.step_status("only_c"), StepStatus::Skipped);
-            assert!(shell.lifecycle().contains(&"step.skipped only_c".to_string()));
+            assert!(
+                shell
+                    .lifecycle()
+                    .contains(&"step.skipped only_c".to_string())
+            );
             assert!(shell.dispatches_of("only_c").is_empty());
         } else {
             assert_eq!(shell.step_status("only_c"), StepStatus::Succeeded);
@@ -560,10 +652,22 @@ fn saga_compensates_in_reverse_order_when_a_step_fails_for_good() {
         .filter(|d| d.task.kind == TaskKind::Compensation)
         .map(|d| &*d.function)
         .collect();
-    assert_eq!(functions, ["refund-payment", "release-inventory", "cancel-order"]);
-    assert_eq!(shell.dispatches_of("undo pay")[0].input, json!({ "paymentId": "p-1" }));
-    assert_eq!(shell.dispatches_of("undo reserve")[0].input, json!({ "reservationId": "r-1" }));
-    assert_eq!(shell.dispatches_of("undo create_order")[0].input, json!({ "orderId": "o-1" }));
+    assert_eq!(
+        functions,
+        ["refund-payment", "release-inventory", "cancel-order"]
+    );
+    assert_eq!(
+        shell.dispatches_of("undo pay")[0].input,
+        json!({ "paymentId": "p-1" })
+    );
+    assert_eq!(
+        shell.dispatches_of("undo reserve")[0].input,
+        json!({ "reservationId": "r-1" })
+    );
+    assert_eq!(
+        shell.dispatches_of("undo create_order")[0].input,
+        json!({ "orderId": "o-1" })
+    );
 
     let (status, output, error) = shell.finish();
     assert_eq!(status, ExecutionStatus::Compensated);
@@ -574,7 +678,11 @@ fn saga_compensates_in_reverse_order_when_a_step_fails_for_good() {
     assert_eq!(shell.step_status("ship"), StepStatus::Failed);
 
     let life = shell.lifecycle();
-    let tail: Vec<&str> = life.iter().map(String::as_str).skip_while(|e| *e != "step.failed ship#2").collect();
+    let tail: Vec<&str> = life
+        .iter()
+        .map(String::as_str)
+        .skip_while(|e| *e != "step.failed ship#2")
+        .collect();
     assert_eq!(
         tail,
         [
@@ -615,7 +723,10 @@ fn a_compensation_that_fails_for_good_is_dead_lettered_and_the_rest_still_run() 
             "undo create_order",
         ]
     );
-    assert_eq!(shell.retry_delays("reserve", TaskKind::Compensation), [1000, 1000]);
+    assert_eq!(
+        shell.retry_delays("reserve", TaskKind::Compensation),
+        [1000, 1000]
+    );
 
     let letters = shell.dead_letters();
     assert_eq!(letters.len(), 1);
@@ -659,9 +770,15 @@ fn a_compensation_that_fails_for_good_is_dead_lettered_and_the_rest_still_run() 
         "compensation.succeeded create_order#1",
         "execution.compensation_failed",
     ] {
-        assert!(life.contains(&expected.to_string()), "missing {expected}: {life:?}");
+        assert!(
+            life.contains(&expected.to_string()),
+            "missing {expected}: {life:?}"
+        );
     }
-    assert_eq!(life.last().map(String::as_str), Some("execution.compensation_failed"));
+    assert_eq!(
+        life.last().map(String::as_str),
+        Some("execution.compensation_failed")
+    );
     shell.assert_replays();
 }
 
@@ -675,7 +792,10 @@ fn the_failing_step_is_never_compensated_and_nothing_to_undo_means_failed() {
     });
     assert_eq!(shell.dispatched(), ["create_order"]);
     assert_eq!(shell.finish().0, ExecutionStatus::Failed);
-    assert_eq!(shell.lifecycle().last().map(String::as_str), Some("execution.failed"));
+    assert_eq!(
+        shell.lifecycle().last().map(String::as_str),
+        Some("execution.failed")
+    );
 }
 
 // ---------------------------------------------------------------- retries
@@ -692,13 +812,22 @@ steps:
 
 #[test]
 fn retries_stop_after_exactly_max_attempts() {
-    let mut shell = Shell::new(&single_step("{ max_attempts: 4, backoff: fixed, delay: 2s }"));
+    let mut shell = Shell::new(&single_step(
+        "{ max_attempts: 4, backoff: fixed, delay: 2s }",
+    ));
     shell.start(json!({}));
     shell.run(|_| Reply::Fail(error("Flaky")));
-    let attempts: Vec<u32> = shell.dispatches_of("a").iter().map(|d| d.task.attempt).collect();
+    let attempts: Vec<u32> = shell
+        .dispatches_of("a")
+        .iter()
+        .map(|d| d.task.attempt)
+        .collect();
     assert_eq!(attempts, [1, 2, 3, 4]);
     let life = shell.lifecycle();
-    let retrying = life.iter().filter(|e| e.starts_with("step.retrying")).count();
+    let retrying = life
+        .iter()
+        .filter(|e| e.starts_with("step.retrying"))
+        .count();
     assert_eq!(retrying, 3);
     assert!(life.contains(&"step.failed a#4".to_string()));
     let (status, _, error) = shell.finish();
@@ -720,7 +849,11 @@ fn backoff_delays_follow_the_policy_and_its_cap() {
         let mut shell = Shell::new(&single_step(&retry));
         shell.start(json!({}));
         shell.run(|_| Reply::Fail(error("Flaky")));
-        assert_eq!(shell.retry_delays("a", TaskKind::Step), expected, "{backoff}");
+        assert_eq!(
+            shell.retry_delays("a", TaskKind::Step),
+            expected,
+            "{backoff}"
+        );
         let announced: Vec<u64> = shell
             .lifecycle_events()
             .iter()
@@ -768,7 +901,10 @@ fn full_jitter_stays_within_bounds_and_is_identical_on_replay() {
     for (d, cap) in delays.iter().zip(caps) {
         assert!(*d <= cap, "{delays:?} exceeds {caps:?}");
     }
-    assert_ne!(delays, caps, "full jitter should not give the capped delays themselves");
+    assert_ne!(
+        delays, caps,
+        "full jitter should not give the capped delays themselves"
+    );
     shell.assert_replays();
     assert_eq!(run("ex-1").retry_delays("a", TaskKind::Step), delays);
     assert_ne!(run("ex-2").retry_delays("a", TaskKind::Step), delays);
@@ -780,7 +916,12 @@ fn a_non_retryable_error_fails_at_once() {
     shell.start(json!({}));
     shell.run(|_| Reply::Fail(fatal("CardDeclined")));
     assert_eq!(shell.dispatched(), ["a"]);
-    assert!(!shell.lifecycle().iter().any(|e| e.starts_with("step.retrying")));
+    assert!(
+        !shell
+            .lifecycle()
+            .iter()
+            .any(|e| e.starts_with("step.retrying"))
+    );
     let (status, _, error) = shell.finish();
     assert_eq!(status, ExecutionStatus::Failed);
     assert_eq!(error.expect("the cause").name, "CardDeclined");
@@ -789,10 +930,26 @@ fn a_non_retryable_error_fails_at_once() {
 #[test]
 fn retry_on_and_no_retry_on_filter_by_error_name() {
     let cases = [
-        ("{ max_attempts: 3, delay: 1s, retry_on: [Throttled] }", "Throttled", 3),
-        ("{ max_attempts: 3, delay: 1s, retry_on: [Throttled] }", "Boom", 1),
-        ("{ max_attempts: 3, delay: 1s, no_retry_on: [CardDeclined] }", "CardDeclined", 1),
-        ("{ max_attempts: 3, delay: 1s, no_retry_on: [CardDeclined] }", "Boom", 3),
+        (
+            "{ max_attempts: 3, delay: 1s, retry_on: [Throttled] }",
+            "Throttled",
+            3,
+        ),
+        (
+            "{ max_attempts: 3, delay: 1s, retry_on: [Throttled] }",
+            "Boom",
+            1,
+        ),
+        (
+            "{ max_attempts: 3, delay: 1s, no_retry_on: [CardDeclined] }",
+            "CardDeclined",
+            1,
+        ),
+        (
+            "{ max_attempts: 3, delay: 1s, no_retry_on: [CardDeclined] }",
+            "Boom",
+            3,
+        ),
     ];
     for (retry, name, dispatched) in cases {
         let mut shell = Shell::new(&single_step(retry));
@@ -835,9 +992,15 @@ fn a_timeout_counts_as_a_failed_attempt_and_its_late_result_is_stale() {
 
     let t = shell.fire(TimerKind::Timeout, "a");
     assert!(t.is_applied());
-    let retrying = shell.lifecycle_events().into_iter().find(|e| e.kind == LifecycleKind::StepRetrying);
+    let retrying = shell
+        .lifecycle_events()
+        .into_iter()
+        .find(|e| e.kind == LifecycleKind::StepRetrying);
     let retrying = retrying.expect("a retry");
-    assert_eq!(retrying.error.as_ref().map(|e| e.name.as_str()), Some("Timeout"));
+    assert_eq!(
+        retrying.error.as_ref().map(|e| e.name.as_str()),
+        Some("Timeout")
+    );
     assert_eq!(t.next_wakeup, Some(T0 + 6_000));
 
     // Late while backing off: the attempt is settled.
@@ -851,14 +1014,24 @@ fn a_timeout_counts_as_a_failed_attempt_and_its_late_result_is_stale() {
     assert_eq!(dispatches(&t), ["a"]);
     assert_eq!(shell.pending[0].task.attempt, 2);
     // Late once the next attempt runs: it is for an old attempt.
-    assert_ignored(&mut shell, late, Ignored::StaleAttempt { expected: 2, got: 1 });
+    assert_ignored(
+        &mut shell,
+        late,
+        Ignored::StaleAttempt {
+            expected: 2,
+            got: 1,
+        },
+    );
     assert_ignored(
         &mut shell,
         Event::TaskFailed {
             task: first.task.clone(),
             error: error("Late"),
         },
-        Ignored::StaleAttempt { expected: 2, got: 1 },
+        Ignored::StaleAttempt {
+            expected: 2,
+            got: 1,
+        },
     );
 
     shell.succeed("a", json!("second"));
@@ -936,10 +1109,21 @@ fn for_each_keeps_input_order_and_respects_max_concurrency() {
         }
     }
     let expected = json!(["done-a", "done-b", "done-c", "done-d", "done-e"]);
-    assert_eq!(shell.finish(), (ExecutionStatus::Succeeded, Some(expected.clone()), None));
+    assert_eq!(
+        shell.finish(),
+        (ExecutionStatus::Succeeded, Some(expected.clone()), None)
+    );
     assert_eq!(shell.ex.steps[0].output, Some(expected));
-    let order: Vec<u32> = shell.all_dispatches().iter().filter_map(|d| d.task.index).collect();
-    assert_ne!(order, [0, 1, 2, 3, 4, 5], "the test should answer out of order");
+    let order: Vec<u32> = shell
+        .all_dispatches()
+        .iter()
+        .filter_map(|d| d.task.index)
+        .collect();
+    assert_ne!(
+        order,
+        [0, 1, 2, 3, 4, 5],
+        "the test should answer out of order"
+    );
     assert_eq!(shell.dispatches_of("each[2]").len(), 2);
     shell.assert_replays();
 }
@@ -949,7 +1133,10 @@ fn for_each_over_an_empty_list_succeeds_with_an_empty_list() {
     let mut shell = Shell::new(FOR_EACH);
     let t = shell.start(json!({ "items": [] }));
     assert!(dispatches(&t).is_empty());
-    assert_eq!(shell.finish(), (ExecutionStatus::Succeeded, Some(json!([])), None));
+    assert_eq!(
+        shell.finish(),
+        (ExecutionStatus::Succeeded, Some(json!([])), None)
+    );
     assert_eq!(shell.step_status("each"), StepStatus::Succeeded);
 }
 
@@ -958,14 +1145,81 @@ fn a_for_each_element_that_fails_for_good_fails_the_step() {
     let mut shell = Shell::new(FOR_EACH);
     shell.start(json!({ "items": [1, 2, 3] }));
     let t = shell.fail("each[1]", fatal("Bad"));
-    assert!(dispatches(&t).is_empty(), "no new element after the failure");
+    assert!(
+        dispatches(&t).is_empty(),
+        "no new element after the failure"
+    );
     let t = shell.succeed("each[0]", json!(null));
-    assert!(dispatches(&t).is_empty(), "no new element after the failure");
+    assert!(
+        dispatches(&t).is_empty(),
+        "no new element after the failure"
+    );
     assert!(shell.dispatches_of("each[2]").is_empty());
     assert_eq!(shell.step_status("each"), StepStatus::Failed);
-    assert!(shell.lifecycle().contains(&"step.failed each[1]#1".to_string()));
+    assert!(
+        shell
+            .lifecycle()
+            .contains(&"step.failed each[1]#1".to_string())
+    );
     assert!(shell.lifecycle().contains(&"step.failed each".to_string()));
     assert_eq!(shell.finish().0, ExecutionStatus::Failed);
+}
+
+const TOLERANT_EACH: &str = r#"
+name: tolerant-each
+steps:
+  each:
+    function: fe
+    mutates: false
+    for_each: "${ input.items }"
+    max_concurrency: 2
+    continue_on_failure: true
+    retry: { max_attempts: 3, backoff: fixed, delay: 1s }
+  after: { needs: [each], function: fa, mutates: false, retry: { max_attempts: 1 } }
+"#;
+
+#[test]
+fn a_failed_for_each_step_that_may_fail_starts_no_more_elements() {
+    // Element 0 is backing off when element 1 fails for good.
+    let mut shell = Shell::new(TOLERANT_EACH);
+    shell.start(json!({ "items": [0, 1, 2] }));
+    shell.fail("each[0]", error("Flaky"));
+    let t = shell.fail("each[1]", fatal("Bad"));
+    assert_eq!(dispatches(&t), ["after"], "the execution goes on");
+    assert_eq!(shell.step_status("each"), StepStatus::Failed);
+    let t = shell.fire(TimerKind::Retry, "each");
+    assert_eq!(t.outcome, Outcome::Ignored(Ignored::StaleTimer));
+    assert_eq!(t.next_wakeup, Some(shell.pending[0].deadline));
+    shell.succeed("after", json!(null));
+    assert_eq!(shell.dispatched(), ["each[0]", "each[1]", "after"]);
+    assert!(shell.dispatches_of("each[2]").is_empty());
+    assert_eq!(
+        shell.dispatches_of("each[0]").len(),
+        1,
+        "no retry after the step failed"
+    );
+    assert_eq!(shell.finish().0, ExecutionStatus::Succeeded);
+
+    // Element 0 is still running when element 1 fails for good, then fails itself.
+    let mut shell = Shell::new(TOLERANT_EACH);
+    shell.start(json!({ "items": [0, 1, 2] }));
+    shell.fail("each[1]", fatal("Bad"));
+    let t = shell.fail("each[0]", error("Flaky"));
+    assert!(dispatches(&t).is_empty(), "{:?}", dispatches(&t));
+    assert!(
+        !shell
+            .lifecycle()
+            .iter()
+            .any(|e| e.starts_with("step.retrying")),
+        "{:?}",
+        shell.lifecycle()
+    );
+    assert!(
+        shell
+            .lifecycle()
+            .contains(&"step.failed each[0]#1".to_string())
+    );
+    assert_eq!(shell.dispatches_of("each[0]").len(), 1);
 }
 
 // ---------------------------------------------------------------- waits
@@ -986,7 +1240,11 @@ steps:
     assert_eq!(shell.timers[0].1.kind, TimerKind::Wait);
     assert_eq!(t.next_wakeup, Some(T0 + 600_000));
     assert_eq!(shell.step_status("pause"), StepStatus::Waiting);
-    assert!(shell.lifecycle().contains(&"step.waiting pause".to_string()));
+    assert!(
+        shell
+            .lifecycle()
+            .contains(&"step.waiting pause".to_string())
+    );
 
     let t = shell.fire_next_timer().expect("the wait timer");
     assert_eq!(dispatches(&t), ["after"]);
@@ -1046,7 +1304,10 @@ fn wait_for_takes_the_signal_payload_as_output() {
     let t = shell.succeed("prepare", json!(null));
     assert!(dispatches(&t).is_empty());
     assert_eq!(shell.step_status("approval"), StepStatus::Waiting);
-    let timeout = shell.timers.iter().find(|(_, t)| t.kind == TimerKind::SignalTimeout);
+    let timeout = shell
+        .timers
+        .iter()
+        .find(|(_, t)| t.kind == TimerKind::SignalTimeout);
     assert_eq!(timeout.map(|(at, _)| *at), Some(shell.now + 3_600_000));
 
     // Another signal does not end the wait.
@@ -1056,12 +1317,17 @@ fn wait_for_takes_the_signal_payload_as_output() {
 
     let t = shell.signal("approved", json!({ "by": "ann" }));
     assert_eq!(dispatches(&t), ["act"]);
-    assert_eq!(shell.ex.step("approval").expect("step").output, Some(json!({ "by": "ann" })));
+    assert_eq!(
+        shell.ex.step("approval").expect("step").output,
+        Some(json!({ "by": "ann" }))
+    );
     assert_eq!(shell.dispatches_of("act")[0].input, json!({ "by": "ann" }));
+    // The signal came in time, so its timeout no longer matters.
+    let t = shell.fire(TimerKind::SignalTimeout, "approval");
+    assert_eq!(t.outcome, Outcome::Ignored(Ignored::StaleTimer));
+    assert_eq!(shell.step_status("approval"), StepStatus::Succeeded);
     shell.succeed("act", json!(1));
     assert_eq!(shell.finish().0, ExecutionStatus::Succeeded);
-    // The timeout timer has lost its purpose.
-    assert_eq!(shell.ex.status, ExecutionStatus::Succeeded);
 }
 
 #[test]
@@ -1074,9 +1340,15 @@ fn a_signal_that_arrives_early_is_kept_until_the_step_waits() {
     assert_eq!(shell.ex.signals["approved"].len(), 1);
 
     let t = shell.succeed("prepare", json!(null));
-    assert_eq!(dispatches(&t), ["act"], "the buffered signal ends the wait at once");
+    assert_eq!(
+        dispatches(&t),
+        ["act"],
+        "the buffered signal ends the wait at once"
+    );
     assert!(shell.ex.signals.is_empty(), "the signal is consumed");
-    assert!(!t.commands.iter().any(|c| matches!(c, Command::StartTimer { timer, .. } if timer.kind == TimerKind::SignalTimeout)));
+    assert!(!t.commands.iter().any(
+        |c| matches!(c, Command::StartTimer { timer, .. } if timer.kind == TimerKind::SignalTimeout)
+    ));
     assert_eq!(shell.dispatches_of("act")[0].input, json!({ "by": "bob" }));
 }
 
@@ -1108,7 +1380,10 @@ fn cancel_stops_new_work_and_compensates_what_succeeded() {
 
     let t = shell.cancel();
     assert!(t.is_applied());
-    assert!(dispatches(&t).is_empty(), "nothing new while pay is in flight");
+    assert!(
+        dispatches(&t).is_empty(),
+        "nothing new while pay is in flight"
+    );
     assert_eq!(shell.ex.status, ExecutionStatus::Compensating);
     let before = state_json(&shell.ex);
     let again = shell.cancel();
@@ -1122,7 +1397,14 @@ fn cancel_stops_new_work_and_compensates_what_succeeded() {
     shell.run(saga_function);
     assert_eq!(
         shell.dispatched(),
-        ["create_order", "reserve", "pay", "undo pay", "undo reserve", "undo create_order"]
+        [
+            "create_order",
+            "reserve",
+            "pay",
+            "undo pay",
+            "undo reserve",
+            "undo create_order"
+        ]
     );
     assert!(shell.dispatches_of("ship").is_empty());
     let (status, _, error) = shell.finish();
@@ -1130,7 +1412,10 @@ fn cancel_stops_new_work_and_compensates_what_succeeded() {
     let error = error.expect("the cause");
     assert_eq!(error.name, "Cancelled");
     assert_eq!(error.message, "customer changed their mind");
-    assert_eq!(shell.lifecycle().last().map(String::as_str), Some("execution.cancelled"));
+    assert_eq!(
+        shell.lifecycle().last().map(String::as_str),
+        Some("execution.cancelled")
+    );
     assert_eq!(shell.step_status("ship"), StepStatus::Cancelled);
     shell.assert_replays();
 }
@@ -1151,12 +1436,18 @@ steps:
     assert_eq!(shell.step_status("pause"), StepStatus::Cancelled);
     assert_eq!(t.next_wakeup, None);
     let timer = shell.timers[0].1.clone();
-    assert_ignored(&mut shell, Event::TimerFired { timer }, Ignored::ExecutionFinished);
+    assert_ignored(
+        &mut shell,
+        Event::TimerFired { timer },
+        Ignored::ExecutionFinished,
+    );
 }
 
 #[test]
 fn cancel_while_backing_off_drops_the_retry() {
-    let mut shell = Shell::new(&single_step("{ max_attempts: 3, backoff: fixed, delay: 1s }"));
+    let mut shell = Shell::new(&single_step(
+        "{ max_attempts: 3, backoff: fixed, delay: 1s }",
+    ));
     shell.start(json!({}));
     shell.fail("a", error("Flaky"));
     shell.cancel();
@@ -1189,7 +1480,11 @@ output: { b: "${ steps.b.status }" }
     assert!(shell.lifecycle().contains(&"step.failed b#1".to_string()));
     assert_eq!(
         shell.finish(),
-        (ExecutionStatus::Succeeded, Some(json!({ "b": "failed" })), None)
+        (
+            ExecutionStatus::Succeeded,
+            Some(json!({ "b": "failed" })),
+            None
+        )
     );
 }
 
@@ -1218,7 +1513,11 @@ fn a_duplicate_result_is_ignored() {
         error: error("Late"),
     };
     assert_ignored(&mut shell, failure, Ignored::NotRunning);
-    assert_ignored(&mut shell, Event::TaskTimedOut { task: a.task }, Ignored::NotRunning);
+    assert_ignored(
+        &mut shell,
+        Event::TaskTimedOut { task: a.task },
+        Ignored::NotRunning,
+    );
     assert_eq!(shell.ex.step("a").expect("a").output, Some(json!(1)));
     assert_eq!(shell.dispatched(), ["a", "b"]);
 }
@@ -1234,7 +1533,14 @@ fn a_result_for_an_old_attempt_is_ignored() {
         task: first.task.clone(),
         output: json!(1),
     };
-    assert_ignored(&mut shell, event, Ignored::StaleAttempt { expected: 2, got: 1 });
+    assert_ignored(
+        &mut shell,
+        event,
+        Ignored::StaleAttempt {
+            expected: 2,
+            got: 1,
+        },
+    );
     // An attempt that was never dispatched is no better.
     let future = TaskRef {
         attempt: 7,
@@ -1244,7 +1550,14 @@ fn a_result_for_an_old_attempt_is_ignored() {
         task: future,
         output: json!(1),
     };
-    assert_ignored(&mut shell, event, Ignored::StaleAttempt { expected: 2, got: 7 });
+    assert_ignored(
+        &mut shell,
+        event,
+        Ignored::StaleAttempt {
+            expected: 2,
+            got: 7,
+        },
+    );
 }
 
 #[test]
@@ -1253,11 +1566,19 @@ fn a_timer_whose_purpose_has_passed_is_ignored() {
     shell.start(json!({}));
     let first = shell.take("a");
     shell.reply(&first, Reply::Fail(error("Flaky")));
-    let retry = shell.timers.iter().find(|(_, t)| t.kind == TimerKind::Retry).cloned();
+    let retry = shell
+        .timers
+        .iter()
+        .find(|(_, t)| t.kind == TimerKind::Retry)
+        .cloned();
     let (_, retry) = retry.expect("a retry timer");
     shell.fire(TimerKind::Retry, "a");
     // The same retry timer delivered twice.
-    assert_ignored(&mut shell, Event::TimerFired { timer: retry }, Ignored::StaleTimer);
+    assert_ignored(
+        &mut shell,
+        Event::TimerFired { timer: retry },
+        Ignored::StaleTimer,
+    );
     // The timeout of the failed attempt.
     let timeout = TimerId {
         kind: TimerKind::Timeout,
@@ -1266,11 +1587,24 @@ fn a_timer_whose_purpose_has_passed_is_ignored() {
         index: None,
         attempt: 1,
     };
-    assert_ignored(&mut shell, Event::TimerFired { timer: timeout.clone() }, Ignored::StaleTimer);
+    assert_ignored(
+        &mut shell,
+        Event::TimerFired {
+            timer: timeout.clone(),
+        },
+        Ignored::StaleTimer,
+    );
     shell.succeed("a", json!(1));
     // The timeout of the attempt that succeeded.
-    let timeout = TimerId { attempt: 2, ..timeout };
-    assert_ignored(&mut shell, Event::TimerFired { timer: timeout }, Ignored::StaleTimer);
+    let timeout = TimerId {
+        attempt: 2,
+        ..timeout
+    };
+    assert_ignored(
+        &mut shell,
+        Event::TimerFired { timer: timeout },
+        Ignored::StaleTimer,
+    );
     // A wait timer for a step that never waits.
     let wait = TimerId {
         kind: TimerKind::Wait,
@@ -1279,7 +1613,11 @@ fn a_timer_whose_purpose_has_passed_is_ignored() {
         index: None,
         attempt: 1,
     };
-    assert_ignored(&mut shell, Event::TimerFired { timer: wait }, Ignored::StaleTimer);
+    assert_ignored(
+        &mut shell,
+        Event::TimerFired { timer: wait },
+        Ignored::StaleTimer,
+    );
 }
 
 #[test]
@@ -1311,7 +1649,11 @@ fn events_after_the_end_are_ignored() {
     ] {
         assert_ignored(&mut shell, event, Ignored::ExecutionFinished);
     }
-    assert_ignored(&mut shell, Event::Started { input: json!({}) }, Ignored::AlreadyStarted);
+    assert_ignored(
+        &mut shell,
+        Event::Started { input: json!({}) },
+        Ignored::AlreadyStarted,
+    );
     assert_eq!(shell.finish().0, ExecutionStatus::Succeeded);
 }
 
@@ -1329,7 +1671,11 @@ fn events_for_unknown_steps_or_before_the_start_are_ignored() {
         output: json!(1),
     };
     assert_ignored(&mut shell, success.clone(), Ignored::NotStarted);
-    assert_ignored(&mut shell, Event::CancelRequested { reason: None }, Ignored::NotStarted);
+    assert_ignored(
+        &mut shell,
+        Event::CancelRequested { reason: None },
+        Ignored::NotStarted,
+    );
     shell.start(json!({}));
     let unknown = Ignored::UnknownStep {
         step: "nope".into(),
@@ -1408,11 +1754,24 @@ steps:
         ]
     );
     let events = shell.lifecycle_events();
-    assert!(events.iter().all(|e| &*e.execution_id == "ex-1" && &*e.workflow == "story"));
-    assert_eq!(events[2].error.as_ref().map(|e| e.name.as_str()), Some("Flaky"));
+    assert!(
+        events
+            .iter()
+            .all(|e| &*e.execution_id == "ex-1" && &*e.workflow == "story")
+    );
+    assert_eq!(
+        events[2].error.as_ref().map(|e| e.name.as_str()),
+        Some("Flaky")
+    );
     assert_eq!(events[2].delay_ms, Some(1_000));
-    assert_eq!(events[7].error.as_ref().map(|e| e.name.as_str()), Some("Broken"));
-    assert_eq!(events[10].error.as_ref().map(|e| e.name.as_str()), Some("Broken"));
+    assert_eq!(
+        events[7].error.as_ref().map(|e| e.name.as_str()),
+        Some("Broken")
+    );
+    assert_eq!(
+        events[10].error.as_ref().map(|e| e.name.as_str()),
+        Some("Broken")
+    );
     assert_eq!(events[0].at, T0);
     assert_eq!(events[10].at, shell.now);
 
@@ -1422,7 +1781,12 @@ steps:
     let life = shell.lifecycle();
     assert_eq!(life.first().map(String::as_str), Some("execution.started"));
     assert_eq!(life.last().map(String::as_str), Some("execution.succeeded"));
-    assert_eq!(life.iter().filter(|e| e.starts_with("step.succeeded")).count(), 4);
+    assert_eq!(
+        life.iter()
+            .filter(|e| e.starts_with("step.succeeded"))
+            .count(),
+        4
+    );
 }
 
 #[test]
@@ -1458,7 +1822,10 @@ steps:
     };
     let a = keys("a");
     assert_eq!(a.len(), 3);
-    assert!(a.iter().all(|k| *k == a[0]), "one key across attempts: {a:?}");
+    assert!(
+        a.iter().all(|k| *k == a[0]),
+        "one key across attempts: {a:?}"
+    );
     assert_eq!(a[0], idempotency::key("ex-1", "a", None, TaskKind::Step));
 
     let mut distinct = vec![
@@ -1470,12 +1837,22 @@ steps:
         keys("undo each[0]")[0].clone(),
         keys("undo each[1]")[0].clone(),
     ];
-    assert_eq!(distinct[4], idempotency::key("ex-1", "a", None, TaskKind::Compensation));
+    assert_eq!(
+        distinct[4],
+        idempotency::key("ex-1", "a", None, TaskKind::Compensation)
+    );
     distinct.sort();
     distinct.dedup();
-    assert_eq!(distinct.len(), 7, "every unit and compensation has its own key");
+    assert_eq!(
+        distinct.len(),
+        7,
+        "every unit and compensation has its own key"
+    );
 
     let mut other = Shell::with_workflow(workflow(text), "ex-2");
     other.start(json!({ "items": [] }));
-    assert_ne!(other.pending[0].idempotency_key, a[0], "keys differ between executions");
+    assert_ne!(
+        other.pending[0].idempotency_key, a[0],
+        "keys differ between executions"
+    );
 }

@@ -312,6 +312,8 @@ impl Cx<'_> {
         match task.kind {
             TaskKind::Step => {
                 check_running(&self.ex.steps[s].units[u], task.attempt)?;
+                // An element still in flight when its `for_each` step failed is not retried.
+                let running = running && self.ex.steps[s].status == StepStatus::Running;
                 let policy = &self.call(s).retry;
                 if running && policy.should_retry(task.attempt, &error.name, error.retryable) {
                     let delay =
@@ -436,6 +438,14 @@ impl Cx<'_> {
         step.status = StepStatus::Failed;
         step.wake_at = None;
         step.error = Some(error.clone());
+        // A failed step starts nothing more, not even retries of its other
+        // `for_each` elements (with `continue_on_failure` nothing else stops them).
+        for unit in &mut step.units {
+            if matches!(unit.status, UnitStatus::Pending | UnitStatus::BackingOff) {
+                unit.status = UnitStatus::Cancelled;
+                unit.due = None;
+            }
+        }
         if !self.wf.steps[s].continue_on_failure && self.ex.status == ExecutionStatus::Running {
             let name = &self.wf.steps[s].name;
             self.stop(ErrorInfo::new(
