@@ -142,6 +142,22 @@ pub async fn bootstrap_command(
 ) -> anyhow::Result<u8> {
     let functions = functions_for(files, functions)?;
     let (_, settings) = create(endpoint, prefix, functions.clone(), max_receives).await?;
+    let (file, lines) = write_settings(db, &settings, endpoint)?;
+    eprintln!(
+        "created table {}, coordinator queue, {} step queues (each with a DLQ, maxReceiveCount {max_receives}), bus {}; settings in {}",
+        settings.table,
+        functions.len(),
+        settings.event_bus,
+        file.display()
+    );
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(0)
+}
+
+/// Writes the settings as `export` lines to `.baton/aws.env`; returns the file and lines.
+pub fn write_settings(db: &Path, settings: &AwsSettings, endpoint: Option<&str>) -> anyhow::Result<(PathBuf, Vec<String>)> {
     let mut lines: Vec<String> = settings
         .to_env()
         .into_iter()
@@ -154,17 +170,6 @@ pub async fn bootstrap_command(
     if let Some(parent) = file.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&file, lines.join("\n") + "\n")
-        .with_context(|| format!("writing {}", file.display()))?;
-    eprintln!(
-        "created table {}, coordinator queue, {} step queues (each with a DLQ, maxReceiveCount {max_receives}), bus {}; settings in {}",
-        settings.table,
-        functions.len(),
-        settings.event_bus,
-        file.display()
-    );
-    for line in lines {
-        println!("{line}");
-    }
-    Ok(0)
+    std::fs::write(&file, lines.join("\n") + "\n").with_context(|| format!("writing {}", file.display()))?;
+    Ok((file, lines))
 }

@@ -6,6 +6,7 @@
 
 mod app;
 mod aws;
+mod dev;
 mod display;
 mod dlq;
 mod run;
@@ -153,6 +154,18 @@ enum Commands {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Run the AWS backend locally against an emulator: resources, API, coordinator and step pollers.
+    Dev {
+        #[arg(long, default_value = "baton")]
+        prefix: String,
+        /// Port of the HTTP API on 127.0.0.1.
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+        /// Workflow definitions to deploy.
+        files: Vec<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        max_receives: u32,
+    },
     /// Create the table, queues with DLQs, event bus and schedule group on an emulator or account.
     Bootstrap {
         /// Resource name prefix.
@@ -296,6 +309,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Some(b) => dlq::dlq(b.as_ref(), &db, &config, command).await,
             None => dlq::dlq(app::open_backend(&db)?.as_ref(), &db, &config, command).await,
         },
+        Commands::Dev {
+            prefix,
+            port,
+            files,
+            max_receives,
+        } => {
+            let options = dev::DevOptions {
+                endpoint,
+                prefix,
+                port,
+                files,
+                max_receives,
+            };
+            dev::dev(&db, &config, options).await
+        }
         Commands::Bootstrap {
             prefix,
             functions,

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,6 +31,9 @@ pub struct WorkflowDefinition {
     /// The execution's result: a JSON template with `${ expression }` strings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
+    /// Cron schedules that start executions of this workflow.
+    #[serde(default, skip_serializing_if = "Schedules::is_empty")]
+    pub schedules: Schedules,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -287,6 +290,138 @@ impl JsonSchema for Steps {
             "minProperties": 1,
             "propertyNames": { "pattern": "^[A-Za-z][A-Za-z0-9_]*$" },
             "additionalProperties": step
+        })
+    }
+}
+
+/// One schedule: a cron expression read in a time zone, and the input of the
+/// executions it starts. See [`crate::schedule`] for when it fires.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDefinition {
+    /// The schedule's name in the list form; the map form names it by its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Standard 5-field cron: minute hour day-of-month month day-of-week,
+    /// e.g. `0 9 * * MON-FRI`.
+    pub cron: String,
+    /// IANA time zone the expression is read in, e.g. `America/New_York` (default `UTC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// The input of every execution it starts (default `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// Whether it fires (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// What to do when an instant comes while this schedule's previous
+    /// execution is still going (default `skip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<Overlap>,
+    /// What to do with instants missed while no worker ran (default `latest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUp>,
+    /// With `catch_up: all`, at most this many missed instants run, the most
+    /// recent ones (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_catch_up: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Do not start while the previous execution of the schedule is not finished.
+    #[default]
+    Skip,
+    /// Start every instant, whatever is still running.
+    Allow,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// Run only instants that are on time; drop missed ones.
+    None,
+    /// Run the latest missed instant once.
+    #[default]
+    Latest,
+    /// Run every missed instant, up to `max_catch_up` of the most recent.
+    All,
+}
+
+/// Schedules in declaration order, written as a map from name to schedule
+/// or as a list of schedules that each have a `name`. Like [`Steps`] it keeps
+/// duplicates so validation can report them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Schedules(pub Vec<(String, ScheduleDefinition)>);
+
+impl Schedules {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ScheduleDefinition)> {
+        self.0.iter().map(|(name, s)| (name.as_str(), s))
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Schedules {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Always the map form: one canonical text per definition, so storing
+        // the same definition again is recognised as the same version.
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, schedule) in &self.0 {
+            map.serialize_entry(name, schedule)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedules {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SchedulesVisitor;
+        impl<'de> Visitor<'de> for SchedulesVisitor {
+            type Value = Schedules;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map from schedule name to schedule, or a list of schedules with a `name` each")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Schedules, A::Error> {
+                let mut schedules = Vec::new();
+                while let Some(entry) = map.next_entry::<String, ScheduleDefinition>()? {
+                    schedules.push(entry);
+                }
+                Ok(Schedules(schedules))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Schedules, A::Error> {
+                let mut schedules = Vec::new();
+                while let Some(mut schedule) = seq.next_element::<ScheduleDefinition>()? {
+                    // An unnamed entry keeps an empty name for validation to report.
+                    let name = schedule.name.take().unwrap_or_default();
+                    schedules.push((name, schedule));
+                }
+                Ok(Schedules(schedules))
+            }
+        }
+        deserializer.deserialize_any(SchedulesVisitor)
+    }
+}
+
+impl JsonSchema for Schedules {
+    fn schema_name() -> Cow<'static, str> {
+        "Schedules".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let schedule = generator.subschema_for::<ScheduleDefinition>();
+        json_schema!({
+            "description": "Cron schedules by name (letters, digits, `-` and `_`), or a list of schedules with a `name` each.",
+            "oneOf": [
+                { "type": "object", "additionalProperties": schedule },
+                { "type": "array", "items": schedule }
+            ]
         })
     }
 }

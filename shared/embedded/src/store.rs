@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (execution_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tasks (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     dedup_key TEXT NOT NULL UNIQUE,
     execution_id TEXT NOT NULL,
     function TEXT NOT NULL,

@@ -277,3 +277,33 @@ async fn run_command(
         )
     })
 }
+
+/// One function's target as a [`StepHandler`], so code that runs handlers
+/// (the step SDK, local pollers) can run commands and Lambda targets too.
+struct TargetHandler {
+    targets: Targets,
+}
+
+impl StepHandler for TargetHandler {
+    fn call(&self, context: StepContext, input: Value) -> crate::step::StepFuture {
+        let targets = self.targets.clone();
+        Box::pin(async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let timeout = Duration::from_millis(context.deadline.saturating_sub(now).max(1));
+            targets.invoke(context, input, timeout).await
+        })
+    }
+}
+
+impl Targets {
+    /// A handler running `function` on its target, if it has one.
+    pub fn resolve_handler(&self, function: &str) -> Option<Arc<dyn StepHandler>> {
+        self.resolve(function)?;
+        Some(Arc::new(TargetHandler {
+            targets: self.clone(),
+        }))
+    }
+}

@@ -1,0 +1,84 @@
+//! The API on the AWS backend (moto server): deploy, start, read, cancel.
+
+mod common;
+
+use std::sync::Arc;
+
+use baton_api::{Api, ApiOptions};
+use baton_runtime::{Coordinator, SystemClock};
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn deploy_start_read_and_cancel_on_aws() {
+    let backend =
+        baton_aws::testing::fresh_backend("api", &["reserve-inventory", "release-inventory"], 5)
+            .await;
+    let coordinator = Arc::new(Coordinator::new(Arc::new(backend), Arc::new(SystemClock)));
+    let api = Api::with_options(coordinator, ApiOptions::default().ids(fixed_ids()));
+
+    let r = call(
+        &api,
+        Method::PUT,
+        "/workflows/approval",
+        &[("content-type", "application/yaml")],
+        APPROVAL_YAML,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["version"], 1);
+
+    let key = [("idempotency-key", "aws-1")];
+    let body = r#"{"input": {"orderId": "o-1"}}"#;
+    let r = call(
+        &api,
+        Method::POST,
+        "/workflows/approval/executions",
+        &key,
+        body,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["id"], "aws-1");
+    let r = call(
+        &api,
+        Method::POST,
+        "/workflows/approval/executions",
+        &key,
+        body,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["created"], false);
+
+    let r = get(&api, "/executions/aws-1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "running");
+    assert_eq!(r.body["input"], json!({"orderId": "o-1"}));
+    assert_eq!(r.body["steps"][0]["status"], "running");
+
+    let r = post(&api, "/executions/aws-1/cancel", r#"{"reason": "test"}"#).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["outcome"], "applied");
+    // The reservation is still in flight: its result is awaited before undoing it.
+    assert_eq!(r.body["status"], "compensating");
+
+    let r = get(&api, "/executions/aws-1/history").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let types: Vec<&str> = r
+        .body
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter_map(|e| e["event"]["type"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(types, ["started", "cancel_requested"]);
+
+    let r = get(&api, "/executions/nope").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = get(&api, "/workflows").await;
+    assert_eq!(r.body[0]["name"], "approval");
+}

@@ -1,0 +1,618 @@
+//! Every route and error case of the API, against the embedded SQLite backend.
+
+mod common;
+
+use std::sync::Arc;
+
+use baton_api::ApiOptions;
+use baton_core::{Event, TaskKind, TaskRef};
+use baton_embedded::SqliteOptions;
+use baton_runtime::ports::ExecutionStore;
+use bytes::Bytes;
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Reports that the `reserve` step's first attempt succeeded, as a worker would.
+async fn finish_reserve(h: &Harness, id: &str) {
+    let event = Event::TaskSucceeded {
+        task: TaskRef {
+            step: Arc::from("reserve"),
+            index: None,
+            attempt: 1,
+            kind: TaskKind::Step,
+        },
+        output: json!({"reservationId": "r-1"}),
+    };
+    h.api
+        .coordinator()
+        .handle(id, event)
+        .await
+        .expect("the result is applied");
+}
+
+#[tokio::test]
+async fn deploys_new_versions_and_lists_the_latest() {
+    let h = harness();
+    let api = &h.api;
+
+    let r = call(
+        api,
+        Method::PUT,
+        "/workflows/approval",
+        &[("content-type", "application/yaml")],
+        APPROVAL_YAML,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(
+        r.body,
+        json!({"name": "approval", "version": 1, "created": true})
+    );
+    assert_eq!(r.headers["location"], "/workflows/approval");
+
+    // The same definition again keeps its version.
+    let r = deploy(api, "approval", APPROVAL_YAML).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.body,
+        json!({"name": "approval", "version": 1, "created": false})
+    );
+
+    // A changed definition, as JSON (sniffed without a Content-Type).
+    let changed = APPROVAL_YAML.replace("max_attempts: 2", "max_attempts: 3");
+    let as_json = serde_json::to_string(
+        &baton_core::Workflow::from_text(&changed, baton_core::definition::Format::Yaml)
+            .expect("valid")
+            .definition
+            .to_json(),
+    )
+    .expect("JSON");
+    let r = deploy(api, "approval", &as_json).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["version"], 2);
+
+    let r = call(
+        api,
+        Method::PUT,
+        "/workflows/waiter",
+        &[("content-type", "application/json; charset=utf-8")],
+        WAIT_JSON,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    let r = get(api, "/workflows").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let list = r.body.as_array().expect("a list");
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["name"], "approval");
+    assert_eq!(list[0]["version"], 2);
+    assert_eq!(list[0]["description"], "Reserve, then wait for approval.");
+    assert_eq!(list[0]["steps"], 2);
+    assert_eq!(list[1]["name"], "waiter");
+    assert!(list[1].get("description").is_none());
+
+    let r = get(api, "/workflows/approval?version=1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["definition"]["defaults"]["retry"]["max_attempts"], 2);
+    let r = get(api, "/workflows/nope").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.error(), "no workflow `nope` is deployed");
+}
+
+#[tokio::test]
+async fn an_invalid_definition_gets_422_with_every_problem() {
+    let h = harness();
+    let invalid = r#"
+name: broken
+steps:
+  first:
+    function: f
+    mutates: false
+    timeout: soon
+    retry: { max_attempts: 1 }
+  second:
+    needs: [missing]
+    function: g
+    mutates: false
+    retry: { max_attempts: 1 }
+"#;
+    let r = deploy(&h.api, "broken", invalid).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let problems = r.body["problems"].as_array().expect("problems");
+    assert!(problems.len() >= 2, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["step"] == "first" && p["field"] == "timeout"),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p["step"] == "second"
+            && p["message"].as_str().is_some_and(|m| m.contains("missing"))),
+        "{problems:?}"
+    );
+    assert!(
+        r.error().starts_with("the definition is invalid:"),
+        "{}",
+        r.error()
+    );
+
+    // A shape problem (an unknown field) is a validation problem too.
+    let r = deploy(&h.api, "waiter", r#"{"name": "waiter", "stepz": {}}"#).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.error().contains("stepz"), "{}", r.error());
+
+    // Nothing was stored.
+    let r = get(&h.api, "/workflows").await;
+    assert_eq!(r.body, json!([]));
+}
+
+#[tokio::test]
+async fn an_unreadable_or_misnamed_definition_gets_400() {
+    let h = harness();
+    let api = &h.api;
+
+    let r = call(
+        api,
+        Method::PUT,
+        "/workflows/waiter",
+        &[("content-type", "application/json")],
+        "{\"name\": \"waiter\",\n \"steps\": }",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        r.error().starts_with("the definition is not valid JSON"),
+        "{}",
+        r.error()
+    );
+    assert!(r.error().contains("line 2 column"), "{}", r.error());
+
+    let r = call(
+        api,
+        Method::PUT,
+        "/workflows/waiter",
+        &[("content-type", "text/yaml")],
+        "name: waiter\nsteps: [unclosed\n",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        r.error().starts_with("the definition is not valid YAML"),
+        "{}",
+        r.error()
+    );
+
+    // Without a Content-Type, YAML is tried after JSON.
+    let r = deploy(api, "other", WAIT_JSON).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(
+        r.error(),
+        "the definition names workflow `waiter` but the path names `other`"
+    );
+
+    let r = deploy(api, "waiter", "  \n").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error().contains("empty"), "{}", r.error());
+
+    let r = call(api, Method::PUT, "/workflows/waiter", &[], vec![0xff, 0xfe]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error().contains("UTF-8"), "{}", r.error());
+}
+
+#[tokio::test]
+async fn starting_twice_with_an_idempotency_key_starts_one_execution() {
+    let h = harness();
+    let api = &h.api;
+    deploy(api, "waiter", WAIT_JSON).await;
+
+    let key = [("idempotency-key", "order-7")];
+    let body = r#"{"input": {"orderId": "o-7"}}"#;
+    let first = call(
+        api,
+        Method::POST,
+        "/workflows/waiter/executions",
+        &key,
+        body,
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(
+        first.body,
+        json!({"id": "order-7", "workflow": "waiter", "version": 1, "status": "running", "created": true})
+    );
+    assert_eq!(first.headers["location"], "/executions/order-7");
+
+    let again = call(
+        api,
+        Method::POST,
+        "/workflows/waiter/executions",
+        &key,
+        body,
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["id"], "order-7");
+    assert_eq!(again.body["created"], false);
+
+    let all = h.api.backend().list(None, 100).await.expect("list");
+    assert_eq!(all.len(), 1);
+    let r = get(api, "/executions").await;
+    assert_eq!(r.body.as_array().map(Vec::len), Some(1));
+    assert_eq!(r.body[0]["id"], "order-7");
+}
+
+#[tokio::test]
+async fn execution_ids_come_from_the_body_the_header_or_the_generator() {
+    let h = harness();
+    let api = &h.api;
+    deploy(api, "waiter", WAIT_JSON).await;
+    let path = "/workflows/waiter/executions";
+
+    let r = post(api, path, "").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["id"], "fixed-0");
+
+    let r = post(api, path, r#"{"id": "mine", "input": 1}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["id"], "mine");
+    let r = post(api, path, r#"{"id": "mine", "input": 2}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["created"], false);
+
+    let r = call(
+        api,
+        Method::POST,
+        path,
+        &[("idempotency-key", "b")],
+        r#"{"id": "a"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error().contains("differ"), "{}", r.error());
+
+    let r = post(api, path, r#"{"id": "has/slash"}"#).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.error().contains("`has/slash` is not allowed"),
+        "{}",
+        r.error()
+    );
+
+    // The same id under another workflow is a conflict, not that execution.
+    deploy(api, "approval", APPROVAL_YAML).await;
+    let r = post(api, "/workflows/approval/executions", r#"{"id": "mine"}"#).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(
+        r.error(),
+        "execution id `mine` is already used by workflow `waiter`"
+    );
+}
+
+#[tokio::test]
+async fn bad_start_requests_say_what_is_wrong() {
+    let h = harness_with(
+        SqliteOptions {
+            payload_limit: 1024,
+            ..SqliteOptions::default()
+        },
+        ApiOptions::default().body_limit(4096),
+    );
+    let api = &h.api;
+    deploy(api, "waiter", WAIT_JSON).await;
+    let path = "/workflows/waiter/executions";
+
+    let r = post(api, "/workflows/nope/executions", "{}").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.error(), "no workflow `nope` is deployed");
+
+    let r = post(api, path, r#"{"input": {"version": 2}, "version": 9}"#).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.error(), "no workflow `waiter` version 9 is deployed");
+
+    let r = post(api, path, "{\"input\": {\"a\": 1,}}").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.error().starts_with("the start request is not valid JSON"),
+        "{}",
+        r.error()
+    );
+    assert!(r.error().contains("line 1 column"), "{}", r.error());
+
+    let r = post(api, path, r#"{"orderId": "o-1"}"#).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.error().contains("unknown field `orderId`"),
+        "{}",
+        r.error()
+    );
+
+    let big = format!(r#"{{"input": "{}"}}"#, "x".repeat(2000));
+    let r = post(api, path, &big).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.error().contains("1024-byte limit"), "{}", r.error());
+
+    let huge = format!(r#"{{"input": "{}"}}"#, "x".repeat(5000));
+    let r = post(api, path, &huge).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(r.error().contains("4096-byte limit"), "{}", r.error());
+    assert_eq!(r.body["limit"], 4096);
+
+    assert_eq!(h.api.backend().list(None, 10).await.expect("list").len(), 0);
+}
+
+#[tokio::test]
+async fn the_default_body_limit_is_256_kib() {
+    let h = harness();
+    deploy(&h.api, "waiter", WAIT_JSON).await;
+    let huge = format!(r#"{{"input": "{}"}}"#, "x".repeat(256 * 1024));
+    let r = post(&h.api, "/workflows/waiter/executions", &huge).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.error().contains("262144-byte limit"), "{}", r.error());
+}
+
+#[tokio::test]
+async fn status_and_history_of_an_execution() {
+    let h = harness();
+    let api = &h.api;
+    deploy(api, "approval", APPROVAL_YAML).await;
+    post(
+        api,
+        "/workflows/approval/executions",
+        r#"{"id": "e1", "input": {"n": 1}}"#,
+    )
+    .await;
+
+    let r = get(api, "/executions/e1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["id"], "e1");
+    assert_eq!(r.body["workflow"], "approval");
+    assert_eq!(r.body["version"], 1);
+    assert_eq!(r.body["status"], "running");
+    assert_eq!(r.body["input"], json!({"n": 1}));
+    assert_eq!(r.body["steps"][0]["name"], "reserve");
+    assert_eq!(r.body["steps"][0]["status"], "running");
+    assert_eq!(r.body["steps"][0]["attempts"], 1);
+    assert_eq!(r.body["steps"][1]["name"], "approve");
+    assert_eq!(r.body["steps"][1]["status"], "pending");
+    assert_eq!(r.body["steps"][1]["attempts"], 0);
+
+    finish_reserve(&h, "e1").await;
+    let r = get(api, "/executions/e1").await;
+    assert_eq!(r.body["steps"][0]["status"], "succeeded");
+    assert_eq!(
+        r.body["steps"][0]["output"],
+        json!({"reservationId": "r-1"})
+    );
+    assert_eq!(r.body["steps"][1]["status"], "waiting");
+
+    let r = get(api, "/executions/e1/history").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let history = r.body.as_array().expect("a list");
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0]["seq"], 1);
+    assert_eq!(history[0]["event"]["type"], "started");
+    assert!(history[0]["at"].is_u64());
+    assert_eq!(history[1]["seq"], 2);
+    assert_eq!(history[1]["event"]["type"], "task_succeeded");
+
+    let r = get(api, "/executions/e1/history?view=lifecycle").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error().contains("lifecycle"), "{}", r.error());
+
+    for path in ["/executions/ghost", "/executions/ghost/history"] {
+        let r = get(api, path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(r.error(), "no execution `ghost`");
+    }
+
+    let r = get(api, "/executions?status=succeeded").await;
+    assert_eq!(r.body, json!([]));
+    let r = get(api, "/executions?status=running&limit=1").await;
+    assert_eq!(r.body[0]["id"], "e1");
+    let r = get(api, "/executions?status=done").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error().contains("unknown status `done`"), "{}", r.error());
+    let r = get(api, "/executions?limit=0").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn signals_reach_the_execution_until_it_finishes() {
+    let h = harness();
+    let api = &h.api;
+    deploy(api, "approval", APPROVAL_YAML).await;
+    post(api, "/workflows/approval/executions", r#"{"id": "s1"}"#).await;
+
+    // Sent before the step waits: kept for it.
+    let r = post(api, "/executions/s1/signals/approval", r#"{"by": "ann"}"#).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(
+        r.body,
+        json!({"id": "s1", "signal": "approval", "outcome": "applied", "status": "running"})
+    );
+
+    finish_reserve(&h, "s1").await;
+    let r = get(api, "/executions/s1").await;
+    assert_eq!(r.body["status"], "succeeded", "{}", r.body);
+    assert_eq!(r.body["output"], json!({"approved": {"by": "ann"}}));
+
+    let r = post(api, "/executions/s1/signals/approval", "true").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.error(), "execution `s1` already finished (succeeded)");
+    assert_eq!(r.body["status"], "succeeded");
+
+    let r = post(api, "/executions/ghost/signals/approval", "{}").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.error(), "no execution `ghost`");
+
+    post(api, "/workflows/approval/executions", r#"{"id": "s2"}"#).await;
+    let r = post(api, "/executions/s2/signals/approval", "{\"by\": ").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.error()
+            .starts_with("the signal payload is not valid JSON"),
+        "{}",
+        r.error()
+    );
+
+    // An empty body is a null payload.
+    let r = post(api, "/executions/s2/signals/other", "").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+}
+
+#[tokio::test]
+async fn cancel_applies_once_then_reports_why_not() {
+    let h = harness();
+    let api = &h.api;
+    deploy(api, "waiter", WAIT_JSON).await;
+    deploy(api, "approval", APPROVAL_YAML).await;
+
+    // Nothing to undo: cancelled at once; a second cancel finds it finished.
+    post(api, "/workflows/waiter/executions", r#"{"id": "c1"}"#).await;
+    let r = post(
+        api,
+        "/executions/c1/cancel",
+        r#"{"reason": "changed my mind"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(
+        r.body,
+        json!({"id": "c1", "outcome": "applied", "status": "cancelled"})
+    );
+    let r = get(api, "/executions/c1").await;
+    assert_eq!(r.body["cancel_requested"], true);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("changed my mind")),
+        "{}",
+        r.body
+    );
+    let r = post(api, "/executions/c1/cancel", "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.error(), "execution `c1` already finished (cancelled)");
+
+    // A finished step to undo: compensating; a second cancel is ignored, with the reason.
+    post(api, "/workflows/approval/executions", r#"{"id": "c2"}"#).await;
+    finish_reserve(&h, "c2").await;
+    let r = post(api, "/executions/c2/cancel", "").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["outcome"], "applied");
+    assert_eq!(r.body["status"], "compensating");
+    let r = post(api, "/executions/c2/cancel", "{}").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["outcome"], "ignored");
+    assert_eq!(
+        r.body["reason"],
+        baton_runtime::coordinator::describe_ignored(&baton_core::engine::Ignored::AlreadyStopping)
+    );
+
+    let r = post(api, "/executions/ghost/cancel", "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = post(api, "/executions/c2/cancel", r#"{"because": "x"}"#).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.error().contains("unknown field `because`"),
+        "{}",
+        r.error()
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_get_404_and_wrong_methods_405() {
+    let h = harness();
+    let api = &h.api;
+    let r = get(api, "/nothing/here").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.error(), "no route for GET /nothing/here");
+
+    let r = call(api, Method::DELETE, "/executions/e1", &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers["allow"], "GET");
+    assert_eq!(r.body["allowed"], json!(["GET"]));
+    assert!(r.error().contains("DELETE is not allowed"), "{}", r.error());
+
+    let r = get(api, "/workflows/w/executions").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers["allow"], "POST");
+
+    let r = post(api, "/workflows/w", "{}").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers["allow"], "GET, PUT");
+}
+
+#[tokio::test]
+async fn a_configured_base_path_is_stripped() {
+    let h = harness_with(
+        SqliteOptions::default(),
+        ApiOptions::default().base_path("/prod"),
+    );
+    let r = get(&h.api, "/prod/workflows").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, json!([]));
+    let r = get(&h.api, "/workflows").await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn storage_failures_are_503_when_retryable_else_500() {
+    let h = harness();
+    let api = &h.api;
+    deploy(api, "waiter", WAIT_JSON).await;
+    post(api, "/workflows/waiter/executions", r#"{"id": "bad"}"#).await;
+
+    let db = rusqlite::Connection::open(h.db_path()).expect("open the database");
+    db.execute(
+        "UPDATE executions SET state = 'not json' WHERE id = 'bad'",
+        [],
+    )
+    .expect("corrupt a row");
+    let r = get(api, "/executions/bad").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    assert!(r.error().contains("corrupt"), "{}", r.error());
+
+    db.execute_batch("DROP TABLE executions")
+        .expect("drop a table");
+    let r = get(api, "/executions/bad").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert!(
+        r.error().starts_with("storage unavailable"),
+        "{}",
+        r.error()
+    );
+    assert_eq!(r.headers["retry-after"], "1");
+}
+
+#[tokio::test]
+async fn responses_parse_as_the_documented_shapes() {
+    // A guard against accidental renames: the fields clients read.
+    let h = harness();
+    deploy(&h.api, "waiter", WAIT_JSON).await;
+    post(&h.api, "/workflows/waiter/executions", r#"{"id": "x"}"#).await;
+    let r = get(&h.api, "/executions/x").await;
+    let keys: Vec<&str> = r
+        .body
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    for key in [
+        "id",
+        "workflow",
+        "version",
+        "status",
+        "steps",
+        "input",
+        "created_at",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    let step = &r.body["steps"][0];
+    for key in ["name", "status", "attempts"] {
+        assert!(step.get(key).is_some(), "{key} missing from {step}");
+    }
+    assert_eq!(step["status"], Value::from("waiting"));
+}

@@ -1,0 +1,44 @@
+//! Baton's Lambda side on AWS.
+//!
+//! - [`step`]: the step SDK. A step Lambda's `main` hands its
+//!   [`StepHandler`](baton_runtime::step::StepHandler) to [`step::run`]; each
+//!   SQS batch goes through [`step::process_step_batch`], which skips stale
+//!   tasks, replays recorded results, enforces the task's deadline and reports
+//!   the outcome to the coordinator queue.
+//! - [`coordinator`]: the coordinator Lambda, feeding each SQS batch to
+//!   [`baton_aws::coordinator_batch::process_coordinator_batch`].
+//! - [`sqs`]: SQS events in, partial batch failures out.
+//! - [`telemetry`]: JSON logs for CloudWatch.
+//!
+//! Both functions return the ids of messages to deliver again as
+//! `batchItemFailures`, so their event source mappings must enable
+//! `ReportBatchItemFailures`; without it a single failure retries the batch.
+
+pub mod coordinator;
+pub mod sqs;
+pub mod step;
+pub mod telemetry;
+
+use baton_aws::{AwsBackend, AwsSettings, ConfigError};
+use thiserror::Error;
+
+/// Why a function could not start.
+#[derive(Debug, Error)]
+pub enum LambdaError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("no handler is registered for function `{0}`")]
+    UnknownFunction(String),
+    #[error("the example ledger at {path} could not be opened: {message}")]
+    Ledger { path: String, message: String },
+}
+
+/// The backend named by the environment (`BATON_TABLE`,
+/// `BATON_COORDINATOR_QUEUE_URL`, ...), read once at cold start.
+pub async fn backend_from_env() -> Result<AwsBackend, LambdaError> {
+    let settings = AwsSettings::from_env().inspect_err(|e| {
+        // Logged as well as returned: the runtime prints only the error's Debug form.
+        tracing::error!(error = %e, "function cannot start");
+    })?;
+    Ok(AwsBackend::from_env(settings).await)
+}
