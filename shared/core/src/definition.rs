@@ -173,7 +173,7 @@ pub struct CompensationDefinition {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Compensate {
     None,
-    Run(CompensationDefinition),
+    Run(Box<CompensationDefinition>),
 }
 
 impl Serialize for Compensate {
@@ -208,7 +208,7 @@ impl<'de> Deserialize<'de> for Compensate {
                 CompensationDefinition::deserialize(serde::de::value::MapAccessDeserializer::new(
                     map,
                 ))
-                .map(Compensate::Run)
+                .map(|d| Compensate::Run(Box::new(d)))
             }
         }
         deserializer.deserialize_any(CompensateVisitor)
