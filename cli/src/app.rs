@@ -74,7 +74,7 @@ pub fn parse_json_arg(what: &str, text: &str) -> anyhow::Result<Value> {
         .map_err(|e| bad(format!("{what} from {source} is not valid JSON: {e}")))
 }
 
-/// Backend options, with `BATON_MAX_RECEIVES` and `BATON_LEASE_MARGIN_MS` overriding the defaults.
+/// Backend options, with `BATON_MAX_RECEIVES` and `BATON_VISIBILITY_MS` overriding the defaults.
 fn backend_options() -> anyhow::Result<SqliteOptions> {
     let mut options = SqliteOptions::default();
     let number = |name: &str| -> anyhow::Result<Option<u64>> {
@@ -89,8 +89,8 @@ fn backend_options() -> anyhow::Result<SqliteOptions> {
     if let Some(n) = number("BATON_MAX_RECEIVES")? {
         options.max_receives = n.max(1) as u32;
     }
-    if let Some(n) = number("BATON_LEASE_MARGIN_MS")? {
-        options.lease_margin_ms = n;
+    if let Some(n) = number("BATON_VISIBILITY_MS")? {
+        options.visibility_ms = n.max(1);
     }
     Ok(options)
 }

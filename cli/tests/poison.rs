@@ -63,7 +63,7 @@ fn payment_dead_letter(sb: &Sandbox, id: &str) -> Option<Value> {
 }
 
 #[test]
-fn poison_pill_costs_one_attempt_and_the_execution_compensates() {
+fn poison_pill_is_dead_lettered_after_its_max_receives_and_the_execution_still_ends() {
     let mut sb = Sandbox::new().with_env("BATON_MAX_RECEIVES", "3");
     sb.start(
         &test_workflow("poison.yaml"),
@@ -72,28 +72,54 @@ fn poison_pill_costs_one_attempt_and_the_execution_compensates() {
     );
     let mut worker = sb.worker(&[]);
 
-    // Ends when the execution is over and its crashing task has been drained
-    // from the queue, with no timer left: nothing is stuck.
+    // Each receive kills the worker; once the lease of the dead worker runs
+    // out the task is received again, until the redrive limit moves it aside.
     let deaths = supervise(
         &mut sb,
         &mut worker,
-        "the end of the poisoned execution",
-        |sb| {
-            sb.status("poisoned").as_deref() == Some("compensated")
-                && tasks_of(sb, "poisoned") == 0
-                && sb.timers("poisoned").is_empty()
-        },
+        "the dead letter of the poison pill",
+        |sb| payment_dead_letter(sb, "poisoned").is_some(),
     );
+    assert_eq!(deaths, 3, "the pill should kill one worker per receive, 3 receives");
+    assert_eq!(sb.calls("poisoned", "process-payment", "crashed"), 3);
 
-    // The payment has one attempt. It crashed its worker once and timed out;
-    // the lease of the crashed task expires only after that timeout, so when
-    // it is received again it is stale and dropped without running.
-    assert_eq!(deaths, 1, "the poison pill ran more than once");
-    assert_eq!(sb.calls("poisoned", "process-payment", "crashed"), 1);
+    let list = sb.baton(&["dlq", "list"]);
+    let line = list
+        .expect_code(0)
+        .stdout
+        .lines()
+        .find(|l| l.contains("poisoned") && l.contains("`charge`"))
+        .unwrap_or_else(|| panic!("`dlq list` does not show the poison pill:\n{}", list.stdout))
+        .to_string();
     assert!(
-        worker.is_running(),
-        "the worker died after the execution ended"
+        line.contains(" task ") && line.contains("received 3 times"),
+        "{line}"
     );
+    let dead = payment_dead_letter(&sb, "poisoned").unwrap();
+    let shown = sb
+        .baton(&["dlq", "show", dead["id"].as_str().unwrap()])
+        .expect_code(0)
+        .json();
+    assert_eq!(shown["kind"], "task");
+    assert_eq!(shown["execution_id"], "poisoned");
+    let task = &shown["body"]["task"];
+    assert_eq!(task["task"]["step"], "charge");
+    assert_eq!(task["function"], "process-payment");
+    assert_eq!(
+        task["input"],
+        json!({"orderId": "o-poison", "amount": 10, "fail": {"process-payment": "crash"}})
+    );
+    assert_eq!(shown["body"]["receive_count"], 3);
+
+    // Nothing is stuck: the attempt times out, the saga compensates, and no
+    // task or timer of the execution is left behind.
+    supervise(&mut sb, &mut worker, "the end of the poisoned execution", |sb| {
+        sb.status("poisoned").as_deref() == Some("compensated")
+            && tasks_of(sb, "poisoned") == 0
+            && sb.timers("poisoned").is_empty()
+    });
+    assert!(worker.is_running(), "the worker died after the pill was set aside");
+    assert_eq!(sb.calls("poisoned", "process-payment", "crashed"), 3);
     let events = sb.events("poisoned");
     let failed = events
         .iter()
@@ -109,10 +135,7 @@ fn poison_pill_costs_one_attempt_and_the_execution_compensates() {
 
 #[test]
 fn poison_pill_is_dead_lettered_and_can_be_redriven() {
-    // A crashed task comes back only once its attempt has timed out (its
-    // lease is the timeout plus a margin), and is then stale and dropped; so
-    // a receive limit of 1 is the one it reaches.
-    let mut sb = Sandbox::new().with_env("BATON_MAX_RECEIVES", "1");
+    let mut sb = Sandbox::new().with_env("BATON_MAX_RECEIVES", "2");
     sb.start(
         &test_workflow("poison.yaml"),
         "poisoned",
@@ -122,42 +145,17 @@ fn poison_pill_is_dead_lettered_and_can_be_redriven() {
     let deaths = supervise(
         &mut sb,
         &mut worker,
-        "the dead letter of the poison pill",
+        "the dead letter and the end of the execution",
         |sb| {
             sb.status("poisoned").is_some_and(|s| s == "compensated")
                 && payment_dead_letter(sb, "poisoned").is_some()
         },
     );
-    assert_eq!(deaths, 1);
+    assert_eq!(deaths, 2);
     worker.kill();
-
-    let list = sb.baton(&["dlq", "list"]);
-    let line = list
-        .expect_code(0)
-        .stdout
-        .lines()
-        .find(|l| l.contains("poisoned") && l.contains("`charge`"))
-        .unwrap_or_else(|| panic!("`dlq list` does not show the poison pill:\n{}", list.stdout))
-        .to_string();
-    assert!(
-        line.contains(" task ") && line.contains("received 1 times"),
-        "{line}"
-    );
 
     let dead = payment_dead_letter(&sb, "poisoned").unwrap();
     let dead_id = dead["id"].as_str().unwrap().to_string();
-    let shown = sb.baton(&["dlq", "show", &dead_id]).expect_code(0).json();
-    assert_eq!(shown["kind"], "task");
-    assert_eq!(shown["execution_id"], "poisoned");
-    let task = &shown["body"]["task"];
-    assert_eq!(task["task"]["step"], "charge");
-    assert_eq!(task["function"], "process-payment");
-    assert_eq!(
-        task["input"],
-        json!({"orderId": "o-poison", "amount": 10, "fail": {"process-payment": "crash"}})
-    );
-    assert_eq!(shown["body"]["receive_count"], 1);
-
     let redrive = sb.baton(&["dlq", "redrive", &dead_id]);
     assert!(
         redrive.expect_code(0).stdout.contains("redriven"),
@@ -193,7 +191,7 @@ fn poison_pill_is_dead_lettered_and_can_be_redriven() {
         worker.is_running(),
         "the redriven task crashed a worker again"
     );
-    assert_eq!(sb.calls("poisoned", "process-payment", "crashed"), 1);
+    assert_eq!(sb.calls("poisoned", "process-payment", "crashed"), 2);
     assert_eq!(sb.status("poisoned").as_deref(), Some("compensated"));
 }
 

@@ -25,7 +25,7 @@ const BATON_VARS: [&str; 9] = [
     "BATON_LEDGER",
     "BATON_FAIL",
     "BATON_MAX_RECEIVES",
-    "BATON_LEASE_MARGIN_MS",
+    "BATON_VISIBILITY_MS",
     "BATON_LOG",
     "BATON_LOG_FORMAT",
 ];
@@ -135,7 +135,7 @@ impl Sandbox {
             .expect("temporary directory");
         Sandbox {
             dir: Some(dir),
-            env: vec![("BATON_LEASE_MARGIN_MS".into(), "200".into())],
+            env: vec![("BATON_VISIBILITY_MS".into(), "200".into())],
             workers: 0,
         }
     }

@@ -4,8 +4,11 @@
 //! - [`store`]: [`SqliteBackend`], the backend ports on SQLite (WAL, one
 //!   transaction per transition, tasks leased like SQS messages);
 //! - [`worker`]: fires due timers, leases tasks, runs them on their targets
-//!   and reports results through the coordinator.
+//!   and reports results through the coordinator;
+//! - [`schedules`]: starts the executions of workflows' cron schedules as
+//!   they come due, each instant once however many workers run.
 
+pub mod schedules;
 pub mod store;
 pub mod worker;
 

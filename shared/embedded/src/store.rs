@@ -86,6 +86,19 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason TEXT NOT NULL,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS schedules (
+    workflow TEXT NOT NULL,
+    schedule TEXT NOT NULL,
+    last_fired INTEGER NOT NULL,
+    last_execution TEXT,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (workflow, schedule)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedule_checks (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at INTEGER NOT NULL
+);
 "#;
 
 #[derive(Debug, Clone)]
@@ -97,8 +110,10 @@ pub struct SqliteOptions {
     /// `FULL` syncs every commit to disk before it returns; `NORMAL` survives
     /// process crashes but may lose the last commits on power loss.
     pub synchronous_full: bool,
-    /// How long a lease outlives a task's own timeout.
-    pub lease_margin_ms: u64,
+    /// How long a received task stays invisible to other workers (the SQS
+    /// visibility timeout). A worker running a task extends its lease while
+    /// it works, so this only bounds how soon a crashed worker's task returns.
+    pub visibility_ms: u64,
 }
 
 impl Default for SqliteOptions {
@@ -107,7 +122,7 @@ impl Default for SqliteOptions {
             max_receives: 5,
             payload_limit: 256 * 1024,
             synchronous_full: true,
-            lease_margin_ms: 5_000,
+            visibility_ms: 30_000,
         }
     }
 }
@@ -131,6 +146,17 @@ fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
         what: what.to_string(),
         message: e.to_string(),
     })
+}
+
+/// A receipt is `row id:receive count`: it owns the task only for that receive.
+fn parse_receipt(receipt: &str) -> StoreResult<(i64, i64)> {
+    receipt
+        .split_once(':')
+        .and_then(|(id, count)| Some((id.parse::<i64>().ok()?, count.parse::<i64>().ok()?)))
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "task receipt".into(),
+            message: receipt.to_string(),
+        })
 }
 
 fn task_dedup_key(task: &Dispatch) -> String {
@@ -204,7 +230,7 @@ impl SqliteBackend {
     }
 
     /// Runs `f` in one write transaction.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -214,7 +240,7 @@ impl SqliteBackend {
         Ok(value)
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
         f(&self.conn())
     }
 
@@ -244,7 +270,7 @@ impl SqliteBackend {
                 &*task.function,
                 to_json(task),
                 now as i64,
-                (task.timeout_ms + self.options.lease_margin_ms) as i64,
+                self.options.visibility_ms as i64,
             ],
         )
         .map_err(unavailable)?;
@@ -337,6 +363,22 @@ impl SqliteBackend {
             .map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    /// Keeps a received task invisible for another visibility timeout from
+    /// `now`, as a consumer working on an SQS message extends its visibility.
+    /// Returns false if the lease was lost (expired and received by another).
+    pub fn extend_lease(&self, receipt: &str, now: Timestamp) -> StoreResult<bool> {
+        let (id, count) = parse_receipt(receipt)?;
+        let until = now + self.options.visibility_ms;
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE tasks SET lease_until = ?1 WHERE id = ?2 AND receive_count = ?3",
+                params![until as i64, id, count],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable)
+        })
     }
 
     /// Timers due at `now`, earliest first.
@@ -810,14 +852,7 @@ impl TaskQueue for SqliteBackend {
     }
 
     async fn ack(&self, task: &LeasedTask) -> StoreResult<()> {
-        let (id, count) = task
-            .receipt
-            .split_once(':')
-            .and_then(|(id, count)| Some((id.parse::<i64>().ok()?, count.parse::<i64>().ok()?)))
-            .ok_or_else(|| StoreError::Corrupt {
-                what: "task receipt".into(),
-                message: task.receipt.clone(),
-            })?;
+        let (id, count) = parse_receipt(&task.receipt)?;
         self.write(|tx| {
             // A receipt from an expired lease no longer owns the task.
             tx.execute(

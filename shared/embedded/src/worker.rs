@@ -98,7 +98,7 @@ impl Worker {
     /// One round: fire due timers and start as many tasks as there are free
     /// slots. Returns whether it found any work.
     pub async fn poll_once(self: Arc<Self>) -> Result<bool, CoordinatorError> {
-        let fired = self.fire_timers().await?;
+        let fired = self.fire_timers().await? + crate::schedules::tick(&self.coordinator).await;
         let free = self.slots.available_permits();
         if free == 0 {
             return Ok(fired > 0);
@@ -174,6 +174,27 @@ impl Worker {
         .await
     }
 
+    /// Runs `work` while extending the task's lease, so a slow task is not
+    /// handed to another worker; only a worker that dies lets its lease run out.
+    async fn keeping_lease<T>(
+        &self,
+        leased: &LeasedTask,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, CoordinatorError> {
+        let every = Duration::from_millis((self.backend().options().visibility_ms / 3).max(10));
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                result = &mut work => return Ok(result),
+                _ = tokio::time::sleep(every) => {
+                    if !self.backend().extend_lease(&leased.receipt, self.coordinator.now())? {
+                        warn!("lease lost while the task ran; another worker may run it too");
+                    }
+                }
+            }
+        }
+    }
+
     async fn run_task_inner(&self, leased: &LeasedTask) -> Result<(), CoordinatorError> {
         let task = &leased.task;
         let current = self
@@ -198,14 +219,10 @@ impl Worker {
             deadline: task.deadline,
         };
         let remaining = task.deadline.saturating_sub(self.coordinator.now()).max(1);
-        let result = self
+        let work = self
             .targets
-            .invoke(
-                context,
-                task.input.clone(),
-                Duration::from_millis(remaining),
-            )
-            .await;
+            .invoke(context, task.input.clone(), Duration::from_millis(remaining));
+        let result = self.keeping_lease(leased, work).await?;
         let event = match result {
             Ok(output) => {
                 let size = serde_json::to_vec(&output)

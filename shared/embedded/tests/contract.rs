@@ -16,7 +16,7 @@ async fn sqlite_backend_passes_the_contract() {
                 &path,
                 SqliteOptions {
                     max_receives: 3,
-                    lease_margin_ms: 0,
+                    visibility_ms: 0,
                     ..SqliteOptions::default()
                 },
             )

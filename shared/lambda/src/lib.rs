@@ -10,6 +10,9 @@
 //! - [`sqs`]: SQS events in, partial batch failures out.
 //! - [`telemetry`]: JSON logs for CloudWatch.
 //!
+//! Feature `examples` adds `step::run_example`, the step Lambdas of the
+//! order saga's example handlers.
+//!
 //! Both functions return the ids of messages to deliver again as
 //! `batchItemFailures`, so their event source mappings must enable
 //! `ReportBatchItemFailures`; without it a single failure retries the batch.
@@ -18,6 +21,8 @@ pub mod coordinator;
 pub mod sqs;
 pub mod step;
 pub mod telemetry;
+
+pub use baton_aws::coordinator_batch::QueueMessage;
 
 use baton_aws::{AwsBackend, AwsSettings, ConfigError};
 use thiserror::Error;
@@ -29,6 +34,7 @@ pub enum LambdaError {
     Config(#[from] ConfigError),
     #[error("no handler is registered for function `{0}`")]
     UnknownFunction(String),
+    #[cfg(feature = "examples")]
     #[error("the example ledger at {path} could not be opened: {message}")]
     Ledger { path: String, message: String },
 }

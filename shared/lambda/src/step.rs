@@ -44,10 +44,9 @@ use baton_aws::coordinator_batch::QueueMessage;
 use baton_aws::{AwsBackend, CoordinatorMessage};
 use baton_core::engine::Dispatch;
 use baton_core::{ErrorInfo, Event};
-use baton_examples::{LEDGER_ENV, Ledger, register_all};
 use baton_runtime::coordinator::task_is_current;
 use baton_runtime::ports::{DeadLetterKind, DeadLetterRecord, DeadLetterStore, StoreError};
-use baton_runtime::step::{Registry, StepContext, StepHandler};
+use baton_runtime::step::{StepContext, StepHandler};
 use baton_runtime::{Clock, SystemClock};
 use futures::FutureExt;
 use futures::future::join_all;
@@ -55,10 +54,9 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::LambdaError;
-
 /// Where the example handlers keep their ledger on Lambda (the only writable
 /// directory) when `BATON_LEDGER` is not set.
+#[cfg(feature = "examples")]
 pub const LAMBDA_LEDGER_PATH: &str = "/tmp/ledger.db";
 
 /// Runs a step Lambda: reads the settings once (a missing variable stops it
@@ -81,6 +79,7 @@ pub async fn run(handler: Arc<dyn StepHandler>) -> Result<(), lambda_runtime::Er
 /// Runs the step Lambda of one of the order saga's example functions
 /// (`process-payment`, ...), with the same handler code the embedded runtime
 /// uses. Its ledger is `BATON_LEDGER`, else [`LAMBDA_LEDGER_PATH`].
+#[cfg(feature = "examples")]
 pub async fn run_example(function: &str) -> Result<(), lambda_runtime::Error> {
     crate::telemetry::init_tracing();
     let handler = example_handler(function).inspect_err(|e| {
@@ -91,7 +90,12 @@ pub async fn run_example(function: &str) -> Result<(), lambda_runtime::Error> {
 
 /// The example handler for `function`, sharing a ledger opened from
 /// `BATON_LEDGER` (else [`LAMBDA_LEDGER_PATH`]).
-pub fn example_handler(function: &str) -> Result<Arc<dyn StepHandler>, LambdaError> {
+#[cfg(feature = "examples")]
+pub fn example_handler(function: &str) -> Result<Arc<dyn StepHandler>, crate::LambdaError> {
+    use crate::LambdaError;
+    use baton_examples::{LEDGER_ENV, Ledger, register_all};
+    use baton_runtime::step::Registry;
+
     if !baton_examples::FUNCTIONS.contains(&function) {
         return Err(LambdaError::UnknownFunction(function.to_string()));
     }
@@ -309,4 +313,20 @@ async fn report(backend: &AwsBackend, task: &Dispatch, event: Event) -> Result<(
         event,
     };
     backend.queues().send_to_coordinator(&message, 0).await
+}
+
+#[cfg(all(test, feature = "examples"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_example_function_is_refused_before_anything_opens() {
+        let err = example_handler("teleport-order")
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("no handler is registered for function `teleport-order`")
+        );
+    }
 }
