@@ -209,13 +209,62 @@ pub fn validate(file: &Path, json: bool) -> anyhow::Result<u8> {
     }
 }
 
-pub async fn deploy(db: &Path, file: &Path) -> anyhow::Result<u8> {
+pub async fn deploy<B: WorkflowStore>(backend: &B, file: &Path) -> anyhow::Result<u8> {
     let workflow = load_workflow(file)?;
-    let backend = open_backend(db)?;
     let version = backend
         .put_workflow(&workflow.definition, SystemClock.now())
         .await?;
     println!("workflow `{}` version {version}", workflow.name);
+    for schedule in &workflow.schedules {
+        println!(
+            "  schedule `{}`: `{}` in {}{}",
+            schedule.name,
+            schedule.cron,
+            schedule.timezone.name(),
+            if schedule.enabled { "" } else { " (disabled)" }
+        );
+    }
+    Ok(0)
+}
+
+/// `baton schedules`: each schedule's next fire times, in its zone and in UTC.
+pub fn schedules(file: &Path, next: usize, after: Option<&str>) -> anyhow::Result<u8> {
+    use baton_core::schedule;
+    let workflow = load_workflow(file)?;
+    let after = match after {
+        Some(text) => schedule::parse_scheduled_time(text)
+            .ok_or_else(|| bad(format!("--after `{text}` is not an RFC 3339 time")))?,
+        None => SystemClock.now(),
+    };
+    if workflow.schedules.is_empty() {
+        println!("workflow `{}` has no schedules", workflow.name);
+        return Ok(0);
+    }
+    for (i, s) in workflow.schedules.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let eventbridge = s
+            .eventbridge_expression()
+            .unwrap_or_else(|e| format!("not expressible: {e}"));
+        println!(
+            "{}: `{}` in {} (EventBridge: {eventbridge}), overlap {:?}, catch-up {:?}{}",
+            s.name,
+            s.cron,
+            s.timezone.name(),
+            s.overlap,
+            s.catch_up,
+            if s.enabled { "" } else { ", disabled" }
+        );
+        for instant in s.upcoming(after, next) {
+            println!(
+                "  {}  {}  {}",
+                s.local_time(instant),
+                schedule::scheduled_time(instant),
+                s.execution_id(&workflow.name, instant)
+            );
+        }
+    }
     Ok(0)
 }
 

@@ -70,14 +70,12 @@ pub fn settings(db: &Path) -> anyhow::Result<AwsSettings> {
     })
 }
 
-pub async fn backend(endpoint: Option<&str>) -> anyhow::Result<AwsBackend> {
-    let db = PathBuf::from(std::env::var("BATON_DB").unwrap_or_else(|_| ".baton/baton.db".into()));
-    let settings = settings(&db)?;
-    let endpoint = endpoint.map(str::to_string).or_else(|| {
-        read_env_file(&settings_file(&db))
-            .get("AWS_ENDPOINT_URL")
-            .cloned()
-    });
+/// The AWS backend; `db` locates the settings `baton bootstrap` wrote.
+pub async fn backend(endpoint: Option<&str>, db: &Path) -> anyhow::Result<AwsBackend> {
+    let settings = settings(db)?;
+    let endpoint = endpoint
+        .map(str::to_string)
+        .or_else(|| read_env_file(&settings_file(db)).get("AWS_ENDPOINT_URL").cloned());
     let config = sdk_config(endpoint.as_deref()).await;
     Ok(AwsBackend::with_config(
         &config,

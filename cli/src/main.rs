@@ -41,9 +41,15 @@ struct Cli {
         default_value = "baton.toml"
     )]
     config: PathBuf,
-    /// Operate on the AWS backend (status, history, list, cancel, signal, dlq) named by the
+    /// Operate on the AWS backend (deploy, status, history, list, cancel, signal, dlq) named by the
     /// BATON_* variables or `.baton/aws.env` (written by `baton bootstrap`).
-    #[arg(long, global = true, env = "BATON_AWS")]
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_AWS",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     aws: bool,
     /// AWS endpoint (moto server, LocalStack); default: the standard AWS_ENDPOINT_URL or AWS itself.
     #[arg(long, global = true)]
@@ -74,8 +80,19 @@ enum Commands {
     },
     /// Print the JSON Schema of the definition format.
     Schema,
-    /// Register a definition as the next version of its workflow.
+    /// Register a definition as the next version of its workflow (with `--aws`, on AWS,
+    /// where its schedules become EventBridge Scheduler schedules).
     Deploy { file: PathBuf },
+    /// Print when each schedule of a definition fires next, in its zone and in UTC.
+    Schedules {
+        file: PathBuf,
+        /// How many fire times per schedule.
+        #[arg(long, default_value_t = 5)]
+        next: usize,
+        /// List the times after this instant (RFC 3339) instead of after now.
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// Start an execution, work it to the end here, and follow its progress.
     Run {
         file: PathBuf,
@@ -218,11 +235,12 @@ fn main() -> ExitCode {
 async fn aws_backend(
     aws: bool,
     endpoint: Option<&str>,
+    db: &std::path::Path,
 ) -> anyhow::Result<Option<std::sync::Arc<baton_aws::AwsBackend>>> {
     if !aws {
         return Ok(None);
     }
-    Ok(Some(std::sync::Arc::new(aws::backend(endpoint).await?)))
+    Ok(Some(std::sync::Arc::new(aws::backend(endpoint, db).await?)))
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
@@ -248,7 +266,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             print!("{}", baton_core::schema::workflow_schema_json());
             Ok(0)
         }
-        Commands::Deploy { file } => app::deploy(&db, &file).await,
+        Commands::Deploy { file } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
+            Some(b) => app::deploy(b.as_ref(), &file).await,
+            None => app::deploy(app::open_backend(&db)?.as_ref(), &file).await,
+        },
+        Commands::Schedules { file, next, after } => app::schedules(&file, next, after.as_deref()),
         Commands::Run {
             file,
             input,
@@ -266,7 +288,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             concurrency,
             functions,
         } => app::worker(&db, &config, concurrency, functions).await,
-        Commands::Status { id, json } => match aws_backend(aws, endpoint.as_deref()).await? {
+        Commands::Status { id, json } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
             Some(b) => app::status(b.as_ref(), &id, json).await,
             None => app::status(app::open_backend(&db)?.as_ref(), &id, json).await,
         },
@@ -274,7 +296,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             id,
             json,
             lifecycle,
-        } => match aws_backend(aws, endpoint.as_deref()).await? {
+        } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
             Some(b) => app::history(b.as_ref(), None, &id, json, lifecycle).await,
             None => {
                 let b = app::open_backend(&db)?;
@@ -285,7 +307,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             status,
             limit,
             json,
-        } => match aws_backend(aws, endpoint.as_deref()).await? {
+        } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
             Some(b) => app::list(b.as_ref(), status.as_deref(), limit, json).await,
             None => {
                 app::list(
@@ -297,15 +319,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 .await
             }
         },
-        Commands::Cancel { id, reason } => match aws_backend(aws, endpoint.as_deref()).await? {
+        Commands::Cancel { id, reason } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
             Some(b) => app::cancel(b, &id, reason).await,
             None => app::cancel(app::open_backend(&db)?, &id, reason).await,
         },
-        Commands::Signal { id, name, data } => match aws_backend(aws, endpoint.as_deref()).await? {
+        Commands::Signal { id, name, data } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
             Some(b) => app::signal(b, &id, &name, &data).await,
             None => app::signal(app::open_backend(&db)?, &id, &name, &data).await,
         },
-        Commands::Dlq { command } => match aws_backend(aws, endpoint.as_deref()).await? {
+        Commands::Dlq { command } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
             Some(b) => dlq::dlq(b.as_ref(), &db, &config, command).await,
             None => dlq::dlq(app::open_backend(&db)?.as_ref(), &db, &config, command).await,
         },

@@ -127,7 +127,7 @@ impl Default for Sandbox {
 }
 
 impl Sandbox {
-    /// Leases outlive a task's timeout by only 200 ms, so a killed worker's tasks come back fast.
+    /// Leases last 200 ms unless extended by a living worker, so a killed worker's tasks come back fast.
     pub fn new() -> Sandbox {
         let dir = tempfile::Builder::new()
             .prefix("baton-test-")

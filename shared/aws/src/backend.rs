@@ -281,12 +281,32 @@ impl ExecutionStore for AwsBackend {
 }
 
 impl WorkflowStore for AwsBackend {
+    /// Stores the definition, then makes EventBridge Scheduler hold its
+    /// schedules (see [`crate::schedules`]). What EventBridge cannot express
+    /// is refused before anything is stored.
     async fn put_workflow(
         &self,
         definition: &WorkflowDefinition,
         now: Timestamp,
     ) -> StoreResult<u32> {
-        self.store.put_workflow(definition, now).await
+        let desired = crate::schedules::desired_for(definition, self.settings())?;
+        // A workflow that has no schedules and had none leaves the scheduler alone.
+        let had_schedules = self
+            .store
+            .get_workflow(&definition.name, None)
+            .await?
+            .is_some_and(|w| !w.definition.schedules.is_empty());
+        let version = self.store.put_workflow(definition, now).await?;
+        if had_schedules || !desired.is_empty() {
+            crate::schedules::sync(
+                &self.clients.scheduler,
+                &self.settings().schedule_group,
+                &definition.name,
+                &desired,
+            )
+            .await?;
+        }
+        Ok(version)
     }
     async fn get_workflow(
         &self,

@@ -95,8 +95,7 @@ async fn process_group<B: Backend>(
                 version,
                 execution_id,
                 input,
-            } => coordinator
-                .start(&workflow, version, &execution_id, input)
+            } => crate::schedules::start(coordinator, &workflow, version, &execution_id, input)
                 .await
                 .map(|_| None),
         };

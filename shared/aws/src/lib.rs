@@ -8,6 +8,8 @@
 //! - [`backend`]: [`AwsBackend`], all ports together, with DLQ access;
 //! - [`messages`]: what travels on the coordinator queue;
 //! - [`counter`]: an SDK interceptor counting requests per operation;
+//! - [`schedules`]: workflows' cron schedules as EventBridge Scheduler
+//!   schedules, and the coordinator's side of the starts they send;
 //! - [`bootstrap`]: creates the resources on an emulator.
 //!
 //! Everything honours the standard `AWS_ENDPOINT_URL`, so the same code runs
@@ -20,6 +22,7 @@ pub mod coordinator_batch;
 pub mod counter;
 pub mod messages;
 pub mod queues;
+pub mod schedules;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testing;

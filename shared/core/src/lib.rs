@@ -13,6 +13,7 @@ pub mod expr;
 pub mod graph;
 pub mod idempotency;
 pub mod retry;
+pub mod schedule;
 pub mod schema;
 pub mod validate;
 pub mod workflow;

@@ -44,8 +44,11 @@ pub use crate::definition::{CatchUp, Overlap};
 pub const DEFAULT_MAX_CATCH_UP: u32 = 100;
 /// Largest `max_catch_up` accepted.
 pub const MAX_CATCH_UP_CAP: u32 = 10_000;
-/// How late an instant may be and still count as on time (`catch_up: none`).
-pub const ON_TIME_GRACE_MS: u64 = 60_000;
+/// How late an instant may be and still count as on time (`catch_up: none`);
+/// workers look every second, so one later than this came while none ran.
+pub const ON_TIME_GRACE_MS: u64 = 15_000;
+/// How far [`Schedule::recent`] looks back.
+pub const LOOK_BACK_MS: u64 = 400 * 24 * 3_600_000;
 /// EventBridge Scheduler's limit on a schedule expression.
 pub const EVENTBRIDGE_EXPRESSION_LIMIT: usize = 256;
 
@@ -266,8 +269,11 @@ impl Field {
                 Item::AnyStep(step) => return format!("{min}/{step}"),
                 Item::Value(v) => return v.to_string(),
                 Item::Range(a, b) => return format!("{a}-{b}"),
-                // `a/n` runs from `a` to the end of the field.
-                Item::RangeStep(a, b, step) if b + step > max => return format!("{a}/{step}"),
+                // `a/n` runs from `a` to the end of the field: the same values
+                // when the range's last one is also the field's.
+                Item::RangeStep(a, b, step) if a + (b - a) / step * step + step > max => {
+                    return format!("{a}/{step}");
+                }
                 Item::RangeStep(..) => {}
             }
         }
@@ -468,7 +474,10 @@ fn resolve(zone: Tz, wall: NaiveDateTime) -> Option<DateTime<Utc>> {
 /// The first instant after `after` at which `cron` fires in `zone`.
 pub fn next_fire(cron: &CronExpr, zone: Tz, after: Timestamp) -> Option<Timestamp> {
     let after_utc = to_utc(after)?;
-    let mut wall = after_utc.with_timezone(&zone).naive_local().with_nanosecond(0)?;
+    let mut wall = after_utc
+        .with_timezone(&zone)
+        .naive_local()
+        .with_nanosecond(0)?;
     // Each turn passes one wall-clock match; only matches inside a daylight-
     // saving change are passed over, so a handful of turns always suffices.
     for _ in 0..10_000 {
@@ -526,6 +535,23 @@ impl Schedule {
             }
         }
         out
+    }
+
+    /// Up to `count` instants before `before`, newest first, looking back at
+    /// most [`LOOK_BACK_MS`].
+    pub fn recent(&self, before: Timestamp, count: usize) -> Vec<Timestamp> {
+        let until = before.saturating_sub(1);
+        let floor = before.saturating_sub(LOOK_BACK_MS);
+        let mut window: u64 = 3_600_000;
+        loop {
+            let from = until.saturating_sub(window).max(floor);
+            let (mut found, _) = self.between(from, until, count);
+            if found.len() >= count || from == floor {
+                found.reverse();
+                return found;
+            }
+            window = window.saturating_mul(4);
+        }
     }
 
     /// Instants in `(after, until]`, at most the last `keep` of them, and
@@ -642,17 +668,17 @@ pub fn execution_id(workflow: &str, schedule: &str, instant: Timestamp) -> Strin
     format!("{workflow}-{schedule}-{}", scheduled_time(instant))
 }
 
-/// Rebuilds a scheduled execution id from the one a scheduler sent, whose
-/// time part may be written differently (another offset, a fraction of a
-/// second); `None` if `id` is not `{workflow}-{schedule}-{time}`.
-pub fn canonical_execution_id(workflow: &str, schedule: &str, id: &str) -> Option<(String, Timestamp)> {
-    let time = id
-        .strip_prefix(workflow)?
-        .strip_prefix('-')?
-        .strip_prefix(schedule)?
-        .strip_prefix('-')?;
-    let instant = parse_scheduled_time(time)?;
-    Some((execution_id(workflow, schedule, instant), instant))
+/// Splits a scheduled execution id `{workflow}-{schedule}-{time}` into the
+/// schedule's name and the instant; the time may be written in any RFC 3339
+/// form (another offset, a fraction of a second). `None` for any other id.
+pub fn split_execution_id<'a>(workflow: &str, id: &'a str) -> Option<(&'a str, Timestamp)> {
+    let rest = id.strip_prefix(workflow)?.strip_prefix('-')?;
+    // The time holds dashes too: the first split whose tail reads as a time wins.
+    rest.match_indices('-').find_map(|(i, _)| {
+        let schedule = &rest[..i];
+        let instant = parse_scheduled_time(&rest[i + 1..])?;
+        (!schedule.is_empty()).then_some((schedule, instant))
+    })
 }
 
 #[cfg(test)]
@@ -671,11 +697,22 @@ mod tests {
             "report-daily-2026-03-08T14:00:00Z"
         );
         assert_eq!(
-            canonical_execution_id("report", "daily", "report-daily-2026-03-08T09:00:00.000-05:00"),
-            Some(("report-daily-2026-03-08T14:00:00Z".to_string(), t))
+            split_execution_id("report", "report-daily-2026-03-08T09:00:00.000-05:00"),
+            Some(("daily", t))
         );
-        assert_eq!(canonical_execution_id("report", "daily", "report-weekly-2026-03-08T14:00:00Z"), None);
-        assert_eq!(canonical_execution_id("report", "daily", "report-daily-soon"), None);
+        assert_eq!(
+            split_execution_id("report", "report-end-of-day-2026-03-08T14:00:00Z"),
+            Some(("end-of-day", t))
+        );
+        assert_eq!(split_execution_id("report", "report-daily-soon"), None);
+        assert_eq!(
+            split_execution_id("report", "other-daily-2026-03-08T14:00:00Z"),
+            None
+        );
+        assert_eq!(
+            split_execution_id("report", "report-2026-03-08T14:00:00Z"),
+            None
+        );
     }
 
     #[test]

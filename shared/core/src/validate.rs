@@ -1,5 +1,6 @@
 //! Validation: turns a [`WorkflowDefinition`] into a runnable [`Workflow`],
-//! or reports every problem in it at once, each naming the step and field.
+//! or reports every problem in it at once, each naming the step (or
+//! schedule) and field.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -14,6 +15,7 @@ use crate::definition::{
 use crate::duration::parse_millis;
 use crate::expr::{self, Expr, StepRefs, Template};
 use crate::retry::{MAX_ATTEMPTS_CAP, RetryPolicy};
+use crate::schedule::{self, CatchUp, CronExpr, DEFAULT_MAX_CATCH_UP, MAX_CATCH_UP_CAP, Schedule};
 use crate::workflow::{
     Action, Call, Compensation, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_MS, Step, Workflow,
 };
@@ -543,6 +545,8 @@ pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationEr
         .template(&mut c, "output", definition.output.as_ref(), &Reads::Any)
         .unwrap_or_else(Template::null);
 
+    let schedules = validate_schedules(&mut c, &definition);
+
     if !c.problems.is_empty() {
         return Err(ValidationErrors {
             problems: c.problems,
@@ -558,8 +562,129 @@ pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationEr
         definition,
         steps,
         output,
+        schedules,
         by_name,
     })
+}
+
+/// Execution ids are at most this long (they appear in URLs and keys).
+const MAX_EXECUTION_ID: usize = 128;
+
+fn is_schedule_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Checks every schedule; problems name it as `schedules.NAME.FIELD`.
+fn validate_schedules(c: &mut Collector, definition: &WorkflowDefinition) -> Vec<Schedule> {
+    let mut seen = HashSet::new();
+    let mut schedules = Vec::new();
+    for (position, (name, schedule)) in definition.schedules.iter().enumerate() {
+        if name.is_empty() {
+            c.add(
+                None,
+                Some(&format!("schedules[{position}].name")),
+                "a schedule in the list form needs a `name`",
+            );
+            continue;
+        }
+        let at = |field: &str| format!("schedules.{name}.{field}");
+        if !is_schedule_name(name) {
+            c.add(
+                None,
+                Some(&format!("schedules.{name}")),
+                "schedule names use 1 to 64 letters, digits, `-` and `_`",
+            );
+        }
+        if !seen.insert(name) {
+            c.add(
+                None,
+                Some(&format!("schedules.{name}")),
+                "duplicate schedule name",
+            );
+        }
+        if let Some(inner) = &schedule.name
+            && inner != name
+        {
+            c.add(
+                None,
+                Some(&at("name")),
+                format!("`{inner}` differs from its key `{name}`, which names the schedule"),
+            );
+        }
+        let example_id = schedule::execution_id(&definition.name, name, 0);
+        if example_id.len() > MAX_EXECUTION_ID {
+            c.add(
+                None,
+                Some(&format!("schedules.{name}")),
+                format!(
+                    "its execution ids (like `{example_id}`) are longer than {MAX_EXECUTION_ID} characters: shorten the workflow or schedule name"
+                ),
+            );
+        }
+        let cron = match CronExpr::parse(&schedule.cron) {
+            Ok(cron) => Some(cron),
+            Err(e) => {
+                c.add(
+                    None,
+                    Some(&at("cron")),
+                    format!("`{}` is not a valid cron expression: {e}", schedule.cron),
+                );
+                None
+            }
+        };
+        let zone_name = schedule.timezone.as_deref().unwrap_or("UTC");
+        let timezone = match schedule::parse_timezone(zone_name) {
+            Some(zone) => Some(zone),
+            None => {
+                let hint = schedule::timezone_suggestion(zone_name)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_else(|| {
+                        " (for example `America/New_York`, `Europe/Paris` or `UTC`)".into()
+                    });
+                c.add(
+                    None,
+                    Some(&at("timezone")),
+                    format!("`{zone_name}` is not an IANA time zone{hint}"),
+                );
+                None
+            }
+        };
+        let catch_up = schedule.catch_up.unwrap_or_default();
+        if let Some(max) = schedule.max_catch_up {
+            if catch_up != CatchUp::All {
+                c.add(
+                    None,
+                    Some(&at("max_catch_up")),
+                    "only applies to `catch_up: all`",
+                );
+            } else if max == 0 || max > MAX_CATCH_UP_CAP {
+                c.add(
+                    None,
+                    Some(&at("max_catch_up")),
+                    format!("must be between 1 and {MAX_CATCH_UP_CAP}, not {max}"),
+                );
+            }
+        }
+        if let (Some(cron), Some(timezone)) = (cron, timezone) {
+            schedules.push(Schedule {
+                name: Arc::from(name),
+                cron,
+                timezone,
+                input: schedule
+                    .input
+                    .clone()
+                    .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+                enabled: schedule.enabled.unwrap_or(true),
+                overlap: schedule.overlap.unwrap_or_default(),
+                catch_up,
+                max_catch_up: schedule.max_catch_up.unwrap_or(DEFAULT_MAX_CATCH_UP),
+            });
+        }
+    }
+    schedules
 }
 
 #[allow(clippy::too_many_arguments)]

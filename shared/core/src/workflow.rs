@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::definition::{Format, WorkflowDefinition};
 use crate::expr::{Expr, Template};
 use crate::retry::RetryPolicy;
+use crate::schedule::Schedule;
 use crate::validate::{self, ValidationErrors};
 
 /// Default per-attempt timeout when neither the step nor `defaults` sets one
@@ -23,6 +24,8 @@ pub struct Workflow {
     pub name: Arc<str>,
     pub steps: Vec<Step>,
     pub output: Template,
+    /// Every schedule, enabled or not, in declaration order.
+    pub schedules: Vec<Schedule>,
     pub(crate) by_name: HashMap<String, usize>,
 }
 

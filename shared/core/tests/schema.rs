@@ -250,6 +250,14 @@ fn the_schema_rejects_what_the_types_reject() {
         "steps": { "a": { "function": "f", "mutates": false, "compensate": "none" } }
     });
     assert!(conforms(&valid).is_empty(), "{:?}", conforms(&valid));
+    let steps = valid["steps"].clone();
+    for schedules in [
+        json!({ "daily": { "cron": "0 0 * * *", "timezone": "America/New_York", "input": { "a": 1 } } }),
+        json!([{ "name": "daily", "cron": "0 0 * * *", "overlap": "allow", "catch_up": "all", "max_catch_up": 3 }]),
+    ] {
+        let doc = json!({ "name": "w", "steps": steps, "schedules": schedules });
+        assert!(conforms(&doc).is_empty(), "{:?}", conforms(&doc));
+    }
     let cases = [
         json!({ "name": "w" }),
         json!({ "name": "w", "steps": {} }),
@@ -260,6 +268,9 @@ fn the_schema_rejects_what_the_types_reject() {
         json!({ "name": "w", "steps": { "a": { "retry": { "backoff": "random" } } } }),
         json!({ "name": "w", "steps": { "a": { "wait_for": { "timeout": "1s" } } } }),
         json!({ "name": "w", "steps": { "a": { "wait": "1s" } }, "extra": true }),
+        json!({ "name": "w", "steps": { "a": { "wait": "1s" } }, "schedules": { "d": { "timezone": "UTC" } } }),
+        json!({ "name": "w", "steps": { "a": { "wait": "1s" } }, "schedules": { "d": { "cron": "* * * * *", "overlap": "queue" } } }),
+        json!({ "name": "w", "steps": { "a": { "wait": "1s" } }, "schedules": "0 0 * * *" }),
     ];
     for case in cases {
         assert!(!conforms(&case).is_empty(), "the schema accepts {case}");

@@ -138,7 +138,15 @@ pub async fn fire_due(
         };
         for schedule in workflow.schedules.iter().filter(|s| s.enabled) {
             active.insert((stored.name.clone(), schedule.name.to_string()));
-            fire_schedule(coordinator, &stored.name, version, schedule, now, &mut fired).await?;
+            fire_schedule(
+                coordinator,
+                &stored.name,
+                version,
+                schedule,
+                now,
+                &mut fired,
+            )
+            .await?;
         }
     }
     forget_inactive(backend, &active)?;

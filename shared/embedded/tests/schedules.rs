@@ -59,7 +59,9 @@ async fn ids(node: &Node) -> BTreeSet<String> {
 }
 
 async fn look(node: &Node, now: u64) -> Fired {
-    fire_due(&node.coordinator, now).await.expect("schedules fire")
+    fire_due(&node.coordinator, now)
+        .await
+        .expect("schedules fire")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -140,11 +142,7 @@ async fn worker_rounds_check_once_a_second_per_database() {
         WorkerOptions::default(),
     ));
     assert!(worker.poll_once().await.expect("a round"));
-    assert!(
-        ids(&nodes[0])
-            .await
-            .contains("sync-m-2026-01-01T00:02:00Z")
-    );
+    assert!(ids(&nodes[0]).await.contains("sync-m-2026-01-01T00:02:00Z"));
 }
 
 #[tokio::test]

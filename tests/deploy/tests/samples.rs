@@ -1,0 +1,503 @@
+//! Every `events/` sample through the entry point of the function it is for,
+//! on moto server, so the samples keep matching what the functions accept:
+//! the API Gateway requests through `baton_api::lambda::handle_lambda`, the
+//! SQS batches through `baton_lambda::step::handle` and
+//! `baton_lambda::coordinator::handle`.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use baton_api::lambda::handle_lambda;
+use baton_api::{Api, ApiOptions};
+use baton_aws::testing::fresh_backend;
+use baton_aws::{AwsBackend, CoordinatorMessage};
+use baton_core::definition::Format;
+use baton_core::engine::{StepStatus, UnitStatus};
+use baton_core::{Event, TaskKind, WorkflowDefinition};
+use baton_deploy_tests::repo_path;
+use baton_examples::{HandlerEnv, Ledger, register_all_with};
+use baton_runtime::ports::{DeadLetterKind, ExecutionStore, TaskQueue, WorkflowStore};
+use baton_runtime::step::{Registry, StepHandler};
+use baton_runtime::{Clock, Coordinator, SystemClock};
+use lambda_http::Body;
+use serde_json::{Value, json};
+
+/// The step functions the stack deploys, each with a queue.
+const FUNCTIONS: [&str; 8] = [
+    "validate-order",
+    "reserve-inventory",
+    "release-inventory",
+    "process-payment",
+    "refund-payment",
+    "ship-order",
+    "cancel-shipment",
+    "notify-customer",
+];
+
+fn sample(name: &str) -> String {
+    let path = repo_path(&format!("events/{name}"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn sqs_sample(name: &str) -> SqsEvent {
+    serde_json::from_str(&sample(name)).unwrap_or_else(|e| panic!("{name} is no SQS event: {e}"))
+}
+
+/// The body of a sample's first record, decoded.
+fn first_body(event: &SqsEvent) -> Value {
+    let body = event.records[0].body.as_deref().expect("a body");
+    serde_json::from_str(body).expect("a JSON body")
+}
+
+fn failures(response: &SqsBatchResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+/// A backend with every step queue and the order saga deployed.
+async fn saga_backend(name: &str) -> AwsBackend {
+    let backend = fresh_backend(name, &FUNCTIONS, 5).await;
+    let text = std::fs::read_to_string(repo_path("workflows/order-saga.yaml")).expect("the saga");
+    let definition = WorkflowDefinition::parse(&text, Format::Yaml).expect("the saga parses");
+    backend
+        .put_workflow(&definition, SystemClock.now())
+        .await
+        .expect("deploy the saga");
+    backend
+}
+
+fn coordinator(backend: &AwsBackend) -> Coordinator<AwsBackend> {
+    Coordinator::new(Arc::new(backend.clone()), Arc::new(SystemClock))
+}
+
+/// The tasks waiting on a step queue, left there.
+async fn queued_tasks(backend: &AwsBackend, function: &str) -> Vec<baton_core::engine::Dispatch> {
+    let leased = backend
+        .receive(&[function.to_string()], 10, 1_000, SystemClock.now())
+        .await
+        .expect("receive");
+    leased.into_iter().map(|l| l.task).collect()
+}
+
+/// Every message on the coordinator queue, deleted as it is read.
+async fn drain_coordinator(backend: &AwsBackend) -> Vec<CoordinatorMessage> {
+    let sqs = &backend.clients().sqs;
+    let url = &backend.settings().coordinator_queue_url;
+    let mut messages = Vec::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(30)
+            .send()
+            .await
+            .expect("receive");
+        if out.messages().is_empty() {
+            return messages;
+        }
+        for m in out.messages() {
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+            messages.push(serde_json::from_str(m.body().unwrap_or_default()).expect("a message"));
+        }
+    }
+}
+
+/// One API Gateway sample through the API function's entry point.
+async fn call_api(api: &Api<AwsBackend>, name: &str) -> (u16, lambda_http::http::HeaderMap, Value) {
+    let request = lambda_http::request::from_str(&sample(name))
+        .unwrap_or_else(|e| panic!("{name} is no API Gateway request: {e}"));
+    let response = match handle_lambda(api, request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let status = response.status().as_u16();
+    let body = match response.body() {
+        Body::Text(text) => serde_json::from_str(text).expect("a JSON body"),
+        other => panic!("{name}: expected a text body, got {other:?}"),
+    };
+    (status, response.headers().clone(), body)
+}
+
+#[tokio::test]
+async fn api_samples_start_read_and_signal_an_execution() {
+    let backend = saga_backend("api-samples").await;
+    // As functions/api builds it: no base path behind the `$default` stage.
+    let api = Api::with_options(
+        Arc::new(coordinator(&backend)),
+        ApiOptions::default().base_path(""),
+    );
+
+    let (status, headers, body) = call_api(&api, "api-start-execution.json").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["id"], "order-1001");
+    assert_eq!(body["workflow"], "order-processing");
+    assert_eq!(body["created"], true);
+    assert_eq!(headers["location"], "/executions/order-1001");
+    // A retried request (same id) starts nothing new.
+    let (status, _, body) = call_api(&api, "api-start-execution.json").await;
+    assert_eq!((status, &body["created"]), (200, &json!(false)), "{body}");
+    let tasks = queued_tasks(&backend, "validate-order").await;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0].input["orderId"], "o-1001");
+
+    let (status, _, body) = call_api(&api, "api-get-execution.json").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], "order-1001");
+    assert_eq!(body["status"], "running");
+    assert_eq!(body["input"]["items"][0]["sku"], "SKU-7");
+
+    // No step waits for `approval` yet; the signal is kept for when one does.
+    let (status, _, body) = call_api(&api, "api-signal-approval.json").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["signal"], "approval");
+    assert_eq!(body["status"], "running");
+    let history = backend.history("order-1001").await.expect("history");
+    assert!(
+        history.iter().any(|h| matches!(
+            &h.event,
+            Event::SignalReceived { name, payload } if name == "approval" && payload["approved"] == true
+        )),
+        "{history:?}"
+    );
+}
+
+#[tokio::test]
+async fn step_task_sample_runs_process_payment_once_and_reports_it() {
+    let backend = fresh_backend("step-sample", &["process-payment"], 5).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = Arc::new(Ledger::open(dir.path().join("ledger.db")).expect("ledger"));
+    let mut registry = Registry::new();
+    register_all_with(&mut registry, HandlerEnv::new(ledger.clone()));
+    let handler: Arc<dyn StepHandler> = registry.get("process-payment").expect("process-payment");
+    let event = sqs_sample("sqs-step-task.json");
+    let task = first_body(&event);
+    assert_eq!(task["function"], "process-payment");
+
+    // Delivered twice (a lease ran out): runs once, reports both times.
+    for _ in 0..2 {
+        let response = baton_lambda::step::handle(&backend, handler.as_ref(), event.clone()).await;
+        assert_eq!(failures(&response), Vec::<String>::new());
+    }
+
+    let reports = drain_coordinator(&backend).await;
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let mut outputs = Vec::new();
+    for report in &reports {
+        let CoordinatorMessage::Event { execution_id, event } = report else {
+            panic!("not a task result: {report:?}");
+        };
+        assert_eq!(execution_id, "order-1001");
+        let Event::TaskSucceeded { task, output } = event else {
+            panic!("not a success: {event:?}");
+        };
+        assert_eq!((&*task.step, task.attempt, task.kind), ("charge", 1, TaskKind::Step));
+        outputs.push(output.clone());
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert!(outputs[0]["paymentId"].is_string(), "{}", outputs[0]);
+    assert_eq!(outputs[0]["amount"], 50);
+    let key = task["idempotency_key"].as_str().unwrap();
+    let effects = ledger.effects().expect("effects");
+    assert_eq!(effects.len(), 1, "{effects:?}");
+    assert_eq!(effects[0].idempotency_key, key);
+    assert_eq!(
+        backend.store().step_result(key).await.expect("read"),
+        Some(outputs[0].clone())
+    );
+}
+
+#[tokio::test]
+async fn coordinator_result_sample_moves_the_execution_to_its_next_step() {
+    let backend = saga_backend("result-sample").await;
+    let coordinator = coordinator(&backend);
+    // The execution the API start sample creates.
+    let start: Value = serde_json::from_str(
+        serde_json::from_str::<Value>(&sample("api-start-execution.json")).unwrap()["body"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    coordinator
+        .start("order-processing", None, "order-1001", start["input"].clone())
+        .await
+        .expect("start");
+
+    let response =
+        baton_lambda::coordinator::handle(&coordinator, sqs_sample("sqs-coordinator-task-succeeded.json"))
+            .await;
+    assert_eq!(failures(&response), Vec::<String>::new());
+
+    let record = backend.load("order-1001").await.unwrap().expect("the execution");
+    let status = |step: &str| record.state.step(step).map(|s| s.status);
+    assert_eq!(status("validate"), Some(StepStatus::Succeeded));
+    let reserve = record.state.step("reserve").expect("reserve");
+    assert_eq!(reserve.units[0].status, UnitStatus::Running);
+    let tasks = queued_tasks(&backend, "reserve-inventory").await;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0].input["items"], json!([{"sku": "SKU-7", "qty": 2, "price": 25}]));
+}
+
+#[tokio::test]
+async fn malformed_sample_is_dead_lettered_and_not_retried() {
+    let backend = fresh_backend("malformed-sample", &["process-payment"], 5).await;
+    let event = sqs_sample("sqs-malformed.json");
+    let id = event.records[0].message_id.clone().expect("a message id");
+    assert!(serde_json::from_str::<Value>(event.records[0].body.as_deref().unwrap()).is_err());
+
+    let response = baton_lambda::coordinator::handle(&coordinator(&backend), event.clone()).await;
+    assert_eq!(failures(&response), Vec::<String>::new(), "a retry cannot fix it");
+    let dead = backend.store().dead_letters().await.expect("dead letters");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].id, format!("malformed-{id}"));
+    assert_eq!(dead[0].kind, DeadLetterKind::Malformed);
+
+    // A step function treats it the same way.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = Arc::new(Ledger::open(dir.path().join("ledger.db")).expect("ledger"));
+    let mut registry = Registry::new();
+    register_all_with(&mut registry, HandlerEnv::new(ledger.clone()));
+    let handler = registry.get("process-payment").expect("process-payment");
+    let response = baton_lambda::step::handle(&backend, handler.as_ref(), event).await;
+    assert_eq!(failures(&response), Vec::<String>::new());
+    assert!(ledger.effects().expect("effects").is_empty());
+    assert!(drain_coordinator(&backend).await.is_empty());
+}
+
+#[tokio::test]
+async fn cron_trigger_sample_starts_exactly_one_execution_even_when_delivered_twice() {
+    let backend = saga_backend("cron-sample").await;
+    let coordinator = coordinator(&backend);
+    let event = sqs_sample("scheduler-cron-start.json");
+    let body = first_body(&event);
+    let id = body["execution_id"].as_str().expect("an execution id");
+
+    // Twice in one batch, then once more in another.
+    let mut doubled = event.clone();
+    let mut copy = doubled.records[0].clone();
+    copy.message_id = Some("5a1d0c3e-9f2b-4c8d-a6e7-3b4c5d6e7f05".into());
+    doubled.records.push(copy);
+    for batch in [doubled, event] {
+        let response = baton_lambda::coordinator::handle(&coordinator, batch).await;
+        assert_eq!(failures(&response), Vec::<String>::new());
+    }
+
+    let executions = backend.list(None, 100).await.expect("list");
+    let ids: Vec<&str> = executions.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, [id]);
+    assert_eq!(executions[0].workflow, "order-processing");
+    let tasks = queued_tasks(&backend, "validate-order").await;
+    assert_eq!(tasks.len(), 1, "one validate task, not one per delivery: {tasks:?}");
+    assert_eq!(&*tasks[0].execution_id, id);
+    assert_eq!(tasks[0].input["orderId"], body["input"]["orderId"]);
+}
+
+/// Receives up to 10 messages of a queue as the SQS event Lambda would pass,
+/// with the receipt of each message by id.
+async fn receive_event(backend: &AwsBackend, url: &str) -> (SqsEvent, Vec<(String, String)>) {
+    let out = backend
+        .clients()
+        .sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .visibility_timeout(30)
+        .send()
+        .await
+        .expect("receive");
+    let mut event = SqsEvent::default();
+    let mut receipts = Vec::new();
+    for m in out.messages() {
+        let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+        record.message_id = m.message_id().map(str::to_string);
+        record.body = m.body().map(str::to_string);
+        event.records.push(record);
+        receipts.push((
+            m.message_id().unwrap_or_default().to_string(),
+            m.receipt_handle().unwrap_or_default().to_string(),
+        ));
+    }
+    (event, receipts)
+}
+
+/// Deletes what a batch response acknowledged, as the event source mapping does.
+async fn acknowledge(backend: &AwsBackend, url: &str, receipts: &[(String, String)], response: &SqsBatchResponse) {
+    let failed = failures(response);
+    for (id, receipt) in receipts {
+        if !failed.contains(id) {
+            backend
+                .clients()
+                .sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(receipt)
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+}
+
+/// A writer the test's log lines go to.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).lines().map(str::to_string).collect()
+    }
+}
+
+/// The template's metric filter patterns on the coordinator's log group, by logical id.
+fn coordinator_filters() -> Vec<(String, String)> {
+    let t = baton_deploy_tests::Template::load();
+    t.resources_of_type("AWS::Logs::MetricFilter")
+        .filter(|(_, f)| baton_deploy_tests::reference(&f["Properties"]["LogGroupName"]) == Some("CoordinatorLogGroup"))
+        .map(|(id, f)| {
+            (id.to_string(), f["Properties"]["FilterPattern"].as_str().expect("a pattern").to_string())
+        })
+        .collect()
+}
+
+fn count_matches(pattern: &str, lines: &[String]) -> usize {
+    lines
+        .iter()
+        .filter(|line| baton_deploy_tests::filter_matches(pattern, line).expect("a readable pattern"))
+        .count()
+}
+
+/// A compensation that fails for good, through the Lambda entry points with
+/// the coordinator's JSON log format: the template's metric filters count
+/// what the coordinator really logs.
+#[tokio::test]
+async fn compensation_failure_metric_filters_match_the_coordinators_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    // The format of baton_lambda::telemetry::init_tracing, into a buffer.
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_target(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let backend = saga_backend("compensation-logs").await;
+    let coordinator = coordinator(&backend);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = Arc::new(Ledger::open(dir.path().join("ledger.db")).expect("ledger"));
+    let mut registry = Registry::new();
+    register_all_with(&mut registry, HandlerEnv::new(ledger));
+    registry.register(
+        "refund-payment",
+        baton_runtime::step::handler_fn(|_, _| async {
+            Err(baton_runtime::step::StepError::permanent("RefundRejected", "the card is closed"))
+        }),
+    );
+    coordinator
+        .start(
+            "order-processing",
+            None,
+            "order-2001",
+            json!({"orderId": "o-2001", "fail": {"ship-order": "permanent"}}),
+        )
+        .await
+        .expect("start");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut busy = false;
+        for function in FUNCTIONS {
+            let url = backend
+                .queues()
+                .queue_url(&backend.queues().step_queue_name(function))
+                .await
+                .expect("a step queue");
+            let (event, receipts) = receive_event(&backend, &url).await;
+            if receipts.is_empty() {
+                continue;
+            }
+            busy = true;
+            let handler = registry.get(function).expect("a handler");
+            let response = baton_lambda::step::handle(&backend, handler.as_ref(), event).await;
+            acknowledge(&backend, &url, &receipts, &response).await;
+        }
+        let url = backend.settings().coordinator_queue_url.clone();
+        let (event, receipts) = receive_event(&backend, &url).await;
+        if !receipts.is_empty() {
+            busy = true;
+            let response = baton_lambda::coordinator::handle(&coordinator, event).await;
+            acknowledge(&backend, &url, &receipts, &response).await;
+        }
+        let record = backend.load("order-2001").await.unwrap().expect("the execution");
+        if record.status().is_terminal() {
+            assert_eq!(record.status().as_str(), "compensation_failed");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not finish: {:?}", record.state);
+        if !busy {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let dead = backend.store().dead_letters().await.expect("dead letters");
+    let compensations = dead.iter().filter(|d| d.kind == DeadLetterKind::Compensation).count();
+    assert_eq!(compensations, 1, "{dead:?}");
+
+    let lines = captured.lines();
+    let filters = coordinator_filters();
+    let pattern = |id: &str| {
+        filters
+            .iter()
+            .find(|(f, _)| f == id)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| panic!("no metric filter {id}"))
+    };
+    let executions = pattern("ExecutionCompensationFailedMetricFilter");
+    assert_eq!(count_matches(&executions, &lines), 1, "{lines:#?}");
+    let compensation = pattern("CompensationFailedMetricFilter");
+    // The coordinator's line for a compensation dead-lettered for good, once
+    // it logs one, must be what the filter counts.
+    let logged = lines
+        .iter()
+        .filter(|l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| v["fields"]["event"] == "compensation.failed")
+        })
+        .count();
+    if logged > 0 {
+        assert_eq!(logged, compensations, "{lines:#?}");
+    }
+    assert_eq!(count_matches(&compensation, &lines), logged);
+    // And the filter reads that line as the formatter writes it.
+    tracing::error!(
+        event = "compensation.failed",
+        workflow.execution.id = "order-2001",
+        workflow.step = "charge",
+        function = "refund-payment",
+        attempts = 1,
+        error.name = "RefundRejected",
+        "compensation failed for good; dead-lettered"
+    );
+    let lines = captured.lines();
+    let last = lines.last().expect("the line just logged");
+    assert_eq!(baton_deploy_tests::filter_matches(&compensation, last), Ok(true), "{last}");
+    assert_eq!(baton_deploy_tests::filter_matches(&executions, last), Ok(false), "{last}");
+}
