@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use baton_core::engine::{Dispatch, TaskKind};
+use baton_core::engine::{Dispatch, TaskKind, TimerKind};
 use baton_core::{
-    Command, ExecutionStatus, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition,
+    Command, Event, ExecutionStatus, LifecycleEvent, TaskRef, TimerId, Timestamp, WorkflowDefinition,
 };
 use baton_runtime::coordinator::compensation_dead_letter;
 use baton_runtime::ports::{
@@ -160,19 +160,17 @@ fn parse_receipt(receipt: &str) -> StoreResult<(i64, i64)> {
 }
 
 fn task_dedup_key(task: &Dispatch) -> String {
-    let kind = match task.task.kind {
+    task_ref_dedup_key(&task.execution_id, &task.task)
+}
+
+/// One row per attempt: sending the same attempt twice queues it once.
+fn task_ref_dedup_key(execution_id: &str, task: &TaskRef) -> String {
+    let kind = match task.kind {
         TaskKind::Step => "step",
         TaskKind::Compensation => "comp",
     };
-    let index = task
-        .task
-        .index
-        .map(|i| i.to_string())
-        .unwrap_or_else(|| "-".into());
-    format!(
-        "{}/{}/{}/{}/{}",
-        task.execution_id, task.task.step, index, kind, task.task.attempt
-    )
+    let index = task.index.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+    format!("{execution_id}/{}/{index}/{kind}/{}", task.step, task.attempt)
 }
 
 impl SqliteBackend {
@@ -382,6 +380,45 @@ impl SqliteBackend {
             .map(|n| n > 0)
             .map_err(unavailable)
         })
+    }
+
+    /// Removes what an applied event consumed, in the transition's own
+    /// transaction: the task whose result it records (its ack) with that
+    /// attempt's timeout timer, or the timer that fired. A crash can then
+    /// never leave a consumed task or timer to be delivered again.
+    fn settle_delivered(tx: &Transaction<'_>, execution_id: &str, history: &[HistoryEntry]) -> StoreResult<()> {
+        for entry in history {
+            match &entry.event {
+                Event::TaskSucceeded { task, .. } | Event::TaskFailed { task, .. } | Event::TaskTimedOut { task } => {
+                    tx.execute(
+                        "DELETE FROM tasks WHERE dedup_key = ?1",
+                        [task_ref_dedup_key(execution_id, task)],
+                    )
+                    .map_err(unavailable)?;
+                    let timeout = TimerId {
+                        kind: TimerKind::Timeout,
+                        task_kind: task.kind,
+                        step: task.step.clone(),
+                        index: task.index,
+                        attempt: task.attempt,
+                    };
+                    tx.execute(
+                        "DELETE FROM timers WHERE execution_id = ?1 AND timer_key = ?2",
+                        params![execution_id, timeout.key()],
+                    )
+                    .map_err(unavailable)?;
+                }
+                Event::TimerFired { timer } => {
+                    tx.execute(
+                        "DELETE FROM timers WHERE execution_id = ?1 AND timer_key = ?2",
+                        params![execution_id, timer.key()],
+                    )
+                    .map_err(unavailable)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Timers due at `now`, earliest first.
@@ -594,6 +631,7 @@ impl ExecutionStore for SqliteBackend {
                 });
             }
             Self::insert_history(tx, &record.id, history)?;
+            Self::settle_delivered(tx, &record.id, history)?;
             self.apply_commands(tx, &record.id, outbox, record.updated_at)?;
             Ok(Vec::new())
         })

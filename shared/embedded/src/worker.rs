@@ -140,7 +140,9 @@ impl Worker {
                 )
                 .await
             {
-                Ok(_) => {}
+                // The transition that applied the firing deleted the timer row.
+                Ok(Outcome::Applied) => continue,
+                Ok(Outcome::Ignored(_)) => {}
                 Err(CoordinatorError::NotFound(_)) => {}
                 Err(e) if e.is_retryable() => {
                     // Leave the timer; the next round fires it again.
@@ -197,6 +199,12 @@ impl Worker {
 
     async fn run_task_inner(&self, leased: &LeasedTask) -> Result<(), CoordinatorError> {
         let task = &leased.task;
+        if leased.receive_count > 1 {
+            warn!(
+                receive_count = leased.receive_count,
+                "task received again: an earlier receive did not finish (its worker may have died)"
+            );
+        }
         let current = self
             .backend()
             .load(&task.execution_id)
@@ -264,7 +272,8 @@ impl Worker {
             Ok(Outcome::Ignored(reason)) => {
                 debug!(reason = %describe_ignored(&reason), "result ignored")
             }
-            Ok(Outcome::Applied) => {}
+            // The transition that recorded the result deleted the task row.
+            Ok(Outcome::Applied) => return Ok(()),
             Err(e) if e.is_retryable() => return Err(e),
             Err(e) => error!(error = %e, "result could not be recorded"),
         }
