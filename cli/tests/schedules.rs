@@ -49,7 +49,10 @@ weekly: `0 9 * * MON` in UTC (EventBridge: cron(0 9 ? * MON *)), overlap Allow, 
 
     let bad_time = sb.baton(&["schedules", &file, "--after", "yesterday"]);
     bad_time.expect_code(2);
-    assert!(bad_time.stderr.contains("not an RFC 3339 time"), "{bad_time:?}");
+    assert!(
+        bad_time.stderr.contains("not an RFC 3339 time"),
+        "{bad_time:?}"
+    );
 }
 
 #[test]

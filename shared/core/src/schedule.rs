@@ -185,9 +185,14 @@ impl Field {
             } else if let Some((a, b)) = base.split_once('-') {
                 let (a, b) = (Self::value(kind, a)?, Self::value(kind, b)?);
                 if a > b {
+                    let (min, max) = kind.bounds();
+                    let tail = if b == min {
+                        b.to_string()
+                    } else {
+                        format!("{min}-{b}")
+                    };
                     return Err(CronError::new(format!(
-                        "{label} range `{base}` runs backwards; write it as a list, e.g. `{b}-{},0-{a}`",
-                        kind.bounds().1
+                        "{label} range `{base}` runs backwards; to wrap around, list both parts: `{a}-{max},{tail}`"
                     )));
                 }
                 match step {

@@ -89,7 +89,10 @@ fn what_eventbridge_cannot_express_is_an_error() {
         ("0 0 * * FUN", "`FUN` is not a day-of-week"),
         ("*/0 * * * *", "the step `0` must be a whole number above 0"),
         ("5/10 * * * *", "a step needs `*` or a range before it"),
-        ("0 17-9 * * *", "hour range `17-9` runs backwards"),
+        (
+            "0 17-9 * * *",
+            "hour range `17-9` runs backwards; to wrap around, list both parts: `17-23,0-9`",
+        ),
         ("0 0 30 2 *", "never fires"),
         ("0 0 1,,2 * *", "has an empty list item"),
         ("", "has 0 fields"),

@@ -78,7 +78,15 @@ impl Worker {
             if *shutdown.borrow() {
                 break;
             }
-            let busy = self.clone().poll_once().await?;
+            // A transient error (a busy database) must not stop the worker:
+            // log it and try again after the poll interval.
+            let busy = match self.clone().poll_once().await {
+                Ok(busy) => busy,
+                Err(e) => {
+                    error!(error = %e, "worker round failed; retrying");
+                    false
+                }
+            };
             if !busy {
                 tokio::select! {
                     _ = tokio::time::sleep(self.options.poll_interval) => {}
