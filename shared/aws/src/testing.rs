@@ -41,7 +41,7 @@ pub fn endpoint() -> String {
             let port = free_port();
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/moto-server.py");
             let child = Command::new("python3")
-                .args([script, &port.to_string()])
+                .args([script, &port.to_string(), &std::process::id().to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
