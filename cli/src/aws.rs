@@ -73,9 +73,11 @@ pub fn settings(db: &Path) -> anyhow::Result<AwsSettings> {
 /// The AWS backend; `db` locates the settings `baton bootstrap` wrote.
 pub async fn backend(endpoint: Option<&str>, db: &Path) -> anyhow::Result<AwsBackend> {
     let settings = settings(db)?;
-    let endpoint = endpoint
-        .map(str::to_string)
-        .or_else(|| read_env_file(&settings_file(db)).get("AWS_ENDPOINT_URL").cloned());
+    let endpoint = endpoint.map(str::to_string).or_else(|| {
+        read_env_file(&settings_file(db))
+            .get("AWS_ENDPOINT_URL")
+            .cloned()
+    });
     let config = sdk_config(endpoint.as_deref()).await;
     Ok(AwsBackend::with_config(
         &config,
@@ -155,7 +157,11 @@ pub async fn bootstrap_command(
 }
 
 /// Writes the settings as `export` lines to `.baton/aws.env`; returns the file and lines.
-pub fn write_settings(db: &Path, settings: &AwsSettings, endpoint: Option<&str>) -> anyhow::Result<(PathBuf, Vec<String>)> {
+pub fn write_settings(
+    db: &Path,
+    settings: &AwsSettings,
+    endpoint: Option<&str>,
+) -> anyhow::Result<(PathBuf, Vec<String>)> {
     let mut lines: Vec<String> = settings
         .to_env()
         .into_iter()
@@ -168,6 +174,7 @@ pub fn write_settings(db: &Path, settings: &AwsSettings, endpoint: Option<&str>)
     if let Some(parent) = file.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&file, lines.join("\n") + "\n").with_context(|| format!("writing {}", file.display()))?;
+    std::fs::write(&file, lines.join("\n") + "\n")
+        .with_context(|| format!("writing {}", file.display()))?;
     Ok((file, lines))
 }

@@ -44,11 +44,23 @@ pub async fn dev(db: &Path, config: &Path, options: DevOptions) -> anyhow::Resul
         .map(|f| load_workflow(f))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let targets = app::targets(db, config)?;
-    let (sdk, settings) = aws::create(options.endpoint.as_deref(), &options.prefix, functions.clone(), options.max_receives).await?;
+    let (sdk, settings) = aws::create(
+        options.endpoint.as_deref(),
+        &options.prefix,
+        functions.clone(),
+        options.max_receives,
+    )
+    .await?;
     aws::write_settings(db, &settings, options.endpoint.as_deref())?;
-    let backend = Arc::new(AwsBackend::with_config(&sdk, settings.clone(), RequestCounter::new()));
+    let backend = Arc::new(AwsBackend::with_config(
+        &sdk,
+        settings.clone(),
+        RequestCounter::new(),
+    ));
     for workflow in &workflows {
-        let version = backend.put_workflow(&workflow.definition, SystemClock.now()).await?;
+        let version = backend
+            .put_workflow(&workflow.definition, SystemClock.now())
+            .await?;
         println!("deployed workflow `{}` version {version}", workflow.name);
     }
     let coordinator = Arc::new(Coordinator::new(backend.clone(), Arc::new(SystemClock)));
@@ -82,10 +94,15 @@ pub async fn dev(db: &Path, config: &Path, options: DevOptions) -> anyhow::Resul
     }
     for function in &functions {
         let Some(handler) = targets.resolve_handler(function) else {
-            println!("no local handler for `{function}`: its tasks wait on baton-step queue for a real function");
+            println!(
+                "no local handler for `{function}`: its tasks wait on baton-step queue for a real function"
+            );
             continue;
         };
-        let url = backend.queues().queue_url(&backend.queues().step_queue_name(function)).await?;
+        let url = backend
+            .queues()
+            .queue_url(&backend.queues().step_queue_name(function))
+            .await?;
         let backend = backend.clone();
         let stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {
@@ -93,7 +110,9 @@ pub async fn dev(db: &Path, config: &Path, options: DevOptions) -> anyhow::Resul
             poll(&backend, url, stopped, move |batch| {
                 let backend = inner.clone();
                 let handler = handler.clone();
-                async move { baton_lambda::step::process_step_batch(&backend, handler.as_ref(), batch).await }
+                async move {
+                    baton_lambda::step::process_step_batch(&backend, handler.as_ref(), batch).await
+                }
             })
             .await
         }));
@@ -112,8 +131,12 @@ pub async fn dev(db: &Path, config: &Path, options: DevOptions) -> anyhow::Resul
 }
 
 /// Polls one queue like an event source mapping until `stopped` turns true.
-async fn poll<F, Fut>(backend: &AwsBackend, url: String, mut stopped: watch::Receiver<bool>, process: F)
-where
+async fn poll<F, Fut>(
+    backend: &AwsBackend,
+    url: String,
+    mut stopped: watch::Receiver<bool>,
+    process: F,
+) where
     F: Fn(Vec<QueueMessage>) -> Fut,
     Fut: std::future::Future<Output = Vec<String>>,
 {

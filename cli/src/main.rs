@@ -319,14 +319,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 .await
             }
         },
-        Commands::Cancel { id, reason } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
-            Some(b) => app::cancel(b, &id, reason).await,
-            None => app::cancel(app::open_backend(&db)?, &id, reason).await,
-        },
-        Commands::Signal { id, name, data } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
-            Some(b) => app::signal(b, &id, &name, &data).await,
-            None => app::signal(app::open_backend(&db)?, &id, &name, &data).await,
-        },
+        Commands::Cancel { id, reason } => {
+            match aws_backend(aws, endpoint.as_deref(), &db).await? {
+                Some(b) => app::cancel(b, &id, reason).await,
+                None => app::cancel(app::open_backend(&db)?, &id, reason).await,
+            }
+        }
+        Commands::Signal { id, name, data } => {
+            match aws_backend(aws, endpoint.as_deref(), &db).await? {
+                Some(b) => app::signal(b, &id, &name, &data).await,
+                None => app::signal(app::open_backend(&db)?, &id, &name, &data).await,
+            }
+        }
         Commands::Dlq { command } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
             Some(b) => dlq::dlq(b.as_ref(), &db, &config, command).await,
             None => dlq::dlq(app::open_backend(&db)?.as_ref(), &db, &config, command).await,

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Sandbox, repo_file, path_arg};
+use common::{Sandbox, path_arg, repo_file};
 use serde_json::{Value, json};
 
 /// A `baton dev` process, stopped when dropped.
@@ -34,7 +34,9 @@ fn free_port() -> u16 {
 /// One HTTP/1.1 request; returns the status and the JSON body.
 fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("the API accepts connections");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
         stream,
@@ -79,7 +81,11 @@ fn start_dev(sb: &Sandbox, prefix: &str) -> Dev {
     let dev = Dev { child, port };
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "baton dev did not serve its API: {}", std::fs::read_to_string(sb.path().join("dev.log")).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "baton dev did not serve its API: {}",
+            std::fs::read_to_string(sb.path().join("dev.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     dev
@@ -90,7 +96,15 @@ fn wait_finished(port: u16, id: &str) -> Value {
     loop {
         let (code, body) = request(port, "GET", &format!("/executions/{id}"), None);
         assert_eq!(code, 200, "{body}");
-        if ["succeeded", "failed", "compensated", "compensation_failed", "cancelled"].contains(&body["status"].as_str().unwrap_or("")) {
+        if [
+            "succeeded",
+            "failed",
+            "compensated",
+            "compensation_failed",
+            "cancelled",
+        ]
+        .contains(&body["status"].as_str().unwrap_or(""))
+        {
             return body;
         }
         assert!(Instant::now() < deadline, "{id} did not finish: {body:#}");
@@ -106,7 +120,9 @@ fn compensations(port: u16, id: &str) -> Vec<String> {
         .as_array()
         .expect("a list")
         .iter()
-        .filter(|h| h["event"]["type"] == "task_succeeded" && h["event"]["task"]["kind"] == "compensation")
+        .filter(|h| {
+            h["event"]["type"] == "task_succeeded" && h["event"]["task"]["kind"] == "compensation"
+        })
         .map(|h| h["event"]["task"]["step"].as_str().unwrap().to_string())
         .collect()
 }
@@ -136,38 +152,64 @@ fn order_saga_through_the_api_on_moto() {
 
     let done = wait_finished(dev.port, "aws-ok");
     assert_eq!(done["status"], "succeeded", "{done:#}");
-    assert!(done["output"]["trackingNumber"].as_str().unwrap().starts_with("TRK"));
-    let steps: Vec<&str> = done["steps"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+    assert!(
+        done["output"]["trackingNumber"]
+            .as_str()
+            .unwrap()
+            .starts_with("TRK")
+    );
+    let steps: Vec<&str> = done["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
     assert_eq!(steps, ["succeeded"; 5]);
     let (_, history) = request(dev.port, "GET", "/executions/aws-ok/history", None);
     let history = history.as_array().unwrap();
     assert_eq!(history[0]["event"]["type"], "started");
     let seqs: Vec<u64> = history.iter().map(|h| h["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "history is gapless and ordered");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "history is gapless and ordered"
+    );
 
     // A shipment that fails for good: refund, then release, in reverse order of completion.
     let (code, _) = request(
         dev.port,
         "POST",
         "/workflows/order-processing/executions",
-        Some(&json!({"id": "aws-ship-fails", "input": {"orderId": "o-2", "fail": {"ship-order": "permanent"}}})),
+        Some(
+            &json!({"id": "aws-ship-fails", "input": {"orderId": "o-2", "fail": {"ship-order": "permanent"}}}),
+        ),
     );
     assert_eq!(code, 201);
     let done = wait_finished(dev.port, "aws-ship-fails");
     assert_eq!(done["status"], "compensated", "{done:#}");
-    assert_eq!(compensations(dev.port, "aws-ship-fails"), ["charge", "reserve"]);
+    assert_eq!(
+        compensations(dev.port, "aws-ship-fails"),
+        ["charge", "reserve"]
+    );
 
     // A payment that always fails: retried to its limit, then only the reservation is undone.
     let (code, _) = request(
         dev.port,
         "POST",
         "/workflows/order-processing/executions",
-        Some(&json!({"id": "aws-pay-fails", "input": {"orderId": "o-3", "fail": {"process-payment": "always"}}})),
+        Some(
+            &json!({"id": "aws-pay-fails", "input": {"orderId": "o-3", "fail": {"process-payment": "always"}}}),
+        ),
     );
     assert_eq!(code, 201);
     let done = wait_finished(dev.port, "aws-pay-fails");
     assert_eq!(done["status"], "compensated", "{done:#}");
-    let charge = done["steps"].as_array().unwrap().iter().find(|s| s["name"] == "charge").unwrap();
+    let charge = done["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "charge")
+        .unwrap();
     assert_eq!(charge["attempts"], 5, "{charge:#}");
     assert_eq!(compensations(dev.port, "aws-pay-fails"), ["reserve"]);
 

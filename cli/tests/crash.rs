@@ -92,7 +92,9 @@ fn executions_survive_workers_killed_at_random_moments() {
         .flat_map(|id| sb.events(id))
         .filter(|e| e["kind"] == "step.retrying" && e["error"]["name"] == "Timeout")
         .count();
-    eprintln!("{received_again} tasks were received again after a kill; {timed_out} attempts timed out");
+    eprintln!(
+        "{received_again} tasks were received again after a kill; {timed_out} attempts timed out"
+    );
     assert!(
         received_again > 0 || timed_out > 0,
         "no kill interrupted a running task"

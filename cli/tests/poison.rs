@@ -80,7 +80,10 @@ fn poison_pill_is_dead_lettered_after_its_max_receives_and_the_execution_still_e
         "the dead letter of the poison pill",
         |sb| payment_dead_letter(sb, "poisoned").is_some(),
     );
-    assert_eq!(deaths, 3, "the pill should kill one worker per receive, 3 receives");
+    assert_eq!(
+        deaths, 3,
+        "the pill should kill one worker per receive, 3 receives"
+    );
     assert_eq!(sb.calls("poisoned", "process-payment", "crashed"), 3);
 
     let list = sb.baton(&["dlq", "list"]);
@@ -113,12 +116,20 @@ fn poison_pill_is_dead_lettered_after_its_max_receives_and_the_execution_still_e
 
     // Nothing is stuck: the attempt times out, the saga compensates, and no
     // task or timer of the execution is left behind.
-    supervise(&mut sb, &mut worker, "the end of the poisoned execution", |sb| {
-        sb.status("poisoned").as_deref() == Some("compensated")
-            && tasks_of(sb, "poisoned") == 0
-            && sb.timers("poisoned").is_empty()
-    });
-    assert!(worker.is_running(), "the worker died after the pill was set aside");
+    supervise(
+        &mut sb,
+        &mut worker,
+        "the end of the poisoned execution",
+        |sb| {
+            sb.status("poisoned").as_deref() == Some("compensated")
+                && tasks_of(sb, "poisoned") == 0
+                && sb.timers("poisoned").is_empty()
+        },
+    );
+    assert!(
+        worker.is_running(),
+        "the worker died after the pill was set aside"
+    );
     assert_eq!(sb.calls("poisoned", "process-payment", "crashed"), 3);
     let events = sb.events("poisoned");
     let failed = events

@@ -57,9 +57,15 @@ fn result_message(task: &LeasedTask, output: serde_json::Value) -> QueueMessage 
 async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
     let backend = Arc::new(fresh_backend("recovery", &["fn-a", "fn-b"], 3).await);
     let definition = WorkflowDefinition::parse(TWO_STEPS, Format::Yaml).unwrap();
-    backend.put_workflow(&definition, SystemClock.now()).await.unwrap();
+    backend
+        .put_workflow(&definition, SystemClock.now())
+        .await
+        .unwrap();
     let coordinator = Coordinator::new(backend.clone(), Arc::new(SystemClock));
-    coordinator.start("two-steps", None, "ex-crash", json!({})).await.unwrap();
+    coordinator
+        .start("two-steps", None, "ex-crash", json!({}))
+        .await
+        .unwrap();
     let first = take_task(&backend, "fn-a").await;
     assert_eq!(first.len(), 1, "the first step was dispatched");
     let trigger = result_message(&first[0], json!({"a": 1}));
@@ -90,8 +96,14 @@ async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
         .commit(&next, record.version, &history, &transition.commands)
         .await
         .unwrap();
-    assert!(!saved.is_empty(), "the transition saved commands in its outbox");
-    assert!(take_task(&backend, "fn-b").await.is_empty(), "nothing was sent before the crash");
+    assert!(
+        !saved.is_empty(),
+        "the transition saved commands in its outbox"
+    );
+    assert!(
+        take_task(&backend, "fn-b").await.is_empty(),
+        "nothing was sent before the crash"
+    );
     assert_eq!(backend.pending_outbox("ex-crash").await.unwrap(), saved);
 
     // SQS redelivers the triggering message to another coordinator.
@@ -99,16 +111,34 @@ async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
     assert!(failed.is_empty(), "redelivery handled: {failed:?}");
     let second = take_task(&backend, "fn-b").await;
     assert_eq!(second.len(), 1, "the saved dispatch was sent on redelivery");
-    assert!(backend.pending_outbox("ex-crash").await.unwrap().is_empty(), "the outbox is cleared");
+    assert!(
+        backend.pending_outbox("ex-crash").await.unwrap().is_empty(),
+        "the outbox is cleared"
+    );
     let applied = backend.history("ex-crash").await.unwrap();
-    assert_eq!(applied.len(), 2, "the result was applied once: {applied:#?}");
+    assert_eq!(
+        applied.len(),
+        2,
+        "the result was applied once: {applied:#?}"
+    );
 
     // A further duplicate changes nothing and sends nothing.
-    assert!(process_coordinator_batch(&coordinator, vec![trigger]).await.is_empty());
-    assert!(take_task(&backend, "fn-b").await.is_empty(), "no second dispatch");
+    assert!(
+        process_coordinator_batch(&coordinator, vec![trigger])
+            .await
+            .is_empty()
+    );
+    assert!(
+        take_task(&backend, "fn-b").await.is_empty(),
+        "no second dispatch"
+    );
 
     let done = result_message(&second[0], json!({"b": 2}));
-    assert!(process_coordinator_batch(&coordinator, vec![done]).await.is_empty());
+    assert!(
+        process_coordinator_batch(&coordinator, vec![done])
+            .await
+            .is_empty()
+    );
     let record = backend.load("ex-crash").await.unwrap().unwrap();
     assert_eq!(record.status(), ExecutionStatus::Succeeded);
     assert_eq!(record.version, 3, "start, first result, second result");
