@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check the project has: formatting, lints and all tests.
+# Runs every check the project has: formatting, lints, the deployment template,
+# all tests and the Lambda build of every function.
 # Needs only the Rust toolchain, Python and pip: it installs and starts what the
 # tests need (moto server for the AWS backend tests) and stops it afterwards.
 set -euo pipefail
@@ -10,6 +11,17 @@ cargo fmt --all -- --check
 
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+# The deployment template: the machine's cfn-lint (stricter than SAM's
+# bundled one) must report nothing, and SAM must accept it.
+echo "==> cfn-lint template.yaml"
+if ! command -v cfn-lint >/dev/null 2>&1; then
+  python3 -m pip install --quiet cfn-lint
+fi
+cfn-lint template.yaml
+echo "==> sam validate --lint"
+sam=$(infra/install-sam.sh)
+SAM_CLI_TELEMETRY=0 "$sam" validate --lint -t template.yaml --region us-east-1
 
 # moto server stands in for DynamoDB, SQS, EventBridge and Scheduler.
 if ! command -v moto_server >/dev/null 2>&1; then
@@ -30,4 +42,14 @@ echo "==> moto server on $BATON_TEST_AWS_ENDPOINT"
 
 echo "==> cargo test"
 cargo test --workspace --all-features -- --test-threads="${BATON_TEST_THREADS:-4}"
+# Every function the template deploys, built as Lambda deploys it (release,
+# the template's architecture), with a bootstrap each. `sam build` does the
+# same one function at a time: infra/sam-build.sh. BATON_SKIP_LAMBDA_BUILD=1
+# skips this on a developer machine; CI keeps it.
+if [ "${BATON_SKIP_LAMBDA_BUILD:-0}" = 1 ]; then
+  echo "==> cargo lambda build skipped (BATON_SKIP_LAMBDA_BUILD=1)"
+else
+  echo "==> cargo lambda build (every function of template.yaml)"
+  infra/build-functions.sh
+fi
 echo "==> all checks passed"

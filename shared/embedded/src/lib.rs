@@ -3,11 +3,17 @@
 //!
 //! - [`store`]: [`SqliteBackend`], the backend ports on SQLite (WAL, one
 //!   transaction per transition, tasks leased like SQS messages);
+//! - `group`: the single writer that commits the transitions waiting at the
+//!   same moment in one transaction (one disk sync for many steps);
+//! - [`local`]: tasks a worker leases to itself in the transaction that
+//!   creates them, so the next step starts without a poll;
 //! - [`worker`]: fires due timers, leases tasks, runs them on their targets
 //!   and reports results through the coordinator;
 //! - [`schedules`]: starts the executions of workflows' cron schedules as
 //!   they come due, each instant once however many workers run.
 
+mod group;
+pub mod local;
 pub mod schedules;
 pub mod store;
 pub mod worker;

@@ -1,12 +1,15 @@
 //! The backend ports on one SQLite file.
 //!
-//! A transition is one `BEGIN IMMEDIATE` transaction: the versioned update of
-//! the execution, its history row, and the rows its commands produce (tasks,
-//! timers, events, dead letters). Nothing is left in an outbox, so a process
-//! killed at any moment leaves either all of a transition or none of it.
+//! A transition is written in one `BEGIN IMMEDIATE` transaction: the
+//! versioned update of the execution, its history row, and the rows its
+//! commands produce (tasks, timers, events, dead letters). Nothing is left in
+//! an outbox, so a process killed at any moment leaves either all of a
+//! transition or none of it. Transitions waiting at the same moment share a
+//! transaction (see [`crate::group`]); reads use a second connection, so they
+//! do not wait for the writer's disk syncs.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use baton_core::engine::{Dispatch, TaskKind, TimerKind};
@@ -22,6 +25,9 @@ use baton_runtime::ports::{
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::group::Writer;
+use crate::local::LocalQueue;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS workflows (
@@ -128,7 +134,11 @@ impl Default for SqliteOptions {
 }
 
 pub struct SqliteBackend {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
+    reader: Mutex<Connection>,
+    writer: Writer,
+    /// Workers of this process that lease the tasks its transitions create.
+    local: Mutex<Vec<Arc<LocalQueue>>>,
     path: PathBuf,
     options: SqliteOptions,
 }
@@ -173,6 +183,113 @@ fn task_ref_dedup_key(execution_id: &str, task: &TaskRef) -> String {
     format!("{execution_id}/{}/{index}/{kind}/{}", task.step, task.attempt)
 }
 
+/// What one transition writes, serialised before it reaches the writer so
+/// the writer spends its time on SQL alone.
+struct TransitionRows {
+    execution_id: String,
+    now: i64,
+    visibility_ms: i64,
+    /// `(seq, at, event)`.
+    history: Vec<(i64, i64, String)>,
+    /// What the applied event consumed: the task whose result it records
+    /// (its ack) with that attempt's timeout timer, or the timer that fired.
+    /// Removed in the same transaction, so a crash never leaves them to be
+    /// delivered again.
+    done_tasks: Vec<String>,
+    done_timers: Vec<String>,
+    tasks: Vec<TaskRow>,
+    /// `(key, timer, fire_at)`.
+    timers: Vec<(String, String, i64)>,
+    /// `(execution id, kind, at, body)`.
+    events: Vec<(String, &'static str, i64, String)>,
+    dead_letters: Vec<DeadLetterRecord>,
+}
+
+struct TaskRow {
+    dedup_key: String,
+    execution_id: String,
+    function: String,
+    body: String,
+    /// A local worker with a place reserved for this task, which it leases in the same transaction.
+    claim: Option<(Arc<LocalQueue>, Dispatch)>,
+}
+
+impl TransitionRows {
+    /// Writes the rows after the execution's own; returns the tasks leased to local workers.
+    fn write(self, tx: &Transaction<'_>) -> StoreResult<Vec<(Arc<LocalQueue>, LeasedTask)>> {
+        let run = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> StoreResult<usize> {
+            tx.prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute(params))
+                .map_err(unavailable)
+        };
+        let id = &self.execution_id;
+        for (seq, at, event) in &self.history {
+            run(
+                "INSERT INTO history (execution_id, seq, at, event) VALUES (?1, ?2, ?3, ?4)",
+                params![id, seq, at, event],
+            )?;
+        }
+        for key in &self.done_tasks {
+            run("DELETE FROM tasks WHERE dedup_key = ?1", params![key])?;
+        }
+        for key in &self.done_timers {
+            run(
+                "DELETE FROM timers WHERE execution_id = ?1 AND timer_key = ?2",
+                params![id, key],
+            )?;
+        }
+        let mut claimed = Vec::new();
+        for task in self.tasks {
+            // A task leased here is written as a receive would leave it.
+            let (lease_until, receive_count) = match task.claim {
+                Some(_) => (Some(self.now + self.visibility_ms), 1),
+                None => (None, 0),
+            };
+            let inserted = run(
+                "INSERT OR IGNORE INTO tasks (dedup_key, execution_id, function, body, available_at, lease_until, visibility_ms, receive_count, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?5)",
+                params![
+                    task.dedup_key,
+                    task.execution_id,
+                    task.function,
+                    task.body,
+                    self.now,
+                    lease_until,
+                    self.visibility_ms,
+                    receive_count
+                ],
+            )?;
+            // A copy already queued (the same attempt sent twice) is left as it is.
+            if let (Some((queue, dispatch)), 1) = (task.claim, inserted) {
+                claimed.push((
+                    queue,
+                    LeasedTask {
+                        receipt: format!("{}:1", tx.last_insert_rowid()),
+                        receive_count: 1,
+                        task: dispatch,
+                    },
+                ));
+            }
+        }
+        for (key, timer, fire_at) in &self.timers {
+            run(
+                "INSERT OR REPLACE INTO timers (execution_id, timer_key, timer, fire_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, key, timer, fire_at],
+            )?;
+        }
+        for (execution_id, kind, at, body) in &self.events {
+            run(
+                "INSERT INTO events (execution_id, kind, at, body) VALUES (?1, ?2, ?3, ?4)",
+                params![execution_id, kind, at, body],
+            )?;
+        }
+        for record in &self.dead_letters {
+            SqliteBackend::insert_dead_letter(tx, record)?;
+        }
+        Ok(claimed)
+    }
+}
+
 impl SqliteBackend {
     pub fn open(path: &Path, options: SqliteOptions) -> StoreResult<SqliteBackend> {
         if let Some(parent) = path.parent()
@@ -207,11 +324,42 @@ impl SqliteBackend {
         .map_err(unavailable)?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
             .map_err(unavailable)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let reader = Connection::open(path).map_err(unavailable)?;
+        reader
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(unavailable)?;
+        reader.set_prepared_statement_cache_capacity(64);
+        let conn = Arc::new(Mutex::new(conn));
         Ok(SqliteBackend {
-            conn: Mutex::new(conn),
+            writer: Writer::start(conn.clone())?,
+            conn,
+            reader: Mutex::new(reader),
+            local: Mutex::new(Vec::new()),
             path: path.to_path_buf(),
             options,
         })
+    }
+
+    /// Lets a worker of this process lease the tasks this process's
+    /// transitions create, in the transaction that creates them, up to
+    /// `capacity` tasks at a time (see [`LocalQueue`]).
+    pub fn attach_local(&self, functions: Vec<String>, capacity: usize) -> Arc<LocalQueue> {
+        let queue = Arc::new(LocalQueue::new(functions, capacity));
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        local.retain(|q| !q.is_closed());
+        local.push(queue.clone());
+        queue
+    }
+
+    fn local_queues(&self) -> Vec<Arc<LocalQueue>> {
+        self.local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|q| !q.is_closed())
+            .cloned()
+            .collect()
     }
 
     pub fn path(&self) -> &Path {
@@ -242,7 +390,42 @@ impl SqliteBackend {
     }
 
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
-        f(&self.conn())
+        f(&self.reader.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Writes a transition's rows through the group writer, leasing the
+    /// tasks it creates to local workers with room; returns once committed.
+    async fn write_transition<T: Send + 'static>(
+        &self,
+        rows: TransitionRows,
+        head: impl FnOnce(&Transaction<'_>) -> StoreResult<Result<(), T>> + Send + 'static,
+    ) -> StoreResult<Result<(), T>> {
+        let reserved: Vec<Arc<LocalQueue>> = rows
+            .tasks
+            .iter()
+            .filter_map(|t| t.claim.as_ref().map(|(q, _)| q.clone()))
+            .collect();
+        let written = self
+            .writer
+            .write(move |tx| match head(tx)? {
+                Ok(()) => rows.write(tx).map(Ok),
+                Err(other) => Ok(Err(other)),
+            })
+            .await;
+        let outcome = match written {
+            Ok(Ok(claimed)) => {
+                for (queue, task) in claimed {
+                    queue.accept(task);
+                }
+                Ok(Ok(()))
+            }
+            Ok(Err(other)) => Ok(Err(other)),
+            Err(e) => Err(e),
+        };
+        for queue in reserved {
+            queue.release(1);
+        }
+        outcome
     }
 
     fn check_size(&self, what: &str, text: &str) -> StoreResult<()> {
@@ -322,50 +505,6 @@ impl SqliteBackend {
         Ok(())
     }
 
-    /// Carries out a transition's commands inside its transaction.
-    fn apply_commands(
-        &self,
-        tx: &Transaction<'_>,
-        execution_id: &str,
-        commands: &[Command],
-        now: Timestamp,
-    ) -> StoreResult<()> {
-        for command in commands {
-            match command {
-                Command::Dispatch(task) => self.insert_task(tx, task, now)?,
-                Command::StartTimer { timer, fire_at } => {
-                    Self::insert_timer(tx, execution_id, timer, *fire_at)?
-                }
-                Command::Emit(event) => Self::insert_event(tx, event)?,
-                Command::DeadLetter(dead) => {
-                    Self::insert_dead_letter(tx, &compensation_dead_letter(dead))?
-                }
-                Command::Finish { .. } => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn insert_history(
-        tx: &Transaction<'_>,
-        execution_id: &str,
-        history: &[HistoryEntry],
-    ) -> StoreResult<()> {
-        for entry in history {
-            tx.execute(
-                "INSERT INTO history (execution_id, seq, at, event) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    execution_id,
-                    entry.seq as i64,
-                    entry.at as i64,
-                    to_json(&entry.event)
-                ],
-            )
-            .map_err(unavailable)?;
-        }
-        Ok(())
-    }
-
     /// Keeps a received task invisible for another visibility timeout from
     /// `now`, as a consumer working on an SQS message extends its visibility.
     /// Returns false if the lease was lost (expired and received by another).
@@ -382,19 +521,35 @@ impl SqliteBackend {
         })
     }
 
-    /// Removes what an applied event consumed, in the transition's own
-    /// transaction: the task whose result it records (its ack) with that
-    /// attempt's timeout timer, or the timer that fired. A crash can then
-    /// never leave a consumed task or timer to be delivered again.
-    fn settle_delivered(tx: &Transaction<'_>, execution_id: &str, history: &[HistoryEntry]) -> StoreResult<()> {
+    /// The rows of a transition, reserving places on local workers for the tasks it creates.
+    fn transition_rows(
+        &self,
+        execution_id: &str,
+        history: &[HistoryEntry],
+        commands: &[Command],
+        now: Timestamp,
+    ) -> TransitionRows {
+        let local = self.local_queues();
+        let mut rows = TransitionRows {
+            execution_id: execution_id.to_string(),
+            now: now as i64,
+            visibility_ms: self.options.visibility_ms as i64,
+            history: Vec::new(),
+            done_tasks: Vec::new(),
+            done_timers: Vec::new(),
+            tasks: Vec::new(),
+            timers: Vec::new(),
+            events: Vec::new(),
+            dead_letters: Vec::new(),
+        };
         for entry in history {
+            rows.history
+                .push((entry.seq as i64, entry.at as i64, to_json(&entry.event)));
             match &entry.event {
-                Event::TaskSucceeded { task, .. } | Event::TaskFailed { task, .. } | Event::TaskTimedOut { task } => {
-                    tx.execute(
-                        "DELETE FROM tasks WHERE dedup_key = ?1",
-                        [task_ref_dedup_key(execution_id, task)],
-                    )
-                    .map_err(unavailable)?;
+                Event::TaskSucceeded { task, .. }
+                | Event::TaskFailed { task, .. }
+                | Event::TaskTimedOut { task } => {
+                    rows.done_tasks.push(task_ref_dedup_key(execution_id, task));
                     let timeout = TimerId {
                         kind: TimerKind::Timeout,
                         task_kind: task.kind,
@@ -402,23 +557,39 @@ impl SqliteBackend {
                         index: task.index,
                         attempt: task.attempt,
                     };
-                    tx.execute(
-                        "DELETE FROM timers WHERE execution_id = ?1 AND timer_key = ?2",
-                        params![execution_id, timeout.key()],
-                    )
-                    .map_err(unavailable)?;
+                    rows.done_timers.push(timeout.key());
                 }
-                Event::TimerFired { timer } => {
-                    tx.execute(
-                        "DELETE FROM timers WHERE execution_id = ?1 AND timer_key = ?2",
-                        params![execution_id, timer.key()],
-                    )
-                    .map_err(unavailable)?;
-                }
+                Event::TimerFired { timer } => rows.done_timers.push(timer.key()),
                 _ => {}
             }
         }
-        Ok(())
+        for command in commands {
+            match command {
+                Command::Dispatch(task) => rows.tasks.push(TaskRow {
+                    dedup_key: task_dedup_key(task),
+                    execution_id: task.execution_id.to_string(),
+                    function: task.function.to_string(),
+                    body: to_json(task),
+                    claim: local
+                        .iter()
+                        .find(|q| q.serves(&task.function) && q.try_reserve())
+                        .map(|q| (q.clone(), task.clone())),
+                }),
+                Command::StartTimer { timer, fire_at } => {
+                    rows.timers
+                        .push((timer.key(), to_json(timer), *fire_at as i64))
+                }
+                Command::Emit(event) => rows.events.push((
+                    event.execution_id.to_string(),
+                    event.kind.as_str(),
+                    event.at as i64,
+                    to_json(event),
+                )),
+                Command::DeadLetter(dead) => rows.dead_letters.push(compensation_dead_letter(dead)),
+                Command::Finish { .. } => {}
+            }
+        }
+        rows
     }
 
     /// Timers due at `now`, earliest first.
@@ -558,28 +729,36 @@ impl ExecutionStore for SqliteBackend {
     ) -> StoreResult<Created> {
         let state = to_json(&record.state);
         self.check_size("the execution state", &state)?;
-        self.write(|tx| {
-            if let Some(existing) = Self::load_sync(tx, &record.id)? {
-                return Ok(Created::Existing(Box::new(existing)));
-            }
-            tx.execute(
-                "INSERT INTO executions (id, workflow, workflow_version, version, status, state, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    record.id,
-                    record.workflow,
-                    record.workflow_version,
-                    record.version as i64,
-                    record.status().as_str(),
-                    state,
-                    record.created_at as i64,
-                    record.updated_at as i64
-                ],
-            )
-            .map_err(unavailable)?;
-            Self::insert_history(tx, &record.id, history)?;
-            self.apply_commands(tx, &record.id, outbox, record.updated_at)?;
-            Ok(Created::New(Vec::new()))
+        let rows = self.transition_rows(&record.id, history, outbox, record.updated_at);
+        let record = record.clone();
+        let written = self
+            .write_transition(rows, move |tx| {
+                if let Some(existing) = Self::load_sync(tx, &record.id)? {
+                    return Ok(Err(existing));
+                }
+                tx.prepare_cached(
+                    "INSERT INTO executions (id, workflow, workflow_version, version, status, state, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        record.id,
+                        record.workflow,
+                        record.workflow_version,
+                        record.version as i64,
+                        record.status().as_str(),
+                        state,
+                        record.created_at as i64,
+                        record.updated_at as i64
+                    ])
+                })
+                .map_err(unavailable)?;
+                Ok(Ok(()))
+            })
+            .await?;
+        Ok(match written {
+            Ok(()) => Created::New(Vec::new()),
+            Err(existing) => Created::Existing(Box::new(existing)),
         })
     }
 
@@ -596,45 +775,41 @@ impl ExecutionStore for SqliteBackend {
     ) -> StoreResult<Vec<OutboxEntry>> {
         let state = to_json(&record.state);
         self.check_size("the execution state", &state)?;
-        self.write(|tx| {
-            let updated = tx
-                .execute(
-                    "UPDATE executions SET version = ?1, status = ?2, state = ?3, updated_at = ?4
-                     WHERE id = ?5 AND version = ?6",
-                    params![
-                        record.version as i64,
-                        record.status().as_str(),
-                        state,
-                        record.updated_at as i64,
-                        record.id,
-                        expected_version as i64
-                    ],
-                )
-                .map_err(unavailable)?;
-            if updated == 0 {
-                let exists: bool = tx
-                    .query_row(
-                        "SELECT 1 FROM executions WHERE id = ?1",
-                        [&record.id],
-                        |_| Ok(true),
+        let rows = self.transition_rows(&record.id, history, outbox, record.updated_at);
+        let id = record.id.clone();
+        let version = record.version as i64;
+        let status = record.status().as_str();
+        let updated_at = record.updated_at as i64;
+        let Ok(()) = self
+            .write_transition::<std::convert::Infallible>(rows, move |tx| {
+                let updated = tx
+                    .prepare_cached(
+                        "UPDATE executions SET version = ?1, status = ?2, state = ?3, updated_at = ?4
+                         WHERE id = ?5 AND version = ?6",
                     )
-                    .optional()
-                    .map_err(unavailable)?
-                    .unwrap_or(false);
-                return Err(if exists {
-                    StoreError::VersionConflict {
-                        id: record.id.clone(),
-                        expected: expected_version,
-                    }
-                } else {
-                    StoreError::NotFound(record.id.clone())
-                });
-            }
-            Self::insert_history(tx, &record.id, history)?;
-            Self::settle_delivered(tx, &record.id, history)?;
-            self.apply_commands(tx, &record.id, outbox, record.updated_at)?;
-            Ok(Vec::new())
-        })
+                    .and_then(|mut stmt| {
+                        stmt.execute(params![version, status, state, updated_at, id, expected_version as i64])
+                    })
+                    .map_err(unavailable)?;
+                if updated == 0 {
+                    let exists: bool = tx
+                        .query_row("SELECT 1 FROM executions WHERE id = ?1", [&id], |_| Ok(true))
+                        .optional()
+                        .map_err(unavailable)?
+                        .unwrap_or(false);
+                    return Err(if exists {
+                        StoreError::VersionConflict {
+                            id,
+                            expected: expected_version,
+                        }
+                    } else {
+                        StoreError::NotFound(id)
+                    });
+                }
+                Ok(Ok(()))
+            })
+            .await?;
+        Ok(Vec::new())
     }
 
     async fn pending_outbox(&self, _id: &str) -> StoreResult<Vec<OutboxEntry>> {
@@ -833,7 +1008,19 @@ impl TaskQueue for SqliteBackend {
              ORDER BY available_at, id LIMIT {max}"
         );
         let max_receives = self.options.max_receives;
-        self.write(|tx| {
+        // Most polls find nothing: look without the write lock first.
+        let any = self.read(|conn| {
+            conn.prepare(&format!("SELECT EXISTS ({select})"))
+                .and_then(|mut stmt| {
+                    stmt.query_row(rusqlite::params_from_iter(functions.iter()), |r| r.get::<_, bool>(0))
+                })
+                .map_err(unavailable)
+        })?;
+        if !any {
+            return Ok(Vec::new());
+        }
+        let functions = functions.to_vec();
+        self.writer.write(move |tx| {
             let candidates = tx
                 .prepare(&select)
                 .map_err(unavailable)?
@@ -890,6 +1077,7 @@ impl TaskQueue for SqliteBackend {
             }
             Ok(leased)
         })
+        .await
     }
 
     async fn ack(&self, task: &LeasedTask) -> StoreResult<()> {

@@ -4,6 +4,11 @@
 //! Any number of workers, in one process or many, may share a database:
 //! transitions are versioned, timers fire at least once and a stale firing is
 //! ignored by the engine, and a task is leased to one worker at a time.
+//!
+//! A task that a transition of this process dispatches is leased to this
+//! worker in that transition's own transaction when it has room (see
+//! [`crate::local`]), and the slot that reported the result runs it next:
+//! one transaction per step instead of a result and a receive.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +23,7 @@ use baton_runtime::{Coordinator, CoordinatorError};
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{Instrument, debug, error, info_span, warn};
 
+use crate::local::LocalQueue;
 use crate::store::SqliteBackend;
 
 #[derive(Debug, Clone)]
@@ -47,6 +53,36 @@ pub struct Worker {
     slots: Arc<Semaphore>,
     /// Woken when a task of ours reports, since its transition usually queued more work.
     wake: Notify,
+    /// Tasks leased to this worker by the transitions that created them.
+    local: Arc<LocalQueue>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.local.close();
+    }
+}
+
+/// A task's place in the worker's local capacity, freed once its handler has
+/// finished (so the transition recording its result can lease the next task
+/// to this worker) or when the task is given up.
+struct Place<'a> {
+    local: &'a LocalQueue,
+    held: bool,
+}
+
+impl Place<'_> {
+    fn free(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.local.done();
+        }
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.free();
+    }
 }
 
 impl Worker {
@@ -56,12 +92,16 @@ impl Worker {
         options: WorkerOptions,
     ) -> Worker {
         let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        let local = coordinator
+            .backend()
+            .attach_local(options.functions.clone(), options.concurrency.max(1));
         Worker {
             coordinator,
             targets,
             options,
             slots,
             wake: Notify::new(),
+            local,
         }
     }
 
@@ -88,12 +128,31 @@ impl Worker {
                 }
             };
             if !busy {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.options.poll_interval) => {}
-                    _ = self.wake.notified() => {}
-                    _ = shutdown.changed() => {}
+                let until = tokio::time::Instant::now() + self.options.poll_interval;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => break,
+                        _ = self.wake.notified() => break,
+                        _ = shutdown.changed() => break,
+                        // Tasks handed over need only a slot, not a whole round.
+                        _ = self.local.ready() => {
+                            self.clone().start_local();
+                        }
+                    }
                 }
             }
+        }
+        // Lease nothing more; run what is already leased here rather than
+        // leave it to wait out its lease.
+        self.local.close();
+        while let Some(task) = self.local.pop() {
+            let permit = self
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the worker never closes its semaphore");
+            self.clone().spawn_run(task, true, permit);
         }
         // Every slot back means every task in flight has reported.
         let _all = self
@@ -103,20 +162,41 @@ impl Worker {
         Ok(())
     }
 
+    /// Runs a task in its own slot, then whatever its result leased to this
+    /// worker, until nothing is left for the slot.
+    fn spawn_run(
+        self: Arc<Self>,
+        task: LeasedTask,
+        fresh: bool,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        tokio::spawn(async move {
+            let mut next = Some((task, fresh));
+            while let Some((task, fresh)) = next.take() {
+                self.run_task(task, fresh).await;
+                next = self.local.pop().map(|t| (t, true));
+            }
+            drop(permit);
+            self.wake.notify_one();
+        });
+    }
+
     /// One round: fire due timers and start as many tasks as there are free
     /// slots. Returns whether it found any work.
     pub async fn poll_once(self: Arc<Self>) -> Result<bool, CoordinatorError> {
         let fired = self.fire_timers().await? + crate::schedules::tick(&self.coordinator).await;
+        // Tasks already leased here first: they wait for nothing but a slot.
+        let mut started = self.clone().start_local();
         let free = self.slots.available_permits();
         if free == 0 {
-            return Ok(fired > 0);
+            return Ok(fired > 0 || started > 0);
         }
         let now = self.coordinator.now();
         let leased = self
             .backend()
             .receive(&self.options.functions, free, 0, now)
             .await?;
-        let started = leased.len();
+        started += leased.len();
         for task in leased {
             let permit = self
                 .slots
@@ -124,14 +204,23 @@ impl Worker {
                 .acquire_owned()
                 .await
                 .expect("the worker never closes its semaphore");
-            let worker = self.clone();
-            tokio::spawn(async move {
-                worker.run_task(task).await;
-                drop(permit);
-                worker.wake.notify_one();
-            });
+            self.local.hold();
+            self.clone().spawn_run(task, false, permit);
         }
         Ok(fired > 0 || started > 0)
+    }
+
+    /// Starts tasks leased here while there are free slots; returns how many.
+    fn start_local(self: Arc<Self>) -> usize {
+        let mut started = 0;
+        while let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            let Some(task) = self.local.pop() else {
+                break;
+            };
+            self.clone().spawn_run(task, true, permit);
+            started += 1;
+        }
+        started
     }
 
     async fn fire_timers(&self) -> Result<usize, CoordinatorError> {
@@ -166,7 +255,9 @@ impl Worker {
         Ok(due.len())
     }
 
-    async fn run_task(&self, leased: LeasedTask) {
+    /// Runs one task; `fresh` when this worker leased it in the transaction
+    /// that created it (so it is known to be current).
+    async fn run_task(&self, leased: LeasedTask, fresh: bool) {
         let task = &leased.task;
         let span = info_span!(
             "task",
@@ -176,7 +267,11 @@ impl Worker {
             function = %task.function,
         );
         async {
-            if let Err(e) = self.run_task_inner(&leased).await {
+            let mut place = Place {
+                local: &self.local,
+                held: true,
+            };
+            if let Err(e) = self.run_task_inner(&leased, fresh, &mut place).await {
                 warn!(error = %e, "task left for redelivery");
             }
         }
@@ -205,7 +300,12 @@ impl Worker {
         }
     }
 
-    async fn run_task_inner(&self, leased: &LeasedTask) -> Result<(), CoordinatorError> {
+    async fn run_task_inner(
+        &self,
+        leased: &LeasedTask,
+        fresh: bool,
+        place: &mut Place<'_>,
+    ) -> Result<(), CoordinatorError> {
         let task = &leased.task;
         if leased.receive_count > 1 {
             warn!(
@@ -213,11 +313,12 @@ impl Worker {
                 "task received again: an earlier receive did not finish (its worker may have died)"
             );
         }
-        let current = self
-            .backend()
-            .load(&task.execution_id)
-            .await?
-            .is_some_and(|record| task_is_current(&record.state, &task.task));
+        let current = fresh
+            || self
+                .backend()
+                .load(&task.execution_id)
+                .await?
+                .is_some_and(|record| task_is_current(&record.state, &task.task));
         if !current {
             debug!("task superseded or already reported; dropping it");
             self.backend().ack(leased).await?;
@@ -239,6 +340,7 @@ impl Worker {
             .targets
             .invoke(context, task.input.clone(), Duration::from_millis(remaining));
         let result = self.keeping_lease(leased, work).await?;
+        place.free();
         let event = match result {
             Ok(output) => {
                 let size = serde_json::to_vec(&output)

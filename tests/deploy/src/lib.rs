@@ -284,10 +284,11 @@ pub fn filter_matches(pattern: &str, line: &str) -> Result<bool, String> {
         let path = selector
             .strip_prefix("$.")
             .ok_or_else(|| format!("`{selector}` is not a `$.` selector"))?;
-        let actual = path
-            .split('.')
-            .try_fold(&event, |node, key| node.get(key));
-        let equal = match (expected.strip_prefix('"').and_then(|v| v.strip_suffix('"')), actual) {
+        let actual = path.split('.').try_fold(&event, |node, key| node.get(key));
+        let equal = match (
+            expected.strip_prefix('"').and_then(|v| v.strip_suffix('"')),
+            actual,
+        ) {
             (Some(text), Some(Value::String(actual))) => actual == text,
             (Some(_), _) => false,
             (None, Some(actual)) => {
@@ -350,11 +351,23 @@ mod tests {
         let line = r#"{"level":"WARN","fields":{"message":"execution finished","status":"compensation_failed","n":3}}"#;
         let both = r#"{ ($.fields.message = "execution finished") && ($.fields.status = "compensation_failed") }"#;
         assert_eq!(filter_matches(both, line), Ok(true));
-        assert_eq!(filter_matches(r#"{ $.fields.status = "failed" }"#, line), Ok(false));
-        assert_eq!(filter_matches(r#"{ $.fields.status != "failed" }"#, line), Ok(true));
+        assert_eq!(
+            filter_matches(r#"{ $.fields.status = "failed" }"#, line),
+            Ok(false)
+        );
+        assert_eq!(
+            filter_matches(r#"{ $.fields.status != "failed" }"#, line),
+            Ok(true)
+        );
         assert_eq!(filter_matches(r#"{ $.fields.n = 3 }"#, line), Ok(true));
-        assert_eq!(filter_matches(r#"{ $.fields.missing = "x" }"#, line), Ok(false));
-        assert_eq!(filter_matches(r#"{ $.fields.status = "x" }"#, "not json"), Ok(false));
+        assert_eq!(
+            filter_matches(r#"{ $.fields.missing = "x" }"#, line),
+            Ok(false)
+        );
+        assert_eq!(
+            filter_matches(r#"{ $.fields.status = "x" }"#, "not json"),
+            Ok(false)
+        );
         assert!(filter_matches(r#"{ $.a = "x" || $.b = "y" }"#, line).is_err());
         assert!(filter_matches("ERROR", line).is_err());
     }

@@ -192,14 +192,21 @@ async fn step_task_sample_runs_process_payment_once_and_reports_it() {
     assert_eq!(reports.len(), 2, "{reports:?}");
     let mut outputs = Vec::new();
     for report in &reports {
-        let CoordinatorMessage::Event { execution_id, event } = report else {
+        let CoordinatorMessage::Event {
+            execution_id,
+            event,
+        } = report
+        else {
             panic!("not a task result: {report:?}");
         };
         assert_eq!(execution_id, "order-1001");
         let Event::TaskSucceeded { task, output } = event else {
             panic!("not a success: {event:?}");
         };
-        assert_eq!((&*task.step, task.attempt, task.kind), ("charge", 1, TaskKind::Step));
+        assert_eq!(
+            (&*task.step, task.attempt, task.kind),
+            ("charge", 1, TaskKind::Step)
+        );
         outputs.push(output.clone());
     }
     assert_eq!(outputs[0], outputs[1]);
@@ -227,23 +234,37 @@ async fn coordinator_result_sample_moves_the_execution_to_its_next_step() {
     )
     .unwrap();
     coordinator
-        .start("order-processing", None, "order-1001", start["input"].clone())
+        .start(
+            "order-processing",
+            None,
+            "order-1001",
+            start["input"].clone(),
+        )
         .await
         .expect("start");
 
-    let response =
-        baton_lambda::coordinator::handle(&coordinator, sqs_sample("sqs-coordinator-task-succeeded.json"))
-            .await;
+    let response = baton_lambda::coordinator::handle(
+        &coordinator,
+        sqs_sample("sqs-coordinator-task-succeeded.json"),
+    )
+    .await;
     assert_eq!(failures(&response), Vec::<String>::new());
 
-    let record = backend.load("order-1001").await.unwrap().expect("the execution");
+    let record = backend
+        .load("order-1001")
+        .await
+        .unwrap()
+        .expect("the execution");
     let status = |step: &str| record.state.step(step).map(|s| s.status);
     assert_eq!(status("validate"), Some(StepStatus::Succeeded));
     let reserve = record.state.step("reserve").expect("reserve");
     assert_eq!(reserve.units[0].status, UnitStatus::Running);
     let tasks = queued_tasks(&backend, "reserve-inventory").await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
-    assert_eq!(tasks[0].input["items"], json!([{"sku": "SKU-7", "qty": 2, "price": 25}]));
+    assert_eq!(
+        tasks[0].input["items"],
+        json!([{"sku": "SKU-7", "qty": 2, "price": 25}])
+    );
 }
 
 #[tokio::test]
@@ -254,7 +275,11 @@ async fn malformed_sample_is_dead_lettered_and_not_retried() {
     assert!(serde_json::from_str::<Value>(event.records[0].body.as_deref().unwrap()).is_err());
 
     let response = baton_lambda::coordinator::handle(&coordinator(&backend), event.clone()).await;
-    assert_eq!(failures(&response), Vec::<String>::new(), "a retry cannot fix it");
+    assert_eq!(
+        failures(&response),
+        Vec::<String>::new(),
+        "a retry cannot fix it"
+    );
     let dead = backend.store().dead_letters().await.expect("dead letters");
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].id, format!("malformed-{id}"));
@@ -295,7 +320,11 @@ async fn cron_trigger_sample_starts_exactly_one_execution_even_when_delivered_tw
     assert_eq!(ids, [id]);
     assert_eq!(executions[0].workflow, "order-processing");
     let tasks = queued_tasks(&backend, "validate-order").await;
-    assert_eq!(tasks.len(), 1, "one validate task, not one per delivery: {tasks:?}");
+    assert_eq!(
+        tasks.len(),
+        1,
+        "one validate task, not one per delivery: {tasks:?}"
+    );
     assert_eq!(&*tasks[0].execution_id, id);
     assert_eq!(tasks[0].input["orderId"], body["input"]["orderId"]);
 }
@@ -329,7 +358,12 @@ async fn receive_event(backend: &AwsBackend, url: &str) -> (SqsEvent, Vec<(Strin
 }
 
 /// Deletes what a batch response acknowledged, as the event source mapping does.
-async fn acknowledge(backend: &AwsBackend, url: &str, receipts: &[(String, String)], response: &SqsBatchResponse) {
+async fn acknowledge(
+    backend: &AwsBackend,
+    url: &str,
+    receipts: &[(String, String)],
+    response: &SqsBatchResponse,
+) {
     let failed = failures(response);
     for (id, receipt) in receipts {
         if !failed.contains(id) {
@@ -352,7 +386,10 @@ struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl std::io::Write for Captured {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(bytes);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(bytes);
         Ok(bytes.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -363,7 +400,10 @@ impl std::io::Write for Captured {
 impl Captured {
     fn lines(&self) -> Vec<String> {
         let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        String::from_utf8_lossy(&bytes).lines().map(str::to_string).collect()
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -371,9 +411,18 @@ impl Captured {
 fn coordinator_filters() -> Vec<(String, String)> {
     let t = baton_deploy_tests::Template::load();
     t.resources_of_type("AWS::Logs::MetricFilter")
-        .filter(|(_, f)| baton_deploy_tests::reference(&f["Properties"]["LogGroupName"]) == Some("CoordinatorLogGroup"))
+        .filter(|(_, f)| {
+            baton_deploy_tests::reference(&f["Properties"]["LogGroupName"])
+                == Some("CoordinatorLogGroup")
+        })
         .map(|(id, f)| {
-            (id.to_string(), f["Properties"]["FilterPattern"].as_str().expect("a pattern").to_string())
+            (
+                id.to_string(),
+                f["Properties"]["FilterPattern"]
+                    .as_str()
+                    .expect("a pattern")
+                    .to_string(),
+            )
         })
         .collect()
 }
@@ -381,7 +430,9 @@ fn coordinator_filters() -> Vec<(String, String)> {
 fn count_matches(pattern: &str, lines: &[String]) -> usize {
     lines
         .iter()
-        .filter(|line| baton_deploy_tests::filter_matches(pattern, line).expect("a readable pattern"))
+        .filter(|line| {
+            baton_deploy_tests::filter_matches(pattern, line).expect("a readable pattern")
+        })
         .count()
 }
 
@@ -410,7 +461,10 @@ async fn compensation_failure_metric_filters_match_the_coordinators_logs() {
     registry.register(
         "refund-payment",
         baton_runtime::step::handler_fn(|_, _| async {
-            Err(baton_runtime::step::StepError::permanent("RefundRejected", "the card is closed"))
+            Err(baton_runtime::step::StepError::permanent(
+                "RefundRejected",
+                "the card is closed",
+            ))
         }),
     );
     coordinator
@@ -448,18 +502,29 @@ async fn compensation_failure_metric_filters_match_the_coordinators_logs() {
             let response = baton_lambda::coordinator::handle(&coordinator, event).await;
             acknowledge(&backend, &url, &receipts, &response).await;
         }
-        let record = backend.load("order-2001").await.unwrap().expect("the execution");
+        let record = backend
+            .load("order-2001")
+            .await
+            .unwrap()
+            .expect("the execution");
         if record.status().is_terminal() {
             assert_eq!(record.status().as_str(), "compensation_failed");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "did not finish: {:?}", record.state);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not finish: {:?}",
+            record.state
+        );
         if !busy {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
     let dead = backend.store().dead_letters().await.expect("dead letters");
-    let compensations = dead.iter().filter(|d| d.kind == DeadLetterKind::Compensation).count();
+    let compensations = dead
+        .iter()
+        .filter(|d| d.kind == DeadLetterKind::Compensation)
+        .count();
     assert_eq!(compensations, 1, "{dead:?}");
 
     let lines = captured.lines();
@@ -479,7 +544,8 @@ async fn compensation_failure_metric_filters_match_the_coordinators_logs() {
     let logged = lines
         .iter()
         .filter(|l| {
-            serde_json::from_str::<Value>(l).is_ok_and(|v| v["fields"]["event"] == "compensation.failed")
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v["fields"]["event"] == "compensation.failed")
         })
         .count();
     if logged > 0 {
@@ -498,6 +564,14 @@ async fn compensation_failure_metric_filters_match_the_coordinators_logs() {
     );
     let lines = captured.lines();
     let last = lines.last().expect("the line just logged");
-    assert_eq!(baton_deploy_tests::filter_matches(&compensation, last), Ok(true), "{last}");
-    assert_eq!(baton_deploy_tests::filter_matches(&executions, last), Ok(false), "{last}");
+    assert_eq!(
+        baton_deploy_tests::filter_matches(&compensation, last),
+        Ok(true),
+        "{last}"
+    );
+    assert_eq!(
+        baton_deploy_tests::filter_matches(&executions, last),
+        Ok(false),
+        "{last}"
+    );
 }

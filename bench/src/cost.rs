@@ -1,0 +1,786 @@
+//! The AWS cost model: workloads run end to end on moto server, the way
+//! `shared/lambda/tests/order_saga.rs` runs the order saga. This harness plays
+//! the SQS event source mappings (receiving from the step queues into
+//! `process_step_batch` and from the coordinator queue into
+//! `process_coordinator_batch`, deleting what they acknowledge); executions
+//! start as the API starts them (`Coordinator::start`).
+//!
+//! Only Baton's own requests are counted: those made inside `start`,
+//! `process_step_batch` and `process_coordinator_batch`, measured as the
+//! difference around each call (the harness runs them one at a time). The
+//! harness's receives and deletes stand in for the event source mappings,
+//! whose requests AWS bills too: they are modelled from the number of
+//! messages sent, for batches of 1 (a quiet system) and of 10 (a busy one).
+//!
+//! Step timeouts are cut to 3 s so each attempt's timeout timer (an SQS
+//! delayed message, as for any timeout up to 15 minutes) comes back to the
+//! coordinator within the run and is paid for like in production.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use baton_aws::bootstrap::{Plan, bootstrap};
+use baton_aws::coordinator_batch::{QueueMessage, process_coordinator_batch};
+use baton_aws::{AwsBackend, AwsSettings, RequestCounter};
+use baton_core::{ExecutionStatus, WorkflowDefinition};
+use baton_examples::{HandlerEnv, Ledger, register_all_with};
+use baton_lambda::step::process_step_batch;
+use baton_runtime::ports::{LeasedTask, TaskQueue, WorkflowStore};
+use baton_runtime::step::Registry;
+use baton_runtime::{Clock, Coordinator, SystemClock};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::meter::{Meter, Snapshot};
+use crate::sys;
+use crate::workloads::Shape;
+
+const TIMEOUT: &str = "3s";
+const TIMEOUT_MS: u64 = 3_000;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CostArgs {
+    /// Executions of each workload (0 measures only the coordinator's memory).
+    #[arg(long, default_value_t = 10)]
+    pub executions: usize,
+    /// The price table (default: bench/prices.toml).
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// Executions in flight while the coordinator's memory is measured (0 skips it).
+    #[arg(long, default_value_t = 100)]
+    pub memory_executions: usize,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Prices {
+    pub sqs: SqsPrices,
+    pub dynamodb: DynamoPrices,
+    pub eventbridge: EventBridgePrices,
+    pub scheduler: SchedulerPrices,
+    pub lambda: LambdaPrices,
+    pub step_functions: StepFunctionsPrices,
+    pub lambda_durable: DurablePrices,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SqsPrices {
+    pub usd_per_million_requests: f64,
+}
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DynamoPrices {
+    pub usd_per_million_write_units: f64,
+    pub usd_per_million_read_units: f64,
+}
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EventBridgePrices {
+    pub usd_per_million_events: f64,
+}
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SchedulerPrices {
+    pub usd_per_million_invocations: f64,
+}
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LambdaPrices {
+    pub usd_per_million_requests: f64,
+    pub usd_per_gb_second: f64,
+    pub memory_mb: f64,
+    pub ms_per_request: f64,
+    pub ms_per_message: f64,
+}
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StepFunctionsPrices {
+    pub usd_per_million_standard_transitions: f64,
+    pub usd_per_million_express_requests: f64,
+    pub usd_per_express_gb_second: f64,
+    pub express_memory_mb: f64,
+    pub express_ms_per_task: f64,
+}
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DurablePrices {
+    pub usd_per_million_operations: f64,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn load_prices(path: Option<&Path>) -> anyhow::Result<Prices> {
+    let path = path.map_or_else(|| repo_root().join("bench/prices.toml"), Path::to_path_buf);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// One workload of the cost model, with what its peers would count for it.
+struct Workload {
+    name: &'static str,
+    definition: WorkflowDefinition,
+    input: fn(usize) -> Value,
+    /// Steps that run in one execution (retries not counted).
+    steps: usize,
+    /// Step attempts, retries counted.
+    attempts: usize,
+    /// Step Functions Standard: states entered, retries included.
+    sfn_transitions: usize,
+    /// Step Functions Express: Task states one after another, and waits between retries.
+    sfn_sequential_tasks: usize,
+    sfn_retry_wait_ms: f64,
+    /// Lambda durable functions: checkpointed operations (steps, retried attempts).
+    durable_operations: usize,
+}
+
+fn order_saga() -> anyhow::Result<WorkflowDefinition> {
+    let path = repo_root().join("workflows/order-saga.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    if !text.contains("timeout: 1m") {
+        bail!("{} no longer sets `timeout: 1m`; update the cost model", path.display());
+    }
+    let text = text.replace("timeout: 1m", &format!("timeout: {TIMEOUT}"));
+    WorkflowDefinition::parse(&text, baton_core::definition::Format::Yaml).map_err(|e| anyhow!("{e}"))
+}
+
+fn workloads() -> anyhow::Result<Vec<Workload>> {
+    Ok(vec![
+        Workload {
+            name: "order-saga",
+            definition: order_saga()?,
+            input: |i| json!({"orderId": format!("o-{i}")}),
+            steps: 5,
+            attempts: 5,
+            // Five Task states and the Choice that `reserve`'s `if` needs.
+            sfn_transitions: 6,
+            sfn_sequential_tasks: 5,
+            sfn_retry_wait_ms: 0.0,
+            durable_operations: 5,
+        },
+        Workload {
+            name: "order-saga-retry",
+            definition: order_saga()?,
+            input: |i| json!({"orderId": format!("o-{i}"), "fail": {"process-payment": {"first": 1}}}),
+            steps: 5,
+            attempts: 6,
+            sfn_transitions: 7,
+            sfn_sequential_tasks: 6,
+            // Step Functions' default retry interval.
+            sfn_retry_wait_ms: 1000.0,
+            durable_operations: 6,
+        },
+        Workload {
+            name: "sequence-10",
+            definition: Shape::Sequence.definition(baton_examples::handlers::NOOP, TIMEOUT),
+            input: |i| json!({"n": i}),
+            steps: 10,
+            attempts: 10,
+            sfn_transitions: 10,
+            sfn_sequential_tasks: 10,
+            sfn_retry_wait_ms: 0.0,
+            durable_operations: 10,
+        },
+        Workload {
+            name: "fan-out-10",
+            definition: Shape::FanOut.definition(baton_examples::handlers::NOOP, TIMEOUT),
+            input: |i| json!({"n": i}),
+            steps: 12,
+            attempts: 12,
+            // Root, a Parallel state, ten branch Tasks, the join.
+            sfn_transitions: 13,
+            sfn_sequential_tasks: 3,
+            sfn_retry_wait_ms: 0.0,
+            durable_operations: 12,
+        },
+    ])
+}
+
+fn functions() -> Vec<String> {
+    let mut functions: Vec<String> = baton_examples::FUNCTIONS.iter().map(|f| f.to_string()).collect();
+    functions.push(baton_examples::handlers::NOOP.to_string());
+    functions
+}
+
+fn placeholder_settings() -> anyhow::Result<AwsSettings> {
+    let vars = [
+        ("BATON_TABLE", "unused"),
+        ("BATON_COORDINATOR_QUEUE_URL", "http://unused/0/unused"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Ok(AwsSettings::from_map(&vars)?)
+}
+
+/// SDK configuration for the emulator whose requests also go through `meter`.
+async fn metered_config(endpoint: &str, meter: &Meter) -> anyhow::Result<aws_config::SdkConfig> {
+    let base = baton_aws::testing::sdk_config(endpoint).await;
+    // The emulator speaks plain HTTP.
+    let inner = aws_smithy_http_client::Builder::new().build_http();
+    Ok(base.to_builder().http_client(meter.client(inner)).build())
+}
+
+/// A backend on fresh resources, its requests counted and metered.
+async fn fresh_backend(name: &str, meter: &Meter) -> anyhow::Result<AwsBackend> {
+    let config = metered_config(&baton_aws::testing::endpoint(), meter).await?;
+    let counter = RequestCounter::new();
+    let mut plan = Plan::new(baton_aws::testing::unique_prefix(name), functions());
+    plan.visibility_timeout_s = 30;
+    let throwaway = AwsBackend::with_config(&config, placeholder_settings()?, counter.clone());
+    let settings = bootstrap(throwaway.clients(), &plan).await?;
+    Ok(AwsBackend::with_config(&config, settings, counter))
+}
+
+type Counts = BTreeMap<String, u64>;
+
+fn counts_since(after: &Counts, before: &Counts) -> Counts {
+    after
+        .iter()
+        .filter_map(|(op, n)| {
+            let d = n - before.get(op).copied().unwrap_or(0);
+            (d > 0).then(|| (op.clone(), d))
+        })
+        .collect()
+}
+
+fn add_counts(into: &mut Counts, more: &Counts) {
+    for (op, n) in more {
+        *into.entry(op.clone()).or_default() += n;
+    }
+}
+
+/// Baton's own usage, by who made it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Roles {
+    /// The API starting executions.
+    pub start: (Counts, Snapshot),
+    /// The coordinator Lambda.
+    pub coordinator: (Counts, Snapshot),
+    /// The step SDK inside the step Lambdas.
+    pub steps: (Counts, Snapshot),
+}
+
+struct Harness {
+    backend: AwsBackend,
+    coordinator: Coordinator<AwsBackend>,
+    registry: Registry,
+    meter: Meter,
+    functions: Vec<String>,
+    roles: Roles,
+    coordinator_messages: u64,
+    coordinator_batches: u64,
+    step_messages: u64,
+    _dir: tempfile::TempDir,
+}
+
+enum Role {
+    Start,
+    Coordinator,
+    Steps,
+}
+
+impl Harness {
+    async fn new(workload: &Workload) -> anyhow::Result<Harness> {
+        let meter = Meter::new();
+        let backend = fresh_backend(workload.name, &meter).await?;
+        backend.put_workflow(&workload.definition, SystemClock.now()).await?;
+        let dir = tempfile::tempdir()?;
+        let ledger = Arc::new(Ledger::open(dir.path().join("ledger.db"))?);
+        let mut registry = Registry::new();
+        register_all_with(&mut registry, HandlerEnv::new(ledger));
+        Ok(Harness {
+            coordinator: Coordinator::new(Arc::new(backend.clone()), Arc::new(SystemClock)),
+            backend,
+            registry,
+            meter,
+            functions: functions(),
+            roles: Roles::default(),
+            coordinator_messages: 0,
+            coordinator_batches: 0,
+            step_messages: 0,
+            _dir: dir,
+        })
+    }
+
+    fn mark(&self) -> (Counts, Snapshot) {
+        (self.backend.counter().snapshot(), self.meter.snapshot())
+    }
+
+    fn charge(&mut self, role: Role, before: (Counts, Snapshot)) {
+        let counts = counts_since(&self.backend.counter().snapshot(), &before.0);
+        let usage = self.meter.snapshot().since(&before.1);
+        let into = match role {
+            Role::Start => &mut self.roles.start,
+            Role::Coordinator => &mut self.roles.coordinator,
+            Role::Steps => &mut self.roles.steps,
+        };
+        add_counts(&mut into.0, &counts);
+        into.1.add(&usage);
+    }
+
+    async fn start(&mut self, workload: &Workload, i: usize) -> anyhow::Result<String> {
+        let id = format!("{}-{i:05}", workload.name);
+        let before = self.mark();
+        let started = self
+            .coordinator
+            .start(&workload.definition.name, None, &id, (workload.input)(i))
+            .await;
+        self.charge(Role::Start, before);
+        started?;
+        Ok(id)
+    }
+
+    /// Receives tasks from every step queue and runs them; true if there were any.
+    async fn step_round(&mut self) -> anyhow::Result<bool> {
+        let leased = self.backend.receive(&self.functions, 10, 30_000, SystemClock.now()).await?;
+        let mut by_function: BTreeMap<String, Vec<LeasedTask>> = BTreeMap::new();
+        for lease in &leased {
+            by_function.entry(lease.task.function.to_string()).or_default().push(lease.clone());
+        }
+        for (function, leases) in by_function {
+            let handler = self
+                .registry
+                .get(&function)
+                .ok_or_else(|| anyhow!("no handler for {function}"))?;
+            let messages = leases
+                .iter()
+                .map(|l| QueueMessage {
+                    id: l.receipt.clone(),
+                    body: serde_json::to_string(&l.task).unwrap_or_default(),
+                })
+                .collect();
+            let before = self.mark();
+            let failed = process_step_batch(&self.backend, handler.as_ref(), messages).await;
+            self.charge(Role::Steps, before);
+            self.step_messages += leases.len() as u64;
+            for lease in &leases {
+                if !failed.contains(&lease.receipt) {
+                    self.backend.ack(lease).await?;
+                }
+            }
+        }
+        Ok(!leased.is_empty())
+    }
+
+    /// Receives one batch from the coordinator queue and applies it; true if there was one.
+    async fn coordinator_round(&mut self) -> anyhow::Result<bool> {
+        let sqs = self.backend.clients().sqs.clone();
+        let url = self.backend.settings().coordinator_queue_url.clone();
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .visibility_timeout(30)
+            .send()
+            .await?;
+        let received = out.messages();
+        if received.is_empty() {
+            return Ok(false);
+        }
+        let batch = received
+            .iter()
+            .map(|m| QueueMessage {
+                id: m.message_id().unwrap_or_default().to_string(),
+                body: m.body().unwrap_or_default().to_string(),
+            })
+            .collect();
+        let before = self.mark();
+        let failed = process_coordinator_batch(&self.coordinator, batch).await;
+        self.charge(Role::Coordinator, before);
+        self.coordinator_batches += 1;
+        self.coordinator_messages += received.len() as u64;
+        for m in received {
+            if failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
+                continue;
+            }
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Runs rounds until every execution has ended and every timer sent for
+    /// them has come back and been applied.
+    async fn run(&mut self, ids: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut open: Vec<String> = ids.to_vec();
+        let mut statuses = BTreeMap::new();
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            let busy = self.step_round().await? | self.coordinator_round().await?;
+            let mut still_open = Vec::new();
+            for id in open {
+                match self.backend.store().load(&id).await? {
+                    Some(record) if record.status().is_terminal() => {
+                        *statuses.entry(record.status().as_str().to_string()).or_default() += 1;
+                    }
+                    _ => still_open.push(id),
+                }
+            }
+            open = still_open;
+            if open.is_empty() {
+                // Timers (retries, timeouts) keep arriving for a while after the end.
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if busy {
+                    quiet_since = Some(Instant::now());
+                } else if since.elapsed() > Duration::from_millis(TIMEOUT_MS + 2_500) {
+                    return Ok(statuses);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{} executions did not finish: {:?}", open.len(), open);
+            }
+            if !busy {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Figures for one workload, per execution unless said otherwise.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadCost {
+    pub workload: String,
+    pub executions: usize,
+    pub statuses: BTreeMap<String, u64>,
+    pub steps: usize,
+    pub attempts: usize,
+    /// Baton's own requests per execution by `Service.Operation`, all roles.
+    pub requests: BTreeMap<String, f64>,
+    pub requests_by_role: BTreeMap<String, f64>,
+    pub coordinator_messages: f64,
+    pub step_messages: f64,
+    pub dynamodb_write_units: f64,
+    pub dynamodb_read_units: f64,
+    pub sqs_billed_requests: f64,
+    pub eventbridge_events: f64,
+    pub scheduler_schedules: f64,
+    /// Orchestration cost per million steps, for event source mapping batches of 1 and 10.
+    pub usd_per_million_steps_batch_1: Breakdown,
+    pub usd_per_million_steps_batch_10: Breakdown,
+    pub step_functions_standard_per_million_steps: f64,
+    pub step_functions_express_per_million_steps: f64,
+    pub lambda_durable_per_million_steps: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Breakdown {
+    pub sqs: f64,
+    pub sqs_event_source_polling: f64,
+    pub dynamodb: f64,
+    pub eventbridge: f64,
+    pub scheduler: f64,
+    pub lambda_requests: f64,
+    pub lambda_duration: f64,
+    pub total: f64,
+}
+
+fn per_execution(n: u64, executions: usize) -> f64 {
+    n as f64 / executions as f64
+}
+
+fn cost(workload: &Workload, h: &Harness, statuses: BTreeMap<String, u64>, n: usize, prices: &Prices) -> WorkloadCost {
+    let roles = &h.roles;
+    let mut all_counts = Counts::new();
+    let mut usage = Snapshot::default();
+    let mut by_role = BTreeMap::new();
+    for (name, (counts, snapshot)) in [
+        ("start (API)", &roles.start),
+        ("coordinator", &roles.coordinator),
+        ("step SDK", &roles.steps),
+    ] {
+        add_counts(&mut all_counts, counts);
+        usage.add(snapshot);
+        by_role.insert(name.to_string(), per_execution(counts.values().sum(), n));
+    }
+    let total = usage.total();
+    let sum_ops = |prefix: &str, f: fn(&crate::meter::Usage) -> u64| -> u64 {
+        usage.operations.iter().filter(|(op, _)| op.starts_with(prefix)).map(|(_, u)| f(u)).sum()
+    };
+    let sqs_billed = per_execution(sum_ops("SQS.", |u| u.billed), n);
+    let events = per_execution(sum_ops("EventBridge.", |u| u.billed), n);
+    let schedules = per_execution(all_counts.get("Scheduler.CreateSchedule").copied().unwrap_or(0), n);
+    let wu = per_execution(total.write_units, n);
+    let ru = total.read_units / n as f64;
+    let coordinator_queue = h.backend.settings().coordinator_queue_url.rsplit('/').next().unwrap_or_default().to_string();
+    let messages_to_coordinator: u64 = usage.messages_by_queue.get(&coordinator_queue).copied().unwrap_or(0);
+    let messages_to_steps: u64 = usage.messages_by_queue.iter().filter(|(q, _)| **q != coordinator_queue).map(|(_, m)| m).sum();
+    let coordinator_requests: u64 = roles.coordinator.0.values().sum();
+    let start_requests: u64 = roles.start.0.values().sum();
+
+    let breakdown = |batch: f64| -> Breakdown {
+        let per_exec = |m: u64| m as f64 / n as f64;
+        // Each batch a mapping delivers costs a receive, and a delete of the batch.
+        let polling = 2.0 * per_exec(messages_to_coordinator + messages_to_steps) / batch;
+        let invocations = per_exec(messages_to_coordinator) / batch + 1.0;
+        let ms = per_exec(coordinator_requests + start_requests) * prices.lambda.ms_per_request
+            + (per_exec(h.coordinator_messages) + 1.0) * prices.lambda.ms_per_message;
+        let gb_seconds = prices.lambda.memory_mb / 1024.0 * ms / 1000.0;
+        let mut b = Breakdown {
+            sqs: sqs_billed * prices.sqs.usd_per_million_requests,
+            sqs_event_source_polling: polling * prices.sqs.usd_per_million_requests,
+            dynamodb: wu * prices.dynamodb.usd_per_million_write_units + ru * prices.dynamodb.usd_per_million_read_units,
+            eventbridge: events * prices.eventbridge.usd_per_million_events,
+            scheduler: schedules * prices.scheduler.usd_per_million_invocations,
+            lambda_requests: invocations * prices.lambda.usd_per_million_requests,
+            lambda_duration: gb_seconds * prices.lambda.usd_per_gb_second * 1e6,
+            total: 0.0,
+        };
+        // Per execution so far (in millionths of a dollar = dollars per million executions); per million steps:
+        for v in [
+            &mut b.sqs,
+            &mut b.sqs_event_source_polling,
+            &mut b.dynamodb,
+            &mut b.eventbridge,
+            &mut b.scheduler,
+            &mut b.lambda_requests,
+            &mut b.lambda_duration,
+        ] {
+            *v /= workload.steps as f64;
+        }
+        b.total = b.sqs + b.sqs_event_source_polling + b.dynamodb + b.eventbridge + b.scheduler + b.lambda_requests + b.lambda_duration;
+        b
+    };
+    let sf = &prices.step_functions;
+    let express_ms = workload.sfn_sequential_tasks as f64 * sf.express_ms_per_task + workload.sfn_retry_wait_ms;
+    let express_billed_s = (express_ms / 100.0).ceil() * 0.1;
+    let express = sf.usd_per_million_express_requests + express_billed_s * sf.express_memory_mb / 1024.0 * sf.usd_per_express_gb_second * 1e6;
+    WorkloadCost {
+        workload: workload.name.to_string(),
+        executions: n,
+        statuses,
+        steps: workload.steps,
+        attempts: workload.attempts,
+        requests: all_counts.iter().map(|(op, c)| (op.clone(), per_execution(*c, n))).collect(),
+        requests_by_role: by_role,
+        coordinator_messages: per_execution(h.coordinator_messages, n),
+        step_messages: per_execution(h.step_messages, n),
+        dynamodb_write_units: wu,
+        dynamodb_read_units: ru,
+        sqs_billed_requests: sqs_billed,
+        eventbridge_events: events,
+        scheduler_schedules: schedules,
+        usd_per_million_steps_batch_1: breakdown(1.0),
+        usd_per_million_steps_batch_10: breakdown(10.0),
+        step_functions_standard_per_million_steps: workload.sfn_transitions as f64 * sf.usd_per_million_standard_transitions / workload.steps as f64,
+        step_functions_express_per_million_steps: express / workload.steps as f64,
+        lambda_durable_per_million_steps: workload.durable_operations as f64 * prices.lambda_durable.usd_per_million_operations / workload.steps as f64,
+    }
+}
+
+fn print_cost(c: &WorkloadCost) {
+    println!(
+        "\n{} ({} executions: {:?}; {} steps, {} attempts each)",
+        c.workload, c.executions, c.statuses, c.steps, c.attempts
+    );
+    let total: f64 = c.requests.values().sum();
+    println!(
+        "  Baton's AWS requests per execution: {total:.1} ({:.2} per step); by role: {}",
+        total / c.steps as f64,
+        c.requests_by_role.iter().map(|(r, n)| format!("{r} {n:.1}")).collect::<Vec<_>>().join(", ")
+    );
+    for (op, n) in &c.requests {
+        println!("    {op:<32} {:>6.2} per step", n / c.steps as f64);
+    }
+    println!(
+        "  per step: {:.2} DynamoDB write units, {:.2} read units, {:.2} SQS billed requests (+ event source polling), {:.2} EventBridge events; messages per execution: {:.1} to the coordinator, {:.1} tasks",
+        c.dynamodb_write_units / c.steps as f64,
+        c.dynamodb_read_units / c.steps as f64,
+        c.sqs_billed_requests / c.steps as f64,
+        c.eventbridge_events / c.steps as f64,
+        c.coordinator_messages,
+        c.step_messages,
+    );
+    for (label, b) in [
+        ("batches of 1 (quiet)", &c.usd_per_million_steps_batch_1),
+        ("batches of 10 (busy)", &c.usd_per_million_steps_batch_10),
+    ] {
+        println!(
+            "  Baton, {label}: ${:.2} per million steps = SQS {:.2} + polling {:.2} + DynamoDB {:.2} + EventBridge {:.2} + Scheduler {:.2} + Lambda requests {:.2} + coordinator time {:.2}",
+            b.total, b.sqs, b.sqs_event_source_polling, b.dynamodb, b.eventbridge, b.scheduler, b.lambda_requests, b.lambda_duration
+        );
+    }
+    println!(
+        "  Step Functions Standard ${:.2}, Express ${:.2}, Lambda durable functions ${:.2} per million steps",
+        c.step_functions_standard_per_million_steps, c.step_functions_express_per_million_steps, c.lambda_durable_per_million_steps
+    );
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CoordinatorMemory {
+    pub peak_rss_mb: f64,
+    pub rss_mb: f64,
+    pub batches: u64,
+    pub messages: u64,
+    pub largest_batch: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CostReport {
+    pub prices: Prices,
+    pub workloads: Vec<WorkloadCost>,
+    pub coordinator_memory: Option<CoordinatorMemory>,
+}
+
+pub async fn run(args: &CostArgs) -> anyhow::Result<CostReport> {
+    let prices = load_prices(args.prices.as_deref())?;
+    println!("AWS cost model on moto server at {} ({} executions per workload)", baton_aws::testing::endpoint(), args.executions);
+    let mut results = Vec::new();
+    for workload in workloads()? {
+        if args.executions == 0 {
+            break;
+        }
+        let mut harness = Harness::new(&workload).await?;
+        let mut ids = Vec::new();
+        for i in 0..args.executions {
+            ids.push(harness.start(&workload, i).await?);
+        }
+        let statuses = harness.run(&ids).await?;
+        if statuses.get("succeeded").copied().unwrap_or(0) != args.executions as u64 {
+            bail!("{}: executions ended {:?}", workload.name, statuses);
+        }
+        let result = cost(&workload, &harness, statuses, args.executions, &prices);
+        print_cost(&result);
+        results.push(result);
+    }
+    let coordinator_memory = if args.memory_executions > 0 {
+        let memory = coordinator_memory(args.memory_executions).await?;
+        println!(
+            "\ncoordinator process over {} batches ({} messages, up to {} a batch): peak RSS {:.1} MB (target: fits a 128 MB Lambda)",
+            memory.batches, memory.messages, memory.largest_batch, memory.peak_rss_mb
+        );
+        Some(memory)
+    } else {
+        None
+    };
+    let report = CostReport {
+        prices,
+        workloads: results,
+        coordinator_memory,
+    };
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(report)
+}
+
+/// Runs `executions` of the 10-step workload at once with the coordinator in
+/// its own process (as in its Lambda), and returns that process's memory.
+async fn coordinator_memory(executions: usize) -> anyhow::Result<CoordinatorMemory> {
+    let workload = workloads()?
+        .into_iter()
+        .find(|w| w.name == "sequence-10")
+        .ok_or_else(|| anyhow!("no sequence workload"))?;
+    let mut harness = Harness::new(&workload).await?;
+    let endpoint = baton_aws::testing::endpoint();
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["coordinator-memory", "--endpoint", &endpoint])
+        .envs(harness.backend.settings().to_env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the coordinator process")?;
+    let mut ids = Vec::new();
+    for i in 0..executions {
+        ids.push(harness.start(&workload, i).await?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut open = ids;
+    while !open.is_empty() {
+        if !harness.step_round().await? {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut still = Vec::new();
+        for id in open {
+            let done = harness.backend.store().load(&id).await?.is_some_and(|r| r.status() == ExecutionStatus::Succeeded);
+            if !done {
+                still.push(id);
+            }
+        }
+        open = still;
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("{} executions did not finish", open.len());
+        }
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!("the coordinator process failed");
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CoordinatorMemoryArgs {
+    #[arg(long)]
+    pub endpoint: String,
+}
+
+/// The coordinator alone: polls its queue and applies batches, as its Lambda
+/// would, until standard input closes; prints its memory as JSON.
+pub async fn coordinator_process(args: &CoordinatorMemoryArgs) -> anyhow::Result<()> {
+    let settings = AwsSettings::from_env()?;
+    let config = baton_aws::testing::sdk_config(&args.endpoint).await;
+    let backend = AwsBackend::with_config(&config, settings, RequestCounter::new());
+    let coordinator = Coordinator::new(Arc::new(backend.clone()), Arc::new(SystemClock));
+    let (closed_tx, mut closed) = tokio::sync::watch::channel(false);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        let _ = closed_tx.send(true);
+    });
+    let sqs = backend.clients().sqs.clone();
+    let url = backend.settings().coordinator_queue_url.clone();
+    let mut memory = CoordinatorMemory {
+        peak_rss_mb: 0.0,
+        rss_mb: 0.0,
+        batches: 0,
+        messages: 0,
+        largest_batch: 0,
+    };
+    while !*closed.borrow() {
+        let receive = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .visibility_timeout(30)
+            .wait_time_seconds(1)
+            .send();
+        let out = tokio::select! {
+            out = receive => out?,
+            _ = closed.changed() => break,
+        };
+        let received = out.messages();
+        if received.is_empty() {
+            continue;
+        }
+        let batch = received
+            .iter()
+            .map(|m| QueueMessage {
+                id: m.message_id().unwrap_or_default().to_string(),
+                body: m.body().unwrap_or_default().to_string(),
+            })
+            .collect();
+        let failed = process_coordinator_batch(&coordinator, batch).await;
+        memory.batches += 1;
+        memory.messages += received.len() as u64;
+        memory.largest_batch = memory.largest_batch.max(received.len() as u64);
+        for m in received {
+            if failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
+                continue;
+            }
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await?;
+        }
+    }
+    memory.peak_rss_mb = sys::peak_rss_mb();
+    memory.rss_mb = sys::rss_mb();
+    println!("{}", serde_json::to_string(&memory)?);
+    Ok(())
+}

@@ -1,0 +1,550 @@
+//! What Baton's AWS requests cost in the units AWS bills, read off the
+//! requests themselves: an HTTP client wrapped around the SDK's own sees every
+//! request body before it leaves, so no product code needs changing.
+//!
+//! - DynamoDB: write units from item sizes (1 per KB or part, the larger of
+//!   the item before and after the write; twice that inside a transaction)
+//!   and read units (1 per 4 KB or part for a strongly consistent read, half
+//!   for an eventually consistent one). Sizes follow DynamoDB's rules (name
+//!   plus value bytes per attribute). The meter keeps a copy of every item's
+//!   attribute sizes so updates, deletes and reads can be sized too.
+//! - SQS: billed requests (each 64 KB of a message is one more) and messages
+//!   per queue, so the event source mappings' polling can be modelled.
+//! - EventBridge: `PutEvents` entries (billed per event, per 64 KB).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Billed quantities per `Service.Operation`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub requests: u64,
+    /// DynamoDB write request units.
+    pub write_units: u64,
+    /// DynamoDB read request units (halves for eventually consistent reads).
+    pub read_units: f64,
+    /// SQS requests as billed (64 KB chunks) and EventBridge events.
+    pub billed: u64,
+    /// Bytes of the items written (DynamoDB) or messages sent (SQS, EventBridge).
+    pub bytes: u64,
+}
+
+impl Usage {
+    fn add(&mut self, other: &Usage) {
+        self.requests += other.requests;
+        self.write_units += other.write_units;
+        self.read_units += other.read_units;
+        self.billed += other.billed;
+        self.bytes += other.bytes;
+    }
+
+    fn minus(&self, other: &Usage) -> Usage {
+        Usage {
+            requests: self.requests - other.requests,
+            write_units: self.write_units - other.write_units,
+            read_units: self.read_units - other.read_units,
+            billed: self.billed - other.billed,
+            bytes: self.bytes - other.bytes,
+        }
+    }
+}
+
+/// Usage by operation, and SQS messages sent by queue name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub operations: BTreeMap<String, Usage>,
+    pub messages_by_queue: BTreeMap<String, u64>,
+}
+
+impl Snapshot {
+    /// What happened between `before` and `self`.
+    pub fn since(&self, before: &Snapshot) -> Snapshot {
+        let mut operations = BTreeMap::new();
+        for (op, usage) in &self.operations {
+            let delta = usage.minus(&before.operations.get(op).copied().unwrap_or_default());
+            if delta != Usage::default() {
+                operations.insert(op.clone(), delta);
+            }
+        }
+        let mut messages_by_queue = BTreeMap::new();
+        for (queue, n) in &self.messages_by_queue {
+            let delta = n - before.messages_by_queue.get(queue).copied().unwrap_or(0);
+            if delta > 0 {
+                messages_by_queue.insert(queue.clone(), delta);
+            }
+        }
+        Snapshot {
+            operations,
+            messages_by_queue,
+        }
+    }
+
+    pub fn add(&mut self, other: &Snapshot) {
+        for (op, usage) in &other.operations {
+            self.operations.entry(op.clone()).or_default().add(usage);
+        }
+        for (queue, n) in &other.messages_by_queue {
+            *self.messages_by_queue.entry(queue.clone()).or_default() += n;
+        }
+    }
+
+    pub fn total(&self) -> Usage {
+        let mut total = Usage::default();
+        for usage in self.operations.values() {
+            total.add(usage);
+        }
+        total
+    }
+}
+
+type ItemKey = (String, String, String);
+/// Attribute name to its billed size (name bytes plus value bytes).
+type Sizes = BTreeMap<String, usize>;
+
+#[derive(Default)]
+struct State {
+    items: HashMap<ItemKey, Sizes>,
+    snapshot: Snapshot,
+}
+
+#[derive(Clone, Default)]
+pub struct Meter {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Meter")
+    }
+}
+
+const KB: usize = 1024;
+const SQS_CHUNK: usize = 64 * KB;
+
+fn units(bytes: usize, per: usize) -> u64 {
+    bytes.div_ceil(per).max(1) as u64
+}
+
+/// Billed size of a number: one byte per two significant digits, plus one.
+fn number_size(text: &str) -> usize {
+    let digits: String = text.chars().filter(|c| c.is_ascii_digit()).collect();
+    let significant = digits.trim_start_matches('0').trim_end_matches('0').len().max(1);
+    significant.div_ceil(2) + 1
+}
+
+/// Billed size of an attribute value in DynamoDB's JSON form (`{"S": ...}`).
+fn value_size(value: &Value) -> usize {
+    let Some((kind, v)) = value.as_object().and_then(|o| o.iter().next()) else {
+        return 0;
+    };
+    match (kind.as_str(), v) {
+        ("S", Value::String(s)) => s.len(),
+        ("N", Value::String(s)) => number_size(s),
+        ("B", Value::String(s)) => s.len() * 3 / 4,
+        ("BOOL", _) | ("NULL", _) => 1,
+        ("SS", Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::len).sum(),
+        ("NS", Value::Array(a)) => a.iter().filter_map(Value::as_str).map(number_size).sum(),
+        ("BS", Value::Array(a)) => a.iter().filter_map(Value::as_str).map(|s| s.len() * 3 / 4).sum(),
+        ("M", Value::Object(m)) => 3 + m.iter().map(|(k, v)| k.len() + value_size(v) + 1).sum::<usize>(),
+        ("L", Value::Array(a)) => 3 + a.iter().map(|v| value_size(v) + 1).sum::<usize>(),
+        _ => 0,
+    }
+}
+
+fn sizes_of(item: &serde_json::Map<String, Value>) -> Sizes {
+    item.iter()
+        .map(|(name, value)| (name.clone(), name.len() + value_size(value)))
+        .collect()
+}
+
+fn total(sizes: &Sizes) -> usize {
+    sizes.values().sum()
+}
+
+fn key_of(table: &str, key: &serde_json::Map<String, Value>) -> ItemKey {
+    let part = |name: &str| {
+        key.get(name)
+            .and_then(|v| v.as_object())
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (table.to_string(), part("pk"), part("sk"))
+}
+
+fn str_field<'a>(body: &'a Value, name: &str) -> &'a str {
+    body.get(name).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn object<'a>(body: &'a Value, name: &str) -> Option<&'a serde_json::Map<String, Value>> {
+    body.get(name).and_then(Value::as_object)
+}
+
+impl State {
+    fn usage(&mut self, operation: &str) -> &mut Usage {
+        self.snapshot.operations.entry(operation.to_string()).or_default()
+    }
+
+    /// Applies a write; returns its write units (before doubling) and item bytes.
+    fn write(&mut self, kind: &str, body: &Value) -> (u64, usize) {
+        let table = str_field(body, "TableName");
+        match kind {
+            "Put" => {
+                let Some(item) = object(body, "Item") else { return (1, 0) };
+                let key = key_of(table, item);
+                let after = sizes_of(item);
+                let before = self.items.get(&key).map_or(0, total);
+                let bytes = total(&after);
+                self.items.insert(key, after);
+                (units(before.max(bytes), KB), bytes)
+            }
+            "Update" => {
+                let Some(key_attrs) = object(body, "Key") else { return (1, 0) };
+                let key = key_of(table, key_attrs);
+                let before_sizes = self.items.get(&key).cloned();
+                let before = before_sizes.as_ref().map_or(0, total);
+                let mut after = before_sizes.unwrap_or_else(|| sizes_of(key_attrs));
+                apply_update(&mut after, body);
+                let bytes = total(&after);
+                self.items.insert(key, after);
+                (units(before.max(bytes), KB), bytes)
+            }
+            "Delete" => {
+                let Some(key_attrs) = object(body, "Key") else { return (1, 0) };
+                let before = self
+                    .items
+                    .remove(&key_of(table, key_attrs))
+                    .map_or(0, |s| total(&s));
+                (units(before, KB), 0)
+            }
+            // A condition check in a transaction is billed as a write of the item's size.
+            "ConditionCheck" => {
+                let Some(key_attrs) = object(body, "Key") else { return (1, 0) };
+                let size = self.items.get(&key_of(table, key_attrs)).map_or(0, total);
+                (units(size, KB), 0)
+            }
+            _ => (0, 0),
+        }
+    }
+
+    fn read_units(&self, bytes: usize, consistent: bool) -> f64 {
+        let u = units(bytes, 4 * KB) as f64;
+        if consistent { u } else { u / 2.0 }
+    }
+
+    fn observe_dynamodb(&mut self, operation: &str, body: &Value) {
+        let op = format!("DynamoDB.{operation}");
+        let consistent = body.get("ConsistentRead").and_then(Value::as_bool).unwrap_or(false);
+        let table = str_field(body, "TableName").to_string();
+        let mut usage = Usage {
+            requests: 1,
+            ..Usage::default()
+        };
+        match operation {
+            "PutItem" | "UpdateItem" | "DeleteItem" => {
+                let kind = operation.trim_end_matches("Item");
+                let (wu, bytes) = self.write(kind, body);
+                usage.write_units = wu;
+                usage.bytes = bytes as u64;
+            }
+            "TransactWriteItems" => {
+                let items = body.get("TransactItems").and_then(Value::as_array).cloned().unwrap_or_default();
+                for entry in &items {
+                    if let Some((kind, inner)) = entry.as_object().and_then(|o| o.iter().next()) {
+                        let (wu, bytes) = self.write(kind, inner);
+                        usage.write_units += 2 * wu;
+                        usage.bytes += bytes as u64;
+                    }
+                }
+            }
+            "GetItem" => {
+                let size = object(body, "Key")
+                    .and_then(|k| self.items.get(&key_of(&table, k)))
+                    .map_or(0, total);
+                usage.read_units = self.read_units(size, consistent);
+            }
+            "Query" => {
+                let size = self.query_bytes(&table, body);
+                usage.read_units = self.read_units(size, consistent);
+            }
+            "Scan" => {
+                let size: usize = self
+                    .items
+                    .iter()
+                    .filter(|((t, _, _), _)| *t == table)
+                    .map(|(_, s)| total(s))
+                    .sum();
+                usage.read_units = self.read_units(size, consistent);
+            }
+            _ => {}
+        }
+        self.usage(&op).add(&usage);
+    }
+
+    /// Bytes a query reads before any filter: the items its key condition selects.
+    fn query_bytes(&self, table: &str, body: &Value) -> usize {
+        let values = object(body, "ExpressionAttributeValues");
+        let value = |name: &str| {
+            values
+                .and_then(|v| v.get(name))
+                .and_then(|v| v.as_object())
+                .and_then(|o| o.values().next())
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let condition = str_field(body, "KeyConditionExpression");
+        let pk = value(":pk");
+        let prefix = if condition.contains("begins_with") { value(":p") } else { String::new() };
+        let mut matching: Vec<(&String, usize)> = self
+            .items
+            .iter()
+            .filter(|((t, p, s), _)| t == table && *p == pk && s.starts_with(&prefix))
+            .map(|((_, _, s), sizes)| (s, total(sizes)))
+            .collect();
+        matching.sort();
+        if body.get("ScanIndexForward").and_then(Value::as_bool) == Some(false) {
+            matching.reverse();
+        }
+        if let Some(limit) = body.get("Limit").and_then(Value::as_u64) {
+            matching.truncate(limit as usize);
+        }
+        matching.iter().map(|(_, size)| size).sum()
+    }
+
+    fn observe_sqs(&mut self, operation: &str, body: &Value) {
+        let queue = str_field(body, "QueueUrl").rsplit('/').next().unwrap_or_default().to_string();
+        let mut usage = Usage {
+            requests: 1,
+            billed: 1,
+            ..Usage::default()
+        };
+        match operation {
+            "SendMessage" => {
+                let bytes = str_field(body, "MessageBody").len();
+                usage.bytes = bytes as u64;
+                usage.billed = units(bytes, SQS_CHUNK);
+                *self.snapshot.messages_by_queue.entry(queue).or_default() += 1;
+            }
+            "SendMessageBatch" => {
+                let entries = body.get("Entries").and_then(Value::as_array).cloned().unwrap_or_default();
+                let bytes: usize = entries.iter().map(|e| str_field(e, "MessageBody").len()).sum();
+                usage.bytes = bytes as u64;
+                usage.billed = units(bytes, SQS_CHUNK);
+                *self.snapshot.messages_by_queue.entry(queue).or_default() += entries.len() as u64;
+            }
+            _ => {}
+        }
+        self.usage(&format!("SQS.{operation}")).add(&usage);
+    }
+
+    fn observe_eventbridge(&mut self, operation: &str, body: &Value) {
+        let mut usage = Usage {
+            requests: 1,
+            ..Usage::default()
+        };
+        if operation == "PutEvents" {
+            for entry in body.get("Entries").and_then(Value::as_array).into_iter().flatten() {
+                let bytes = serde_json::to_string(entry).map_or(0, |s| s.len());
+                usage.bytes += bytes as u64;
+                usage.billed += units(bytes, SQS_CHUNK);
+            }
+        }
+        self.usage(&format!("EventBridge.{operation}")).add(&usage);
+    }
+}
+
+/// Applies the `SET a = :v, ...` and `REMOVE a, ...` clauses of an update to
+/// the item's sizes. Values of other forms (functions, arithmetic) are sized
+/// by the first placeholder they name.
+fn apply_update(sizes: &mut Sizes, body: &Value) {
+    let expression = str_field(body, "UpdateExpression");
+    let names = object(body, "ExpressionAttributeNames");
+    let values = object(body, "ExpressionAttributeValues");
+    let resolve = |token: &str| -> String {
+        let top = token.trim().split(['.', '[']).next().unwrap_or_default();
+        names
+            .and_then(|n| n.get(top))
+            .and_then(Value::as_str)
+            .unwrap_or(top)
+            .to_string()
+    };
+    let mut section = "";
+    let mut clause = String::new();
+    let mut clauses: Vec<(String, String)> = Vec::new();
+    for word in expression.split_whitespace() {
+        match word.to_ascii_uppercase().as_str() {
+            "SET" | "REMOVE" | "ADD" | "DELETE" => {
+                if !clause.trim().is_empty() {
+                    clauses.push((section.to_string(), std::mem::take(&mut clause)));
+                }
+                section = match word.to_ascii_uppercase().as_str() {
+                    "SET" => "SET",
+                    "REMOVE" => "REMOVE",
+                    "ADD" => "ADD",
+                    _ => "DELETE",
+                };
+            }
+            _ => {
+                clause.push(' ');
+                clause.push_str(word);
+            }
+        }
+    }
+    if !clause.trim().is_empty() {
+        clauses.push((section.to_string(), clause));
+    }
+    for (section, text) in clauses {
+        for part in text.split(',') {
+            match section.as_str() {
+                "SET" => {
+                    let Some((path, rhs)) = part.split_once('=') else { continue };
+                    let name = resolve(path);
+                    let placeholder = rhs
+                        .split(|c: char| !(c.is_alphanumeric() || c == ':' || c == '_'))
+                        .find(|t| t.starts_with(':'))
+                        .unwrap_or_default();
+                    let size = values.and_then(|v| v.get(placeholder)).map_or(0, value_size);
+                    sizes.insert(name.clone(), name.len() + size);
+                }
+                "REMOVE" => {
+                    sizes.remove(&resolve(part));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Meter {
+    pub fn new() -> Meter {
+        Meter::default()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).snapshot.clone()
+    }
+
+    fn observe(&self, request: &HttpRequest) {
+        let Some(target) = request.headers().get("x-amz-target") else {
+            return;
+        };
+        let Some((service, operation)) = target.split_once('.') else {
+            return;
+        };
+        let body: Value = request
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(Value::Null);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if service.starts_with("DynamoDB") {
+            state.observe_dynamodb(operation, &body);
+        } else if service.starts_with("AmazonSQS") {
+            state.observe_sqs(operation, &body);
+        } else if service.starts_with("AWSEvents") {
+            state.observe_eventbridge(operation, &body);
+        }
+    }
+
+    /// An HTTP client that meters every request, then sends it with `inner`.
+    pub fn client(&self, inner: SharedHttpClient) -> SharedHttpClient {
+        SharedHttpClient::new(MeteredClient {
+            inner,
+            meter: self.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct MeteredClient {
+    inner: SharedHttpClient,
+    meter: Meter,
+}
+
+impl HttpClient for MeteredClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(MeteredConnector {
+            inner: self.inner.http_connector(settings, components),
+            meter: self.meter.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct MeteredConnector {
+    inner: SharedHttpConnector,
+    meter: Meter,
+}
+
+impl HttpConnector for MeteredConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        self.meter.observe(&request);
+        self.inner.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn item_sizes_follow_dynamodbs_rules() {
+        assert_eq!(value_size(&json!({"S": "abc"})), 3);
+        assert_eq!(value_size(&json!({"N": "12345"})), 4);
+        assert_eq!(value_size(&json!({"BOOL": true})), 1);
+        assert_eq!(value_size(&json!({"M": {"a": {"S": "xy"}}})), 3 + 1 + 2 + 1);
+    }
+
+    #[test]
+    fn updates_are_billed_on_the_larger_of_before_and_after() {
+        let mut state = State::default();
+        let big = "x".repeat(3000);
+        state.observe_dynamodb(
+            "PutItem",
+            &json!({"TableName": "t", "Item": {"pk": {"S": "a"}, "sk": {"S": "b"}, "outbox": {"S": big}}}),
+        );
+        state.observe_dynamodb(
+            "UpdateItem",
+            &json!({"TableName": "t", "Key": {"pk": {"S": "a"}, "sk": {"S": "b"}}, "UpdateExpression": "REMOVE pending, outbox"}),
+        );
+        let ops = &state.snapshot.operations;
+        assert_eq!(ops["DynamoDB.PutItem"].write_units, 3);
+        assert_eq!(ops["DynamoDB.UpdateItem"].write_units, 3);
+        state.observe_dynamodb(
+            "GetItem",
+            &json!({"TableName": "t", "Key": {"pk": {"S": "a"}, "sk": {"S": "b"}}, "ConsistentRead": true}),
+        );
+        assert_eq!(state.snapshot.operations["DynamoDB.GetItem"].read_units, 1.0);
+    }
+
+    #[test]
+    fn transactions_count_double() {
+        let mut state = State::default();
+        state.observe_dynamodb(
+            "TransactWriteItems",
+            &json!({"TransactItems": [
+                {"Put": {"TableName": "t", "Item": {"pk": {"S": "a"}, "sk": {"S": "S"}}}},
+                {"Update": {"TableName": "t", "Key": {"pk": {"S": "a"}, "sk": {"S": "H"}},
+                    "UpdateExpression": "SET #v = :v", "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": {":v": {"N": "2"}}}}
+            ]}),
+        );
+        assert_eq!(state.snapshot.operations["DynamoDB.TransactWriteItems"].write_units, 4);
+    }
+}

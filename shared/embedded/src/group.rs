@@ -1,0 +1,142 @@
+//! Group commit: transitions from every task of the process are written by
+//! one thread, as many as are waiting in one transaction, so a burst of
+//! results costs one disk sync instead of one each.
+//!
+//! A write may refuse (a version conflict) before it has written anything:
+//! the others still commit. A write that fails on SQLite itself
+//! ([`StoreError::Unavailable`], perhaps after some of its rows) rolls the
+//! whole group back, and every caller in it gets an error it may retry. No
+//! caller hears back before the transaction holding its write has committed
+//! (with `synchronous=FULL`, reached the disk). Savepoints per write would
+//! isolate failures further, but cost a statement journal on every page.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, mpsc};
+
+use baton_runtime::ports::{StoreError, StoreResult};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tokio::sync::oneshot;
+
+/// Most writes one transaction takes, so a long queue still commits in steps.
+const MAX_GROUP: usize = 256;
+
+/// One caller's write, waiting for a group.
+pub(crate) trait GroupWrite: Send {
+    /// Runs inside the group's transaction; false if SQLite failed under it.
+    fn apply(&mut self, tx: &Transaction<'_>) -> bool;
+    /// Answers the caller once the group's transaction committed or failed.
+    fn finish(self: Box<Self>, committed: StoreResult<()>);
+}
+
+struct Pending<T, F> {
+    work: Option<F>,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> GroupWrite for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send,
+{
+    fn apply(&mut self, tx: &Transaction<'_>) -> bool {
+        let result = match self.work.take() {
+            Some(work) => work(tx),
+            None => Err(StoreError::Unavailable("a write was applied twice".into())),
+        };
+        let ok = !matches!(result, Err(StoreError::Unavailable(_)));
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: StoreResult<()>) {
+        let answer = match (self.result, committed) {
+            // Its own failure stands whatever became of the others.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (_, Err(e)) => Err(e),
+            (None, Ok(())) => Err(StoreError::Unavailable("a write was not applied".into())),
+        };
+        // The caller may have gone (its future dropped); the write stands regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The handle callers queue writes on; the writer thread ends when it is dropped.
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Box<dyn GroupWrite>>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the database writer has stopped".into())
+}
+
+impl Writer {
+    pub(crate) fn start(conn: Arc<Mutex<Connection>>) -> StoreResult<Writer> {
+        let (jobs, queue) = mpsc::channel::<Box<dyn GroupWrite>>();
+        std::thread::Builder::new()
+            .name("baton-sqlite-writer".into())
+            .spawn(move || run(&conn, &queue))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the database writer: {e}")))?;
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `work` in the next group's transaction and waits for it to
+    /// commit. `work` must return any error but [`StoreError::Unavailable`]
+    /// before it writes anything; `Unavailable` fails the whole group.
+    pub(crate) async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Box::new(Pending {
+                work: Some(work),
+                result: None,
+                reply,
+            }))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn run(conn: &Mutex<Connection>, queue: &mpsc::Receiver<Box<dyn GroupWrite>>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP
+            && let Ok(job) = queue.try_recv()
+        {
+            group.push(job);
+        }
+        let committed = {
+            // A panic while holding the lock leaves no half-done transaction: SQLite rolls it back.
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            write_group(&mut conn, &mut group)
+        };
+        for job in group {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn write_group(conn: &mut Connection, group: &mut [Box<dyn GroupWrite>]) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    for job in group.iter_mut() {
+        // A panicking write fails its group instead of taking the writer thread down.
+        let applied = std::panic::catch_unwind(AssertUnwindSafe(|| job.apply(&tx))).unwrap_or(false);
+        if !applied {
+            // Dropping the transaction rolls it back.
+            return Err(StoreError::Unavailable(
+                "a write failed in the database; its group was rolled back".into(),
+            ));
+        }
+    }
+    tx.commit().map_err(unavailable)
+}

@@ -1,0 +1,107 @@
+//! Tasks a worker leases to itself in the transaction that creates them.
+//!
+//! When a transition committed by this process dispatches a task that a
+//! worker of this process runs and has room for, the task is written already
+//! leased to that worker (as a receive would lease it) and handed over in
+//! memory once the transaction has committed. The worker runs it at once
+//! instead of finding it on its next poll, which saves a transaction and a
+//! disk sync per step. The lease is in the database, so if the process dies
+//! the task comes back to any worker when the lease runs out, exactly like a
+//! received task.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use baton_runtime::ports::LeasedTask;
+use tokio::sync::Notify;
+
+pub struct LocalQueue {
+    /// The worker's functions (all when empty).
+    functions: Vec<String>,
+    capacity: usize,
+    /// Tasks reserved, waiting or running their handler here.
+    load: AtomicUsize,
+    closed: AtomicBool,
+    waiting: Mutex<VecDeque<LeasedTask>>,
+    ready: Notify,
+}
+
+impl LocalQueue {
+    pub(crate) fn new(functions: Vec<String>, capacity: usize) -> LocalQueue {
+        LocalQueue {
+            functions,
+            capacity: capacity.max(1),
+            load: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            waiting: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+        }
+    }
+
+    pub(crate) fn serves(&self, function: &str) -> bool {
+        self.functions.is_empty() || self.functions.iter().any(|f| f == function)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Takes a place for a task about to be created, if there is room.
+    pub(crate) fn try_reserve(&self) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        self.load
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |load| {
+                (load < self.capacity).then_some(load + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back places that were reserved or held.
+    pub(crate) fn release(&self, n: usize) {
+        let _ = self
+            .load
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |load| {
+                Some(load.saturating_sub(n))
+            });
+    }
+
+    /// A task leased to this worker in a committed transaction: it holds a place until it has run.
+    pub(crate) fn accept(&self, task: LeasedTask) {
+        self.load.fetch_add(1, Ordering::AcqRel);
+        self.lock().push_back(task);
+        self.ready.notify_one();
+    }
+
+    /// The next task leased here, if any.
+    pub fn pop(&self) -> Option<LeasedTask> {
+        self.lock().pop_front()
+    }
+
+    /// A task received from the database starts here: it holds a place.
+    pub fn hold(&self) {
+        self.load.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A task's handler has finished: its place is free for the task its result dispatches.
+    pub fn done(&self) {
+        self.release(1);
+    }
+
+    /// Stops new tasks from being leased here (the worker is stopping).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+
+    /// Resolves when a task was handed over.
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<LeasedTask>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
