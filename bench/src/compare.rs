@@ -51,16 +51,23 @@ fn target(system: &str) -> Option<f64> {
 }
 
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.baton).with_context(|| format!("reading {}", args.baton.display()))?;
+    let text = std::fs::read_to_string(&args.baton)
+        .with_context(|| format!("reading {}", args.baton.display()))?;
     let baton: BatonReport = serde_json::from_str(&text).context("Baton's results")?;
     let mut peers = Vec::new();
     for path in &args.peers {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         for line in text.lines().filter(|l| l.trim_start().starts_with('{')) {
-            peers.push(serde_json::from_str::<PeerResult>(line).with_context(|| format!("a line of {}", path.display()))?);
+            peers.push(
+                serde_json::from_str::<PeerResult>(line)
+                    .with_context(|| format!("a line of {}", path.display()))?,
+            );
         }
     }
-    println!("executions/s at each system's best in-flight setting (load average at its start in brackets):");
+    println!(
+        "executions/s at each system's best in-flight setting (load average at its start in brackets):"
+    );
     let mut workloads: Vec<&str> = baton.loaded.iter().map(|b| b.workload.as_str()).collect();
     workloads.dedup();
     let mut systems: Vec<&str> = peers.iter().map(|p| p.system.as_str()).collect();
@@ -90,13 +97,22 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
             let ratio = b.executions_per_s / best.executions_per_s;
             let verdict = match target(system) {
                 Some(t) if b.workload == "sequence-10" => {
-                    format!("  (target >= {t}x: {})", if ratio >= t { "met" } else { "missed" })
+                    format!(
+                        "  (target >= {t}x: {})",
+                        if ratio >= t { "met" } else { "missed" }
+                    )
                 }
                 _ => String::new(),
             };
             println!(
                 "  {:<12} {:<8} {:>8.1}/s ({:>7.0} steps/s, {} in flight, {} executions) [{:.2}]  baton/{system} = {ratio:.2}x{verdict}",
-                "", system, best.executions_per_s, best.steps_per_s, best.in_flight, best.executions, best.load_before
+                "",
+                system,
+                best.executions_per_s,
+                best.steps_per_s,
+                best.in_flight,
+                best.executions,
+                best.load_before
             );
         }
     }

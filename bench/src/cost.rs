@@ -111,7 +111,8 @@ fn repo_root() -> PathBuf {
 
 pub fn load_prices(path: Option<&Path>) -> anyhow::Result<Prices> {
     let path = path.map_or_else(|| repo_root().join("bench/prices.toml"), Path::to_path_buf);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -135,12 +136,17 @@ struct Workload {
 
 fn order_saga() -> anyhow::Result<WorkflowDefinition> {
     let path = repo_root().join("workflows/order-saga.yaml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     if !text.contains("timeout: 1m") {
-        bail!("{} no longer sets `timeout: 1m`; update the cost model", path.display());
+        bail!(
+            "{} no longer sets `timeout: 1m`; update the cost model",
+            path.display()
+        );
     }
     let text = text.replace("timeout: 1m", &format!("timeout: {TIMEOUT}"));
-    WorkflowDefinition::parse(&text, baton_core::definition::Format::Yaml).map_err(|e| anyhow!("{e}"))
+    WorkflowDefinition::parse(&text, baton_core::definition::Format::Yaml)
+        .map_err(|e| anyhow!("{e}"))
 }
 
 fn workloads() -> anyhow::Result<Vec<Workload>> {
@@ -196,7 +202,10 @@ fn workloads() -> anyhow::Result<Vec<Workload>> {
 }
 
 fn functions() -> Vec<String> {
-    let mut functions: Vec<String> = baton_examples::FUNCTIONS.iter().map(|f| f.to_string()).collect();
+    let mut functions: Vec<String> = baton_examples::FUNCTIONS
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
     functions.push(baton_examples::handlers::NOOP.to_string());
     functions
 }
@@ -283,7 +292,9 @@ impl Harness {
     async fn new(workload: &Workload) -> anyhow::Result<Harness> {
         let meter = Meter::new();
         let backend = fresh_backend(workload.name, &meter).await?;
-        backend.put_workflow(&workload.definition, SystemClock.now()).await?;
+        backend
+            .put_workflow(&workload.definition, SystemClock.now())
+            .await?;
         let dir = tempfile::tempdir()?;
         let ledger = Arc::new(Ledger::open(dir.path().join("ledger.db"))?);
         let mut registry = Registry::new();
@@ -332,10 +343,16 @@ impl Harness {
 
     /// Receives tasks from every step queue and runs them; true if there were any.
     async fn step_round(&mut self) -> anyhow::Result<bool> {
-        let leased = self.backend.receive(&self.functions, 10, 30_000, SystemClock.now()).await?;
+        let leased = self
+            .backend
+            .receive(&self.functions, 10, 30_000, SystemClock.now())
+            .await?;
         let mut by_function: BTreeMap<String, Vec<LeasedTask>> = BTreeMap::new();
         for lease in &leased {
-            by_function.entry(lease.task.function.to_string()).or_default().push(lease.clone());
+            by_function
+                .entry(lease.task.function.to_string())
+                .or_default()
+                .push(lease.clone());
         }
         for (function, leases) in by_function {
             let handler = self
@@ -415,7 +432,9 @@ impl Harness {
             for id in open {
                 match self.backend.store().load(&id).await? {
                     Some(record) if record.status().is_terminal() => {
-                        *statuses.entry(record.status().as_str().to_string()).or_default() += 1;
+                        *statuses
+                            .entry(record.status().as_str().to_string())
+                            .or_default() += 1;
                     }
                     _ => still_open.push(id),
                 }
@@ -482,7 +501,13 @@ fn per_execution(n: u64, executions: usize) -> f64 {
     n as f64 / executions as f64
 }
 
-fn cost(workload: &Workload, h: &Harness, statuses: BTreeMap<String, u64>, n: usize, prices: &Prices) -> WorkloadCost {
+fn cost(
+    workload: &Workload,
+    h: &Harness,
+    statuses: BTreeMap<String, u64>,
+    n: usize,
+    prices: &Prices,
+) -> WorkloadCost {
     let roles = &h.roles;
     let mut all_counts = Counts::new();
     let mut usage = Snapshot::default();
@@ -498,16 +523,43 @@ fn cost(workload: &Workload, h: &Harness, statuses: BTreeMap<String, u64>, n: us
     }
     let total = usage.total();
     let sum_ops = |prefix: &str, f: fn(&crate::meter::Usage) -> u64| -> u64 {
-        usage.operations.iter().filter(|(op, _)| op.starts_with(prefix)).map(|(_, u)| f(u)).sum()
+        usage
+            .operations
+            .iter()
+            .filter(|(op, _)| op.starts_with(prefix))
+            .map(|(_, u)| f(u))
+            .sum()
     };
     let sqs_billed = per_execution(sum_ops("SQS.", |u| u.billed), n);
     let events = per_execution(sum_ops("EventBridge.", |u| u.billed), n);
-    let schedules = per_execution(all_counts.get("Scheduler.CreateSchedule").copied().unwrap_or(0), n);
+    let schedules = per_execution(
+        all_counts
+            .get("Scheduler.CreateSchedule")
+            .copied()
+            .unwrap_or(0),
+        n,
+    );
     let wu = per_execution(total.write_units, n);
     let ru = total.read_units / n as f64;
-    let coordinator_queue = h.backend.settings().coordinator_queue_url.rsplit('/').next().unwrap_or_default().to_string();
-    let messages_to_coordinator: u64 = usage.messages_by_queue.get(&coordinator_queue).copied().unwrap_or(0);
-    let messages_to_steps: u64 = usage.messages_by_queue.iter().filter(|(q, _)| **q != coordinator_queue).map(|(_, m)| m).sum();
+    let coordinator_queue = h
+        .backend
+        .settings()
+        .coordinator_queue_url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let messages_to_coordinator: u64 = usage
+        .messages_by_queue
+        .get(&coordinator_queue)
+        .copied()
+        .unwrap_or(0);
+    let messages_to_steps: u64 = usage
+        .messages_by_queue
+        .iter()
+        .filter(|(q, _)| **q != coordinator_queue)
+        .map(|(_, m)| m)
+        .sum();
     let coordinator_requests: u64 = roles.coordinator.0.values().sum();
     let start_requests: u64 = roles.start.0.values().sum();
 
@@ -522,7 +574,8 @@ fn cost(workload: &Workload, h: &Harness, statuses: BTreeMap<String, u64>, n: us
         let mut b = Breakdown {
             sqs: sqs_billed * prices.sqs.usd_per_million_requests,
             sqs_event_source_polling: polling * prices.sqs.usd_per_million_requests,
-            dynamodb: wu * prices.dynamodb.usd_per_million_write_units + ru * prices.dynamodb.usd_per_million_read_units,
+            dynamodb: wu * prices.dynamodb.usd_per_million_write_units
+                + ru * prices.dynamodb.usd_per_million_read_units,
             eventbridge: events * prices.eventbridge.usd_per_million_events,
             scheduler: schedules * prices.scheduler.usd_per_million_invocations,
             lambda_requests: invocations * prices.lambda.usd_per_million_requests,
@@ -541,20 +594,31 @@ fn cost(workload: &Workload, h: &Harness, statuses: BTreeMap<String, u64>, n: us
         ] {
             *v /= workload.steps as f64;
         }
-        b.total = b.sqs + b.sqs_event_source_polling + b.dynamodb + b.eventbridge + b.scheduler + b.lambda_requests + b.lambda_duration;
+        b.total = b.sqs
+            + b.sqs_event_source_polling
+            + b.dynamodb
+            + b.eventbridge
+            + b.scheduler
+            + b.lambda_requests
+            + b.lambda_duration;
         b
     };
     let sf = &prices.step_functions;
-    let express_ms = workload.sfn_sequential_tasks as f64 * sf.express_ms_per_task + workload.sfn_retry_wait_ms;
+    let express_ms =
+        workload.sfn_sequential_tasks as f64 * sf.express_ms_per_task + workload.sfn_retry_wait_ms;
     let express_billed_s = (express_ms / 100.0).ceil() * 0.1;
-    let express = sf.usd_per_million_express_requests + express_billed_s * sf.express_memory_mb / 1024.0 * sf.usd_per_express_gb_second * 1e6;
+    let express = sf.usd_per_million_express_requests
+        + express_billed_s * sf.express_memory_mb / 1024.0 * sf.usd_per_express_gb_second * 1e6;
     WorkloadCost {
         workload: workload.name.to_string(),
         executions: n,
         statuses,
         steps: workload.steps,
         attempts: workload.attempts,
-        requests: all_counts.iter().map(|(op, c)| (op.clone(), per_execution(*c, n))).collect(),
+        requests: all_counts
+            .iter()
+            .map(|(op, c)| (op.clone(), per_execution(*c, n)))
+            .collect(),
         requests_by_role: by_role,
         coordinator_messages: per_execution(h.coordinator_messages, n),
         step_messages: per_execution(h.step_messages, n),
@@ -565,9 +629,13 @@ fn cost(workload: &Workload, h: &Harness, statuses: BTreeMap<String, u64>, n: us
         scheduler_schedules: schedules,
         usd_per_million_steps_batch_1: breakdown(1.0),
         usd_per_million_steps_batch_10: breakdown(10.0),
-        step_functions_standard_per_million_steps: workload.sfn_transitions as f64 * sf.usd_per_million_standard_transitions / workload.steps as f64,
+        step_functions_standard_per_million_steps: workload.sfn_transitions as f64
+            * sf.usd_per_million_standard_transitions
+            / workload.steps as f64,
         step_functions_express_per_million_steps: express / workload.steps as f64,
-        lambda_durable_per_million_steps: workload.durable_operations as f64 * prices.lambda_durable.usd_per_million_operations / workload.steps as f64,
+        lambda_durable_per_million_steps: workload.durable_operations as f64
+            * prices.lambda_durable.usd_per_million_operations
+            / workload.steps as f64,
     }
 }
 
@@ -580,7 +648,11 @@ fn print_cost(c: &WorkloadCost) {
     println!(
         "  Baton's AWS requests per execution: {total:.1} ({:.2} per step); by role: {}",
         total / c.steps as f64,
-        c.requests_by_role.iter().map(|(r, n)| format!("{r} {n:.1}")).collect::<Vec<_>>().join(", ")
+        c.requests_by_role
+            .iter()
+            .map(|(r, n)| format!("{r} {n:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for (op, n) in &c.requests {
         println!("    {op:<32} {:>6.2} per step", n / c.steps as f64);
@@ -600,12 +672,21 @@ fn print_cost(c: &WorkloadCost) {
     ] {
         println!(
             "  Baton, {label}: ${:.2} per million steps = SQS {:.2} + polling {:.2} + DynamoDB {:.2} + EventBridge {:.2} + Scheduler {:.2} + Lambda requests {:.2} + coordinator time {:.2}",
-            b.total, b.sqs, b.sqs_event_source_polling, b.dynamodb, b.eventbridge, b.scheduler, b.lambda_requests, b.lambda_duration
+            b.total,
+            b.sqs,
+            b.sqs_event_source_polling,
+            b.dynamodb,
+            b.eventbridge,
+            b.scheduler,
+            b.lambda_requests,
+            b.lambda_duration
         );
     }
     println!(
         "  Step Functions Standard ${:.2}, Express ${:.2}, Lambda durable functions ${:.2} per million steps",
-        c.step_functions_standard_per_million_steps, c.step_functions_express_per_million_steps, c.lambda_durable_per_million_steps
+        c.step_functions_standard_per_million_steps,
+        c.step_functions_express_per_million_steps,
+        c.lambda_durable_per_million_steps
     );
 }
 
@@ -627,7 +708,11 @@ pub struct CostReport {
 
 pub async fn run(args: &CostArgs) -> anyhow::Result<CostReport> {
     let prices = load_prices(args.prices.as_deref())?;
-    println!("AWS cost model on moto server at {} ({} executions per workload)", baton_aws::testing::endpoint(), args.executions);
+    println!(
+        "AWS cost model on moto server at {} ({} executions per workload)",
+        baton_aws::testing::endpoint(),
+        args.executions
+    );
     let mut results = Vec::new();
     for workload in workloads()? {
         if args.executions == 0 {
@@ -695,7 +780,12 @@ async fn coordinator_memory(executions: usize) -> anyhow::Result<CoordinatorMemo
         }
         let mut still = Vec::new();
         for id in open {
-            let done = harness.backend.store().load(&id).await?.is_some_and(|r| r.status() == ExecutionStatus::Succeeded);
+            let done = harness
+                .backend
+                .store()
+                .load(&id)
+                .await?
+                .is_some_and(|r| r.status() == ExecutionStatus::Succeeded);
             if !done {
                 still.push(id);
             }
@@ -742,19 +832,20 @@ pub async fn coordinator_process(args: &CoordinatorMemoryArgs) -> anyhow::Result
         largest_batch: 0,
     };
     while !*closed.borrow() {
-        let receive = sqs
+        // No long polling: the emulator serves one request at a time.
+        let out = sqs
             .receive_message()
             .queue_url(&url)
             .max_number_of_messages(10)
             .visibility_timeout(30)
-            .wait_time_seconds(1)
-            .send();
-        let out = tokio::select! {
-            out = receive => out?,
-            _ = closed.changed() => break,
-        };
+            .send()
+            .await?;
         let received = out.messages();
         if received.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = closed.changed() => {}
+            }
             continue;
         }
         let batch = received

@@ -165,12 +165,15 @@ impl Recorder {
                 }
                 Shape::FanOut => {
                     let join = (workloads::FAN_OUT_STEPS - 1) as u16;
-                    let Some(root) = by_step.get(&0) else { continue };
+                    let Some(root) = by_step.get(&0) else {
+                        continue;
+                    };
                     let mut last_branch = None::<u64>;
                     for b in 1..join {
                         if let Some(branch) = by_step.get(&b) {
                             samples.push(gap(root.end_ns, branch.start_ns));
-                            last_branch = Some(last_branch.map_or(branch.end_ns, |l| l.max(branch.end_ns)));
+                            last_branch =
+                                Some(last_branch.map_or(branch.end_ns, |l| l.max(branch.end_ns)));
                         }
                     }
                     if let (Some(last), Some(join)) = (last_branch, by_step.get(&join)) {
@@ -204,9 +207,13 @@ fn registry(recorder: &Arc<Recorder>) -> Registry {
 
 pub fn open(path: &Path) -> anyhow::Result<Arc<SqliteBackend>> {
     let options = SqliteOptions::default();
-    assert!(options.synchronous_full, "the benchmark measures durable commits");
+    assert!(
+        options.synchronous_full,
+        "the benchmark measures durable commits"
+    );
     Ok(Arc::new(
-        SqliteBackend::open(path, options).with_context(|| format!("opening {}", path.display()))?,
+        SqliteBackend::open(path, options)
+            .with_context(|| format!("opening {}", path.display()))?,
     ))
 }
 
@@ -223,7 +230,10 @@ pub async fn run_workload(
     let backend = open(&db)?;
     let coordinator = Arc::new(Coordinator::new(backend.clone(), Arc::new(SystemClock)));
     backend
-        .put_workflow(&shape.definition(baton_examples::handlers::NOOP, "30s"), SystemClock.now())
+        .put_workflow(
+            &shape.definition(baton_examples::handlers::NOOP, "30s"),
+            SystemClock.now(),
+        )
         .await?;
     let recorder = Recorder::new(shape, executions * shape.steps());
     let targets = Arc::new(Targets::new(registry(&recorder), TargetsConfig::default()));
@@ -253,7 +263,12 @@ pub async fn run_workload(
         let room = in_flight.saturating_sub(open).min(executions - started);
         for _ in 0..room {
             coordinator
-                .start(shape.name(), None, &format!("ex-{started:07}"), json!({"n": started}))
+                .start(
+                    shape.name(),
+                    None,
+                    &format!("ex-{started:07}"),
+                    json!({"n": started}),
+                )
                 .await?;
             started += 1;
         }
@@ -271,9 +286,15 @@ pub async fn run_workload(
         worker.await??;
     }
 
-    let succeeded = backend.list(Some(ExecutionStatus::Succeeded), executions + 1).await?.len();
+    let succeeded = backend
+        .list(Some(ExecutionStatus::Succeeded), executions + 1)
+        .await?
+        .len();
     if succeeded != executions {
-        bail!("{}: {succeeded} of {executions} executions succeeded", shape.name());
+        bail!(
+            "{}: {succeeded} of {executions} executions succeeded",
+            shape.name()
+        );
     }
     Ok(WorkloadResult {
         workload: shape.name().to_string(),
@@ -398,7 +419,10 @@ pub async fn timers(args: &TimersArgs) -> anyhow::Result<TimersReport> {
     let backend = open(&db)?;
     let coordinator = Coordinator::new(backend.clone(), Arc::new(SystemClock));
     backend
-        .put_workflow(&workloads::waiting(baton_examples::handlers::NOOP), SystemClock.now())
+        .put_workflow(
+            &workloads::waiting(baton_examples::handlers::NOOP),
+            SystemClock.now(),
+        )
         .await?;
     let started_at = Instant::now();
     for i in 0..args.executions {
@@ -416,7 +440,10 @@ pub async fn timers(args: &TimersArgs) -> anyhow::Result<TimersReport> {
         .output()
         .context("running the worker process")?;
     if !output.status.success() {
-        bail!("worker process failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "worker process failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let worker: WorkerMemory = serde_json::from_slice(&output.stdout)
         .with_context(|| format!("worker output: {}", String::from_utf8_lossy(&output.stdout)))?;
@@ -463,7 +490,10 @@ pub async fn worker_memory(args: &WorkerMemoryArgs) -> anyhow::Result<()> {
     let backend = open(&args.db)?;
     let coordinator = Arc::new(Coordinator::new(backend.clone(), Arc::new(SystemClock)));
     let mut registry = Registry::new();
-    registry.register(baton_examples::handlers::NOOP, handler_fn(baton_examples::handlers::noop));
+    registry.register(
+        baton_examples::handlers::NOOP,
+        handler_fn(baton_examples::handlers::noop),
+    );
     let targets = Arc::new(Targets::new(registry, TargetsConfig::default()));
     let worker = Arc::new(Worker::new(coordinator, targets, WorkerOptions::default()));
     let (stop, stopped) = watch::channel(false);

@@ -137,7 +137,11 @@ fn units(bytes: usize, per: usize) -> u64 {
 /// Billed size of a number: one byte per two significant digits, plus one.
 fn number_size(text: &str) -> usize {
     let digits: String = text.chars().filter(|c| c.is_ascii_digit()).collect();
-    let significant = digits.trim_start_matches('0').trim_end_matches('0').len().max(1);
+    let significant = digits
+        .trim_start_matches('0')
+        .trim_end_matches('0')
+        .len()
+        .max(1);
     significant.div_ceil(2) + 1
 }
 
@@ -153,8 +157,17 @@ fn value_size(value: &Value) -> usize {
         ("BOOL", _) | ("NULL", _) => 1,
         ("SS", Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::len).sum(),
         ("NS", Value::Array(a)) => a.iter().filter_map(Value::as_str).map(number_size).sum(),
-        ("BS", Value::Array(a)) => a.iter().filter_map(Value::as_str).map(|s| s.len() * 3 / 4).sum(),
-        ("M", Value::Object(m)) => 3 + m.iter().map(|(k, v)| k.len() + value_size(v) + 1).sum::<usize>(),
+        ("BS", Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|s| s.len() * 3 / 4)
+            .sum(),
+        ("M", Value::Object(m)) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| k.len() + value_size(v) + 1)
+                .sum::<usize>()
+        }
         ("L", Value::Array(a)) => 3 + a.iter().map(|v| value_size(v) + 1).sum::<usize>(),
         _ => 0,
     }
@@ -192,7 +205,10 @@ fn object<'a>(body: &'a Value, name: &str) -> Option<&'a serde_json::Map<String,
 
 impl State {
     fn usage(&mut self, operation: &str) -> &mut Usage {
-        self.snapshot.operations.entry(operation.to_string()).or_default()
+        self.snapshot
+            .operations
+            .entry(operation.to_string())
+            .or_default()
     }
 
     /// Applies a write; returns its write units (before doubling) and item bytes.
@@ -200,7 +216,9 @@ impl State {
         let table = str_field(body, "TableName");
         match kind {
             "Put" => {
-                let Some(item) = object(body, "Item") else { return (1, 0) };
+                let Some(item) = object(body, "Item") else {
+                    return (1, 0);
+                };
                 let key = key_of(table, item);
                 let after = sizes_of(item);
                 let before = self.items.get(&key).map_or(0, total);
@@ -209,7 +227,9 @@ impl State {
                 (units(before.max(bytes), KB), bytes)
             }
             "Update" => {
-                let Some(key_attrs) = object(body, "Key") else { return (1, 0) };
+                let Some(key_attrs) = object(body, "Key") else {
+                    return (1, 0);
+                };
                 let key = key_of(table, key_attrs);
                 let before_sizes = self.items.get(&key).cloned();
                 let before = before_sizes.as_ref().map_or(0, total);
@@ -220,7 +240,9 @@ impl State {
                 (units(before.max(bytes), KB), bytes)
             }
             "Delete" => {
-                let Some(key_attrs) = object(body, "Key") else { return (1, 0) };
+                let Some(key_attrs) = object(body, "Key") else {
+                    return (1, 0);
+                };
                 let before = self
                     .items
                     .remove(&key_of(table, key_attrs))
@@ -229,7 +251,9 @@ impl State {
             }
             // A condition check in a transaction is billed as a write of the item's size.
             "ConditionCheck" => {
-                let Some(key_attrs) = object(body, "Key") else { return (1, 0) };
+                let Some(key_attrs) = object(body, "Key") else {
+                    return (1, 0);
+                };
                 let size = self.items.get(&key_of(table, key_attrs)).map_or(0, total);
                 (units(size, KB), 0)
             }
@@ -244,7 +268,10 @@ impl State {
 
     fn observe_dynamodb(&mut self, operation: &str, body: &Value) {
         let op = format!("DynamoDB.{operation}");
-        let consistent = body.get("ConsistentRead").and_then(Value::as_bool).unwrap_or(false);
+        let consistent = body
+            .get("ConsistentRead")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let table = str_field(body, "TableName").to_string();
         let mut usage = Usage {
             requests: 1,
@@ -258,7 +285,11 @@ impl State {
                 usage.bytes = bytes as u64;
             }
             "TransactWriteItems" => {
-                let items = body.get("TransactItems").and_then(Value::as_array).cloned().unwrap_or_default();
+                let items = body
+                    .get("TransactItems")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 for entry in &items {
                     if let Some((kind, inner)) = entry.as_object().and_then(|o| o.iter().next()) {
                         let (wu, bytes) = self.write(kind, inner);
@@ -305,7 +336,11 @@ impl State {
         };
         let condition = str_field(body, "KeyConditionExpression");
         let pk = value(":pk");
-        let prefix = if condition.contains("begins_with") { value(":p") } else { String::new() };
+        let prefix = if condition.contains("begins_with") {
+            value(":p")
+        } else {
+            String::new()
+        };
         let mut matching: Vec<(&String, usize)> = self
             .items
             .iter()
@@ -323,7 +358,11 @@ impl State {
     }
 
     fn observe_sqs(&mut self, operation: &str, body: &Value) {
-        let queue = str_field(body, "QueueUrl").rsplit('/').next().unwrap_or_default().to_string();
+        let queue = str_field(body, "QueueUrl")
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let mut usage = Usage {
             requests: 1,
             billed: 1,
@@ -337,8 +376,15 @@ impl State {
                 *self.snapshot.messages_by_queue.entry(queue).or_default() += 1;
             }
             "SendMessageBatch" => {
-                let entries = body.get("Entries").and_then(Value::as_array).cloned().unwrap_or_default();
-                let bytes: usize = entries.iter().map(|e| str_field(e, "MessageBody").len()).sum();
+                let entries = body
+                    .get("Entries")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let bytes: usize = entries
+                    .iter()
+                    .map(|e| str_field(e, "MessageBody").len())
+                    .sum();
                 usage.bytes = bytes as u64;
                 usage.billed = units(bytes, SQS_CHUNK);
                 *self.snapshot.messages_by_queue.entry(queue).or_default() += entries.len() as u64;
@@ -354,7 +400,12 @@ impl State {
             ..Usage::default()
         };
         if operation == "PutEvents" {
-            for entry in body.get("Entries").and_then(Value::as_array).into_iter().flatten() {
+            for entry in body
+                .get("Entries")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let bytes = serde_json::to_string(entry).map_or(0, |s| s.len());
                 usage.bytes += bytes as u64;
                 usage.billed += units(bytes, SQS_CHUNK);
@@ -408,13 +459,17 @@ fn apply_update(sizes: &mut Sizes, body: &Value) {
         for part in text.split(',') {
             match section.as_str() {
                 "SET" => {
-                    let Some((path, rhs)) = part.split_once('=') else { continue };
+                    let Some((path, rhs)) = part.split_once('=') else {
+                        continue;
+                    };
                     let name = resolve(path);
                     let placeholder = rhs
                         .split(|c: char| !(c.is_alphanumeric() || c == ':' || c == '_'))
                         .find(|t| t.starts_with(':'))
                         .unwrap_or_default();
-                    let size = values.and_then(|v| v.get(placeholder)).map_or(0, value_size);
+                    let size = values
+                        .and_then(|v| v.get(placeholder))
+                        .map_or(0, value_size);
                     sizes.insert(name.clone(), name.len() + size);
                 }
                 "REMOVE" => {
@@ -432,7 +487,11 @@ impl Meter {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).snapshot.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .snapshot
+            .clone()
     }
 
     fn observe(&self, request: &HttpRequest) {
@@ -530,7 +589,10 @@ mod tests {
             "GetItem",
             &json!({"TableName": "t", "Key": {"pk": {"S": "a"}, "sk": {"S": "b"}}, "ConsistentRead": true}),
         );
-        assert_eq!(state.snapshot.operations["DynamoDB.GetItem"].read_units, 1.0);
+        assert_eq!(
+            state.snapshot.operations["DynamoDB.GetItem"].read_units,
+            1.0
+        );
     }
 
     #[test]
@@ -545,6 +607,9 @@ mod tests {
                     "ExpressionAttributeValues": {":v": {"N": "2"}}}}
             ]}),
         );
-        assert_eq!(state.snapshot.operations["DynamoDB.TransactWriteItems"].write_units, 4);
+        assert_eq!(
+            state.snapshot.operations["DynamoDB.TransactWriteItems"].write_units,
+            4
+        );
     }
 }

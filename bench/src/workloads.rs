@@ -49,8 +49,11 @@ impl Shape {
                 }
             }
             Shape::FanOut => {
-                text.push_str(&format!("  root: {{ function: {function}, mutates: false }}\n"));
-                let branches: Vec<String> = (0..FAN_OUT_BRANCHES).map(|i| format!("b{i}")).collect();
+                text.push_str(&format!(
+                    "  root: {{ function: {function}, mutates: false }}\n"
+                ));
+                let branches: Vec<String> =
+                    (0..FAN_OUT_BRANCHES).map(|i| format!("b{i}")).collect();
                 for b in &branches {
                     text.push_str(&format!(
                         "  {b}: {{ function: {function}, mutates: false, needs: [root] }}\n"

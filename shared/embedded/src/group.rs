@@ -77,7 +77,9 @@ impl Writer {
         std::thread::Builder::new()
             .name("baton-sqlite-writer".into())
             .spawn(move || run(&conn, &queue))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the database writer: {e}")))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the database writer: {e}"))
+            })?;
         Ok(Writer { jobs })
     }
 
@@ -130,7 +132,8 @@ fn write_group(conn: &mut Connection, group: &mut [Box<dyn GroupWrite>]) -> Stor
         .map_err(unavailable)?;
     for job in group.iter_mut() {
         // A panicking write fails its group instead of taking the writer thread down.
-        let applied = std::panic::catch_unwind(AssertUnwindSafe(|| job.apply(&tx))).unwrap_or(false);
+        let applied =
+            std::panic::catch_unwind(AssertUnwindSafe(|| job.apply(&tx))).unwrap_or(false);
         if !applied {
             // Dropping the transaction rolls it back.
             return Err(StoreError::Unavailable(

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use baton_core::engine::{Dispatch, TaskKind, TimerKind};
 use baton_core::{
-    Command, Event, ExecutionStatus, LifecycleEvent, TaskRef, TimerId, Timestamp, WorkflowDefinition,
+    Command, Event, ExecutionStatus, LifecycleEvent, TaskRef, TimerId, Timestamp,
+    WorkflowDefinition,
 };
 use baton_runtime::coordinator::compensation_dead_letter;
 use baton_runtime::ports::{
@@ -179,8 +180,14 @@ fn task_ref_dedup_key(execution_id: &str, task: &TaskRef) -> String {
         TaskKind::Step => "step",
         TaskKind::Compensation => "comp",
     };
-    let index = task.index.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
-    format!("{execution_id}/{}/{index}/{kind}/{}", task.step, task.attempt)
+    let index = task
+        .index
+        .map(|i| i.to_string())
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "{execution_id}/{}/{index}/{kind}/{}",
+        task.step, task.attempt
+    )
 }
 
 /// What one transition writes, serialised before it reaches the writer so
@@ -1012,7 +1019,9 @@ impl TaskQueue for SqliteBackend {
         let any = self.read(|conn| {
             conn.prepare(&format!("SELECT EXISTS ({select})"))
                 .and_then(|mut stmt| {
-                    stmt.query_row(rusqlite::params_from_iter(functions.iter()), |r| r.get::<_, bool>(0))
+                    stmt.query_row(rusqlite::params_from_iter(functions.iter()), |r| {
+                        r.get::<_, bool>(0)
+                    })
                 })
                 .map_err(unavailable)
         })?;
@@ -1148,16 +1157,22 @@ impl DeadLetterStore for SqliteBackend {
         if record.kind != DeadLetterKind::Task {
             return Err(StoreError::Corrupt {
                 what: format!("dead letter `{id}`"),
-                message: format!("a {} dead letter is not a queued message", record.kind.as_str()),
+                message: format!(
+                    "a {} dead letter is not a queued message",
+                    record.kind.as_str()
+                ),
             });
         }
-        let task: Dispatch = serde_json::from_value(record.body["task"].clone()).map_err(|e| StoreError::Corrupt {
-            what: format!("dead letter `{id}`"),
-            message: format!("holds no task: {e}"),
+        let task: Dispatch = serde_json::from_value(record.body["task"].clone()).map_err(|e| {
+            StoreError::Corrupt {
+                what: format!("dead letter `{id}`"),
+                message: format!("holds no task: {e}"),
+            }
         })?;
         self.write(|tx| {
             self.insert_task(tx, &task, record.created_at)?;
-            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id]).map_err(unavailable)?;
+            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])
+                .map_err(unavailable)?;
             Ok(true)
         })
     }

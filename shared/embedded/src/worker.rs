@@ -336,9 +336,11 @@ impl Worker {
             deadline: task.deadline,
         };
         let remaining = task.deadline.saturating_sub(self.coordinator.now()).max(1);
-        let work = self
-            .targets
-            .invoke(context, task.input.clone(), Duration::from_millis(remaining));
+        let work = self.targets.invoke(
+            context,
+            task.input.clone(),
+            Duration::from_millis(remaining),
+        );
         let result = self.keeping_lease(leased, work).await?;
         place.free();
         let event = match result {
