@@ -320,6 +320,21 @@ pub fn compensation_dead_letter(dead: &baton_core::engine::DeadLetter) -> DeadLe
 
 fn log_finish(record: &ExecutionRecord, commands: &[Command]) {
     for command in commands {
+        // Alarms match this line (`event = "compensation.failed"`): keep its fields stable.
+        if let Command::DeadLetter(dead) = command {
+            tracing::error!(
+                event = "compensation.failed",
+                workflow.execution.id = %record.id,
+                workflow.name = %record.workflow,
+                workflow.step = %dead.step,
+                function = %dead.function,
+                attempts = dead.attempts,
+                error = %dead.error.message,
+                "compensation failed for good; dead-lettered for a person to resolve"
+            );
+        }
+    }
+    for command in commands {
         if let Command::Finish { status, error, .. } = command {
             match status {
                 ExecutionStatus::Succeeded => {
