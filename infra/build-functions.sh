@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds every function template.yaml deploys with one `cargo lambda build
-# --release` and checks that each has its bootstrap, built for the right CPU.
-# This is what CI runs; infra/sam-build.sh does the same through `sam build`.
+# --release` and checks that each has its bootstrap, built for the right CPU:
+# the same binaries `sam build` makes (infra/sam-build.sh, which CI runs), for
+# deploying without SAM or checking the build alone. Cold, it takes as long
+# as `sam build` (about 20 minutes on 2 cores).
 #
 #   infra/build-functions.sh                    # arm64 (the template's default)
 #   BATON_ARCH=x86_64 infra/build-functions.sh  # where the aarch64 target is unavailable
 #
-# Bootstraps land in target/lambda/<binary>/bootstrap.
+# Bootstraps land in target/lambda/<binary>/bootstrap (under CARGO_TARGET_DIR if set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,9 +39,10 @@ start=$(date +%s)
 cargo lambda build --release "$arch_flag" "${packages[@]}"
 echo "built in $(($(date +%s) - start)) s"
 
+target_dir="${CARGO_TARGET_DIR:-target}"
 missing=0
 for binary in $binaries; do
-  file="target/lambda/$binary/bootstrap"
+  file="$target_dir/lambda/$binary/bootstrap"
   if [ ! -x "$file" ]; then
     echo "error: $file is missing" >&2
     missing=1

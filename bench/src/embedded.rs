@@ -417,7 +417,7 @@ pub async fn timers(args: &TimersArgs) -> anyhow::Result<TimersReport> {
     let dir = tempfile::tempdir_in(&base)?;
     let db = dir.path().join("waiting.db");
     let backend = open(&db)?;
-    let coordinator = Coordinator::new(backend.clone(), Arc::new(SystemClock));
+    let coordinator = Arc::new(Coordinator::new(backend.clone(), Arc::new(SystemClock)));
     backend
         .put_workflow(
             &workloads::waiting(baton_examples::handlers::NOOP),
@@ -425,10 +425,20 @@ pub async fn timers(args: &TimersArgs) -> anyhow::Result<TimersReport> {
         )
         .await?;
     let started_at = Instant::now();
-    for i in 0..args.executions {
-        coordinator
-            .start("wait-1h", None, &format!("wait-{i:07}"), json!({}))
-            .await?;
+    // Started 64 at a time, as concurrent clients would.
+    for chunk in (0..args.executions).collect::<Vec<_>>().chunks(64) {
+        let mut starts = tokio::task::JoinSet::new();
+        for &i in chunk {
+            let coordinator = coordinator.clone();
+            starts.spawn(async move {
+                coordinator
+                    .start("wait-1h", None, &format!("wait-{i:07}"), json!({}))
+                    .await
+            });
+        }
+        while let Some(started) = starts.join_next().await {
+            started??;
+        }
     }
     let start_seconds = started_at.elapsed().as_secs_f64();
     drop(coordinator);

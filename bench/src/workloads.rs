@@ -86,7 +86,7 @@ impl Shape {
 /// One step that waits an hour, then a no-op: executions that sit on a timer.
 pub fn waiting(function: &str) -> WorkflowDefinition {
     parse(&format!(
-        "name: wait-1h\nsteps:\n  nap: {{ wait: 1h }}\n  after: {{ function: {function}, mutates: false, needs: [nap] }}\n"
+        "name: wait-1h\ndefaults: {{ retry: {{ max_attempts: 3 }} }}\nsteps:\n  nap: {{ wait: 1h }}\n  after: {{ function: {function}, mutates: false, needs: [nap] }}\n"
     ))
 }
 

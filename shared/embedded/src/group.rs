@@ -12,6 +12,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use baton_runtime::ports::{StoreError, StoreResult};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -65,22 +66,58 @@ where
 /// The handle callers queue writes on; the writer thread ends when it is dropped.
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Box<dyn GroupWrite>>,
+    /// Dropped with the writer, which stops the checkpointer.
+    _checkpoints: mpsc::Sender<()>,
 }
+
+/// How often the checkpointer copies committed pages from the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 fn stopped() -> StoreError {
     StoreError::Unavailable("the database writer has stopped".into())
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Arc<Mutex<Connection>>) -> StoreResult<Writer> {
+    /// Starts the writer on `conn` and a checkpointer on `checkpointer`, a
+    /// second connection to the same file. Checkpoints run beside the
+    /// writer instead of inside one of its commits (SQLite's automatic
+    /// checkpoint), where copying pages and syncing the database file
+    /// would hold up every transition waiting behind that commit.
+    pub(crate) fn start(
+        conn: Arc<Mutex<Connection>>,
+        checkpointer: Connection,
+    ) -> StoreResult<Writer> {
+        let cannot = |e: std::io::Error| {
+            StoreError::Unavailable(format!("cannot start the database writer: {e}"))
+        };
+        conn.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(unavailable)?;
         let (jobs, queue) = mpsc::channel::<Box<dyn GroupWrite>>();
         std::thread::Builder::new()
             .name("baton-sqlite-writer".into())
             .spawn(move || run(&conn, &queue))
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot start the database writer: {e}"))
-            })?;
-        Ok(Writer { jobs })
+            .map_err(cannot)?;
+        let (checkpoints, stop) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("baton-sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    // PASSIVE never waits for the writer; what it cannot copy now, a later round will.
+                    if let Err(e) =
+                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "checkpoint skipped");
+                    }
+                }
+            })
+            .map_err(cannot)?;
+        Ok(Writer {
+            jobs,
+            _checkpoints: checkpoints,
+        })
     }
 
     /// Runs `work` in the next group's transaction and waits for it to

@@ -22,6 +22,10 @@ pub struct LocalQueue {
     capacity: usize,
     /// Tasks reserved, waiting or running their handler here.
     load: AtomicUsize,
+    /// Tasks for this worker were left in the database for want of room:
+    /// lease nothing here until a receive has taken them, so newer tasks do
+    /// not overtake them.
+    backlog: AtomicBool,
     closed: AtomicBool,
     waiting: Mutex<VecDeque<LeasedTask>>,
     ready: Notify,
@@ -33,6 +37,7 @@ impl LocalQueue {
             functions,
             capacity: capacity.max(1),
             load: AtomicUsize::new(0),
+            backlog: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             waiting: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
@@ -49,7 +54,7 @@ impl LocalQueue {
 
     /// Takes a place for a task about to be created, if there is room.
     pub(crate) fn try_reserve(&self) -> bool {
-        if self.is_closed() {
+        if self.is_closed() || self.backlog.load(Ordering::Acquire) {
             return false;
         }
         self.load
@@ -57,6 +62,16 @@ impl LocalQueue {
                 (load < self.capacity).then_some(load + 1)
             })
             .is_ok()
+    }
+
+    /// A task this worker runs was left in the database.
+    pub(crate) fn left_behind(&self) {
+        self.backlog.store(true, Ordering::Release);
+    }
+
+    /// A receive found fewer tasks than it had room for: nothing waits in the database any more.
+    pub fn caught_up(&self) {
+        self.backlog.store(false, Ordering::Release);
     }
 
     /// Gives back places that were reserved or held.

@@ -319,27 +319,31 @@ impl SqliteBackend {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        conn.pragma_update(
-            None,
-            "synchronous",
-            if options.synchronous_full {
-                "FULL"
-            } else {
-                "NORMAL"
-            },
-        )
-        .map_err(unavailable)?;
+        let synchronous = if options.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
+            .map_err(unavailable)?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
             .map_err(unavailable)?;
         conn.set_prepared_statement_cache_capacity(64);
-        let reader = Connection::open(path).map_err(unavailable)?;
-        reader
-            .busy_timeout(Duration::from_secs(30))
+        let second = || -> StoreResult<Connection> {
+            let c = Connection::open(path).map_err(unavailable)?;
+            c.busy_timeout(Duration::from_secs(30))
+                .map_err(unavailable)?;
+            c.set_prepared_statement_cache_capacity(64);
+            Ok(c)
+        };
+        let reader = second()?;
+        let checkpointer = second()?;
+        checkpointer
+            .pragma_update(None, "synchronous", synchronous)
             .map_err(unavailable)?;
-        reader.set_prepared_statement_cache_capacity(64);
         let conn = Arc::new(Mutex::new(conn));
         Ok(SqliteBackend {
-            writer: Writer::start(conn.clone())?,
+            writer: Writer::start(conn.clone(), checkpointer)?,
             conn,
             reader: Mutex::new(reader),
             local: Mutex::new(Vec::new()),
@@ -528,6 +532,16 @@ impl SqliteBackend {
         })
     }
 
+    /// A place on a local worker that runs `function`, if one has room.
+    fn reserve(local: &[Arc<LocalQueue>], function: &str) -> Option<Arc<LocalQueue>> {
+        let serving = || local.iter().filter(|q| q.serves(function));
+        let found = serving().find(|q| q.try_reserve()).cloned();
+        if found.is_none() {
+            serving().for_each(|q| q.left_behind());
+        }
+        found
+    }
+
     /// The rows of a transition, reserving places on local workers for the tasks it creates.
     fn transition_rows(
         &self,
@@ -577,10 +591,7 @@ impl SqliteBackend {
                     execution_id: task.execution_id.to_string(),
                     function: task.function.to_string(),
                     body: to_json(task),
-                    claim: local
-                        .iter()
-                        .find(|q| q.serves(&task.function) && q.try_reserve())
-                        .map(|q| (q.clone(), task.clone())),
+                    claim: Self::reserve(&local, &task.function).map(|q| (q, task.clone())),
                 }),
                 Command::StartTimer { timer, fire_at } => {
                     rows.timers

@@ -197,6 +197,9 @@ impl Worker {
             .receive(&self.options.functions, free, 0, now)
             .await?;
         started += leased.len();
+        if leased.len() < free {
+            self.local.caught_up();
+        }
         for task in leased {
             let permit = self
                 .slots
