@@ -4,9 +4,11 @@
 #
 #   bench/peers/run.sh [OUT_DIR]
 #
-# EXECUTIONS (default 2000 for Restate, 1000 for DBOS) and IN_FLIGHT (a list,
-# default "16 64 128" for Restate, "1 8" for DBOS) tune the runs; the best
-# in-flight setting of each system is the one compared.
+# EXECUTIONS (default 2000 for Restate, 300 for DBOS; DBOS_EXECUTIONS for
+# DBOS alone), IN_FLIGHT (a list, default "16 64 128") and DBOS_IN_FLIGHT
+# (default "1 8") tune the runs; the best in-flight setting of each system is
+# the one compared. PEERS="restate" or "dbos" runs one. DBOS runs twice: at
+# its defaults (rollback journal) and with the file in WAL mode.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-$here/../../target/bench}"
@@ -63,13 +65,15 @@ restate_runs() {
 
 # --- DBOS: a SQLite system database, default durability -------------------
 dbos_runs() {
-  local executions="${DBOS_EXECUTIONS:-${EXECUTIONS:-1000}}" in_flight="${DBOS_IN_FLIGHT:-1 8}"
+  local executions="${DBOS_EXECUTIONS:-${EXECUTIONS:-300}}" in_flight="${DBOS_IN_FLIGHT:-1 8}"
   : > "$out/dbos.jsonl"
-  for workload in sequence-10 fan-out-10; do
-    for c in $in_flight; do
-      rm -f "$work"/dbos.sqlite*
-      "$here/dbos/.venv/bin/python" "$here/dbos/bench.py" "$workload" "$executions" "$c" "$work/dbos.sqlite" \
-        2>"$work/dbos.log" | tee -a "$out/dbos.jsonl"
+  for journal in default wal; do
+    for workload in sequence-10 fan-out-10; do
+      for c in $in_flight; do
+        rm -f "$work"/dbos.sqlite*
+        "$here/dbos/.venv/bin/python" "$here/dbos/bench.py" "$workload" "$executions" "$c" "$work/dbos.sqlite" "$journal" \
+          2>"$work/dbos.log" | tee -a "$out/dbos.jsonl"
+      done
     done
   done
 }

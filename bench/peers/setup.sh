@@ -11,7 +11,7 @@ command -v python3 >/dev/null || { echo "needs python3" >&2; exit 1; }
 
 if [ ! -x "$here/restate/node_modules/.bin/restate-server" ] || [ ! -x "$here/restate/node_modules/.bin/tsx" ]; then
   echo "installing Restate (npm) into bench/peers/restate/node_modules" >&2
-  (cd "$here/restate" && npm install --no-audit --no-fund --loglevel=error)
+  (cd "$here/restate" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if [ ! -x "$here/dbos/.venv/bin/python" ] || ! "$here/dbos/.venv/bin/python" -c 'import dbos' 2>/dev/null; then

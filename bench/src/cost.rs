@@ -12,9 +12,11 @@
 //! whose requests AWS bills too: they are modelled from the number of
 //! messages sent, for batches of 1 (a quiet system) and of 10 (a busy one).
 //!
-//! Step timeouts are cut to 3 s so each attempt's timeout timer (an SQS
+//! Step timeouts are set to 20 s so each attempt's timeout timer (an SQS
 //! delayed message, as for any timeout up to 15 minutes) comes back to the
-//! coordinator within the run and is paid for like in production.
+//! coordinator within the run and is paid for like in production, while no
+//! attempt actually times out on a slow emulator (the run checks that every
+//! task sent was an attempt the workload plans).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,8 +40,8 @@ use crate::meter::{Meter, Snapshot};
 use crate::sys;
 use crate::workloads::Shape;
 
-const TIMEOUT: &str = "3s";
-const TIMEOUT_MS: u64 = 3_000;
+const TIMEOUT: &str = "20s";
+const TIMEOUT_MS: u64 = 20_000;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CostArgs {
@@ -50,7 +52,7 @@ pub struct CostArgs {
     #[arg(long)]
     pub prices: Option<PathBuf>,
     /// Executions in flight while the coordinator's memory is measured (0 skips it).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     pub memory_executions: usize,
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -295,6 +297,11 @@ impl Harness {
         backend
             .put_workflow(&workload.definition, SystemClock.now())
             .await?;
+        // A warm Lambda instance has its queue URLs cached; look them up before counting.
+        for function in functions() {
+            let queues = backend.queues();
+            queues.queue_url(&queues.step_queue_name(&function)).await?;
+        }
         let dir = tempfile::tempdir()?;
         let ledger = Arc::new(Ledger::open(dir.path().join("ledger.db"))?);
         let mut registry = Registry::new();
@@ -469,6 +476,8 @@ pub struct WorkloadCost {
     pub attempts: usize,
     /// Baton's own requests per execution by `Service.Operation`, all roles.
     pub requests: BTreeMap<String, f64>,
+    /// DynamoDB write and read units per execution by operation.
+    pub units: BTreeMap<String, (f64, f64)>,
     pub requests_by_role: BTreeMap<String, f64>,
     pub coordinator_messages: f64,
     pub step_messages: f64,
@@ -615,6 +624,17 @@ fn cost(
         statuses,
         steps: workload.steps,
         attempts: workload.attempts,
+        units: usage
+            .operations
+            .iter()
+            .filter(|(op, _)| op.starts_with("DynamoDB."))
+            .map(|(op, u)| {
+                (
+                    op.clone(),
+                    (per_execution(u.write_units, n), u.read_units / n as f64),
+                )
+            })
+            .collect(),
         requests: all_counts
             .iter()
             .map(|(op, c)| (op.clone(), per_execution(*c, n)))
@@ -654,8 +674,17 @@ fn print_cost(c: &WorkloadCost) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let steps = c.steps as f64;
     for (op, n) in &c.requests {
-        println!("    {op:<32} {:>6.2} per step", n / c.steps as f64);
+        let units = match c.units.get(op) {
+            Some((wu, ru)) => format!(
+                "  ({:.2} write units, {:.2} read units)",
+                wu / steps,
+                ru / steps
+            ),
+            None => String::new(),
+        };
+        println!("    {op:<32} {:>6.2} per step{units}", n / steps);
     }
     println!(
         "  per step: {:.2} DynamoDB write units, {:.2} read units, {:.2} SQS billed requests (+ event source polling), {:.2} EventBridge events; messages per execution: {:.1} to the coordinator, {:.1} tasks",
@@ -727,6 +756,14 @@ pub async fn run(args: &CostArgs) -> anyhow::Result<CostReport> {
         if statuses.get("succeeded").copied().unwrap_or(0) != args.executions as u64 {
             bail!("{}: executions ended {:?}", workload.name, statuses);
         }
+        let planned = (workload.attempts * args.executions) as u64;
+        if harness.step_messages != planned {
+            bail!(
+                "{}: {} tasks ran where {planned} were planned (timeouts or redeliveries would distort the counts)",
+                workload.name,
+                harness.step_messages
+            );
+        }
         let result = cost(&workload, &harness, statuses, args.executions, &prices);
         print_cost(&result);
         results.push(result);
@@ -775,26 +812,27 @@ async fn coordinator_memory(executions: usize) -> anyhow::Result<CoordinatorMemo
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut open = ids;
     while !open.is_empty() {
-        if !harness.step_round().await? {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if harness.step_round().await? {
+            continue;
         }
-        let mut still = Vec::new();
-        for id in open {
+        // Idle: count the finished, stopping at the first still running.
+        while let Some(id) = open.last() {
             let done = harness
                 .backend
                 .store()
-                .load(&id)
+                .load(id)
                 .await?
                 .is_some_and(|r| r.status() == ExecutionStatus::Succeeded);
             if !done {
-                still.push(id);
+                break;
             }
+            open.pop();
         }
-        open = still;
         if Instant::now() > deadline {
             let _ = child.kill();
             bail!("{} executions did not finish", open.len());
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(child.stdin.take());
     let output = child.wait_with_output()?;

@@ -317,6 +317,8 @@ pub async fn run_workload(
 #[derive(Debug, Clone, Serialize)]
 pub struct EmbeddedReport {
     pub machine: sys::Machine,
+    /// What the disk allowed just before the runs.
+    pub commit_rates: crate::disk::CommitRates,
     pub loaded: Vec<WorkloadResult>,
     pub unloaded: Vec<WorkloadResult>,
 }
@@ -331,6 +333,8 @@ pub async fn run(args: &EmbeddedArgs) -> anyhow::Result<EmbeddedReport> {
         args.concurrency,
         dir.path().display()
     );
+    let commit_rates = crate::disk::commit_rates(dir.path(), 1.0)?;
+    commit_rates.print();
     let mut loaded = Vec::new();
     let mut unloaded = Vec::new();
     for shape in [Shape::Sequence, Shape::FanOut] {
@@ -369,6 +373,7 @@ pub async fn run(args: &EmbeddedArgs) -> anyhow::Result<EmbeddedReport> {
     }
     let report = EmbeddedReport {
         machine: sys::machine(),
+        commit_rates,
         loaded,
         unloaded,
     };

@@ -2,13 +2,16 @@
 its default durability. Every step is a @DBOS.step() no-op; workflows are
 called directly (a handle's get_result() polls once a second).
 
-Usage: python bench.py WORKLOAD EXECUTIONS IN_FLIGHT DB_PATH
-Prints one JSON line of figures.
+Usage: python bench.py WORKLOAD EXECUTIONS IN_FLIGHT DB_PATH [wal]
+Prints one JSON line of figures. With `wal`, the database file is switched to
+SQLite's WAL journal first (still synchronous=FULL, Baton's setting), to
+compare at the same storage settings as well as at DBOS's defaults.
 """
 
 import asyncio
 import json
 import os
+import sqlite3
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +22,12 @@ workload = sys.argv[1] if len(sys.argv) > 1 else "sequence-10"
 total = int(sys.argv[2]) if len(sys.argv) > 2 else 500
 in_flight = int(sys.argv[3]) if len(sys.argv) > 3 else 8
 db_path = sys.argv[4] if len(sys.argv) > 4 else "dbos-bench.sqlite"
+wal = len(sys.argv) > 5 and sys.argv[5] == "wal"
+
+if wal:
+    # The journal mode is kept in the file, so DBOS's own connections use it.
+    with sqlite3.connect(db_path) as c:
+        c.execute("PRAGMA journal_mode=WAL")
 
 config: DBOSConfig = {
     "name": "baton-bench",
@@ -81,10 +90,18 @@ def main():
     start = time.perf_counter()
     runner(total)
     seconds = time.perf_counter() - start
+    # What DBOS's connections run with: the file's journal mode and the
+    # library's default synchronous level (DBOS sets neither).
+    with sqlite3.connect(db_path) as c:
+        journal_mode = c.execute("PRAGMA journal_mode").fetchone()[0]
+        synchronous = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(
+            c.execute("PRAGMA synchronous").fetchone()[0], "?"
+        )
     print(
         json.dumps(
             {
-                "system": "dbos",
+                "system": "dbos-wal" if wal else "dbos",
+                "durability": f"SQLite journal_mode={journal_mode}, synchronous={synchronous}",
                 "workload": workload,
                 "executions": total,
                 "in_flight": in_flight,

@@ -49,6 +49,8 @@ const rank = (p: number) => latencies[Math.min(latencies.length - 1, Math.max(0,
 console.log(
   JSON.stringify({
     system: "restate",
+    // The server's default: its local log is RocksDB with a synced WAL.
+    durability: "RocksDB WAL, fsync on (rocksdb-disable-wal-fsync = false, the default)",
     workload: handler === "sequence" ? "sequence-10" : "fan-out-10",
     executions: total,
     in_flight: inFlight,

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use baton_core::Timestamp;
 use baton_runtime::ports::LeasedTask;
 use tokio::sync::Notify;
 
@@ -27,7 +28,8 @@ pub struct LocalQueue {
     /// not overtake them.
     backlog: AtomicBool,
     closed: AtomicBool,
-    waiting: Mutex<VecDeque<LeasedTask>>,
+    /// Each with the time its lease runs out.
+    waiting: Mutex<VecDeque<(LeasedTask, Timestamp)>>,
     ready: Notify,
 }
 
@@ -83,15 +85,16 @@ impl LocalQueue {
             });
     }
 
-    /// A task leased to this worker in a committed transaction: it holds a place until it has run.
-    pub(crate) fn accept(&self, task: LeasedTask) {
+    /// A task leased to this worker in a committed transaction, until
+    /// `lease_until`: it holds a place until it has run.
+    pub(crate) fn accept(&self, task: LeasedTask, lease_until: Timestamp) {
         self.load.fetch_add(1, Ordering::AcqRel);
-        self.lock().push_back(task);
+        self.lock().push_back((task, lease_until));
         self.ready.notify_one();
     }
 
-    /// The next task leased here, if any.
-    pub fn pop(&self) -> Option<LeasedTask> {
+    /// The next task leased here, with the time its lease runs out.
+    pub fn pop(&self) -> Option<(LeasedTask, Timestamp)> {
         self.lock().pop_front()
     }
 
@@ -116,7 +119,7 @@ impl LocalQueue {
         self.ready.notified().await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<LeasedTask>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(LeasedTask, Timestamp)>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

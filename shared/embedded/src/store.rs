@@ -212,6 +212,18 @@ struct TransitionRows {
     dead_letters: Vec<DeadLetterRecord>,
 }
 
+/// Places reserved on local workers for a transition's tasks, released
+/// when the transition is done with them (a task handed over holds its own).
+struct Reserved(Vec<Arc<LocalQueue>>);
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        for queue in &self.0 {
+            queue.release(1);
+        }
+    }
+}
+
 struct TaskRow {
     dedup_key: String,
     execution_id: String,
@@ -223,7 +235,10 @@ struct TaskRow {
 
 impl TransitionRows {
     /// Writes the rows after the execution's own; returns the tasks leased to local workers.
-    fn write(self, tx: &Transaction<'_>) -> StoreResult<Vec<(Arc<LocalQueue>, LeasedTask)>> {
+    fn write(
+        self,
+        tx: &Transaction<'_>,
+    ) -> StoreResult<Vec<(Arc<LocalQueue>, LeasedTask, Timestamp)>> {
         let run = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> StoreResult<usize> {
             tx.prepare_cached(sql)
                 .and_then(|mut stmt| stmt.execute(params))
@@ -275,6 +290,7 @@ impl TransitionRows {
                         receive_count: 1,
                         task: dispatch,
                     },
+                    (self.now + self.visibility_ms) as Timestamp,
                 ));
             }
         }
@@ -411,11 +427,14 @@ impl SqliteBackend {
         rows: TransitionRows,
         head: impl FnOnce(&Transaction<'_>) -> StoreResult<Result<(), T>> + Send + 'static,
     ) -> StoreResult<Result<(), T>> {
-        let reserved: Vec<Arc<LocalQueue>> = rows
-            .tasks
-            .iter()
-            .filter_map(|t| t.claim.as_ref().map(|(q, _)| q.clone()))
-            .collect();
+        // Given back however this ends, even if the caller stops waiting:
+        // a task leased but never handed over just waits out its lease.
+        let _reserved = Reserved(
+            rows.tasks
+                .iter()
+                .filter_map(|t| t.claim.as_ref().map(|(q, _)| q.clone()))
+                .collect(),
+        );
         let written = self
             .writer
             .write(move |tx| match head(tx)? {
@@ -423,20 +442,16 @@ impl SqliteBackend {
                 Err(other) => Ok(Err(other)),
             })
             .await;
-        let outcome = match written {
+        match written {
             Ok(Ok(claimed)) => {
-                for (queue, task) in claimed {
-                    queue.accept(task);
+                for (queue, task, lease_until) in claimed {
+                    queue.accept(task, lease_until);
                 }
                 Ok(Ok(()))
             }
             Ok(Err(other)) => Ok(Err(other)),
             Err(e) => Err(e),
-        };
-        for queue in reserved {
-            queue.release(1);
         }
-        outcome
     }
 
     fn check_size(&self, what: &str, text: &str) -> StoreResult<()> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::engine::Outcome;
-use baton_core::{ErrorInfo, Event, TaskKind};
+use baton_core::{ErrorInfo, Event, TaskKind, Timestamp};
 use baton_runtime::coordinator::{describe_ignored, task_is_current};
 use baton_runtime::ports::{ExecutionStore, LeasedTask, TaskQueue};
 use baton_runtime::step::StepContext;
@@ -25,6 +25,9 @@ use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::local::LocalQueue;
 use crate::store::SqliteBackend;
+
+/// Tasks this worker may hold leased in memory, in multiples of its concurrency.
+const LOCAL_ROUNDS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -92,9 +95,12 @@ impl Worker {
         options: WorkerOptions,
     ) -> Worker {
         let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
-        let local = coordinator
-            .backend()
-            .attach_local(options.functions.clone(), options.concurrency.max(1));
+        // Tasks waiting here for a slot cost only memory, and their leases
+        // are renewed if they wait long: take a few rounds' worth.
+        let local = coordinator.backend().attach_local(
+            options.functions.clone(),
+            options.concurrency.max(1) * LOCAL_ROUNDS,
+        );
         Worker {
             coordinator,
             targets,
@@ -145,14 +151,14 @@ impl Worker {
         // Lease nothing more; run what is already leased here rather than
         // leave it to wait out its lease.
         self.local.close();
-        while let Some(task) = self.local.pop() {
+        while let Some((task, until)) = self.local.pop() {
             let permit = self
                 .slots
                 .clone()
                 .acquire_owned()
                 .await
                 .expect("the worker never closes its semaphore");
-            self.clone().spawn_run(task, true, permit);
+            self.clone().spawn_run(task, Some(until), permit);
         }
         // Every slot back means every task in flight has reported.
         let _all = self
@@ -167,14 +173,14 @@ impl Worker {
     fn spawn_run(
         self: Arc<Self>,
         task: LeasedTask,
-        fresh: bool,
+        leased_here: Option<Timestamp>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) {
         tokio::spawn(async move {
-            let mut next = Some((task, fresh));
-            while let Some((task, fresh)) = next.take() {
-                self.run_task(task, fresh).await;
-                next = self.local.pop().map(|t| (t, true));
+            let mut next = Some((task, leased_here));
+            while let Some((task, leased_here)) = next.take() {
+                self.run_task(task, leased_here).await;
+                next = self.local.pop().map(|(t, until)| (t, Some(until)));
             }
             drop(permit);
             self.wake.notify_one();
@@ -208,7 +214,7 @@ impl Worker {
                 .await
                 .expect("the worker never closes its semaphore");
             self.local.hold();
-            self.clone().spawn_run(task, false, permit);
+            self.clone().spawn_run(task, None, permit);
         }
         Ok(fired > 0 || started > 0)
     }
@@ -217,10 +223,10 @@ impl Worker {
     fn start_local(self: Arc<Self>) -> usize {
         let mut started = 0;
         while let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            let Some(task) = self.local.pop() else {
+            let Some((task, until)) = self.local.pop() else {
                 break;
             };
-            self.clone().spawn_run(task, true, permit);
+            self.clone().spawn_run(task, Some(until), permit);
             started += 1;
         }
         started
@@ -258,9 +264,9 @@ impl Worker {
         Ok(due.len())
     }
 
-    /// Runs one task; `fresh` when this worker leased it in the transaction
-    /// that created it (so it is known to be current).
-    async fn run_task(&self, leased: LeasedTask, fresh: bool) {
+    /// Runs one task; `leased_here` is its lease's end when this worker
+    /// leased it in the transaction that created it.
+    async fn run_task(&self, leased: LeasedTask, leased_here: Option<Timestamp>) {
         let task = &leased.task;
         let span = info_span!(
             "task",
@@ -274,7 +280,7 @@ impl Worker {
                 local: &self.local,
                 held: true,
             };
-            if let Err(e) = self.run_task_inner(&leased, fresh, &mut place).await {
+            if let Err(e) = self.run_task_inner(&leased, leased_here, &mut place).await {
                 warn!(error = %e, "task left for redelivery");
             }
         }
@@ -306,7 +312,7 @@ impl Worker {
     async fn run_task_inner(
         &self,
         leased: &LeasedTask,
-        fresh: bool,
+        leased_here: Option<Timestamp>,
         place: &mut Place<'_>,
     ) -> Result<(), CoordinatorError> {
         let task = &leased.task;
@@ -316,12 +322,25 @@ impl Worker {
                 "task received again: an earlier receive did not finish (its worker may have died)"
             );
         }
-        let current = fresh
-            || self
+        let current = match leased_here {
+            // Created by a transition just committed, so current; unless it
+            // waited here long enough for its lease to need renewing.
+            Some(until) => {
+                let now = self.coordinator.now();
+                if now + self.backend().options().visibility_ms / 2 >= until
+                    && !self.backend().extend_lease(&leased.receipt, now)?
+                {
+                    debug!("lease ran out while the task waited; another worker has it");
+                    return Ok(());
+                }
+                true
+            }
+            None => self
                 .backend()
                 .load(&task.execution_id)
                 .await?
-                .is_some_and(|record| task_is_current(&record.state, &task.task));
+                .is_some_and(|record| task_is_current(&record.state, &task.task)),
+        };
         if !current {
             debug!("task superseded or already reported; dropping it");
             self.backend().ack(leased).await?;
