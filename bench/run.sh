@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark and prints the figures BENCHMARKS.md reports:
 #
-#   bench/run.sh            # everything (about 15 minutes on 2 cores)
+#   bench/run.sh            # everything (about 20 minutes on 2 cores)
 #   bench/run.sh engine     # one part: machine | engine | embedded | timers | peers | compare | cost
 #
 # Results also go to target/bench/*.json. Nothing here fails on a timing;
@@ -35,7 +35,12 @@ part_compare() {
   "$bench" compare --baton "$out/embedded.json" --peer "$out/restate.jsonl" --peer "$out/dbos.jsonl"
 }
 
-part_cost() { "$bench" cost --json "$out/cost.json" ${COST_ARGS:-}; }
+part_cost() {
+  "$bench" cost --json "$out/cost.json" ${COST_ARGS:-}
+  # The same workloads publishing only executions' lifecycle events
+  # (BATON_EVENTS=executions), the setting for high-volume workflows.
+  "$bench" cost --events executions --memory-executions 0 --json "$out/cost-executions.json" ${COST_ARGS:-}
+}
 
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(machine engine embedded timers peers compare cost)

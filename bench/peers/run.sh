@@ -18,11 +18,15 @@ out="$(cd "$out" && pwd)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/baton-peers.XXXXXX")"
 pids=()
-cleanup() {
+stop_servers() {
   for pid in "${pids[@]}"; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+  pids=()
+}
+cleanup() {
+  stop_servers
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -61,6 +65,9 @@ restate_runs() {
       (cd "$rs" && node_modules/.bin/tsx load.ts "$handler" "$executions" "$c" "$steps") | tee -a "$out/restate.jsonl"
     done
   done
+  # Nothing of Restate's may run beside the next system, nor its load linger.
+  stop_servers
+  sleep "${SETTLE_SECONDS:-20}"
 }
 
 # --- DBOS: a SQLite system database, default durability -------------------

@@ -27,7 +27,7 @@ use anyhow::{Context, anyhow, bail};
 use baton_aws::bootstrap::{Plan, bootstrap};
 use baton_aws::coordinator_batch::{QueueMessage, process_coordinator_batch};
 use baton_aws::{AwsBackend, AwsSettings, RequestCounter};
-use baton_core::{ExecutionStatus, WorkflowDefinition};
+use baton_core::{EventDetail, ExecutionStatus, WorkflowDefinition};
 use baton_examples::{HandlerEnv, Ledger, register_all_with};
 use baton_lambda::step::process_step_batch;
 use baton_runtime::ports::{LeasedTask, TaskQueue, WorkflowStore};
@@ -54,8 +54,16 @@ pub struct CostArgs {
     /// Executions in flight while the coordinator's memory is measured (0 skips it).
     #[arg(long, default_value_t = 50)]
     pub memory_executions: usize,
+    /// Lifecycle events published (`BATON_EVENTS`): all, outcomes, executions or none.
+    #[arg(long, default_value = "all", value_parser = parse_event_detail)]
+    pub events: EventDetail,
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+fn parse_event_detail(text: &str) -> Result<EventDetail, String> {
+    EventDetail::parse(text)
+        .ok_or_else(|| format!("expected one of {}", EventDetail::NAMES.join(", ")))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -232,13 +240,18 @@ async fn metered_config(endpoint: &str, meter: &Meter) -> anyhow::Result<aws_con
 }
 
 /// A backend on fresh resources, its requests counted and metered.
-async fn fresh_backend(name: &str, meter: &Meter) -> anyhow::Result<AwsBackend> {
+async fn fresh_backend(
+    name: &str,
+    meter: &Meter,
+    events: EventDetail,
+) -> anyhow::Result<AwsBackend> {
     let config = metered_config(&baton_aws::testing::endpoint(), meter).await?;
     let counter = RequestCounter::new();
     let mut plan = Plan::new(baton_aws::testing::unique_prefix(name), functions());
     plan.visibility_timeout_s = 30;
     let throwaway = AwsBackend::with_config(&config, placeholder_settings()?, counter.clone());
-    let settings = bootstrap(throwaway.clients(), &plan).await?;
+    let mut settings = bootstrap(throwaway.clients(), &plan).await?;
+    settings.events = events;
     Ok(AwsBackend::with_config(&config, settings, counter))
 }
 
@@ -291,9 +304,9 @@ enum Role {
 }
 
 impl Harness {
-    async fn new(workload: &Workload) -> anyhow::Result<Harness> {
+    async fn new(workload: &Workload, events: EventDetail) -> anyhow::Result<Harness> {
         let meter = Meter::new();
-        let backend = fresh_backend(workload.name, &meter).await?;
+        let backend = fresh_backend(workload.name, &meter, events).await?;
         backend
             .put_workflow(&workload.definition, SystemClock.now())
             .await?;
@@ -470,6 +483,8 @@ impl Harness {
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkloadCost {
     pub workload: String,
+    /// The lifecycle events published.
+    pub events: EventDetail,
     pub executions: usize,
     pub statuses: BTreeMap<String, u64>,
     pub steps: usize,
@@ -619,6 +634,7 @@ fn cost(
     let express = sf.usd_per_million_express_requests
         + express_billed_s * sf.express_memory_mb / 1024.0 * sf.usd_per_express_gb_second * 1e6;
     WorkloadCost {
+        events: h.backend.settings().events,
         workload: workload.name.to_string(),
         executions: n,
         statuses,
@@ -661,8 +677,13 @@ fn cost(
 
 fn print_cost(c: &WorkloadCost) {
     println!(
-        "\n{} ({} executions: {:?}; {} steps, {} attempts each)",
-        c.workload, c.executions, c.statuses, c.steps, c.attempts
+        "\n{} ({} executions: {:?}; {} steps, {} attempts each; BATON_EVENTS={})",
+        c.workload,
+        c.executions,
+        c.statuses,
+        c.steps,
+        c.attempts,
+        c.events.as_str()
     );
     let total: f64 = c.requests.values().sum();
     println!(
@@ -738,16 +759,17 @@ pub struct CostReport {
 pub async fn run(args: &CostArgs) -> anyhow::Result<CostReport> {
     let prices = load_prices(args.prices.as_deref())?;
     println!(
-        "AWS cost model on moto server at {} ({} executions per workload)",
+        "AWS cost model on moto server at {} ({} executions per workload, BATON_EVENTS={})",
         baton_aws::testing::endpoint(),
-        args.executions
+        args.executions,
+        args.events.as_str()
     );
     let mut results = Vec::new();
     for workload in workloads()? {
         if args.executions == 0 {
             break;
         }
-        let mut harness = Harness::new(&workload).await?;
+        let mut harness = Harness::new(&workload, args.events).await?;
         let mut ids = Vec::new();
         for i in 0..args.executions {
             ids.push(harness.start(&workload, i).await?);
@@ -796,7 +818,7 @@ async fn coordinator_memory(executions: usize) -> anyhow::Result<CoordinatorMemo
         .into_iter()
         .find(|w| w.name == "sequence-10")
         .ok_or_else(|| anyhow!("no sequence workload"))?;
-    let mut harness = Harness::new(&workload).await?;
+    let mut harness = Harness::new(&workload, EventDetail::All).await?;
     let endpoint = baton_aws::testing::endpoint();
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["coordinator-memory", "--endpoint", &endpoint])

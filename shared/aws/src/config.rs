@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use baton_core::EventDetail;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub struct AwsSettings {
     pub scheduler_role_arn: Option<String>,
     /// `BATON_PAYLOAD_LIMIT` in bytes (default 256 KiB).
     pub payload_limit: usize,
+    /// `BATON_EVENTS`: which lifecycle events go to EventBridge (`all`,
+    /// `outcomes`, `executions` or `none`; default `all`).
+    pub events: EventDetail,
 }
 
 pub const DEFAULT_PAYLOAD_LIMIT: usize = 256 * 1024;
@@ -52,6 +56,13 @@ impl AwsSettings {
                 message: format!("`{v}` is not a number of bytes"),
             })?,
         };
+        let events = match get("BATON_EVENTS") {
+            None => EventDetail::All,
+            Some(v) => EventDetail::parse(&v).ok_or_else(|| ConfigError::Invalid {
+                name: "BATON_EVENTS",
+                message: format!("`{v}` is not one of {}", EventDetail::NAMES.join(", ")),
+            })?,
+        };
         let coordinator_queue_url = required("BATON_COORDINATOR_QUEUE_URL")?;
         if !coordinator_queue_url.starts_with("http") {
             return Err(ConfigError::Invalid {
@@ -69,6 +80,7 @@ impl AwsSettings {
             schedule_group: get("BATON_SCHEDULE_GROUP").unwrap_or_else(|| "default".into()),
             scheduler_role_arn: get("BATON_SCHEDULER_ROLE_ARN"),
             payload_limit,
+            events,
         })
     }
 
@@ -93,6 +105,7 @@ impl AwsSettings {
                 "BATON_PAYLOAD_LIMIT".to_string(),
                 self.payload_limit.to_string(),
             ),
+            ("BATON_EVENTS".to_string(), self.events.as_str().to_string()),
         ];
         if let Some(arn) = &self.coordinator_queue_arn {
             env.push(("BATON_COORDINATOR_QUEUE_ARN".to_string(), arn.clone()));
@@ -140,7 +153,21 @@ mod tests {
                 ..
             })
         ));
-        let round = AwsSettings::from_map(&s.to_env().into_iter().collect()).unwrap();
-        assert_eq!(round, s);
+        assert_eq!(s.events, EventDetail::All);
+        let mut quiet = base.to_vec();
+        quiet.push(("BATON_EVENTS", "executions"));
+        let quiet = AwsSettings::from_map(&map(&quiet)).unwrap();
+        assert_eq!(quiet.events, EventDetail::Executions);
+        let mut typo = base.to_vec();
+        typo.push(("BATON_EVENTS", "some"));
+        let err = AwsSettings::from_map(&map(&typo)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`some` is not one of all, outcomes")
+        );
+        for s in [s, quiet] {
+            let round = AwsSettings::from_map(&s.to_env().into_iter().collect()).unwrap();
+            assert_eq!(round, s);
+        }
     }
 }

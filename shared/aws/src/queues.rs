@@ -293,6 +293,10 @@ impl Queues {
     }
 
     pub async fn publish(&self, events: &[LifecycleEvent]) -> StoreResult<()> {
+        let events: Vec<&LifecycleEvent> = events
+            .iter()
+            .filter(|e| self.settings.events.publishes(e.kind))
+            .collect();
         // PutEvents takes at most 10 entries per request.
         for chunk in events.chunks(10) {
             let entries = chunk

@@ -20,8 +20,8 @@ pub mod workflow;
 
 pub use definition::WorkflowDefinition;
 pub use engine::{
-    Command, ErrorInfo, Event, Execution, ExecutionStatus, LifecycleEvent, LifecycleKind, Outcome,
-    TaskKind, TaskRef, TimerId, Transition,
+    Command, ErrorInfo, Event, EventDetail, Execution, ExecutionStatus, LifecycleEvent,
+    LifecycleKind, Outcome, TaskKind, TaskRef, TimerId, Transition,
 };
 pub use validate::{Problem, ValidationErrors};
 pub use workflow::Workflow;

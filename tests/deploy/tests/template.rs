@@ -515,12 +515,30 @@ fn queues_and_variables_are_named_as_the_code_looks_them_up() {
         get_att(&env["BATON_SCHEDULER_ROLE_ARN"], "Arn"),
         Some("SchedulerRole")
     );
+    // Every value the parameter allows is one the functions accept.
+    assert_eq!(reference(&env["BATON_EVENTS"]), Some("LifecycleEvents"));
+    let events = &t.doc["Parameters"]["LifecycleEvents"];
+    assert_eq!(events["Default"], "all");
+    let allowed: Vec<&str> = events["AllowedValues"]
+        .as_array()
+        .expect("allowed values")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(allowed, baton_core::EventDetail::NAMES);
     // The settings the functions read all come from the template.
     let vars: BTreeMap<String, String> = env
         .as_object()
         .expect("variables")
         .keys()
-        .map(|k| (k.clone(), "http://placeholder/1/q".to_string()))
+        .map(|k| {
+            let value = if k == "BATON_EVENTS" {
+                "all"
+            } else {
+                "http://placeholder/1/q"
+            };
+            (k.clone(), value.to_string())
+        })
         .collect();
     let settings = baton_aws::AwsSettings::from_map(&vars).expect("the template's variables");
     for (name, _) in settings.to_env() {

@@ -256,6 +256,67 @@ impl LifecycleKind {
     }
 }
 
+/// Which lifecycle events a deployment publishes. Every event published to
+/// EventBridge is billed, so high-volume workflows can publish less.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventDetail {
+    /// Every event (the default).
+    #[default]
+    All,
+    /// Everything but `step.started` and `step.waiting`: how each step and
+    /// compensation ended, and the execution's start and end.
+    Outcomes,
+    /// The execution's start and end, and every failure (`step.failed`,
+    /// `compensation.failed`).
+    Executions,
+    /// Nothing.
+    None,
+}
+
+impl EventDetail {
+    pub const NAMES: [&'static str; 4] = ["all", "outcomes", "executions", "none"];
+
+    pub fn parse(text: &str) -> Option<EventDetail> {
+        match text.trim() {
+            "all" => Some(EventDetail::All),
+            "outcomes" => Some(EventDetail::Outcomes),
+            "executions" => Some(EventDetail::Executions),
+            "none" => Some(EventDetail::None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventDetail::All => "all",
+            EventDetail::Outcomes => "outcomes",
+            EventDetail::Executions => "executions",
+            EventDetail::None => "none",
+        }
+    }
+
+    pub fn publishes(self, kind: LifecycleKind) -> bool {
+        use LifecycleKind as K;
+        match self {
+            EventDetail::All => true,
+            EventDetail::Outcomes => !matches!(kind, K::StepStarted | K::StepWaiting),
+            EventDetail::Executions => matches!(
+                kind,
+                K::ExecutionStarted
+                    | K::ExecutionSucceeded
+                    | K::ExecutionFailed
+                    | K::ExecutionCompensated
+                    | K::ExecutionCompensationFailed
+                    | K::ExecutionCancelled
+                    | K::StepFailed
+                    | K::CompensationFailed
+            ),
+            EventDetail::None => false,
+        }
+    }
+}
+
 /// One lifecycle event (the seed's step:start / step:complete / step:error, and more).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LifecycleEvent {
@@ -324,5 +385,54 @@ pub struct Transition {
 impl Transition {
     pub fn is_applied(&self) -> bool {
         self.outcome == Outcome::Applied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EventDetail, LifecycleKind};
+
+    #[test]
+    fn each_detail_level_publishes_a_subset_of_the_one_above() {
+        let kinds = [
+            LifecycleKind::ExecutionStarted,
+            LifecycleKind::ExecutionSucceeded,
+            LifecycleKind::ExecutionCompensationFailed,
+            LifecycleKind::StepStarted,
+            LifecycleKind::StepSucceeded,
+            LifecycleKind::StepFailed,
+            LifecycleKind::StepWaiting,
+            LifecycleKind::CompensationFailed,
+        ];
+        let published = |level: EventDetail| -> Vec<LifecycleKind> {
+            kinds.into_iter().filter(|k| level.publishes(*k)).collect()
+        };
+        assert_eq!(published(EventDetail::All), kinds);
+        assert_eq!(
+            published(EventDetail::Outcomes),
+            [
+                LifecycleKind::ExecutionStarted,
+                LifecycleKind::ExecutionSucceeded,
+                LifecycleKind::ExecutionCompensationFailed,
+                LifecycleKind::StepSucceeded,
+                LifecycleKind::StepFailed,
+                LifecycleKind::CompensationFailed,
+            ]
+        );
+        assert_eq!(
+            published(EventDetail::Executions),
+            [
+                LifecycleKind::ExecutionStarted,
+                LifecycleKind::ExecutionSucceeded,
+                LifecycleKind::ExecutionCompensationFailed,
+                LifecycleKind::StepFailed,
+                LifecycleKind::CompensationFailed,
+            ]
+        );
+        assert!(published(EventDetail::None).is_empty());
+        for name in EventDetail::NAMES {
+            assert_eq!(EventDetail::parse(name).map(|d| d.as_str()), Some(name));
+        }
+        assert_eq!(EventDetail::parse("everything"), None);
     }
 }
