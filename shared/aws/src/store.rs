@@ -4,28 +4,32 @@
 //! | item | pk | sk |
 //! |---|---|---|
 //! | execution | `X#{id}` | `S` |
-//! | history entry (and its outbox) | `X#{id}` | `H#{seq:012}` |
+//! | history entry (written once its commands are delivered) | `X#{id}` | `H#{seq:012}` |
 //! | workflow version | `W#{name}` | `V#{version:08}` |
 //! | step result | `R#{idempotency key}` | `R` |
 //! | compensation dead letter | `D` | `{id}` |
 //!
-//! A transition is one `TransactWriteItems`: the execution update conditioned
-//! on its version, and the history item carrying the transition's commands
-//! (the outbox) marked pending. Delivery clears the mark; a pending entry
-//! found later is delivered again.
+//! A transition is one conditional write of the execution item (on its
+//! version) that also carries the transition's history entry and commands
+//! (its tail, the outbox). After the commands are delivered the history
+//! items are written, the last one marking the delivery: a tail whose mark is
+//! missing is delivered again by the next message for the execution, and
+//! carried into the next transition's tail so nothing in it is lost. One
+//! write per transition, where a transaction of two items bills each twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use baton_core::{Command, ExecutionStatus, Timestamp, WorkflowDefinition};
 use baton_runtime::ports::{
     Created, DeadLetterKind, DeadLetterRecord, ExecutionRecord, ExecutionSummary, HistoryEntry,
     OutboxEntry, StoreError, StoreResult, StoredWorkflow,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// DynamoDB's item limit is 400 KB; keep room for keys and attributes.
@@ -35,6 +39,136 @@ pub const MAX_ITEM_BYTES: usize = 380 * 1024;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    tails: TailCache,
+}
+
+/// A transition's history entries and commands, kept on the execution item
+/// until the commands are delivered; then its history items are written, the
+/// last one marking the delivery. Tails of transitions whose commands were
+/// never delivered are carried into the next one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Tail {
+    #[serde(default, rename = "h")]
+    history: Vec<HistoryEntry>,
+    #[serde(default, rename = "o")]
+    outbox: Vec<TailCommand>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TailCommand {
+    seq: u64,
+    position: u32,
+    command: Command,
+}
+
+impl Tail {
+    fn last_seq(&self) -> Option<u64> {
+        self.history.last().map(|e| e.seq)
+    }
+
+    /// This tail followed by a transition's history and commands.
+    fn then(mut self, history: &[HistoryEntry], outbox: &[Command]) -> StoreResult<Tail> {
+        let Some(last) = history.last() else {
+            if outbox.is_empty() {
+                return Ok(self);
+            }
+            return Err(corrupt("an outbox needs a history entry to ride on".into()));
+        };
+        let seq = last.seq;
+        self.history.extend(history.iter().cloned());
+        self.outbox.extend(
+            outbox
+                .iter()
+                .enumerate()
+                .map(|(position, command)| TailCommand {
+                    seq,
+                    position: position as u32,
+                    command: command.clone(),
+                }),
+        );
+        Ok(self)
+    }
+
+    fn entries(&self, id: &str) -> Vec<OutboxEntry> {
+        self.outbox
+            .iter()
+            .map(|c| OutboxEntry {
+                execution_id: id.to_string(),
+                seq: c.seq,
+                position: c.position,
+                command: c.command.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Tails this process read or wrote, by execution. A version's tail never
+/// changes and a delivered one stays delivered, so an entry never goes stale;
+/// it spares the reads of the hot path (load, then commit, then clear).
+#[derive(Clone, Default)]
+struct TailCache(Arc<Mutex<HashMap<String, CachedTail>>>);
+
+struct CachedTail {
+    version: u64,
+    tail: Tail,
+    flushed: bool,
+}
+
+/// Executions remembered before the cache starts over.
+const TAIL_CACHE_LIMIT: usize = 10_000;
+
+impl TailCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedTail>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, id: &str, version: u64, tail: &Tail, flushed: bool) {
+        let mut map = self.lock();
+        if let Some(known) = map.get_mut(id) {
+            if known.version == version {
+                known.flushed |= flushed;
+                return;
+            }
+            if known.version > version {
+                return;
+            }
+        }
+        if map.len() >= TAIL_CACHE_LIMIT {
+            map.clear();
+        }
+        map.insert(
+            id.to_string(),
+            CachedTail {
+                version,
+                tail: tail.clone(),
+                flushed,
+            },
+        );
+    }
+
+    /// The tail at `version` and whether it is known delivered.
+    fn get(&self, id: &str, version: u64) -> Option<(Tail, bool)> {
+        self.lock()
+            .get(id)
+            .filter(|c| c.version == version)
+            .map(|c| (c.tail.clone(), c.flushed))
+    }
+
+    fn current(&self, id: &str) -> Option<Tail> {
+        self.lock().get(id).map(|c| c.tail.clone())
+    }
+
+    fn mark_flushed(&self, id: &str, last_seq: u64) {
+        if let Some(known) = self.lock().get_mut(id)
+            && known.tail.last_seq() == Some(last_seq)
+        {
+            known.flushed = true;
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
 }
 
 type Item = HashMap<String, AttributeValue>;
@@ -141,6 +275,7 @@ impl DynamoStore {
         DynamoStore {
             client,
             table: table.into(),
+            tails: TailCache::default(),
         }
     }
 
@@ -164,30 +299,26 @@ impl DynamoStore {
         Ok(())
     }
 
-    fn execution_item(record: &ExecutionRecord, state: String) -> Item {
+    fn execution_item(record: &ExecutionRecord, state: String, tail: &str) -> Item {
         let mut item = execution_key(&record.id);
         item.insert("workflow".into(), s(&record.workflow));
         item.insert("wv".into(), n(record.workflow_version));
         item.insert("version".into(), n(record.version));
         item.insert("status".into(), s(record.status().as_str()));
         item.insert("state".into(), s(state));
+        item.insert("tail".into(), s(tail));
         item.insert("created".into(), n(record.created_at));
         item.insert("updated".into(), n(record.updated_at));
         item
     }
 
-    fn history_item(id: &str, entry: &HistoryEntry, outbox: &[Command]) -> Item {
-        let mut item = HashMap::from([
+    fn history_item(id: &str, entry: &HistoryEntry) -> Item {
+        HashMap::from([
             ("pk".to_string(), s(format!("X#{id}"))),
             ("sk".to_string(), s(history_sk(entry.seq))),
             ("at".to_string(), n(entry.at)),
             ("event".to_string(), s(json(&entry.event))),
-        ]);
-        if !outbox.is_empty() {
-            item.insert("outbox".into(), s(json(&outbox)));
-            item.insert("pending".into(), AttributeValue::Bool(true));
-        }
-        item
+        ])
     }
 
     fn record_from_item(item: &Item) -> StoreResult<ExecutionRecord> {
@@ -203,21 +334,69 @@ impl DynamoStore {
         })
     }
 
-    fn outbox_entries(id: &str, seq: u64, item: &Item) -> StoreResult<Vec<OutboxEntry>> {
-        let Some(AttributeValue::S(text)) = item.get("outbox") else {
-            return Ok(Vec::new());
+    fn tail_from_item(item: &Item) -> StoreResult<Tail> {
+        match item.get("tail") {
+            Some(AttributeValue::S(text)) => parse("execution tail", text),
+            _ => Ok(Tail::default()),
+        }
+    }
+
+    /// The execution's version and tail as stored now (consistent read).
+    async fn read_tail(&self, id: &str) -> StoreResult<Option<(u64, Tail)>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(execution_key(id)))
+            .projection_expression("version, tail")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let Some(item) = out.item() else {
+            return Ok(None);
         };
-        let commands: Vec<Command> = parse("outbox", text)?;
-        Ok(commands
-            .into_iter()
-            .enumerate()
-            .map(|(position, command)| OutboxEntry {
-                execution_id: id.to_string(),
-                seq,
-                position: position as u32,
-                command,
-            })
-            .collect())
+        let version = get_n(item, "version")?;
+        let tail = Self::tail_from_item(item)?;
+        self.tails.remember(id, version, &tail, false);
+        Ok(Some((version, tail)))
+    }
+
+    /// Whether a tail's commands were delivered: its last history item exists.
+    async fn is_flushed(&self, id: &str, tail: &Tail) -> StoreResult<bool> {
+        let Some(last) = tail.last_seq() else {
+            return Ok(true);
+        };
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("X#{id}")))
+            .key("sk", s(history_sk(last)))
+            .projection_expression("sk")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(out.item().is_some())
+    }
+
+    /// Writes a tail's history items up to `up_to`, oldest first, so the
+    /// last one (the delivered mark) is written only after all before it.
+    async fn flush(&self, id: &str, tail: &Tail, up_to: u64) -> StoreResult<()> {
+        for entry in tail.history.iter().filter(|e| e.seq <= up_to) {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(Self::history_item(id, entry)))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+        }
+        if tail.last_seq() == Some(up_to) {
+            self.tails.mark_flushed(id, up_to);
+        }
+        Ok(())
     }
 
     async fn query_all(
@@ -264,48 +443,27 @@ impl DynamoStore {
     ) -> StoreResult<Created> {
         let state = json(&record.state);
         Self::check_size("the execution state", state.len())?;
-        let mut writes = vec![
-            TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(&self.table)
-                        .set_item(Some(Self::execution_item(record, state)))
-                        .condition_expression("attribute_not_exists(pk)")
-                        .build()
-                        .map_err(|e| corrupt(e.to_string()))?,
-                )
-                .build(),
-        ];
-        for (i, entry) in history.iter().enumerate() {
-            let commands = if i + 1 == history.len() { outbox } else { &[] };
-            writes.push(
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.table)
-                            .set_item(Some(Self::history_item(&record.id, entry, commands)))
-                            .build()
-                            .map_err(|e| corrupt(e.to_string()))?,
-                    )
-                    .build(),
-            );
-        }
-        match self
+        let tail = Tail::default().then(history, outbox)?;
+        let tail_text = json(&tail);
+        Self::check_size(
+            "the execution state with its newest history and outbox",
+            state.len() + tail_text.len(),
+        )?;
+        let written = self
             .client
-            .transact_write_items()
-            .set_transact_items(Some(writes))
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::execution_item(record, state, &tail_text)))
+            .condition_expression("attribute_not_exists(pk)")
             .send()
-            .await
-        {
+            .await;
+        match written {
             Ok(_) => {
-                let seq = history.last().map_or(record.version, |h| h.seq);
-                let mut item = HashMap::new();
-                if !outbox.is_empty() {
-                    item.insert("outbox".to_string(), s(json(&outbox)));
-                }
-                Ok(Created::New(Self::outbox_entries(&record.id, seq, &item)?))
+                self.tails
+                    .remember(&record.id, record.version, &tail, false);
+                Ok(Created::New(tail.entries(&record.id)))
             }
-            Err(e) if is_condition_failure(&e) => match self.load(&record.id).await? {
+            Err(e) if is_put_condition_failure(&e) => match self.load(&record.id).await? {
                 Some(existing) => Ok(Created::Existing(Box::new(existing))),
                 None => Err(StoreError::Unavailable(
                     "execution vanished during create".into(),
@@ -325,9 +483,19 @@ impl DynamoStore {
             .send()
             .await
             .map_err(sdk_error)?;
-        out.item().map(Self::record_from_item).transpose()
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let record = Self::record_from_item(item)?;
+        self.tails
+            .remember(id, record.version, &Self::tail_from_item(item)?, false);
+        Ok(Some(record))
     }
 
+    /// One conditional write of the execution item: its state, and a tail of
+    /// the transition's history entry and commands. The tail before it is
+    /// carried along if its commands were never delivered, so a coordinator
+    /// that died before delivering loses nothing.
     pub async fn commit(
         &self,
         record: &ExecutionRecord,
@@ -337,65 +505,63 @@ impl DynamoStore {
     ) -> StoreResult<Vec<OutboxEntry>> {
         let state = json(&record.state);
         Self::check_size("the execution state", state.len())?;
-        let update = Update::builder()
+        let previous = match self.tails.get(&record.id, expected_version) {
+            Some(known) => known,
+            None => match self.read_tail(&record.id).await? {
+                None => return Err(StoreError::NotFound(record.id.clone())),
+                Some((version, _)) if version != expected_version => {
+                    return Err(StoreError::VersionConflict {
+                        id: record.id.clone(),
+                        expected: expected_version,
+                    });
+                }
+                Some((_, tail)) => (tail, false),
+            },
+        };
+        let carried = match previous {
+            (_, true) => Tail::default(),
+            (tail, false) if self.is_flushed(&record.id, &tail).await? => Tail::default(),
+            (tail, false) => tail,
+        };
+        let tail = carried.then(history, outbox)?;
+        let tail_text = json(&tail);
+        Self::check_size(
+            "the execution state with its newest history and outbox",
+            state.len() + tail_text.len(),
+        )?;
+        let written = self
+            .client
+            .update_item()
             .table_name(&self.table)
             .set_key(Some(execution_key(&record.id)))
-            .update_expression("SET #v = :v, #st = :st, #state = :state, #u = :u")
+            .update_expression("SET #v = :v, #st = :st, #state = :state, #u = :u, #tail = :tail")
             .condition_expression("#v = :expected")
             .expression_attribute_names("#v", "version")
             .expression_attribute_names("#st", "status")
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#u", "updated")
+            .expression_attribute_names("#tail", "tail")
             .expression_attribute_values(":v", n(record.version))
             .expression_attribute_values(":st", s(record.status().as_str()))
             .expression_attribute_values(":state", s(state))
             .expression_attribute_values(":u", n(record.updated_at))
+            .expression_attribute_values(":tail", s(tail_text))
             .expression_attribute_values(":expected", n(expected_version))
-            .build()
-            .map_err(|e| corrupt(e.to_string()))?;
-        let mut writes = vec![TransactWriteItem::builder().update(update).build()];
-        for (i, entry) in history.iter().enumerate() {
-            let commands = if i + 1 == history.len() { outbox } else { &[] };
-            let item = Self::history_item(&record.id, entry, commands);
-            let bytes: usize = item
-                .values()
-                .map(|v| v.as_s().map_or(16, |s| s.len()))
-                .sum();
-            Self::check_size("the transition's history and outbox", bytes)?;
-            writes.push(
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.table)
-                            .set_item(Some(item))
-                            .build()
-                            .map_err(|e| corrupt(e.to_string()))?,
-                    )
-                    .build(),
-            );
-        }
-        if history.is_empty() && !outbox.is_empty() {
-            return Err(corrupt("an outbox needs a history entry to ride on".into()));
-        }
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(writes))
             .send()
-            .await
-        {
+            .await;
+        match written {
             Ok(_) => {
-                let Some(last) = history.last() else {
-                    return Ok(Vec::new());
-                };
-                let mut item = HashMap::new();
-                if !outbox.is_empty() {
-                    item.insert("outbox".to_string(), s(json(&outbox)));
+                self.tails
+                    .remember(&record.id, record.version, &tail, false);
+                if let (true, Some(last)) = (tail.outbox.is_empty(), tail.last_seq()) {
+                    // Nothing to deliver: the history can be written now.
+                    self.flush(&record.id, &tail, last).await?;
                 }
-                Self::outbox_entries(&record.id, last.seq, &item)
+                Ok(tail.entries(&record.id))
             }
-            Err(e) if is_condition_failure(&e) => {
-                if self.load(&record.id).await?.is_some() {
+            Err(e) if is_update_condition_failure(&e) => {
+                self.tails.forget(&record.id);
+                if self.read_tail(&record.id).await?.is_some() {
                     Err(StoreError::VersionConflict {
                         id: record.id.clone(),
                         expected: expected_version,
@@ -408,69 +574,72 @@ impl DynamoStore {
         }
     }
 
+    /// Commands of the newest tail that were never delivered.
     pub async fn pending_outbox(&self, id: &str) -> StoreResult<Vec<OutboxEntry>> {
-        let mut entries = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .filter_expression("attribute_exists(pending)")
-                .expression_attribute_values(":pk", s(format!("X#{id}")))
-                .expression_attribute_values(":p", s("H#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            for item in out.items() {
-                let seq = get_s(item, "sk")?
-                    .trim_start_matches("H#")
-                    .parse()
-                    .map_err(|_| corrupt("history key is not a sequence number".into()))?;
-                entries.extend(Self::outbox_entries(id, seq, item)?);
-            }
-            match out.last_evaluated_key() {
-                Some(key) => start = Some(key.clone()),
-                None => break,
-            }
+        let Some((_, tail)) = self.read_tail(id).await? else {
+            return Ok(Vec::new());
+        };
+        if tail.outbox.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(entries)
+        if self.is_flushed(id, &tail).await? {
+            if let Some(last) = tail.last_seq() {
+                self.tails.mark_flushed(id, last);
+            }
+            return Ok(Vec::new());
+        }
+        Ok(tail.entries(id))
     }
 
+    /// Marks delivered commands: writes the history items of the tail they
+    /// came from. If a later transition has since taken them into a larger
+    /// tail, only the entries up to theirs are written, so that tail's own
+    /// delivered mark waits for its own commands.
     pub async fn clear_outbox(&self, entries: &[OutboxEntry]) -> StoreResult<()> {
-        let mut seen = std::collections::BTreeSet::new();
+        let mut cleared: std::collections::BTreeMap<&str, BTreeSet<(u64, u32)>> =
+            Default::default();
         for entry in entries {
-            if !seen.insert((entry.execution_id.clone(), entry.seq)) {
-                continue;
+            cleared
+                .entry(entry.execution_id.as_str())
+                .or_default()
+                .insert((entry.seq, entry.position));
+        }
+        for (id, commands) in cleared {
+            let holds = |tail: &Tail| {
+                tail.outbox
+                    .iter()
+                    .any(|c| commands.contains(&(c.seq, c.position)))
+            };
+            let tail = match self.tails.current(id).filter(|t| holds(t)) {
+                Some(tail) => Some(tail),
+                None => self
+                    .read_tail(id)
+                    .await?
+                    .map(|(_, tail)| tail)
+                    .filter(|t| holds(t)),
+            };
+            // No tail holds them: a later transition found them delivered.
+            let Some(tail) = tail else { continue };
+            let complete = tail
+                .outbox
+                .iter()
+                .all(|c| commands.contains(&(c.seq, c.position)));
+            let up_to = if complete {
+                tail.last_seq()
+            } else {
+                commands.iter().map(|(seq, _)| *seq).max()
+            };
+            if let Some(up_to) = up_to {
+                self.flush(id, &tail, up_to).await?;
             }
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(format!("X#{}", entry.execution_id)))
-                .key("sk", s(history_sk(entry.seq)))
-                .update_expression("REMOVE pending, outbox")
-                .condition_expression("attribute_exists(pk)")
-                .send()
-                .await
-                .map_err(|e| {
-                    if is_update_condition_failure(&e) {
-                        corrupt(format!(
-                            "no history entry {} for {}",
-                            entry.seq, entry.execution_id
-                        ))
-                    } else {
-                        sdk_error(e)
-                    }
-                })?;
         }
         Ok(())
     }
 
+    /// The history items, and the newest tail's entries not yet written as items.
     pub async fn history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {
-        self.query_all(&format!("X#{id}"), "H#", true, None)
+        let mut entries = self
+            .query_all(&format!("X#{id}"), "H#", true, None)
             .await?
             .iter()
             .map(|item| {
@@ -483,7 +652,17 @@ impl DynamoStore {
                     event: parse("history event", get_s(item, "event")?)?,
                 })
             })
-            .collect()
+            .collect::<StoreResult<Vec<_>>>()?;
+        if let Some((_, tail)) = self.read_tail(id).await? {
+            let written: BTreeSet<u64> = entries.iter().map(|e| e.seq).collect();
+            entries.extend(
+                tail.history
+                    .into_iter()
+                    .filter(|e| !written.contains(&e.seq)),
+            );
+            entries.sort_by_key(|e| e.seq);
+        }
+        Ok(entries)
     }
 
     /// Lists executions by scanning: an operator's command, not a hot path.
@@ -740,22 +919,6 @@ impl DynamoStore {
             .await
             .map_err(sdk_error)?;
         Ok(out.attributes().is_some())
-    }
-}
-
-fn is_condition_failure<R>(
-    e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
-) -> bool {
-    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-    match e {
-        SdkError::ServiceError(service) => match service.err() {
-            TransactWriteItemsError::TransactionCanceledException(t) => t
-                .cancellation_reasons()
-                .iter()
-                .any(|r| r.code() == Some("ConditionalCheckFailed")),
-            _ => false,
-        },
-        _ => false,
     }
 }
 

@@ -10,7 +10,9 @@ use baton_aws::{AwsBackend, CoordinatorMessage};
 use baton_core::definition::Format;
 use baton_core::engine;
 use baton_core::{Event, ExecutionStatus, Workflow, WorkflowDefinition};
-use baton_runtime::ports::{ExecutionStore, HistoryEntry, LeasedTask, TaskQueue, WorkflowStore};
+use baton_runtime::ports::{
+    ExecutionStore, HistoryEntry, LeasedTask, OutboxEntry, TaskQueue, WorkflowStore,
+};
 use baton_runtime::{Clock, Coordinator, SystemClock};
 use serde_json::json;
 
@@ -53,9 +55,14 @@ fn result_message(task: &LeasedTask, output: serde_json::Value) -> QueueMessage 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
-    let backend = Arc::new(fresh_backend("recovery", &["fn-a", "fn-b"], 3).await);
+/// Starts the two-step workflow as `id`, then plays a coordinator that
+/// applies the first step's result, writes its checkpoint and dies before
+/// sending anything. Returns the coordinator, the message that triggered the
+/// transition (SQS would deliver it again) and the commands it saved.
+async fn crash_after_checkpoint(
+    backend: &Arc<AwsBackend>,
+    id: &str,
+) -> (Coordinator<AwsBackend>, QueueMessage, Vec<OutboxEntry>) {
     let definition = WorkflowDefinition::parse(TWO_STEPS, Format::Yaml).unwrap();
     backend
         .put_workflow(&definition, SystemClock.now())
@@ -63,16 +70,14 @@ async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
         .unwrap();
     let coordinator = Coordinator::new(backend.clone(), Arc::new(SystemClock));
     coordinator
-        .start("two-steps", None, "ex-crash", json!({}))
+        .start("two-steps", None, id, json!({}))
         .await
         .unwrap();
-    let first = take_task(&backend, "fn-a").await;
+    let first = take_task(backend, "fn-a").await;
     assert_eq!(first.len(), 1, "the first step was dispatched");
     let trigger = result_message(&first[0], json!({"a": 1}));
 
-    // The coordinator's work up to its checkpoint, then it dies: the state
-    // and outbox are written, nothing is sent.
-    let record = backend.load("ex-crash").await.unwrap().unwrap();
+    let record = backend.load(id).await.unwrap().unwrap();
     let workflow = Workflow::from_definition(definition).unwrap();
     let mut state = record.state.clone();
     let event: CoordinatorMessage = serde_json::from_str(&trigger.body).unwrap();
@@ -101,10 +106,17 @@ async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
         "the transition saved commands in its outbox"
     );
     assert!(
-        take_task(&backend, "fn-b").await.is_empty(),
+        take_task(backend, "fn-b").await.is_empty(),
         "nothing was sent before the crash"
     );
-    assert_eq!(backend.pending_outbox("ex-crash").await.unwrap(), saved);
+    assert_eq!(backend.pending_outbox(id).await.unwrap(), saved);
+    (coordinator, trigger, saved)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
+    let backend = Arc::new(fresh_backend("recovery", &["fn-a", "fn-b"], 3).await);
+    let (coordinator, trigger, _) = crash_after_checkpoint(&backend, "ex-crash").await;
 
     // SQS redelivers the triggering message to another coordinator.
     let failed = process_coordinator_batch(&coordinator, vec![trigger.clone()]).await;
@@ -142,4 +154,43 @@ async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
     let record = backend.load("ex-crash").await.unwrap().unwrap();
     assert_eq!(record.status(), ExecutionStatus::Succeeded);
     assert_eq!(record.version, 3, "start, first result, second result");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_saved_before_a_crash_survive_the_next_transition() {
+    let backend = Arc::new(fresh_backend("recovery-next", &["fn-a", "fn-b"], 3).await);
+    let (coordinator, _, saved) = crash_after_checkpoint(&backend, "ex-next").await;
+
+    // Before the triggering message comes back, another event for the
+    // execution is applied on top (a signal nobody waits for yet).
+    coordinator
+        .handle(
+            "ex-next",
+            Event::SignalReceived {
+                name: "note".into(),
+                payload: json!("early"),
+            },
+        )
+        .await
+        .unwrap();
+    let second = take_task(&backend, "fn-b").await;
+    assert_eq!(
+        second.len(),
+        1,
+        "the dispatch saved before the crash went out with the next transition"
+    );
+    assert!(
+        backend.pending_outbox("ex-next").await.unwrap().is_empty(),
+        "nothing left to deliver"
+    );
+    let history = backend.history("ex-next").await.unwrap();
+    let seqs: Vec<u64> = history.iter().map(|h| h.seq).collect();
+    assert_eq!(
+        seqs,
+        vec![1, 2, 3],
+        "no transition is missing from the history"
+    );
+    assert!(matches!(history[1].event, Event::TaskSucceeded { .. }));
+    assert!(matches!(history[2].event, Event::SignalReceived { .. }));
+    assert_eq!(saved[0].seq, 2);
 }
