@@ -576,10 +576,18 @@ impl DynamoStore {
 
     /// Commands of the newest tail that were never delivered.
     pub async fn pending_outbox(&self, id: &str) -> StoreResult<Vec<OutboxEntry>> {
-        let Some((_, tail)) = self.read_tail(id).await? else {
+        let Some((version, tail)) = self.read_tail(id).await? else {
             return Ok(Vec::new());
         };
         if tail.outbox.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Delivered by this process: no need to ask.
+        if self
+            .tails
+            .get(id, version)
+            .is_some_and(|(_, flushed)| flushed)
+        {
             return Ok(Vec::new());
         }
         if self.is_flushed(id, &tail).await? {
