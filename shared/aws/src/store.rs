@@ -554,8 +554,16 @@ impl DynamoStore {
                 self.tails
                     .remember(&record.id, record.version, &tail, false);
                 if let (true, Some(last)) = (tail.outbox.is_empty(), tail.last_seq()) {
-                    // Nothing to deliver: the history can be written now.
-                    self.flush(&record.id, &tail, last).await?;
+                    // Nothing to deliver: the history can be written now. The
+                    // transition is committed either way; if this write fails,
+                    // the tail rides into the next transition.
+                    if let Err(e) = self.flush(&record.id, &tail, last).await {
+                        tracing::warn!(
+                            workflow.execution.id = %record.id,
+                            error = %e,
+                            "history of a committed transition not written yet"
+                        );
+                    }
                 }
                 Ok(tail.entries(&record.id))
             }
