@@ -654,6 +654,9 @@ impl DynamoStore {
 
     /// The history items, and the newest tail's entries not yet written as items.
     pub async fn history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {
+        // The tail first: whatever it held and was written since shows up
+        // among the items read after it.
+        let tail = self.read_tail(id).await?.map(|(_, tail)| tail);
         let mut entries = self
             .query_all(&format!("X#{id}"), "H#", true, None)
             .await?
@@ -669,7 +672,7 @@ impl DynamoStore {
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        if let Some((_, tail)) = self.read_tail(id).await? {
+        if let Some(tail) = tail {
             let written: BTreeSet<u64> = entries.iter().map(|e| e.seq).collect();
             entries.extend(
                 tail.history
