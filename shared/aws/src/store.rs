@@ -17,7 +17,7 @@
 //! carried into the next transition's tail so nothing in it is lost. One
 //! write per transition, where a transaction of two items bills each twice.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::Client;
@@ -341,25 +341,51 @@ impl DynamoStore {
         }
     }
 
-    /// The execution's version and tail as stored now (consistent read).
-    async fn read_tail(&self, id: &str) -> StoreResult<Option<(u64, Tail)>> {
+    /// The execution item as stored now (consistent read), its tail
+    /// remembered; `projection` limits the attributes read.
+    async fn read_execution(
+        &self,
+        id: &str,
+        projection: Option<&str>,
+    ) -> StoreResult<Option<Item>> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(execution_key(id)))
-            .projection_expression("version, tail")
+            .set_projection_expression(projection.map(str::to_string))
             .consistent_read(true)
             .send()
             .await
             .map_err(sdk_error)?;
-        let Some(item) = out.item() else {
+        let Some(item) = out.item else {
             return Ok(None);
         };
-        let version = get_n(item, "version")?;
-        let tail = Self::tail_from_item(item)?;
-        self.tails.remember(id, version, &tail, false);
-        Ok(Some((version, tail)))
+        let tail = Self::tail_from_item(&item)?;
+        self.tails
+            .remember(id, get_n(&item, "version")?, &tail, false);
+        Ok(Some(item))
+    }
+
+    /// The execution's version and tail as stored now.
+    async fn read_tail(&self, id: &str) -> StoreResult<Option<(u64, Tail)>> {
+        match self.read_execution(id, Some("version, tail")).await? {
+            Some(item) => Ok(Some((
+                get_n(&item, "version")?,
+                Self::tail_from_item(&item)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// A checkpoint's tail as text, refused if the item would be too large.
+    fn tail_text(state: &str, tail: &Tail) -> StoreResult<String> {
+        let tail = json(tail);
+        Self::check_size(
+            "the execution state with its newest history and outbox",
+            state.len() + tail.len(),
+        )?;
+        Ok(tail)
     }
 
     /// Whether a tail's commands were delivered: its last history item exists.
@@ -444,11 +470,7 @@ impl DynamoStore {
         let state = json(&record.state);
         Self::check_size("the execution state", state.len())?;
         let tail = Tail::default().then(history, outbox)?;
-        let tail_text = json(&tail);
-        Self::check_size(
-            "the execution state with its newest history and outbox",
-            state.len() + tail_text.len(),
-        )?;
+        let tail_text = Self::tail_text(&state, &tail)?;
         let written = self
             .client
             .put_item()
@@ -474,22 +496,10 @@ impl DynamoStore {
     }
 
     pub async fn load(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(execution_key(id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        let Some(item) = out.item() else {
-            return Ok(None);
-        };
-        let record = Self::record_from_item(item)?;
-        self.tails
-            .remember(id, record.version, &Self::tail_from_item(item)?, false);
-        Ok(Some(record))
+        self.read_execution(id, None)
+            .await?
+            .map(|item| Self::record_from_item(&item))
+            .transpose()
     }
 
     /// One conditional write of the execution item: its state, and a tail of
@@ -524,11 +534,7 @@ impl DynamoStore {
             (tail, false) => tail,
         };
         let tail = carried.then(history, outbox)?;
-        let tail_text = json(&tail);
-        Self::check_size(
-            "the execution state with its newest history and outbox",
-            state.len() + tail_text.len(),
-        )?;
+        let tail_text = Self::tail_text(&state, &tail)?;
         let written = self
             .client
             .update_item()
@@ -612,8 +618,7 @@ impl DynamoStore {
     /// tail, only the entries up to theirs are written, so that tail's own
     /// delivered mark waits for its own commands.
     pub async fn clear_outbox(&self, entries: &[OutboxEntry]) -> StoreResult<()> {
-        let mut cleared: std::collections::BTreeMap<&str, BTreeSet<(u64, u32)>> =
-            Default::default();
+        let mut cleared: BTreeMap<&str, BTreeSet<(u64, u32)>> = BTreeMap::new();
         for entry in entries {
             cleared
                 .entry(entry.execution_id.as_str())
