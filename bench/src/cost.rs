@@ -403,39 +403,17 @@ impl Harness {
     async fn coordinator_round(&mut self) -> anyhow::Result<bool> {
         let sqs = self.backend.clients().sqs.clone();
         let url = self.backend.settings().coordinator_queue_url.clone();
-        let out = sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .visibility_timeout(30)
-            .send()
-            .await?;
-        let received = out.messages();
+        let received = receive_coordinator_batch(&sqs, &url).await?;
         if received.is_empty() {
             return Ok(false);
         }
-        let batch = received
-            .iter()
-            .map(|m| QueueMessage {
-                id: m.message_id().unwrap_or_default().to_string(),
-                body: m.body().unwrap_or_default().to_string(),
-            })
-            .collect();
+        let batch = received.iter().map(QueueMessage::from).collect();
         let before = self.mark();
         let failed = process_coordinator_batch(&self.coordinator, batch).await;
         self.charge(Role::Coordinator, before);
         self.coordinator_batches += 1;
         self.coordinator_messages += received.len() as u64;
-        for m in received {
-            if failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
-                continue;
-            }
-            sqs.delete_message()
-                .queue_url(&url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await?;
-        }
+        delete_handled(&sqs, &url, &received, &failed).await?;
         Ok(true)
     }
 
@@ -893,14 +871,7 @@ pub async fn coordinator_process(args: &CoordinatorMemoryArgs) -> anyhow::Result
     };
     while !*closed.borrow() {
         // No long polling: the emulator serves one request at a time.
-        let out = sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .visibility_timeout(30)
-            .send()
-            .await?;
-        let received = out.messages();
+        let received = receive_coordinator_batch(&sqs, &url).await?;
         if received.is_empty() {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -908,30 +879,51 @@ pub async fn coordinator_process(args: &CoordinatorMemoryArgs) -> anyhow::Result
             }
             continue;
         }
-        let batch = received
-            .iter()
-            .map(|m| QueueMessage {
-                id: m.message_id().unwrap_or_default().to_string(),
-                body: m.body().unwrap_or_default().to_string(),
-            })
-            .collect();
+        let batch = received.iter().map(QueueMessage::from).collect();
         let failed = process_coordinator_batch(&coordinator, batch).await;
         memory.batches += 1;
         memory.messages += received.len() as u64;
         memory.largest_batch = memory.largest_batch.max(received.len() as u64);
-        for m in received {
-            if failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
-                continue;
-            }
-            sqs.delete_message()
-                .queue_url(&url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await?;
-        }
+        delete_handled(&sqs, &url, &received, &failed).await?;
     }
     memory.peak_rss_mb = sys::peak_rss_mb();
     memory.rss_mb = sys::rss_mb();
     println!("{}", serde_json::to_string(&memory)?);
+    Ok(())
+}
+
+/// One receive from the coordinator queue, as its event source mapping makes it.
+async fn receive_coordinator_batch(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> anyhow::Result<Vec<aws_sdk_sqs::types::Message>> {
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .visibility_timeout(30)
+        .send()
+        .await?;
+    Ok(out.messages.unwrap_or_default())
+}
+
+/// Deletes the messages of a batch that did not fail, as the event source
+/// mapping does with partial batch failures.
+async fn delete_handled(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    received: &[aws_sdk_sqs::types::Message],
+    failed: &[String],
+) -> anyhow::Result<()> {
+    for m in received {
+        if failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
+            continue;
+        }
+        sqs.delete_message()
+            .queue_url(url)
+            .receipt_handle(m.receipt_handle().unwrap_or_default())
+            .send()
+            .await?;
+    }
     Ok(())
 }

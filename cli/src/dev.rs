@@ -164,13 +164,7 @@ async fn poll<F, Fut>(
             }
             continue;
         }
-        let batch: Vec<QueueMessage> = messages
-            .iter()
-            .map(|m| QueueMessage {
-                id: m.message_id().unwrap_or_default().to_string(),
-                body: m.body().unwrap_or_default().to_string(),
-            })
-            .collect();
+        let batch: Vec<QueueMessage> = messages.iter().map(QueueMessage::from).collect();
         let failed = process(batch).await;
         for m in &messages {
             let id = m.message_id().unwrap_or_default();

@@ -25,6 +25,17 @@ pub struct QueueMessage {
     pub body: String,
 }
 
+impl From<&aws_sdk_sqs::types::Message> for QueueMessage {
+    /// A message as `ReceiveMessage` returned it, keyed by its message id (as
+    /// partial batch failures name it).
+    fn from(m: &aws_sdk_sqs::types::Message) -> QueueMessage {
+        QueueMessage {
+            id: m.message_id().unwrap_or_default().to_string(),
+            body: m.body().unwrap_or_default().to_string(),
+        }
+    }
+}
+
 /// Applies a batch; returns the ids of messages that should be delivered again.
 pub async fn process_coordinator_batch<B: Backend>(
     coordinator: &Coordinator<B>,

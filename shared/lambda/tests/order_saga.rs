@@ -173,13 +173,7 @@ impl Harness {
         if received.is_empty() {
             return false;
         }
-        let batch = received
-            .iter()
-            .map(|m| QueueMessage {
-                id: m.message_id().unwrap_or_default().to_string(),
-                body: m.body().unwrap_or_default().to_string(),
-            })
-            .collect();
+        let batch = received.iter().map(QueueMessage::from).collect();
         let failed = process_coordinator_batch(&self.coordinator, batch).await;
         assert!(failed.is_empty(), "coordinator: {failed:?}");
         let before = self.backend.counter().snapshot();

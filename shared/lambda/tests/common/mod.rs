@@ -102,10 +102,7 @@ pub async fn drain_coordinator_raw(backend: &AwsBackend) -> Vec<QueueMessage> {
                 .send()
                 .await
                 .expect("delete a coordinator message");
-            messages.push(QueueMessage {
-                id: m.message_id().unwrap_or_default().to_string(),
-                body: m.body().unwrap_or_default().to_string(),
-            });
+            messages.push(QueueMessage::from(m));
         }
     }
 }
