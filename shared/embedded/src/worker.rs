@@ -152,12 +152,7 @@ impl Worker {
         // leave it to wait out its lease.
         self.local.close();
         while let Some((task, until)) = self.local.pop() {
-            let permit = self
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the worker never closes its semaphore");
+            let permit = self.slot().await;
             self.clone().spawn_run(task, Some(until), permit);
         }
         // Every slot back means every task in flight has reported.
@@ -207,16 +202,20 @@ impl Worker {
             self.local.caught_up();
         }
         for task in leased {
-            let permit = self
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the worker never closes its semaphore");
+            let permit = self.slot().await;
             self.local.hold();
             self.clone().spawn_run(task, None, permit);
         }
         Ok(fired > 0 || started > 0)
+    }
+
+    /// A task slot, once one is free.
+    async fn slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the worker never closes its semaphore")
     }
 
     /// Starts tasks leased here while there are free slots; returns how many.
