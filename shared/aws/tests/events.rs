@@ -8,23 +8,12 @@ use baton_aws::testing::{endpoint, fresh_backend, sdk_config};
 use baton_aws::{AwsBackend, RequestCounter};
 use baton_core::definition::Format;
 use baton_core::{Event, EventDetail, ExecutionStatus, WorkflowDefinition};
-use baton_runtime::ports::{ExecutionStore, TaskQueue, WorkflowStore};
+use baton_runtime::ports::{ExecutionStore, WorkflowStore};
 use baton_runtime::{Clock, Coordinator, SystemClock};
 use serde_json::{Value, json};
 
-const TWO_STEPS: &str = r#"
-name: two-steps
-steps:
-  first:
-    function: fn-a
-    mutates: false
-    retry: { max_attempts: 1 }
-  second:
-    needs: [first]
-    function: fn-b
-    mutates: false
-    retry: { max_attempts: 1 }
-"#;
+mod common;
+use common::{TWO_STEPS, take_task};
 
 /// A queue that receives every event with source `baton` on the backend's bus.
 async fn listen(backend: &AwsBackend, name: &str) -> String {
@@ -127,12 +116,8 @@ async fn run_two_steps(backend: Arc<AwsBackend>, id: &str) {
         .await
         .unwrap();
     for function in ["fn-a", "fn-b"] {
-        let tasks = backend
-            .receive(&[function.to_string()], 10, 30_000, SystemClock.now())
-            .await
-            .unwrap();
+        let tasks = take_task(&backend, function).await;
         assert_eq!(tasks.len(), 1, "{function} was dispatched once");
-        backend.ack(&tasks[0]).await.unwrap();
         coordinator
             .handle(
                 id,

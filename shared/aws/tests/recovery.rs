@@ -10,36 +10,12 @@ use baton_aws::{AwsBackend, CoordinatorMessage};
 use baton_core::definition::Format;
 use baton_core::engine;
 use baton_core::{Event, ExecutionStatus, Workflow, WorkflowDefinition};
-use baton_runtime::ports::{
-    ExecutionStore, HistoryEntry, LeasedTask, OutboxEntry, TaskQueue, WorkflowStore,
-};
+use baton_runtime::ports::{ExecutionStore, HistoryEntry, LeasedTask, OutboxEntry, WorkflowStore};
 use baton_runtime::{Clock, Coordinator, SystemClock};
 use serde_json::json;
 
-const TWO_STEPS: &str = r#"
-name: two-steps
-steps:
-  first:
-    function: fn-a
-    mutates: false
-    retry: { max_attempts: 1 }
-  second:
-    needs: [first]
-    function: fn-b
-    mutates: false
-    retry: { max_attempts: 1 }
-"#;
-
-async fn take_task(backend: &AwsBackend, function: &str) -> Vec<LeasedTask> {
-    let tasks = backend
-        .receive(&[function.to_string()], 10, 30_000, SystemClock.now())
-        .await
-        .unwrap();
-    for t in &tasks {
-        backend.ack(t).await.unwrap();
-    }
-    tasks
-}
+mod common;
+use common::{TWO_STEPS, take_task};
 
 fn result_message(task: &LeasedTask, output: serde_json::Value) -> QueueMessage {
     let message = CoordinatorMessage::Event {
