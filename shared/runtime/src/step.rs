@@ -119,3 +119,83 @@ impl Registry {
         self.handlers.keys().map(String::as_str)
     }
 }
+
+/// The one JSON event a step function receives, in any runtime: the step's
+/// input as the workflow computed it, and Baton's context beside it (never
+/// mixed into the input).
+///
+/// ```json
+/// {"input": {"orderId": "o-1"},
+///  "baton": {"execution_id": "order-1", "workflow": "order-processing", "step": "charge",
+///            "attempt": 1, "kind": "step", "function": "orders-charge",
+///            "idempotency_key": "bk-…", "deadline": 1764504000000}}
+/// ```
+///
+/// The function's return value is the step's output; a thrown error is a
+/// failed attempt named by [`error_from_function`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepEvent {
+    #[serde(default)]
+    pub input: Value,
+    pub baton: StepContext,
+}
+
+/// Error types that start with this are not retried, whatever the step's
+/// retry policy says: a function's way to say "do not retry" with no Baton
+/// library (`class PermanentCardDeclined(Exception)` in Python).
+pub const PERMANENT_ERROR_PREFIX: &str = "Permanent";
+
+/// A function's error as the engine records it: the error type (as Lambda
+/// reports it, the exception's class name) is the name `retry_on` and
+/// `no_retry_on` match; a type starting with [`PERMANENT_ERROR_PREFIX`] is
+/// never retried.
+pub fn error_from_function(error_type: &str, message: &str) -> ErrorInfo {
+    let retryable = !error_type.starts_with(PERMANENT_ERROR_PREFIX);
+    ErrorInfo::new(error_type, message, retryable)
+}
+
+impl StepError {
+    /// The error type a function reports for this error, such that
+    /// [`error_from_function`] reads the same retryability back: a
+    /// permanent error's name gains the [`PERMANENT_ERROR_PREFIX`] (and a
+    /// dot) unless it already starts with it.
+    pub fn function_error_type(&self) -> String {
+        match (self.retryable, self.name.starts_with(PERMANENT_ERROR_PREFIX)) {
+            (false, false) => format!("{PERMANENT_ERROR_PREFIX}.{}", self.name),
+            _ => self.name.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn a_step_event_keeps_input_and_context_apart() {
+        let event: StepEvent = serde_json::from_value(serde_json::json!({
+            "input": {"orderId": "o-1", "baton": "the user's own field"},
+            "baton": {"execution_id": "e", "workflow": "w", "step": "s", "attempt": 2,
+                      "kind": "compensation", "function": "f", "idempotency_key": "k",
+                      "deadline": 5}
+        }))
+        .unwrap();
+        assert_eq!(event.input["baton"], "the user's own field");
+        assert_eq!(event.baton.attempt, 2);
+        assert_eq!(event.baton.kind, TaskKind::Compensation);
+        assert_eq!(event.baton.index, None);
+    }
+
+    #[test]
+    fn permanent_errors_survive_the_round_trip_through_a_function() {
+        let declined = StepError::permanent("CardDeclined", "no funds");
+        let info = error_from_function(&declined.function_error_type(), "no funds");
+        assert_eq!(info.name, "Permanent.CardDeclined");
+        assert!(!info.retryable);
+        let flaky = StepError::retryable("Timeout", "slow");
+        let info = error_from_function(&flaky.function_error_type(), "slow");
+        assert_eq!((info.name.as_str(), info.retryable), ("Timeout", true));
+        assert!(!error_from_function("PermanentError", "x").retryable);
+        assert!(error_from_function("ValueError", "x").retryable);
+    }
+}
