@@ -1,9 +1,10 @@
 //! [`AwsBackend`]: the backend ports on DynamoDB, SQS, EventBridge and
 //! EventBridge Scheduler.
 //!
-//! Dead letters live in two places: compensations that failed for good are
-//! items in the table (a person resolves them), and messages a queue's
-//! redrive policy gave up on sit in that queue's DLQ. Both are listed
+//! Steps are Lambda functions invoked through a [`StepInvoker`] (see
+//! [`crate::dispatch`]). Dead letters live in two places: compensations that
+//! failed for good are items in the table (a person resolves them), and
+//! messages the coordinator queue's redrive policy gave up on sit in its DLQ. Both are listed
 //! together; DLQ messages are peeked (received with no visibility timeout),
 //! shown, sent back and deleted by hand, since not every SQS stand-in has the
 //! message-move API.
@@ -17,14 +18,16 @@ use baton_core::{
 };
 use baton_runtime::ports::{
     Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink,
-    ExecutionRecord, ExecutionStore, ExecutionSummary, HistoryEntry, LeasedTask, OutboxEntry,
-    StoreError, StoreResult, StoredWorkflow, TaskQueue, TimerService, WorkflowStore,
+    ExecutionRecord, ExecutionStore, ExecutionSummary, HistoryEntry, OutboxEntry, StoreError,
+    StoreResult, StoredWorkflow, TaskDispatcher, TimerService, WorkflowStore,
 };
+use baton_runtime::step::StepEvent;
 use baton_runtime::{Clock, SystemClock};
 use serde_json::{Value, json};
 
 use crate::config::AwsSettings;
 use crate::counter::RequestCounter;
+use crate::dispatch::{LambdaInvoker, StepInvoker};
 use crate::messages::CoordinatorMessage;
 use crate::queues::{Clients, Queues};
 use crate::store::{DynamoStore, sdk_error};
@@ -37,6 +40,7 @@ pub struct AwsBackend {
     store: DynamoStore,
     queues: Arc<Queues>,
     clients: Clients,
+    invoker: Arc<dyn StepInvoker>,
     counter: RequestCounter,
     clock: Arc<dyn Clock>,
 }
@@ -85,14 +89,37 @@ impl AwsBackend {
                     .interceptor(counter.clone())
                     .build(),
             ),
+            lambda: aws_sdk_lambda::Client::from_conf(
+                aws_sdk_lambda::config::Builder::from(shared)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
         };
+        let invoker = Arc::new(LambdaInvoker::new(
+            clients.lambda.clone(),
+            settings.step_function_prefix.clone(),
+            settings.coordinator_queue_arn.clone(),
+        ));
         AwsBackend {
             store: DynamoStore::new(clients.dynamodb.clone(), settings.table.clone()),
             queues: Arc::new(Queues::new(clients.clone(), settings)),
             clients,
+            invoker,
             counter,
             clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same backend handing steps to `invoker` instead of the Lambda API
+    /// (`baton dev`'s in-process handlers, tests).
+    pub fn with_invoker(mut self, invoker: Arc<dyn StepInvoker>) -> AwsBackend {
+        self.invoker = invoker;
+        self
+    }
+
+    /// The coordinator queue and its helpers, shared with a local invoker.
+    pub fn queues_handle(&self) -> Arc<Queues> {
+        self.queues.clone()
     }
 
     pub fn store(&self) -> &DynamoStore {
@@ -126,9 +153,7 @@ impl AwsBackend {
 
     /// Source queues whose DLQs hold dead letters.
     async fn source_queues(&self) -> StoreResult<Vec<String>> {
-        let mut names = vec![self.coordinator_queue_name()];
-        names.extend(self.queues.step_queue_names().await?);
-        Ok(names)
+        Ok(vec![self.coordinator_queue_name()])
     }
 
     /// Receives messages of a DLQ. With `hold_ms` 0 they stay visible (a peek).
@@ -188,18 +213,9 @@ impl AwsBackend {
     fn dlq_record(message: &DlqMessage, source: &str) -> DeadLetterRecord {
         let body: Value = serde_json::from_str(&message.body)
             .unwrap_or_else(|_| Value::String(message.body.clone()));
-        let (kind, execution_id, reason) = if let Ok(task) =
-            serde_json::from_str::<Dispatch>(&message.body)
+        let (kind, execution_id, reason) = if let Ok(msg) =
+            CoordinatorMessage::decode(&message.body)
         {
-            (
-                DeadLetterKind::Task,
-                Some(task.execution_id.to_string()),
-                format!(
-                    "task for step `{}` of execution `{}` exceeded the receive limit of queue `{source}`",
-                    task.task.step, task.execution_id
-                ),
-            )
-        } else if let Ok(msg) = serde_json::from_str::<CoordinatorMessage>(&message.body) {
             (
                 DeadLetterKind::Task,
                 Some(msg.execution_id().to_string()),
@@ -290,6 +306,17 @@ impl WorkflowStore for AwsBackend {
         now: Timestamp,
     ) -> StoreResult<u32> {
         let desired = crate::schedules::desired_for(definition, self.settings())?;
+        let functions: Vec<String> = definition_functions(definition);
+        let problems = self.invoker.check(&functions).await?;
+        if !problems.is_empty() {
+            return Err(StoreError::Refused {
+                what: format!(
+                    "workflow `{}` names functions Baton cannot run as steps",
+                    definition.name
+                ),
+                problems,
+            });
+        }
         // A workflow that has no schedules and had none leaves the scheduler alone.
         let had_schedules = self
             .store
@@ -320,23 +347,21 @@ impl WorkflowStore for AwsBackend {
     }
 }
 
-impl TaskQueue for AwsBackend {
+impl TaskDispatcher for AwsBackend {
     async fn send(&self, task: &Dispatch, _now: Timestamp) -> StoreResult<()> {
-        self.queues.send_task(task).await
+        self.invoker.invoke(&StepEvent::of(task)).await
     }
-    async fn receive(
-        &self,
-        functions: &[String],
-        max: usize,
-        visibility_ms: u64,
-        _now: Timestamp,
-    ) -> StoreResult<Vec<LeasedTask>> {
-        self.queues
-            .receive_tasks(functions, max, visibility_ms)
-            .await
+    async fn check_functions(&self, functions: &[String]) -> StoreResult<Vec<String>> {
+        self.invoker.check(functions).await
     }
-    async fn ack(&self, task: &LeasedTask) -> StoreResult<()> {
-        self.queues.delete(&task.receipt).await
+}
+
+/// Every function a definition names, steps' and compensations'.
+fn definition_functions(definition: &WorkflowDefinition) -> Vec<String> {
+    match baton_core::Workflow::from_definition(definition.clone()) {
+        Ok(workflow) => workflow.functions().into_iter().map(str::to_string).collect(),
+        // An invalid definition is refused by validation, which names its problems.
+        Err(_) => Vec::new(),
     }
 }
 

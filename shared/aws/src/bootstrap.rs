@@ -1,5 +1,5 @@
-//! Creates the table, queues (each with a DLQ and redrive policy), event bus
-//! and schedule group on an emulator (moto server, LocalStack) or an account,
+//! Creates the table, the coordinator queue (with a DLQ and redrive policy),
+//! event bus and schedule group on an emulator (moto server, LocalStack) or an account,
 //! for local development and tests. Deployed stacks get them from the SAM
 //! template instead.
 
@@ -18,8 +18,6 @@ use crate::store::sdk_error;
 pub struct Plan {
     /// Prefix of every resource name, e.g. `baton`.
     pub prefix: String,
-    /// Step functions that get a queue each.
-    pub functions: Vec<String>,
     /// The redrive policy's maxReceiveCount.
     pub max_receives: u32,
     /// Visibility timeout of the queues, in seconds.
@@ -29,10 +27,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(prefix: impl Into<String>, functions: Vec<String>) -> Plan {
+    pub fn new(prefix: impl Into<String>) -> Plan {
         Plan {
             prefix: prefix.into(),
-            functions,
             max_receives: 5,
             visibility_timeout_s: 60,
             scheduler_role_arn: "arn:aws:iam::123456789012:role/baton-scheduler".into(),
@@ -46,10 +43,6 @@ pub async fn bootstrap(clients: &Clients, plan: &Plan) -> StoreResult<AwsSetting
     create_table(clients, &table).await?;
     let (coordinator_url, coordinator_arn) =
         create_queue_with_dlq(clients, &format!("{}-coordinator", plan.prefix), plan).await?;
-    let step_prefix = format!("{}-step-", plan.prefix);
-    for function in &plan.functions {
-        create_queue_with_dlq(clients, &format!("{step_prefix}{function}"), plan).await?;
-    }
     let bus = format!("{}-events", plan.prefix);
     match clients
         .eventbridge
@@ -80,7 +73,7 @@ pub async fn bootstrap(clients: &Clients, plan: &Plan) -> StoreResult<AwsSetting
         table,
         coordinator_queue_url: coordinator_url,
         coordinator_queue_arn: Some(coordinator_arn),
-        step_queue_prefix: step_prefix,
+        step_function_prefix: None,
         event_bus: bus,
         schedule_group: group,
         scheduler_role_arn: Some(plan.scheduler_role_arn.clone()),

@@ -22,8 +22,10 @@ pub struct AwsSettings {
     pub coordinator_queue_url: String,
     /// `BATON_COORDINATOR_QUEUE_ARN`: target of one-time schedules (timers beyond 15 minutes).
     pub coordinator_queue_arn: Option<String>,
-    /// `BATON_STEP_QUEUE_PREFIX` (default `baton-step-`): step queue names are prefix + function.
-    pub step_queue_prefix: String,
+    /// `BATON_STEP_FUNCTION_PREFIX`: only Lambda functions whose names start
+    /// with it may be steps (the stack's IAM grants invoke on that prefix).
+    /// Unset: any function (an emulator).
+    pub step_function_prefix: Option<String>,
     /// `BATON_EVENT_BUS` (default `default`).
     pub event_bus: String,
     /// `BATON_SCHEDULE_GROUP` (default `default`).
@@ -74,8 +76,7 @@ impl AwsSettings {
             table: required("BATON_TABLE")?,
             coordinator_queue_url,
             coordinator_queue_arn: get("BATON_COORDINATOR_QUEUE_ARN"),
-            step_queue_prefix: get("BATON_STEP_QUEUE_PREFIX")
-                .unwrap_or_else(|| "baton-step-".into()),
+            step_function_prefix: get("BATON_STEP_FUNCTION_PREFIX"),
             event_bus: get("BATON_EVENT_BUS").unwrap_or_else(|| "default".into()),
             schedule_group: get("BATON_SCHEDULE_GROUP").unwrap_or_else(|| "default".into()),
             scheduler_role_arn: get("BATON_SCHEDULER_ROLE_ARN"),
@@ -92,10 +93,6 @@ impl AwsSettings {
                 "BATON_COORDINATOR_QUEUE_URL".to_string(),
                 self.coordinator_queue_url.clone(),
             ),
-            (
-                "BATON_STEP_QUEUE_PREFIX".to_string(),
-                self.step_queue_prefix.clone(),
-            ),
             ("BATON_EVENT_BUS".to_string(), self.event_bus.clone()),
             (
                 "BATON_SCHEDULE_GROUP".to_string(),
@@ -109,6 +106,9 @@ impl AwsSettings {
         ];
         if let Some(arn) = &self.coordinator_queue_arn {
             env.push(("BATON_COORDINATOR_QUEUE_ARN".to_string(), arn.clone()));
+        }
+        if let Some(prefix) = &self.step_function_prefix {
+            env.push(("BATON_STEP_FUNCTION_PREFIX".to_string(), prefix.clone()));
         }
         if let Some(arn) = &self.scheduler_role_arn {
             env.push(("BATON_SCHEDULER_ROLE_ARN".to_string(), arn.clone()));
@@ -142,7 +142,7 @@ mod tests {
             ("BATON_COORDINATOR_QUEUE_URL", "http://q/1/c"),
         ];
         let s = AwsSettings::from_map(&map(&base)).unwrap();
-        assert_eq!(s.step_queue_prefix, "baton-step-");
+        assert_eq!(s.step_function_prefix, None);
         assert_eq!(s.payload_limit, DEFAULT_PAYLOAD_LIMIT);
         let mut bad = base.to_vec();
         bad.push(("BATON_PAYLOAD_LIMIT", "lots"));
@@ -156,6 +156,7 @@ mod tests {
         assert_eq!(s.events, EventDetail::All);
         let mut quiet = base.to_vec();
         quiet.push(("BATON_EVENTS", "executions"));
+        quiet.push(("BATON_STEP_FUNCTION_PREFIX", "orders-"));
         let quiet = AwsSettings::from_map(&map(&quiet)).unwrap();
         assert_eq!(quiet.events, EventDetail::Executions);
         let mut typo = base.to_vec();

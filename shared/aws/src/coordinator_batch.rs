@@ -1,5 +1,6 @@
-//! The coordinator's work on one batch of coordinator-queue messages, shared
-//! by the coordinator Lambda and `baton dev`.
+//! The coordinator's work on one batch of coordinator-queue messages (Baton's
+//! own and step functions' Lambda destination records), shared by the
+//! coordinator Lambda and `baton dev`.
 //!
 //! Messages are grouped by execution and each group is applied in order, so
 //! one execution's events never race each other inside a batch; groups run
@@ -44,7 +45,7 @@ pub async fn process_coordinator_batch<B: Backend>(
     let mut groups: BTreeMap<String, Vec<(String, CoordinatorMessage)>> = BTreeMap::new();
     let mut failed = Vec::new();
     for message in messages {
-        match serde_json::from_str::<CoordinatorMessage>(&message.body) {
+        match CoordinatorMessage::decode(&message.body) {
             Ok(decoded) => groups
                 .entry(decoded.execution_id().to_string())
                 .or_default()

@@ -4,7 +4,9 @@
 //! - [`config`]: settings from environment variables, validated once;
 //! - [`store`]: executions, history and outbox, workflow versions, step
 //!   results and compensation dead letters in one DynamoDB table;
-//! - [`queues`]: step and coordinator queues, timers, lifecycle events;
+//! - [`dispatch`]: step functions invoked asynchronously, their results
+//!   back as Lambda destination records;
+//! - [`queues`]: the coordinator queue, timers, lifecycle events;
 //! - [`backend`]: [`AwsBackend`], all ports together, with DLQ access;
 //! - [`messages`]: what travels on the coordinator queue;
 //! - [`counter`]: an SDK interceptor counting requests per operation;
@@ -20,6 +22,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod coordinator_batch;
 pub mod counter;
+pub mod dispatch;
 pub mod messages;
 pub mod queues;
 pub mod schedules;

@@ -1,5 +1,5 @@
-//! Messages on the coordinator queue: what step functions, timers and
-//! schedules send to move an execution.
+//! Messages on the coordinator queue: what step functions (through their
+//! Lambda destinations), timers and schedules send to move an execution.
 
 use baton_core::{Event, TimerId};
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,19 @@ impl CoordinatorMessage {
             | CoordinatorMessage::Timer { execution_id, .. }
             | CoordinatorMessage::Start { execution_id, .. } => execution_id,
         }
+    }
+
+    /// A message as it arrives on the coordinator queue: Baton's own (timers,
+    /// starts, signals, cancels) or a Lambda destination record carrying a
+    /// step function's result.
+    pub fn decode(body: &str) -> Result<CoordinatorMessage, String> {
+        let value: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+        if value.get("requestContext").is_some() {
+            let record: crate::dispatch::DestinationRecord =
+                serde_json::from_value(value).map_err(|e| e.to_string())?;
+            return record.into_message();
+        }
+        serde_json::from_value(value).map_err(|e| e.to_string())
     }
 
     pub fn to_json(&self) -> String {

@@ -1,6 +1,7 @@
-//! SQS: one queue per step function and one coordinator queue, each with a
-//! redrive policy to its own DLQ; SQS delays and one-time EventBridge
-//! Scheduler schedules as durable timers; EventBridge for lifecycle events.
+//! SQS: the coordinator queue, with a redrive policy to its DLQ, that task
+//! results (Lambda destinations), timers, starts and signals arrive on; SQS
+//! delays and one-time EventBridge Scheduler schedules as durable timers;
+//! EventBridge for lifecycle events.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,10 +10,8 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_scheduler::types::{
     ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target,
 };
-use aws_sdk_sqs::types::MessageSystemAttributeName;
-use baton_core::engine::Dispatch;
 use baton_core::{LifecycleEvent, TimerId, Timestamp};
-use baton_runtime::ports::{LeasedTask, StoreError, StoreResult};
+use baton_runtime::ports::{StoreError, StoreResult};
 
 use crate::config::AwsSettings;
 use crate::messages::CoordinatorMessage;
@@ -27,6 +26,7 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub eventbridge: aws_sdk_eventbridge::Client,
     pub scheduler: aws_sdk_scheduler::Client,
+    pub lambda: aws_sdk_lambda::Client,
 }
 
 pub struct Queues {
@@ -53,10 +53,6 @@ impl Queues {
 
     pub fn settings(&self) -> &AwsSettings {
         &self.settings
-    }
-
-    pub fn step_queue_name(&self, function: &str) -> String {
-        format!("{}{}", self.settings.step_queue_prefix, function)
     }
 
     /// The URL of a queue by name, cached after the first lookup.
@@ -93,100 +89,6 @@ impl Queues {
         Ok(url)
     }
 
-    /// Names of the step queues that exist (those with the prefix, DLQs excluded).
-    pub async fn step_queue_names(&self) -> StoreResult<Vec<String>> {
-        let mut names = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .clients
-                .sqs
-                .list_queues()
-                .queue_name_prefix(&self.settings.step_queue_prefix)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            for url in out.queue_urls() {
-                let name = url.rsplit('/').next().unwrap_or_default();
-                if !name.ends_with("-dlq") {
-                    names.push(name.to_string());
-                }
-            }
-            token = out.next_token().map(str::to_string);
-            if token.is_none() {
-                break;
-            }
-        }
-        names.sort();
-        Ok(names)
-    }
-
-    pub async fn send_task(&self, task: &Dispatch) -> StoreResult<()> {
-        let url = self
-            .queue_url(&self.step_queue_name(&task.function))
-            .await?;
-        let body = serde_json::to_string(task).map_err(|e| bad(e.to_string()))?;
-        self.clients
-            .sqs
-            .send_message()
-            .queue_url(url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        Ok(())
-    }
-
-    pub async fn receive_tasks(
-        &self,
-        functions: &[String],
-        max: usize,
-        visibility_ms: u64,
-    ) -> StoreResult<Vec<LeasedTask>> {
-        let names: Vec<String> = if functions.is_empty() {
-            self.step_queue_names().await?
-        } else {
-            functions.iter().map(|f| self.step_queue_name(f)).collect()
-        };
-        let mut leased = Vec::new();
-        for name in names {
-            if leased.len() >= max {
-                break;
-            }
-            let url = self.queue_url(&name).await?;
-            let out = self
-                .clients
-                .sqs
-                .receive_message()
-                .queue_url(&url)
-                .max_number_of_messages((max - leased.len()).clamp(1, 10) as i32)
-                .visibility_timeout(visibility_ms.div_ceil(1000) as i32)
-                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            for message in out.messages() {
-                let receipt = format!("{url}|{}", message.receipt_handle().unwrap_or_default());
-                let count = message
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1);
-                match serde_json::from_str::<Dispatch>(message.body().unwrap_or_default()) {
-                    Ok(task) => leased.push(LeasedTask {
-                        receipt,
-                        receive_count: count,
-                        task,
-                    }),
-                    // A message that does not decode is left to the redrive policy.
-                    Err(e) => tracing::error!(queue = %name, error = %e, "malformed task message"),
-                }
-            }
-        }
-        Ok(leased)
-    }
-
     /// Deletes a message by the receipt `queue_url|handle`.
     pub async fn delete(&self, receipt: &str) -> StoreResult<()> {
         let (url, handle) = receipt
@@ -208,11 +110,17 @@ impl Queues {
         message: &CoordinatorMessage,
         delay_seconds: i32,
     ) -> StoreResult<()> {
+        self.send_raw_to_coordinator(&message.to_json(), delay_seconds)
+            .await
+    }
+
+    /// Sends a body as is: a Lambda destination record from a local invoker.
+    pub async fn send_raw_to_coordinator(&self, body: &str, delay_seconds: i32) -> StoreResult<()> {
         self.clients
             .sqs
             .send_message()
             .queue_url(&self.settings.coordinator_queue_url)
-            .message_body(message.to_json())
+            .message_body(body)
             .delay_seconds(delay_seconds)
             .send()
             .await

@@ -8,7 +8,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -17,6 +17,10 @@ use aws_sdk_dynamodb::config::Credentials;
 use crate::backend::AwsBackend;
 use crate::bootstrap::{Plan, bootstrap};
 use crate::counter::RequestCounter;
+use crate::dispatch::StepInvoker;
+use baton_runtime::ports::StoreResult;
+use baton_runtime::step::StepEvent;
+use futures::future::BoxFuture;
 
 static SERVER: OnceLock<Mutex<Option<Child>>> = OnceLock::new();
 static ENDPOINT: OnceLock<String> = OnceLock::new();
@@ -83,14 +87,58 @@ pub fn unique_prefix(name: &str) -> String {
     )
 }
 
-/// A backend on freshly bootstrapped resources.
-pub async fn fresh_backend(name: &str, functions: &[&str], max_receives: u32) -> AwsBackend {
+/// Records the attempts a backend dispatches instead of invoking anything,
+/// so a test can play the step function itself.
+#[derive(Default)]
+pub struct RecordingInvoker {
+    events: Mutex<Vec<StepEvent>>,
+}
+
+impl RecordingInvoker {
+    /// The attempts dispatched to `function` since the last call, oldest first.
+    pub fn take(&self, function: &str) -> Vec<StepEvent> {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let (taken, kept) = events
+            .drain(..)
+            .partition(|e: &StepEvent| e.baton.function == function);
+        *events = kept;
+        taken
+    }
+}
+
+impl StepInvoker for RecordingInvoker {
+    fn invoke<'a>(&'a self, event: &'a StepEvent) -> BoxFuture<'a, StoreResult<()>> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event.clone());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn check<'a>(&'a self, _functions: &'a [String]) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// A backend on freshly bootstrapped resources whose dispatched attempts are
+/// recorded by the returned invoker.
+pub async fn fresh_recording_backend(
+    name: &str,
+    max_receives: u32,
+) -> (AwsBackend, Arc<RecordingInvoker>) {
+    let invoker = Arc::new(RecordingInvoker::default());
+    let backend = fresh_backend(name, max_receives)
+        .await
+        .with_invoker(invoker.clone());
+    (backend, invoker)
+}
+
+/// A backend on freshly bootstrapped resources (steps invoked through the
+/// Lambda API unless the caller swaps the invoker).
+pub async fn fresh_backend(name: &str, max_receives: u32) -> AwsBackend {
     let config = sdk_config(&endpoint()).await;
     let counter = RequestCounter::new();
-    let mut plan = Plan::new(
-        unique_prefix(name),
-        functions.iter().map(|f| f.to_string()).collect(),
-    );
+    let mut plan = Plan::new(unique_prefix(name));
     plan.max_receives = max_receives;
     plan.visibility_timeout_s = 2;
     let throwaway = AwsBackend::with_config(

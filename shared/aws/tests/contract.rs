@@ -1,10 +1,12 @@
 //! The AWS backend passes the backend contract against moto server.
 
-use baton_aws::testing::fresh_backend;
-use baton_runtime::contract::{ContractConfig, run_all};
+use baton_aws::testing::fresh_recording_backend;
+use baton_runtime::contract::run_all;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aws_backend_passes_the_contract() {
-    let config = ContractConfig { max_receives: 3 };
-    run_all(&config, || fresh_backend("contract", &["contract-fn"], 3)).await;
+    run_all(|| async {
+        fresh_recording_backend("contract", 3).await.0
+    })
+    .await;
 }

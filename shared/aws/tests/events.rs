@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use baton_aws::testing::{endpoint, fresh_backend, sdk_config};
+use baton_aws::testing::{RecordingInvoker, endpoint, fresh_recording_backend, sdk_config};
 use baton_aws::{AwsBackend, RequestCounter};
 use baton_core::definition::Format;
 use baton_core::{Event, EventDetail, ExecutionStatus, WorkflowDefinition};
@@ -104,7 +104,7 @@ async fn arrived(backend: &AwsBackend, url: &str) -> Vec<String> {
 }
 
 /// Runs the two-step workflow to its end on `backend`.
-async fn run_two_steps(backend: Arc<AwsBackend>, id: &str) {
+async fn run_two_steps(backend: Arc<AwsBackend>, invoker: &RecordingInvoker, id: &str) {
     let definition = WorkflowDefinition::parse(TWO_STEPS, Format::Yaml).unwrap();
     backend
         .put_workflow(&definition, SystemClock.now())
@@ -116,13 +116,13 @@ async fn run_two_steps(backend: Arc<AwsBackend>, id: &str) {
         .await
         .unwrap();
     for function in ["fn-a", "fn-b"] {
-        let tasks = take_task(&backend, function).await;
+        let tasks = take_task(invoker, function);
         assert_eq!(tasks.len(), 1, "{function} was dispatched once");
         coordinator
             .handle(
                 id,
                 Event::TaskSucceeded {
-                    task: tasks[0].task.task.clone(),
+                    task: tasks[0].baton.task_ref(),
                     output: json!({"done": function}),
                 },
             )
@@ -141,10 +141,11 @@ fn sorted(kinds: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_lifecycle_event_reaches_the_bus_by_default() {
-    let backend = Arc::new(fresh_backend("events-all", &["fn-a", "fn-b"], 3).await);
+    let (backend, invoker) = fresh_recording_backend("events-all", 3).await;
+    let backend = Arc::new(backend);
     assert_eq!(backend.settings().events, EventDetail::All);
     let url = listen(&backend, &format!("{}-listen", backend.settings().table)).await;
-    run_two_steps(backend.clone(), "ex-events-all").await;
+    run_two_steps(backend.clone(), &invoker, "ex-events-all").await;
     assert_eq!(
         arrived(&backend, &url).await,
         sorted(&[
@@ -160,16 +161,16 @@ async fn every_lifecycle_event_reaches_the_bus_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baton_events_executions_puts_only_the_start_and_end() {
-    let fresh = fresh_backend("events-exec", &["fn-a", "fn-b"], 3).await;
+    let (fresh, _) = fresh_recording_backend("events-exec", 3).await;
     let mut settings = fresh.settings().clone();
     settings.events = EventDetail::Executions;
-    let backend = Arc::new(AwsBackend::with_config(
-        &sdk_config(&endpoint()).await,
-        settings,
-        RequestCounter::new(),
-    ));
+    let invoker = Arc::new(RecordingInvoker::default());
+    let backend = Arc::new(
+        AwsBackend::with_config(&sdk_config(&endpoint()).await, settings, RequestCounter::new())
+            .with_invoker(invoker.clone()),
+    );
     let url = listen(&backend, &format!("{}-listen", backend.settings().table)).await;
-    run_two_steps(backend.clone(), "ex-events-exec").await;
+    run_two_steps(backend.clone(), &invoker, "ex-events-exec").await;
     assert_eq!(
         arrived(&backend, &url).await,
         sorted(&["execution.started", "execution.succeeded"])

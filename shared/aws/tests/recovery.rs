@@ -5,29 +5,25 @@
 use std::sync::Arc;
 
 use baton_aws::coordinator_batch::{QueueMessage, process_coordinator_batch};
-use baton_aws::testing::fresh_backend;
+use baton_aws::dispatch::DestinationRecord;
+use baton_aws::testing::{RecordingInvoker, fresh_recording_backend};
 use baton_aws::{AwsBackend, CoordinatorMessage};
 use baton_core::definition::Format;
 use baton_core::engine;
 use baton_core::{Event, ExecutionStatus, Workflow, WorkflowDefinition};
-use baton_runtime::ports::{ExecutionStore, HistoryEntry, LeasedTask, OutboxEntry, WorkflowStore};
+use baton_runtime::ports::{ExecutionStore, HistoryEntry, OutboxEntry, WorkflowStore};
+use baton_runtime::step::StepEvent;
 use baton_runtime::{Clock, Coordinator, SystemClock};
 use serde_json::json;
 
 mod common;
 use common::{TWO_STEPS, take_task};
 
-fn result_message(task: &LeasedTask, output: serde_json::Value) -> QueueMessage {
-    let message = CoordinatorMessage::Event {
-        execution_id: task.task.execution_id.to_string(),
-        event: Event::TaskSucceeded {
-            task: task.task.task.clone(),
-            output,
-        },
-    };
+/// The step function's success as its Lambda destination delivers it.
+fn result_message(task: &StepEvent, output: serde_json::Value) -> QueueMessage {
     QueueMessage {
-        id: format!("m-{}", task.task.task.step),
-        body: message.to_json(),
+        id: format!("m-{}", task.baton.step),
+        body: serde_json::to_string(&DestinationRecord::success(task, output)).unwrap(),
     }
 }
 
@@ -37,6 +33,7 @@ fn result_message(task: &LeasedTask, output: serde_json::Value) -> QueueMessage 
 /// transition (SQS would deliver it again) and the commands it saved.
 async fn crash_after_checkpoint(
     backend: &Arc<AwsBackend>,
+    invoker: &RecordingInvoker,
     id: &str,
 ) -> (Coordinator<AwsBackend>, QueueMessage, Vec<OutboxEntry>) {
     let definition = WorkflowDefinition::parse(TWO_STEPS, Format::Yaml).unwrap();
@@ -49,14 +46,14 @@ async fn crash_after_checkpoint(
         .start("two-steps", None, id, json!({}))
         .await
         .unwrap();
-    let first = take_task(backend, "fn-a").await;
+    let first = take_task(invoker, "fn-a");
     assert_eq!(first.len(), 1, "the first step was dispatched");
     let trigger = result_message(&first[0], json!({"a": 1}));
 
     let record = backend.load(id).await.unwrap().unwrap();
     let workflow = Workflow::from_definition(definition).unwrap();
     let mut state = record.state.clone();
-    let event: CoordinatorMessage = serde_json::from_str(&trigger.body).unwrap();
+    let event = CoordinatorMessage::decode(&trigger.body).unwrap();
     let CoordinatorMessage::Event { event, .. } = event else {
         unreachable!()
     };
@@ -82,7 +79,7 @@ async fn crash_after_checkpoint(
         "the transition saved commands in its outbox"
     );
     assert!(
-        take_task(backend, "fn-b").await.is_empty(),
+        take_task(invoker, "fn-b").is_empty(),
         "nothing was sent before the crash"
     );
     assert_eq!(backend.pending_outbox(id).await.unwrap(), saved);
@@ -91,13 +88,14 @@ async fn crash_after_checkpoint(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
-    let backend = Arc::new(fresh_backend("recovery", &["fn-a", "fn-b"], 3).await);
-    let (coordinator, trigger, _) = crash_after_checkpoint(&backend, "ex-crash").await;
+    let (backend, invoker) = fresh_recording_backend("recovery", 3).await;
+    let backend = Arc::new(backend);
+    let (coordinator, trigger, _) = crash_after_checkpoint(&backend, &invoker, "ex-crash").await;
 
     // SQS redelivers the triggering message to another coordinator.
     let failed = process_coordinator_batch(&coordinator, vec![trigger.clone()]).await;
     assert!(failed.is_empty(), "redelivery handled: {failed:?}");
-    let second = take_task(&backend, "fn-b").await;
+    let second = take_task(&invoker, "fn-b");
     assert_eq!(second.len(), 1, "the saved dispatch was sent on redelivery");
     assert!(
         backend.pending_outbox("ex-crash").await.unwrap().is_empty(),
@@ -117,7 +115,7 @@ async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
             .is_empty()
     );
     assert!(
-        take_task(&backend, "fn-b").await.is_empty(),
+        take_task(&invoker, "fn-b").is_empty(),
         "no second dispatch"
     );
 
@@ -134,8 +132,9 @@ async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_saved_before_a_crash_survive_the_next_transition() {
-    let backend = Arc::new(fresh_backend("recovery-next", &["fn-a", "fn-b"], 3).await);
-    let (coordinator, _, saved) = crash_after_checkpoint(&backend, "ex-next").await;
+    let (backend, invoker) = fresh_recording_backend("recovery-next", 3).await;
+    let backend = Arc::new(backend);
+    let (coordinator, _, saved) = crash_after_checkpoint(&backend, &invoker, "ex-next").await;
 
     // Before the triggering message comes back, another event for the
     // execution is applied on top (a signal nobody waits for yet).
@@ -149,7 +148,7 @@ async fn commands_saved_before_a_crash_survive_the_next_transition() {
         )
         .await
         .unwrap();
-    let second = take_task(&backend, "fn-b").await;
+    let second = take_task(&invoker, "fn-b");
     assert_eq!(
         second.len(),
         1,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use baton_aws::coordinator_batch::{QueueMessage, process_coordinator_batch};
 use baton_aws::schedules::{SCHEDULED_TIME, schedule_name};
-use baton_aws::testing::fresh_backend;
+use baton_aws::testing::fresh_recording_backend;
 use baton_aws::{AwsBackend, CoordinatorMessage};
 use baton_core::definition::{Format, WorkflowDefinition};
 use baton_runtime::ports::{ExecutionStore, WorkflowStore};
@@ -83,7 +83,7 @@ async fn stored(backend: &AwsBackend) -> BTreeMap<String, Stored> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_a_definition_syncs_its_schedules() {
-    let backend = fresh_backend("schedules", &["noop"], 5).await;
+    let backend = fresh_recording_backend("schedules", 5).await.0;
     let settings = backend.settings().clone();
     let v1 = definition(&format!(
         "name: report\n{STEPS}schedules:\n  daily: {{ cron: '0 0 * * *', timezone: America/New_York, input: {{ kind: daily }} }}\n  hourly: {{ cron: '0 * * * *', enabled: false }}\n  weekly: {{ cron: '0 9 * * 1' }}\n"
@@ -172,7 +172,7 @@ async fn registering_a_definition_syncs_its_schedules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_without_a_target_are_refused_before_storing() {
-    let backend = fresh_backend("schedules-refused", &["noop"], 5).await;
+    let backend = fresh_recording_backend("schedules-refused", 5).await.0;
     let mut settings = backend.settings().clone();
     settings.scheduler_role_arn = None;
     let config = baton_aws::testing::sdk_config(&baton_aws::testing::endpoint()).await;
@@ -203,7 +203,7 @@ fn fired(backend_message: &Value, time: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_start_delivered_twice_starts_once() {
-    let backend = fresh_backend("scheduled-start", &["noop"], 5).await;
+    let backend = fresh_recording_backend("scheduled-start", 5).await.0;
     let text = format!(
         "name: nightly\n{STEPS}schedules:\n  run: {{ cron: '0 * * * *', timezone: America/New_York, input: {{ n: 1 }} }}\n"
     );

@@ -21,7 +21,7 @@ use baton_runtime::coordinator::compensation_dead_letter;
 use baton_runtime::ports::{
     Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink,
     ExecutionRecord, ExecutionStore, ExecutionSummary, HistoryEntry, LeasedTask, OutboxEntry,
-    StoreError, StoreResult, StoredWorkflow, TaskQueue, TimerService, WorkflowStore,
+    StoreError, StoreResult, StoredWorkflow, TaskDispatcher, TaskQueue, TimerService, WorkflowStore,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
@@ -1017,11 +1017,19 @@ impl WorkflowStore for SqliteBackend {
     }
 }
 
-impl TaskQueue for SqliteBackend {
+impl TaskDispatcher for SqliteBackend {
     async fn send(&self, task: &Dispatch, now: Timestamp) -> StoreResult<()> {
         self.write(|tx| self.insert_task(tx, task, now))
     }
 
+    /// Where a function runs is each worker's `baton.toml`, not the
+    /// database's: `baton run` and `baton start` check the targets they have.
+    async fn check_functions(&self, _functions: &[String]) -> StoreResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+impl TaskQueue for SqliteBackend {
     async fn receive(
         &self,
         functions: &[String],

@@ -345,17 +345,7 @@ impl Worker {
             self.backend().ack(leased).await?;
             return Ok(());
         }
-        let context = StepContext {
-            execution_id: task.execution_id.to_string(),
-            workflow: task.workflow.to_string(),
-            step: task.task.step.to_string(),
-            index: task.task.index,
-            attempt: task.task.attempt,
-            kind: task.task.kind,
-            function: task.function.to_string(),
-            idempotency_key: task.idempotency_key.clone(),
-            deadline: task.deadline,
-        };
+        let context = StepContext::of(task);
         let remaining = task.deadline.saturating_sub(self.coordinator.now()).max(1);
         let work = self.targets.invoke(
             context,

@@ -142,6 +142,10 @@ pub enum StoreError {
         size: usize,
         limit: usize,
     },
+    /// The request cannot be carried out as given (a workflow naming
+    /// functions Baton cannot run): nothing was stored; fix it and retry.
+    #[error("{what}: {}", problems.join("; "))]
+    Refused { what: String, problems: Vec<String> },
     /// A stored record does not decode; retrying cannot help.
     #[error("stored {what} is corrupt: {message}")]
     Corrupt { what: String, message: String },
@@ -224,10 +228,26 @@ pub trait WorkflowStore: Send + Sync {
     fn list_workflows(&self) -> impl Future<Output = StoreResult<Vec<StoredWorkflow>>> + Send;
 }
 
-pub trait TaskQueue: Send + Sync {
-    /// Queues one attempt; sending the same attempt twice queues it once where the backend can tell.
+/// Hands one attempt to whatever runs the step: a task queue the embedded
+/// worker leases from, or, on AWS, the step's Lambda function itself.
+pub trait TaskDispatcher: Send + Sync {
+    /// Dispatches one attempt; sending the same attempt twice runs it once
+    /// where the backend can tell (otherwise the idempotency key guards it).
     fn send(&self, task: &Dispatch, now: Timestamp)
     -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Problems that would stop these functions from running as steps (a
+    /// function that does not exist, that Baton may not invoke, whose
+    /// results would not come back), one line each naming the function.
+    /// Deploying refuses a workflow while there are any.
+    fn check_functions(
+        &self,
+        functions: &[String],
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+}
+
+/// A queue of dispatched tasks that workers lease (the embedded backend).
+pub trait TaskQueue: TaskDispatcher {
 
     /// Leases up to `max` tasks of these functions (all when empty) for
     /// `visibility_ms`. A task received more than `max_receives` times is moved to
@@ -278,7 +298,7 @@ pub trait DeadLetterStore: Send + Sync {
 
 /// Everything the coordinator needs from a backend.
 pub trait Backend:
-    ExecutionStore + WorkflowStore + TaskQueue + TimerService + EventSink + DeadLetterStore
+    ExecutionStore + WorkflowStore + TaskDispatcher + TimerService + EventSink + DeadLetterStore
 {
     /// The largest JSON payload (input, output, signal) this backend stores.
     fn payload_limit(&self) -> usize;

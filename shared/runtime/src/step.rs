@@ -120,6 +120,33 @@ impl Registry {
     }
 }
 
+impl StepContext {
+    /// The context of one dispatched attempt.
+    pub fn of(task: &baton_core::engine::Dispatch) -> StepContext {
+        StepContext {
+            execution_id: task.execution_id.to_string(),
+            workflow: task.workflow.to_string(),
+            step: task.task.step.to_string(),
+            index: task.task.index,
+            attempt: task.task.attempt,
+            kind: task.task.kind,
+            function: task.function.to_string(),
+            idempotency_key: task.idempotency_key.clone(),
+            deadline: task.deadline,
+        }
+    }
+
+    /// The attempt this context belongs to, as results name it.
+    pub fn task_ref(&self) -> baton_core::TaskRef {
+        baton_core::TaskRef {
+            step: self.step.as_str().into(),
+            index: self.index,
+            attempt: self.attempt,
+            kind: self.kind,
+        }
+    }
+}
+
 /// The one JSON event a step function receives, in any runtime: the step's
 /// input as the workflow computed it, and Baton's context beside it (never
 /// mixed into the input).
@@ -163,6 +190,15 @@ impl StepError {
         match (self.retryable, self.name.starts_with(PERMANENT_ERROR_PREFIX)) {
             (false, false) => format!("{PERMANENT_ERROR_PREFIX}.{}", self.name),
             _ => self.name.clone(),
+        }
+    }
+}
+
+impl StepEvent {
+    pub fn of(task: &baton_core::engine::Dispatch) -> StepEvent {
+        StepEvent {
+            input: task.input.clone(),
+            baton: StepContext::of(task),
         }
     }
 }

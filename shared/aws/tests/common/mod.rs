@@ -1,9 +1,8 @@
 //! What the AWS backend's integration tests share: a two-step workflow and
-//! taking its tasks off their queues.
+//! the attempts a backend dispatched to its functions.
 
-use baton_aws::AwsBackend;
-use baton_runtime::ports::{LeasedTask, TaskQueue};
-use baton_runtime::{Clock, SystemClock};
+use baton_aws::testing::RecordingInvoker;
+use baton_runtime::step::StepEvent;
 
 /// `first` on `fn-a`, then `second` on `fn-b`; no retries.
 pub const TWO_STEPS: &str = r#"
@@ -20,14 +19,7 @@ steps:
     retry: { max_attempts: 1 }
 "#;
 
-/// Every task now on `function`'s queue, deleted as it is taken.
-pub async fn take_task(backend: &AwsBackend, function: &str) -> Vec<LeasedTask> {
-    let tasks = backend
-        .receive(&[function.to_string()], 10, 30_000, SystemClock.now())
-        .await
-        .unwrap();
-    for t in &tasks {
-        backend.ack(t).await.unwrap();
-    }
-    tasks
+/// Every attempt dispatched to `function` since the last look.
+pub fn take_task(invoker: &RecordingInvoker, function: &str) -> Vec<StepEvent> {
+    invoker.take(function)
 }
