@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::config::Credentials;
 use baton_aws::bootstrap::{Plan, bootstrap};
 use baton_aws::{AwsBackend, AwsSettings, RequestCounter};
 
-use crate::app::{bad, load_workflow};
+use crate::app::bad;
 
 /// Where `baton bootstrap` writes the settings it created, for later commands.
 pub fn settings_file(db: &Path) -> PathBuf {
@@ -86,25 +86,9 @@ pub async fn backend(endpoint: Option<&str>, db: &Path) -> anyhow::Result<AwsBac
     ))
 }
 
-/// Functions of the given workflows plus the example handlers.
-pub fn functions_for(files: &[PathBuf], extra: Vec<String>) -> anyhow::Result<Vec<String>> {
-    let mut functions: Vec<String> = extra;
-    for file in files {
-        let workflow = load_workflow(file)?;
-        functions.extend(workflow.functions().into_iter().map(str::to_string));
-    }
-    if functions.is_empty() {
-        functions.extend(baton_examples::FUNCTIONS.iter().map(|f| f.to_string()));
-    }
-    functions.sort();
-    functions.dedup();
-    Ok(functions)
-}
-
 pub async fn create(
     endpoint: Option<&str>,
     prefix: &str,
-    functions: Vec<String>,
     max_receives: u32,
 ) -> anyhow::Result<(SdkConfig, AwsSettings)> {
     let config = sdk_config(endpoint).await;
@@ -121,7 +105,7 @@ pub async fn create(
         AwsSettings::from_map(&placeholder).map_err(|e| anyhow::anyhow!(e))?,
         RequestCounter::new(),
     );
-    let mut plan = Plan::new(prefix, functions);
+    let mut plan = Plan::new(prefix);
     plan.max_receives = max_receives;
     let settings = bootstrap(setup.clients(), &plan).await.with_context(|| {
         format!(
@@ -136,17 +120,13 @@ pub async fn bootstrap_command(
     endpoint: Option<&str>,
     db: &Path,
     prefix: &str,
-    functions: Vec<String>,
-    files: &[PathBuf],
     max_receives: u32,
 ) -> anyhow::Result<u8> {
-    let functions = functions_for(files, functions)?;
-    let (_, settings) = create(endpoint, prefix, functions.clone(), max_receives).await?;
+    let (_, settings) = create(endpoint, prefix, max_receives).await?;
     let (file, lines) = write_settings(db, &settings, endpoint)?;
     eprintln!(
-        "created table {}, coordinator queue, {} step queues (each with a DLQ, maxReceiveCount {max_receives}), bus {}; settings in {}",
+        "created table {}, coordinator queue (with a DLQ, maxReceiveCount {max_receives}), bus {}; settings in {}",
         settings.table,
-        functions.len(),
         settings.event_bus,
         file.display()
     );

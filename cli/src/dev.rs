@@ -1,11 +1,18 @@
 //! `baton dev`: the whole AWS loop on one machine against an emulator.
 //!
 //! Creates the resources (idempotently), deploys the given workflows, serves
-//! the HTTP API on localhost, and polls the coordinator queue and every step
-//! queue the way Lambda event source mappings do: batches of up to ten,
-//! a visibility timeout as the lease, successes deleted, partial batch
-//! failures left to reappear when their visibility timeout ends (and to
-//! reach the DLQ through the redrive policy).
+//! the HTTP API on localhost, and polls the coordinator queue the way the
+//! coordinator's event source mapping does: batches of up to ten, a
+//! visibility timeout as the lease, successes deleted, partial batch failures
+//! left to reappear when their visibility timeout ends (and to reach the DLQ
+//! through the redrive policy).
+//!
+//! Steps run where `baton.toml` says (the in-process example handlers
+//! otherwise) behind Lambda's asynchronous contract
+//! ([`baton_aws::dispatch::LocalInvoker`]): each result reaches the
+//! coordinator queue as the destination record Lambda would send. With
+//! `--lambda`, steps are real Lambda functions invoked on the endpoint
+//! (an emulator that runs function code, or AWS).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +21,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use baton_aws::coordinator_batch::{QueueMessage, process_coordinator_batch};
+use baton_aws::dispatch::LocalInvoker;
 use baton_aws::{AwsBackend, RequestCounter};
 use baton_runtime::ports::WorkflowStore;
 use baton_runtime::{Clock, Coordinator, SystemClock};
@@ -34,10 +42,11 @@ pub struct DevOptions {
     pub port: u16,
     pub files: Vec<PathBuf>,
     pub max_receives: u32,
+    /// Invoke steps through the Lambda API instead of running them here.
+    pub lambda: bool,
 }
 
 pub async fn dev(db: &Path, config: &Path, options: DevOptions) -> anyhow::Result<u8> {
-    let functions = aws::functions_for(&options.files, Vec::new())?;
     let workflows = options
         .files
         .iter()
@@ -47,16 +56,18 @@ pub async fn dev(db: &Path, config: &Path, options: DevOptions) -> anyhow::Resul
     let (sdk, settings) = aws::create(
         options.endpoint.as_deref(),
         &options.prefix,
-        functions.clone(),
         options.max_receives,
     )
     .await?;
     aws::write_settings(db, &settings, options.endpoint.as_deref())?;
-    let backend = Arc::new(AwsBackend::with_config(
-        &sdk,
-        settings.clone(),
-        RequestCounter::new(),
-    ));
+    let backend = AwsBackend::with_config(&sdk, settings.clone(), RequestCounter::new());
+    let backend = Arc::new(if options.lambda {
+        backend
+    } else {
+        let lookup = move |function: &str| targets.resolve_handler(function);
+        let invoker = LocalInvoker::new(Arc::new(lookup), backend.queues_handle());
+        backend.with_invoker(Arc::new(invoker))
+    });
     for workflow in &workflows {
         let version = backend
             .put_workflow(&workflow.definition, SystemClock.now())
@@ -92,35 +103,14 @@ pub async fn dev(db: &Path, config: &Path, options: DevOptions) -> anyhow::Resul
             .await
         }));
     }
-    for function in &functions {
-        let Some(handler) = targets.resolve_handler(function) else {
-            println!(
-                "no local handler for `{function}`: its tasks wait on baton-step queue for a real function"
-            );
-            continue;
-        };
-        let url = backend
-            .queues()
-            .queue_url(&backend.queues().step_queue_name(function))
-            .await?;
-        let backend = backend.clone();
-        let stopped = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            let inner = backend.clone();
-            poll(&backend, url, stopped, move |batch| {
-                let backend = inner.clone();
-                let handler = handler.clone();
-                async move {
-                    baton_lambda::step::process_step_batch(&backend, handler.as_ref(), batch).await
-                }
-            })
-            .await
-        }));
-    }
     println!(
-        "baton dev: API on http://{addr}, coordinator and {} step queues polled on {}; Ctrl-C stops",
-        functions.len(),
-        options.endpoint.as_deref().unwrap_or("AWS")
+        "baton dev: API on http://{addr}, coordinator queue polled on {}, steps {}; Ctrl-C stops",
+        options.endpoint.as_deref().unwrap_or("AWS"),
+        if options.lambda {
+            "invoked as Lambda functions"
+        } else {
+            "run in this process"
+        }
     );
     app::shutdown_signal().await;
     let _ = stop.send(true);

@@ -182,18 +182,18 @@ enum Commands {
         files: Vec<PathBuf>,
         #[arg(long, default_value_t = 5)]
         max_receives: u32,
+        /// Invoke steps as Lambda functions on the endpoint (an emulator that runs function
+        /// code, or AWS) instead of running them in this process.
+        #[arg(long)]
+        lambda: bool,
     },
-    /// Create the table, queues with DLQs, event bus and schedule group on an emulator or account.
+    /// Create the table, the coordinator queue with its DLQ, event bus and schedule group on an
+    /// emulator or account.
     Bootstrap {
         /// Resource name prefix.
         #[arg(long, default_value = "baton")]
         prefix: String,
-        /// Step functions that get a queue (default: those of the given workflows and the examples).
-        #[arg(long, value_delimiter = ',')]
-        functions: Vec<String>,
-        /// Workflow definitions whose functions get queues.
-        files: Vec<PathBuf>,
-        /// The queues' redrive limit (maxReceiveCount).
+        /// The coordinator queue's redrive limit (maxReceiveCount).
         #[arg(long, default_value_t = 5)]
         max_receives: u32,
     },
@@ -340,6 +340,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             port,
             files,
             max_receives,
+            lambda,
         } => {
             let options = dev::DevOptions {
                 endpoint,
@@ -347,24 +348,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 port,
                 files,
                 max_receives,
+                lambda,
             };
             dev::dev(&db, &config, options).await
         }
         Commands::Bootstrap {
             prefix,
-            functions,
-            files,
             max_receives,
-        } => {
-            aws::bootstrap_command(
-                endpoint.as_deref(),
-                &db,
-                &prefix,
-                functions,
-                &files,
-                max_receives,
-            )
-            .await
-        }
+        } => aws::bootstrap_command(endpoint.as_deref(), &db, &prefix, max_receives).await,
     }
 }
