@@ -3,7 +3,9 @@
 # --release` and checks that each has its bootstrap, built for the right CPU:
 # the same binaries `sam build` makes (infra/sam-build.sh, which CI runs), for
 # deploying without SAM or checking the build alone. Cold, it takes as long
-# as `sam build` (about 20 minutes on 2 cores).
+# as `sam build` (about 20 minutes on 2 cores). The template holds Baton's own
+# functions only (the API and the coordinator): step functions are built and
+# deployed by their own stacks.
 #
 #   infra/build-functions.sh                    # arm64 (the template's default)
 #   BATON_ARCH=x86_64 infra/build-functions.sh  # where the aarch64 target is unavailable
@@ -34,6 +36,11 @@ for dir in $(sed -n 's/^ *CodeUri: *//p' template.yaml | sort -u); do
   packages+=(-p "$(awk -F'"' '/^name *=/ { print $2; exit }' "$dir/Cargo.toml")")
 done
 binaries=$(sed -n 's/^ *Binary: *//p' template.yaml | sort -u)
+# Without a package, cargo lambda would build the whole workspace.
+if [ "${#packages[@]}" = 0 ] || [ -z "$binaries" ]; then
+  echo "error: found no CodeUri or Binary in template.yaml" >&2
+  exit 1
+fi
 
 start=$(date +%s)
 cargo lambda build --release "$arch_flag" "${packages[@]}"

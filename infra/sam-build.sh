@@ -4,6 +4,8 @@
 # --bin <Binary>` in each function's CodeUri, one function after another,
 # sharing the workspace's target directory, and copies each bootstrap to
 # <build dir>/<Function>/bootstrap; `sam deploy --guided` uploads them.
+# The template holds Baton's own functions only (the API and the
+# coordinator): step functions are built and deployed by their own stacks.
 # tests/run-all.sh runs this (cold, about 20 minutes on 2 cores; warm, 10 s).
 #
 #   infra/sam-build.sh                    # arm64
@@ -37,6 +39,10 @@ echo "sam build took $(($(date +%s) - start)) s"
 
 missing=0
 functions=$(awk '/^  [A-Za-z0-9]+:$/ { id = $1 } /Type: AWS::Serverless::Function/ { sub(":", "", id); print id }' template.yaml)
+if [ -z "$functions" ]; then
+  echo "error: found no AWS::Serverless::Function in template.yaml" >&2
+  exit 1
+fi
 for function in $functions; do
   file="$build_dir/$function/bootstrap"
   if [ ! -x "$file" ]; then

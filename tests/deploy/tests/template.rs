@@ -1,14 +1,15 @@
-//! `template.yaml` against the rules a deployment must keep: every queue that
-//! feeds a function dead-letters after a numeric number of receives, every
-//! DLQ alarms at a numeric threshold, the coordinator runs as at least two
-//! instances, IAM grants no wildcard action, and the names, variables and
+//! `template.yaml` against the rules a deployment must keep: the stack holds
+//! Baton only (the API, the coordinator, its queue and DLQ; steps are the
+//! user's own Lambda functions, named `StepFunctionPrefix*`, in their own
+//! stacks), the coordinator queue dead-letters after a numeric number of
+//! receives, its DLQ alarms at a numeric threshold, the coordinator runs as
+//! at least two instances, IAM grants no wildcard action and reaches the step
+//! functions by their name prefix only, and the names, variables, outputs and
 //! binaries the template wires up are the ones the code uses.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use baton_aws::CoordinatorMessage;
-use baton_core::WorkflowDefinition;
-use baton_core::definition::{Compensate, Format};
 use baton_deploy_tests::{Template, as_list, get_att, reference, repo_path};
 use http::Method;
 use serde_json::Value;
@@ -22,9 +23,30 @@ const RESOURCE_STAR_ALLOWED: &[(&str, &str, &str)] = &[(
      group's schedules to create, update and delete its own",
 )];
 
+/// The resource the step functions' permissions name: every function of the
+/// stack's account and region whose name starts with `StepFunctionPrefix`,
+/// qualified (`name:alias`, `name:version`) or not.
+const STEP_FUNCTIONS_ARN: &str =
+    "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${StepFunctionPrefix}*";
+
 /// The Lambda functions: `(logical id, resource)`.
 fn functions(t: &Template) -> Vec<(&str, &Value)> {
     t.resources_of_type("AWS::Serverless::Function").collect()
+}
+
+/// The environment a function runs with: `Globals.Function`'s variables,
+/// overridden by its own (SAM merges the two maps).
+fn environment(t: &Template, function: &Value) -> BTreeMap<String, Value> {
+    let mut variables = BTreeMap::new();
+    for source in [
+        &t.doc["Globals"]["Function"]["Environment"]["Variables"],
+        &function["Properties"]["Environment"]["Variables"],
+    ] {
+        for (name, value) in source.as_object().into_iter().flatten() {
+            variables.insert(name.clone(), value.clone());
+        }
+    }
+    variables
 }
 
 /// The queues that feed a function, with the function: from SAM `SQS`
@@ -113,7 +135,14 @@ fn metric_names(alarm: &Value) -> Vec<String> {
 fn every_queue_feeding_a_function_redrives_to_its_dlq_after_a_numeric_count() {
     let t = Template::load();
     let feeds = feeding_queues(&t);
-    assert_eq!(feeds.len(), 9, "coordinator + 8 step functions: {feeds:?}");
+    assert_eq!(
+        feeds,
+        [(
+            "CoordinatorQueue".to_string(),
+            "CoordinatorFunction".to_string()
+        )],
+        "only the coordinator consumes a queue"
+    );
     for (queue, function) in feeds {
         let policy = &t
             .resource(&queue)
@@ -140,7 +169,11 @@ fn every_queue_feeding_a_function_redrives_to_its_dlq_after_a_numeric_count() {
 fn every_dlq_alarms_on_a_numeric_threshold_and_at_80_percent_of_its_budget() {
     let t = Template::load();
     let dlqs = dlqs(&t);
-    assert_eq!(dlqs.len(), 9, "{dlqs:?}");
+    assert_eq!(
+        dlqs,
+        BTreeSet::from(["CoordinatorQueueDlq".to_string()]),
+        "the coordinator queue's DLQ is the only one"
+    );
     let alarms: Vec<(&str, &Value)> = t.resources_of_type("AWS::CloudWatch::Alarm").collect();
     for dlq in &dlqs {
         let watching: Vec<&(&str, &Value)> = alarms
@@ -254,7 +287,13 @@ fn statements(t: &Template) -> Vec<(String, &Value)> {
 fn no_iam_statement_grants_a_wildcard_action_and_resource_star_is_listed() {
     let t = Template::load();
     let statements = statements(&t);
-    assert!(statements.len() > 20, "{}", statements.len());
+    // Every role's trust and permission statements are read.
+    let roles: BTreeSet<&str> = statements.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        roles,
+        BTreeSet::from(["ApiRole", "CoordinatorRole", "SchedulerRole"])
+    );
+    assert!(statements.len() >= 20, "{}", statements.len());
     let mut resource_star = Vec::new();
     for (role, statement) in &statements {
         assert!(
@@ -295,6 +334,187 @@ fn no_iam_statement_grants_a_wildcard_action_and_resource_star_is_listed() {
             Some(&Value::from("AWS::IAM::Role"))
         );
         assert!(function["Properties"].get("Policies").is_none(), "{id}");
+    }
+}
+
+/// Whether an IAM resource pattern (`*` any run of characters, `?` one)
+/// matches `arn`.
+fn iam_matches(pattern: &str, arn: &str) -> bool {
+    fn go(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len()).any(|i| go(rest, &s[i..])),
+            Some((b'?', rest)) => !s.is_empty() && go(rest, &s[1..]),
+            Some((c, rest)) => s.first() == Some(c) && go(rest, &s[1..]),
+        }
+    }
+    go(pattern.as_bytes(), arn.as_bytes())
+}
+
+/// A `!Sub` string with the pseudo parameters and `StepFunctionPrefix` of a
+/// stack in us-east-1 of account 123456789012, deployed with prefix `orders-`.
+fn resolve_sub(text: &str) -> String {
+    text.replace("${AWS::Partition}", "aws")
+        .replace("${AWS::Region}", "us-east-1")
+        .replace("${AWS::AccountId}", "123456789012")
+        .replace("${StepFunctionPrefix}", "orders-")
+}
+
+#[test]
+fn iam_is_least_privilege_and_reaches_step_functions_by_their_prefix_only() {
+    let t = Template::load();
+    let statements = statements(&t);
+    // (role, action, resource) of every Lambda grant.
+    let mut lambda_grants: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (role, statement) in &statements {
+        assert_eq!(statement["Effect"], "Allow", "{role}: {statement}");
+        let actions = as_list(&statement["Action"]);
+        assert!(!actions.is_empty(), "{role}: a statement without Action");
+        let resources = as_list(&statement["Resource"]);
+        for action in &actions {
+            let action = action
+                .as_str()
+                .unwrap_or_else(|| panic!("{role}: action {action} is not text"));
+            let (service, name) = action
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{role}: `{action}` is not service:action"));
+            assert!(
+                action != "*" && name != "*" && !service.is_empty(),
+                "{role} grants `{action}`"
+            );
+            if service != "lambda" {
+                continue;
+            }
+            assert!(
+                !resources.iter().any(|r| *r == "*"),
+                "{role}: `{action}` on Resource \"*\""
+            );
+            for resource in &resources {
+                let resource = resource["Fn::Sub"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{role}: `{action}` on {resource}"));
+                lambda_grants.insert((role.clone(), action.to_string(), resource.to_string()));
+            }
+        }
+    }
+    // The coordinator invokes the step functions; the API reads their
+    // configuration when a workflow is deployed; nothing else touches Lambda.
+    let grant = |role: &str, action: &str| {
+        (
+            role.to_string(),
+            action.to_string(),
+            STEP_FUNCTIONS_ARN.to_string(),
+        )
+    };
+    assert_eq!(
+        lambda_grants,
+        BTreeSet::from([
+            grant("CoordinatorRole", "lambda:InvokeFunction"),
+            grant("ApiRole", "lambda:GetFunction"),
+            grant("ApiRole", "lambda:GetFunctionEventInvokeConfig"),
+        ])
+    );
+    for (binary, role) in [("coordinator", "CoordinatorRole"), ("api", "ApiRole")] {
+        let (id, function) = function_by_binary(&t, binary);
+        assert_eq!(
+            get_att(&function["Properties"]["Role"], "Arn"),
+            Some(role),
+            "{id}"
+        );
+    }
+    // The prefix reaches the step functions, qualified or not, and only them.
+    let arn = resolve_sub(STEP_FUNCTIONS_ARN);
+    let function = "arn:aws:lambda:us-east-1:123456789012:function:";
+    for name in [
+        "orders-validate",
+        "orders-validate:live",
+        "orders-validate:7",
+    ] {
+        assert!(iam_matches(&arn, &format!("{function}{name}")), "{name}");
+    }
+    for other in [
+        format!("{function}orders"),
+        format!("{function}billing-charge"),
+        format!("{function}xorders-validate"),
+        "arn:aws:lambda:eu-west-1:123456789012:function:orders-validate".to_string(),
+        "arn:aws:lambda:us-east-1:210987654321:function:orders-validate".to_string(),
+        "arn:aws:lambda:us-east-1:123456789012:layer:orders-validate".to_string(),
+    ] {
+        assert!(!iam_matches(&arn, &other), "{other}");
+    }
+    // The prefix is the operator's choice, a plain start of a function name.
+    let prefix = t
+        .parameter("StepFunctionPrefix")
+        .expect("a StepFunctionPrefix parameter");
+    assert_eq!(prefix["Type"], "String");
+    assert!(prefix.get("Default").is_none(), "{prefix}");
+    assert_eq!(prefix["AllowedPattern"], "^[A-Za-z0-9_-]{1,40}$");
+    assert!(
+        prefix["ConstraintDescription"]
+            .as_str()
+            .is_some_and(|d| !d.trim().is_empty()),
+        "{prefix}"
+    );
+}
+
+#[test]
+fn the_stack_holds_baton_only_no_step_queues_or_functions() {
+    let t = Template::load();
+    let ids = |kind: &str| -> BTreeSet<String> {
+        t.resources_of_type(kind)
+            .map(|(id, _)| id.to_string())
+            .collect()
+    };
+    let set = |ids: &[&str]| -> BTreeSet<String> { ids.iter().map(|s| s.to_string()).collect() };
+    assert_eq!(
+        ids("AWS::SQS::Queue"),
+        set(&["CoordinatorQueue", "CoordinatorQueueDlq"])
+    );
+    assert_eq!(
+        ids("AWS::Serverless::Function"),
+        set(&["ApiFunction", "CoordinatorFunction"])
+    );
+    assert_eq!(
+        ids("AWS::IAM::Role"),
+        set(&["ApiRole", "CoordinatorRole", "SchedulerRole"])
+    );
+    assert_eq!(
+        ids("AWS::Logs::LogGroup"),
+        set(&["ApiLogGroup", "CoordinatorLogGroup"])
+    );
+    // The step functions' event-invoke configs, event sources and
+    // permissions belong to the stacks that own the functions.
+    for (id, resource) in t.resources() {
+        let kind = resource["Type"].as_str().unwrap_or_default();
+        assert!(!kind.starts_with("AWS::Lambda::"), "{id}: {kind}");
+    }
+    for (id, function) in functions(&t) {
+        assert!(
+            function["Properties"].get("EventInvokeConfig").is_none(),
+            "{id}"
+        );
+    }
+    for parameter in [
+        "StepMaxConcurrency",
+        "StepFunctionTimeout",
+        "StepQueueVisibilityTimeout",
+    ] {
+        assert!(
+            t.parameter(parameter).is_none(),
+            "{parameter} serves no resource"
+        );
+    }
+    // Every parameter is used.
+    let text = serde_json::to_string(&t.doc["Resources"]).unwrap()
+        + &serde_json::to_string(&t.doc["Globals"]).unwrap()
+        + &serde_json::to_string(&t.doc["Outputs"]).unwrap()
+        + &serde_json::to_string(&t.doc["Conditions"]).unwrap();
+    for (name, _) in t.doc["Parameters"].as_object().expect("parameters") {
+        assert!(
+            text.contains(&format!("{{\"Ref\":\"{name}\"}}"))
+                || text.contains(&format!("${{{name}}}")),
+            "parameter {name} is not used"
+        );
     }
 }
 
@@ -473,17 +693,20 @@ fn sqs_event_sources_report_batch_item_failures_and_cap_concurrency() {
     }
 }
 
-/// The functions the order saga (the workflow this stack deploys) calls,
-/// step and compensation.
-fn saga_functions() -> BTreeSet<String> {
-    let text = std::fs::read_to_string(repo_path("workflows/order-saga.yaml")).expect("the saga");
-    let definition = WorkflowDefinition::parse(&text, Format::Yaml).expect("a definition");
-    let mut names = BTreeSet::new();
-    for (_, step) in definition.steps.iter() {
-        names.extend(step.function.clone());
-        if let Some(Compensate::Run(compensation)) = &step.compensate {
-            names.insert(compensation.function.clone());
+/// The `BATON_[A-Z_]+` names in `text`, as a command reading settings out of
+/// the outputs' descriptions finds them.
+fn baton_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("BATON_") {
+        let tail = &rest[at + "BATON_".len()..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .unwrap_or(tail.len());
+        if len > 0 {
+            names.push(format!("BATON_{}", &tail[..len]));
         }
+        rest = &tail[len..];
     }
     names
 }
@@ -491,32 +714,41 @@ fn saga_functions() -> BTreeSet<String> {
 #[test]
 fn queues_and_variables_are_named_as_the_code_looks_them_up() {
     let t = Template::load();
-    let env = &t.doc["Globals"]["Function"]["Environment"]["Variables"];
-    let names = |value: &Value| value["Fn::Sub"].as_str().map(str::to_string);
-    assert_eq!(
-        names(&env["BATON_STEP_QUEUE_PREFIX"]).as_deref(),
-        Some("${AWS::StackName}-step-")
+    let (_, coordinator) = function_by_binary(&t, "coordinator");
+    let env = environment(&t, coordinator);
+    // The API and the coordinator read the same settings.
+    for (id, function) in functions(&t) {
+        assert_eq!(environment(&t, function), env, "{id}");
+    }
+    let var = |name: &str| env.get(name).unwrap_or_else(|| panic!("{name} is not set"));
+    assert!(
+        !env.contains_key("BATON_STEP_QUEUE_PREFIX"),
+        "steps have no queues"
     );
-    assert_eq!(reference(&env["BATON_TABLE"]), Some("Table"));
     assert_eq!(
-        reference(&env["BATON_COORDINATOR_QUEUE_URL"]),
+        reference(var("BATON_STEP_FUNCTION_PREFIX")),
+        Some("StepFunctionPrefix")
+    );
+    assert_eq!(reference(var("BATON_TABLE")), Some("Table"));
+    assert_eq!(
+        reference(var("BATON_COORDINATOR_QUEUE_URL")),
         Some("CoordinatorQueue")
     );
     assert_eq!(
-        get_att(&env["BATON_COORDINATOR_QUEUE_ARN"], "Arn"),
+        get_att(var("BATON_COORDINATOR_QUEUE_ARN"), "Arn"),
         Some("CoordinatorQueue")
     );
-    assert_eq!(reference(&env["BATON_EVENT_BUS"]), Some("EventBus"));
+    assert_eq!(reference(var("BATON_EVENT_BUS")), Some("EventBus"));
     assert_eq!(
-        reference(&env["BATON_SCHEDULE_GROUP"]),
+        reference(var("BATON_SCHEDULE_GROUP")),
         Some("ScheduleGroup")
     );
     assert_eq!(
-        get_att(&env["BATON_SCHEDULER_ROLE_ARN"], "Arn"),
+        get_att(var("BATON_SCHEDULER_ROLE_ARN"), "Arn"),
         Some("SchedulerRole")
     );
     // Every value the parameter allows is one the functions accept.
-    assert_eq!(reference(&env["BATON_EVENTS"]), Some("LifecycleEvents"));
+    assert_eq!(reference(var("BATON_EVENTS")), Some("LifecycleEvents"));
     let events = &t.doc["Parameters"]["LifecycleEvents"];
     assert_eq!(events["Default"], "all");
     let allowed: Vec<&str> = events["AllowedValues"]
@@ -528,8 +760,6 @@ fn queues_and_variables_are_named_as_the_code_looks_them_up() {
     assert_eq!(allowed, baton_core::EventDetail::NAMES);
     // The settings the functions read all come from the template.
     let vars: BTreeMap<String, String> = env
-        .as_object()
-        .expect("variables")
         .keys()
         .map(|k| {
             let value = if k == "BATON_EVENTS" {
@@ -541,36 +771,105 @@ fn queues_and_variables_are_named_as_the_code_looks_them_up() {
         })
         .collect();
     let settings = baton_aws::AwsSettings::from_map(&vars).expect("the template's variables");
+    // BATON_PAYLOAD_LIMIT keeps its default; BATON_STEP_QUEUE_PREFIX named
+    // step queues, which no longer exist.
     for (name, _) in settings.to_env() {
         assert!(
-            vars.contains_key(&name) || name == "BATON_PAYLOAD_LIMIT",
+            vars.contains_key(&name)
+                || name == "BATON_PAYLOAD_LIMIT"
+                || name == "BATON_STEP_QUEUE_PREFIX",
             "{name} is not set"
         );
     }
 
     let queue_name = |id: &str| names(&t.resource(id).unwrap()["Properties"]["QueueName"]);
-    let mut step_queues = BTreeSet::new();
-    for (queue, function) in feeding_queues(&t) {
-        let binary = t.resource(&function).unwrap()["Metadata"]["BuildProperties"]["Binary"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let name = queue_name(&queue).unwrap_or_else(|| panic!("{queue} has no QueueName"));
-        let expected = if binary == "coordinator" {
-            "${AWS::StackName}-coordinator".to_string()
-        } else {
-            step_queues.insert(binary.clone());
-            format!("${{AWS::StackName}}-step-{binary}")
-        };
-        assert_eq!(name, expected, "{queue} feeds {function}");
-        let dlq = dlq_of(&t, &queue).unwrap();
-        assert_eq!(queue_name(dlq), Some(format!("{expected}-dlq")), "{dlq}");
-    }
     assert_eq!(
-        saga_functions(),
-        step_queues,
-        "the saga's functions and the step queues"
+        queue_name("CoordinatorQueue").as_deref(),
+        Some("${AWS::StackName}-coordinator")
     );
+    assert_eq!(
+        queue_name("CoordinatorQueueDlq").as_deref(),
+        Some("${AWS::StackName}-coordinator-dlq")
+    );
+}
+
+#[test]
+fn outputs_name_the_settings_they_hold_and_export_what_an_app_stack_imports() {
+    let t = Template::load();
+    let outputs = t.doc["Outputs"].as_object().expect("outputs");
+    let keys: BTreeSet<&str> = outputs.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "ApiUrl",
+            "TableName",
+            "CoordinatorQueueUrl",
+            "CoordinatorQueueArn",
+            "CoordinatorDlqUrl",
+            "StepFunctionPrefix",
+            "EventBusName",
+            "ScheduleGroupName",
+            "SchedulerRoleArn",
+            "AlarmTopicArn",
+        ])
+    );
+    // Each setting's output carries the variable's name in its description
+    // and the value the functions run with.
+    let (_, coordinator) = function_by_binary(&t, "coordinator");
+    let env = environment(&t, coordinator);
+    let mut settings: BTreeMap<String, String> = BTreeMap::new();
+    for (key, output) in outputs {
+        let description = output["Description"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} has no Description"));
+        let names = baton_names(description);
+        assert!(names.len() <= 1, "{key} names several settings: {names:?}");
+        if let Some(name) = names.into_iter().next() {
+            assert_eq!(
+                env.get(&name),
+                Some(&output["Value"]),
+                "{key}: {name} is not what the functions read"
+            );
+            assert!(settings.insert(name, key.clone()).is_none(), "{key}");
+        }
+    }
+    // Every setting of a resource or of StepFunctionPrefix has its output;
+    // BATON_LOG and BATON_EVENTS are the functions' own knobs.
+    let expected: BTreeSet<String> = env
+        .keys()
+        .filter(|name| !["BATON_LOG", "BATON_EVENTS"].contains(&name.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(settings.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(
+        settings
+            .get("BATON_STEP_FUNCTION_PREFIX")
+            .map(String::as_str),
+        Some("StepFunctionPrefix")
+    );
+    assert_eq!(
+        outputs["TableName"]["Description"],
+        "The DynamoDB table (BATON_TABLE)."
+    );
+    // What an app's stack imports to point its step functions' destinations
+    // at the coordinator queue and name them for the coordinator's grant.
+    for key in ["CoordinatorQueueArn", "StepFunctionPrefix"] {
+        assert_eq!(
+            names(&outputs[key]["Export"]["Name"]).as_deref(),
+            Some(format!("${{AWS::StackName}}-{key}").as_str()),
+            "{key}"
+        );
+    }
+    let exported: Vec<&String> = outputs
+        .iter()
+        .filter(|(_, o)| o.get("Export").is_some())
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(exported, ["CoordinatorQueueArn", "StepFunctionPrefix"]);
+}
+
+fn names(value: &Value) -> Option<String> {
+    value["Fn::Sub"].as_str().map(str::to_string)
 }
 
 #[test]
@@ -750,7 +1049,7 @@ fn the_example_schedule_sends_a_start_to_the_coordinator_in_new_york_time() {
 }
 
 #[test]
-fn the_dashboard_shows_every_queue_dlq_function_and_the_compensation_metrics() {
+fn the_dashboard_shows_every_queue_dlq_function_and_the_compensation_metrics_and_no_other() {
     let t = Template::load();
     let stack = |value: &Value| {
         value["Fn::Sub"]
@@ -785,8 +1084,10 @@ fn the_dashboard_shows_every_queue_dlq_function_and_the_compensation_metrics() {
         })
     };
     let dlqs = dlqs(&t);
+    let mut deployed: BTreeSet<(String, String)> = BTreeSet::new();
     for (id, queue) in t.resources_of_type("AWS::SQS::Queue") {
         let name = stack(&queue["Properties"]["QueueName"]);
+        deployed.insert(("QueueName".to_string(), name.clone()));
         let dimension = Some(("QueueName", name.as_str()));
         assert!(
             shows("AWS/SQS", "ApproximateNumberOfMessagesVisible", dimension),
@@ -801,6 +1102,7 @@ fn the_dashboard_shows_every_queue_dlq_function_and_the_compensation_metrics() {
     }
     for (_, function) in functions(&t) {
         let name = stack(&function["Properties"]["FunctionName"]);
+        deployed.insert(("FunctionName".to_string(), name.clone()));
         let dimension = Some(("FunctionName", name.as_str()));
         assert!(shows("AWS/Lambda", "Errors", dimension), "errors of {name}");
         assert!(
@@ -813,5 +1115,17 @@ fn the_dashboard_shows_every_queue_dlq_function_and_the_compensation_metrics() {
         let namespace = stack(&metric["MetricNamespace"]);
         let name = metric["MetricName"].as_str().unwrap();
         assert!(shows(&namespace, name, None), "{namespace} {name}");
+    }
+    // No line shows a queue or function this stack does not deploy (the
+    // step functions are watched in their own stacks).
+    for line in &lines {
+        if let (Some(dimension), Some(value)) = (line.get(2), line.get(3))
+            && ["QueueName", "FunctionName"].contains(&dimension.as_str())
+        {
+            assert!(
+                deployed.contains(&(dimension.clone(), value.clone())),
+                "the dashboard shows {dimension} {value}, which the stack does not deploy"
+            );
+        }
     }
 }
