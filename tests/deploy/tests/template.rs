@@ -398,7 +398,8 @@ fn iam_is_least_privilege_and_reaches_step_functions_by_their_prefix_only() {
         }
     }
     // The coordinator invokes the step functions; the API reads their
-    // configuration when a workflow is deployed; nothing else touches Lambda.
+    // configuration when a workflow is deployed and invokes the steps a
+    // start, signal or cancel makes ready; nothing else touches Lambda.
     let grant = |role: &str, action: &str| {
         (
             role.to_string(),
@@ -412,6 +413,7 @@ fn iam_is_least_privilege_and_reaches_step_functions_by_their_prefix_only() {
             grant("CoordinatorRole", "lambda:InvokeFunction"),
             grant("ApiRole", "lambda:GetFunction"),
             grant("ApiRole", "lambda:GetFunctionEventInvokeConfig"),
+            grant("ApiRole", "lambda:InvokeFunction"),
         ])
     );
     for (binary, role) in [("coordinator", "CoordinatorRole"), ("api", "ApiRole")] {
@@ -771,13 +773,10 @@ fn queues_and_variables_are_named_as_the_code_looks_them_up() {
         })
         .collect();
     let settings = baton_aws::AwsSettings::from_map(&vars).expect("the template's variables");
-    // BATON_PAYLOAD_LIMIT keeps its default; BATON_STEP_QUEUE_PREFIX named
-    // step queues, which no longer exist.
+    // BATON_PAYLOAD_LIMIT keeps its default.
     for (name, _) in settings.to_env() {
         assert!(
-            vars.contains_key(&name)
-                || name == "BATON_PAYLOAD_LIMIT"
-                || name == "BATON_STEP_QUEUE_PREFIX",
+            vars.contains_key(&name) || name == "BATON_PAYLOAD_LIMIT",
             "{name} is not set"
         );
     }
