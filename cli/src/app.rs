@@ -211,9 +211,18 @@ pub fn validate(file: &Path, json: bool) -> anyhow::Result<u8> {
 
 pub async fn deploy<B: WorkflowStore>(backend: &B, file: &Path) -> anyhow::Result<u8> {
     let workflow = load_workflow(file)?;
-    let version = backend
+    let version = match backend
         .put_workflow(&workflow.definition, SystemClock.now())
-        .await?;
+        .await
+    {
+        Ok(version) => version,
+        // Nothing was stored: the definition names what must change.
+        Err(baton_runtime::ports::StoreError::Refused { what, problems }) => {
+            let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+            return Err(bad(format!("{what}:\n{}", lines.join("\n"))));
+        }
+        Err(e) => return Err(e.into()),
+    };
     println!("workflow `{}` version {version}", workflow.name);
     for schedule in &workflow.schedules {
         println!(

@@ -51,6 +51,10 @@ pub enum ApiError {
     Invalid(ValidationErrors),
     #[error("the definition names workflow `{body}` but the path names `{path}`")]
     NameMismatch { body: String, path: String },
+    /// What the request asks for cannot run as given (a workflow naming
+    /// functions Baton cannot invoke); nothing was stored.
+    #[error("{what}: {}", problems.join("; "))]
+    Refused { what: String, problems: Vec<String> },
     #[error(transparent)]
     Coordinator(CoordinatorError),
     #[error(transparent)]
@@ -82,6 +86,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => ApiError::UnknownExecution(id),
+            StoreError::Refused { what, problems } => ApiError::Refused { what, problems },
             other => ApiError::Store(other),
         }
     }
@@ -95,6 +100,9 @@ impl From<CoordinatorError> for ApiError {
                 ApiError::UnknownWorkflow { name, version }
             }
             CoordinatorError::Store(StoreError::NotFound(id)) => ApiError::UnknownExecution(id),
+            CoordinatorError::Store(StoreError::Refused { what, problems }) => {
+                ApiError::Refused { what, problems }
+            }
             // The payload is the client's: say which limit it broke.
             CoordinatorError::PayloadTooLarge { .. } => ApiError::BadRequest(e.to_string()),
             other => ApiError::Coordinator(other),
@@ -115,7 +123,7 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::Finished { .. } | ApiError::IdInUse { .. } => StatusCode::CONFLICT,
-            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid(_) | ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Coordinator(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Coordinator(_) | ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -137,6 +145,7 @@ impl ApiError {
                 body["allowed"] = json!(allowed.iter().map(Method::as_str).collect::<Vec<_>>());
             }
             ApiError::BodyTooLarge { limit, .. } => body["limit"] = json!(limit),
+            ApiError::Refused { problems, .. } => body["problems"] = json!(problems),
             _ => {}
         }
         body
