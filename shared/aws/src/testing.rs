@@ -67,6 +67,58 @@ pub fn endpoint() -> String {
         .clone()
 }
 
+static MINISTACK: OnceLock<Mutex<Option<Child>>> = OnceLock::new();
+static MINISTACK_ENDPOINT: OnceLock<String> = OnceLock::new();
+
+/// MiniStack, which runs real Lambda function code (Python, Node.js) as
+/// local processes: `BATON_TEST_MINISTACK_ENDPOINT`, or
+/// `tests/ministack-server.py` started once per test process (it fills
+/// MiniStack's gaps that Baton relies on; see that file).
+pub fn ministack_endpoint() -> String {
+    MINISTACK_ENDPOINT
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("BATON_TEST_MINISTACK_ENDPOINT")
+                && !url.is_empty()
+            {
+                return url;
+            }
+            let port = free_port();
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/ministack-server.py");
+            let child = Command::new("python3")
+                .args([script, &port.to_string(), &std::process::id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "the tests that run real function code need MiniStack: run tests/run-all.sh, \
+                         set BATON_TEST_MINISTACK_ENDPOINT, or `pip install ministack` ({e})"
+                    )
+                });
+            MINISTACK.get_or_init(|| Mutex::new(Some(child)));
+            let url = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let health = format!("127.0.0.1:{port}");
+            loop {
+                if let Ok(mut stream) = std::net::TcpStream::connect(&health) {
+                    use std::io::{Read, Write};
+                    let _ = stream.write_all(
+                        b"GET /_ministack/health HTTP/1.0\r\nHost: localhost\r\n\r\n",
+                    );
+                    let mut reply = String::new();
+                    let _ = stream.read_to_string(&mut reply);
+                    if reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200") {
+                        break;
+                    }
+                }
+                assert!(Instant::now() < deadline, "MiniStack did not start on {url}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            url
+        })
+        .clone()
+}
+
 /// SDK configuration for the emulator: dummy credentials, us-east-1.
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
