@@ -1,20 +1,21 @@
 //! Baton's Lambda side on AWS.
 //!
-//! - [`step`]: the step SDK. A step Lambda's `main` hands its
-//!   [`StepHandler`](baton_runtime::step::StepHandler) to [`step::run`]; each
-//!   SQS batch goes through [`step::process_step_batch`], which skips stale
-//!   tasks, replays recorded results, enforces the task's deadline and reports
-//!   the outcome to the coordinator queue.
+//! - [`step`]: the optional Rust step SDK. Any Lambda function is a step
+//!   with no Baton code; a Rust one may hand its
+//!   [`StepHandler`](baton_runtime::step::StepHandler) to [`step::run`],
+//!   which decodes the [`StepEvent`](baton_runtime::step::StepEvent),
+//!   enforces the task's deadline, catches panics and reports a failure with
+//!   the error type Baton reads its retryability from.
 //! - [`coordinator`]: the coordinator Lambda, feeding each SQS batch to
 //!   [`baton_aws::coordinator_batch::process_coordinator_batch`].
 //! - [`sqs`]: SQS events in, partial batch failures out.
 //! - [`telemetry`]: JSON logs for CloudWatch.
 //!
-//! Feature `examples` adds `step::run_example`, the step Lambdas of the
+//! Feature `examples` adds `step::run_example`, step functions over the
 //! order saga's example handlers.
 //!
-//! Both functions return the ids of messages to deliver again as
-//! `batchItemFailures`, so their event source mappings must enable
+//! The coordinator returns the ids of messages to deliver again as
+//! `batchItemFailures`, so its event source mapping must enable
 //! `ReportBatchItemFailures`; without it a single failure retries the batch.
 
 pub mod coordinator;

@@ -1,6 +1,0 @@
-//! The `cancel-shipment` step Lambda, fed by its step queue.
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    baton_lambda::step::run_example("cancel-shipment").await
-}

@@ -1,6 +1,0 @@
-//! The `refund-payment` step Lambda, fed by its step queue.
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    baton_lambda::step::run_example("refund-payment").await
-}
