@@ -1,5 +1,7 @@
 //! The coordinator Lambda's batch handling on moto server: one batch moves
-//! several executions, and a malformed message is dead-lettered, not retried.
+//! several executions (with Baton's own messages and a step function's
+//! Lambda destination record), and a malformed message is dead-lettered, not
+//! retried.
 
 mod common;
 
@@ -7,11 +9,12 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use baton_aws::CoordinatorMessage;
-use baton_aws::testing::fresh_backend;
+use baton_aws::dispatch::DestinationRecord;
+use baton_aws::testing::fresh_recording_backend;
 use baton_core::definition::Format;
 use baton_core::engine::{StepStatus, UnitStatus};
 use baton_core::{Event, ExecutionStatus, TaskKind, TaskRef, WorkflowDefinition};
-use baton_runtime::ports::{DeadLetterKind, DeadLetterStore, TaskQueue, WorkflowStore};
+use baton_runtime::ports::{DeadLetterKind, DeadLetterStore, WorkflowStore};
 use baton_runtime::{Coordinator, SystemClock};
 use serde_json::json;
 
@@ -48,7 +51,7 @@ fn first_succeeded(execution: &str, n: u32) -> String {
 
 #[tokio::test]
 async fn one_batch_moves_several_executions_and_drops_malformed_messages() {
-    let backend = fresh_backend("coordinator", &["noop"], 5).await;
+    let (backend, invoker) = fresh_recording_backend("coordinator", 5).await;
     let definition = WorkflowDefinition::parse(TWO_STEPS, Format::Yaml).unwrap();
     backend.put_workflow(&definition, 0).await.unwrap();
     let coordinator = Coordinator::new(Arc::new(backend.clone()), Arc::new(SystemClock));
@@ -58,6 +61,14 @@ async fn one_batch_moves_several_executions_and_drops_malformed_messages() {
             .await
             .unwrap();
     }
+    let dispatched = invoker.take("noop");
+    let b_first = dispatched
+        .iter()
+        .find(|e| e.baton.execution_id == "ex-b")
+        .expect("ex-b's first step was invoked");
+    // ex-b's function answers through its OnSuccess destination.
+    let b_succeeded =
+        serde_json::to_string(&DestinationRecord::success(b_first, json!({ "n": 2 }))).unwrap();
     let start_c = CoordinatorMessage::Start {
         workflow: "two-steps".into(),
         version: None,
@@ -70,7 +81,7 @@ async fn one_batch_moves_several_executions_and_drops_malformed_messages() {
         sqs_message("m-1", first_succeeded("ex-a", 1)),
         sqs_message("m-2", start_c),
         sqs_message("m-3", "{\"kind\": \"gibberish\"}".into()),
-        sqs_message("m-4", first_succeeded("ex-b", 2)),
+        sqs_message("m-4", b_succeeded),
         // A duplicate result: ignored by the engine, not an error.
         sqs_message("m-5", first_succeeded("ex-a", 1)),
     ];
@@ -99,24 +110,18 @@ async fn one_batch_moves_several_executions_and_drops_malformed_messages() {
             .any(|d| d.id == "malformed-m-3" && d.kind == DeadLetterKind::Malformed),
         "{dead:?}"
     );
-    // Two `second` tasks and one `first` task were queued by this batch.
-    let queued = backend
-        .receive(&["noop".to_string()], 10, 30_000, 0)
-        .await
-        .unwrap();
-    let mut steps: Vec<_> = queued
+    // Two `second` steps and one `first` step were invoked by this batch.
+    let mut steps: Vec<_> = invoker
+        .take("noop")
         .iter()
-        .map(|t| format!("{}/{}", t.task.execution_id, t.task.task.step))
+        .map(|t| format!("{}/{}", t.baton.execution_id, t.baton.step))
         .collect();
     steps.sort();
+    assert_eq!(steps, ["ex-a/second", "ex-b/second", "ex-c/first"]);
+    let b = backend.store().load("ex-b").await.unwrap().unwrap();
     assert_eq!(
-        steps,
-        [
-            "ex-a/first",
-            "ex-a/second",
-            "ex-b/first",
-            "ex-b/second",
-            "ex-c/first"
-        ]
+        b.state.step("first").unwrap().output,
+        Some(json!({ "n": 2 })),
+        "the destination record's response payload is the step's output"
     );
 }
