@@ -12,9 +12,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn deploy_start_read_and_cancel_on_aws() {
-    let backend =
-        baton_aws::testing::fresh_backend("api", &["reserve-inventory", "release-inventory"], 5)
-            .await;
+    let (backend, _) = baton_aws::testing::fresh_recording_backend("api", 5).await;
     let coordinator = Arc::new(Coordinator::new(Arc::new(backend), Arc::new(SystemClock)));
     let api = Api::with_options(coordinator, ApiOptions::default().ids(fixed_ids()));
 

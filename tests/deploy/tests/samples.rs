@@ -1,38 +1,28 @@
 //! Every `events/` sample through the entry point of the function it is for,
 //! on moto server, so the samples keep matching what the functions accept:
 //! the API Gateway requests through `baton_api::lambda::handle_lambda`, the
-//! SQS batches through `baton_lambda::step::handle` and
-//! `baton_lambda::coordinator::handle`.
+//! step event through the optional step SDK (`baton_lambda::step::handle`),
+//! the coordinator's SQS batches (Baton's own messages and step functions'
+//! Lambda destination records) through `baton_lambda::coordinator::handle`.
 
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton_api::lambda::handle_lambda;
 use baton_api::{Api, ApiOptions};
-use baton_aws::testing::fresh_backend;
-use baton_aws::{AwsBackend, CoordinatorMessage};
+use baton_aws::AwsBackend;
+use baton_aws::dispatch::LocalInvoker;
+use baton_aws::testing::{RecordingInvoker, fresh_backend, fresh_recording_backend};
 use baton_core::definition::Format;
 use baton_core::engine::{StepStatus, UnitStatus};
-use baton_core::{Event, TaskKind, WorkflowDefinition};
+use baton_core::{Event, WorkflowDefinition};
 use baton_deploy_tests::repo_path;
 use baton_examples::{HandlerEnv, Ledger, register_all_with};
-use baton_runtime::ports::{DeadLetterKind, ExecutionStore, TaskQueue, WorkflowStore};
-use baton_runtime::step::{Registry, StepHandler};
+use baton_runtime::ports::{DeadLetterKind, ExecutionStore, WorkflowStore};
+use baton_runtime::step::{Registry, StepEvent, StepHandler};
 use baton_runtime::{Clock, Coordinator, SystemClock};
 use lambda_http::Body;
 use serde_json::{Value, json};
-
-/// The step functions the stack deploys, each with a queue.
-const FUNCTIONS: [&str; 8] = [
-    "validate-order",
-    "reserve-inventory",
-    "release-inventory",
-    "process-payment",
-    "refund-payment",
-    "ship-order",
-    "cancel-shipment",
-    "notify-customer",
-];
 
 fn sample(name: &str) -> String {
     let path = repo_path(&format!("events/{name}"));
@@ -57,58 +47,30 @@ fn failures(response: &SqsBatchResponse) -> Vec<String> {
         .collect()
 }
 
-/// A backend with every step queue and the order saga deployed.
-async fn saga_backend(name: &str) -> AwsBackend {
-    let backend = fresh_backend(name, &FUNCTIONS, 5).await;
+/// A backend with the order saga deployed, whose dispatched steps the
+/// returned invoker records.
+async fn saga_backend(name: &str) -> (AwsBackend, Arc<RecordingInvoker>) {
+    let (backend, invoker) = fresh_recording_backend(name, 5).await;
+    deploy_saga(&backend).await;
+    (backend, invoker)
+}
+
+async fn deploy_saga(backend: &AwsBackend) {
     let text = std::fs::read_to_string(repo_path("workflows/order-saga.yaml")).expect("the saga");
     let definition = WorkflowDefinition::parse(&text, Format::Yaml).expect("the saga parses");
     backend
         .put_workflow(&definition, SystemClock.now())
         .await
         .expect("deploy the saga");
-    backend
 }
 
 fn coordinator(backend: &AwsBackend) -> Coordinator<AwsBackend> {
     Coordinator::new(Arc::new(backend.clone()), Arc::new(SystemClock))
 }
 
-/// The tasks waiting on a step queue, left there.
-async fn queued_tasks(backend: &AwsBackend, function: &str) -> Vec<baton_core::engine::Dispatch> {
-    let leased = backend
-        .receive(&[function.to_string()], 10, 1_000, SystemClock.now())
-        .await
-        .expect("receive");
-    leased.into_iter().map(|l| l.task).collect()
-}
-
-/// Every message on the coordinator queue, deleted as it is read.
-async fn drain_coordinator(backend: &AwsBackend) -> Vec<CoordinatorMessage> {
-    let sqs = &backend.clients().sqs;
-    let url = &backend.settings().coordinator_queue_url;
-    let mut messages = Vec::new();
-    loop {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .visibility_timeout(30)
-            .send()
-            .await
-            .expect("receive");
-        if out.messages().is_empty() {
-            return messages;
-        }
-        for m in out.messages() {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-            messages.push(serde_json::from_str(m.body().unwrap_or_default()).expect("a message"));
-        }
-    }
+/// The steps dispatched to `function` since the last look.
+fn dispatched(invoker: &RecordingInvoker, function: &str) -> Vec<StepEvent> {
+    invoker.take(function)
 }
 
 /// One API Gateway sample through the API function's entry point.
@@ -129,7 +91,7 @@ async fn call_api(api: &Api<AwsBackend>, name: &str) -> (u16, lambda_http::http:
 
 #[tokio::test]
 async fn api_samples_start_read_and_signal_an_execution() {
-    let backend = saga_backend("api-samples").await;
+    let (backend, invoker) = saga_backend("api-samples").await;
     // As functions/api builds it: no base path behind the `$default` stage.
     let api = Api::with_options(
         Arc::new(coordinator(&backend)),
@@ -145,7 +107,7 @@ async fn api_samples_start_read_and_signal_an_execution() {
     // A retried request (same id) starts nothing new.
     let (status, _, body) = call_api(&api, "api-start-execution.json").await;
     assert_eq!((status, &body["created"]), (200, &json!(false)), "{body}");
-    let tasks = queued_tasks(&backend, "validate-order").await;
+    let tasks = dispatched(&invoker, "validate-order");
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0].input["orderId"], "o-1001");
 
@@ -171,62 +133,36 @@ async fn api_samples_start_read_and_signal_an_execution() {
 }
 
 #[tokio::test]
-async fn step_task_sample_runs_process_payment_once_and_reports_it() {
-    let backend = fresh_backend("step-sample", &["process-payment"], 5).await;
+async fn step_event_sample_runs_a_rust_step_through_the_step_sdk() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ledger = Arc::new(Ledger::open(dir.path().join("ledger.db")).expect("ledger"));
     let mut registry = Registry::new();
     register_all_with(&mut registry, HandlerEnv::new(ledger.clone()));
     let handler: Arc<dyn StepHandler> = registry.get("process-payment").expect("process-payment");
-    let event = sqs_sample("sqs-step-task.json");
-    let task = first_body(&event);
-    assert_eq!(task["function"], "process-payment");
+    let payload: Value = serde_json::from_str(&sample("step-event.json")).expect("JSON");
+    let event = baton_lambda::step::decode_event(payload).expect("a step event");
+    assert_eq!(event.baton.function, "process-payment");
+    assert_eq!(event.input["amount"], 50);
 
-    // Delivered twice (a lease ran out): runs once, reports both times.
-    for _ in 0..2 {
-        let response = baton_lambda::step::handle(&backend, handler.as_ref(), event.clone()).await;
-        assert_eq!(failures(&response), Vec::<String>::new());
-    }
-
-    let reports = drain_coordinator(&backend).await;
-    assert_eq!(reports.len(), 2, "{reports:?}");
+    // Invoked twice (an asynchronous invoke is delivered at least once): the
+    // handler's idempotency key makes the effect happen once, same output.
     let mut outputs = Vec::new();
-    for report in &reports {
-        let CoordinatorMessage::Event {
-            execution_id,
-            event,
-        } = report
-        else {
-            panic!("not a task result: {report:?}");
-        };
-        assert_eq!(execution_id, "order-1001");
-        let Event::TaskSucceeded { task, output } = event else {
-            panic!("not a success: {event:?}");
-        };
-        assert_eq!(
-            (&*task.step, task.attempt, task.kind),
-            ("charge", 1, TaskKind::Step)
-        );
-        outputs.push(output.clone());
+    for _ in 0..2 {
+        let output = baton_lambda::step::handle(handler.as_ref(), event.clone(), SystemClock.now())
+            .await
+            .expect("the payment succeeds");
+        outputs.push(output);
     }
     assert_eq!(outputs[0], outputs[1]);
     assert!(outputs[0]["paymentId"].is_string(), "{}", outputs[0]);
     assert_eq!(outputs[0]["amount"], 50);
-    let key = task["idempotency_key"].as_str().unwrap();
     let effects = ledger.effects().expect("effects");
     assert_eq!(effects.len(), 1, "{effects:?}");
-    assert_eq!(effects[0].idempotency_key, key);
-    assert_eq!(
-        backend.store().step_result(key).await.expect("read"),
-        Some(outputs[0].clone())
-    );
+    assert_eq!(effects[0].idempotency_key, event.baton.idempotency_key);
 }
 
-#[tokio::test]
-async fn coordinator_result_sample_moves_the_execution_to_its_next_step() {
-    let backend = saga_backend("result-sample").await;
-    let coordinator = coordinator(&backend);
-    // The execution the API start sample creates.
+/// Starts the execution the API start sample creates.
+async fn start_order_1001(coordinator: &Coordinator<AwsBackend>) {
     let start: Value = serde_json::from_str(
         serde_json::from_str::<Value>(&sample("api-start-execution.json")).unwrap()["body"]
             .as_str()
@@ -242,10 +178,17 @@ async fn coordinator_result_sample_moves_the_execution_to_its_next_step() {
         )
         .await
         .expect("start");
+}
+
+#[tokio::test]
+async fn step_succeeded_sample_moves_the_execution_to_its_next_step() {
+    let (backend, invoker) = saga_backend("result-sample").await;
+    let coordinator = coordinator(&backend);
+    start_order_1001(&coordinator).await;
 
     let response = baton_lambda::coordinator::handle(
         &coordinator,
-        sqs_sample("sqs-coordinator-task-succeeded.json"),
+        sqs_sample("sqs-coordinator-step-succeeded.json"),
     )
     .await;
     assert_eq!(failures(&response), Vec::<String>::new());
@@ -259,7 +202,7 @@ async fn coordinator_result_sample_moves_the_execution_to_its_next_step() {
     assert_eq!(status("validate"), Some(StepStatus::Succeeded));
     let reserve = record.state.step("reserve").expect("reserve");
     assert_eq!(reserve.units[0].status, UnitStatus::Running);
-    let tasks = queued_tasks(&backend, "reserve-inventory").await;
+    let tasks = dispatched(&invoker, "reserve-inventory");
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(
         tasks[0].input["items"],
@@ -268,8 +211,37 @@ async fn coordinator_result_sample_moves_the_execution_to_its_next_step() {
 }
 
 #[tokio::test]
+async fn step_failed_sample_is_a_failed_attempt_named_by_the_functions_error_type() {
+    let (backend, _) = saga_backend("failed-sample").await;
+    let coordinator = coordinator(&backend);
+    start_order_1001(&coordinator).await;
+
+    let response = baton_lambda::coordinator::handle(
+        &coordinator,
+        sqs_sample("sqs-coordinator-step-failed.json"),
+    )
+    .await;
+    assert_eq!(failures(&response), Vec::<String>::new());
+
+    let history = backend.history("order-1001").await.expect("history");
+    let failed = history
+        .iter()
+        .find_map(|h| match &h.event {
+            Event::TaskFailed { task, error } => Some((task.clone(), error.clone())),
+            _ => None,
+        })
+        .expect("the failure is applied");
+    assert_eq!((&*failed.0.step, failed.0.attempt), ("validate", 1));
+    assert_eq!(failed.1.name, "InventoryUnavailable");
+    assert!(failed.1.retryable, "an error type without `Permanent` may be retried");
+    let record = backend.load("order-1001").await.unwrap().expect("the execution");
+    let validate = record.state.step("validate").expect("validate");
+    assert_eq!(validate.units[0].status, UnitStatus::BackingOff);
+}
+
+#[tokio::test]
 async fn malformed_sample_is_dead_lettered_and_not_retried() {
-    let backend = fresh_backend("malformed-sample", &["process-payment"], 5).await;
+    let backend = fresh_backend("malformed-sample", 5).await;
     let event = sqs_sample("sqs-malformed.json");
     let id = event.records[0].message_id.clone().expect("a message id");
     assert!(serde_json::from_str::<Value>(event.records[0].body.as_deref().unwrap()).is_err());
@@ -285,21 +257,11 @@ async fn malformed_sample_is_dead_lettered_and_not_retried() {
     assert_eq!(dead[0].id, format!("malformed-{id}"));
     assert_eq!(dead[0].kind, DeadLetterKind::Malformed);
 
-    // A step function treats it the same way.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ledger = Arc::new(Ledger::open(dir.path().join("ledger.db")).expect("ledger"));
-    let mut registry = Registry::new();
-    register_all_with(&mut registry, HandlerEnv::new(ledger.clone()));
-    let handler = registry.get("process-payment").expect("process-payment");
-    let response = baton_lambda::step::handle(&backend, handler.as_ref(), event).await;
-    assert_eq!(failures(&response), Vec::<String>::new());
-    assert!(ledger.effects().expect("effects").is_empty());
-    assert!(drain_coordinator(&backend).await.is_empty());
 }
 
 #[tokio::test]
 async fn cron_trigger_sample_starts_exactly_one_execution_even_when_delivered_twice() {
-    let backend = saga_backend("cron-sample").await;
+    let (backend, invoker) = saga_backend("cron-sample").await;
     let coordinator = coordinator(&backend);
     let event = sqs_sample("scheduler-cron-start.json");
     let body = first_body(&event);
@@ -319,13 +281,13 @@ async fn cron_trigger_sample_starts_exactly_one_execution_even_when_delivered_tw
     let ids: Vec<&str> = executions.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, [id]);
     assert_eq!(executions[0].workflow, "order-processing");
-    let tasks = queued_tasks(&backend, "validate-order").await;
+    let tasks = dispatched(&invoker, "validate-order");
     assert_eq!(
         tasks.len(),
         1,
         "one validate task, not one per delivery: {tasks:?}"
     );
-    assert_eq!(&*tasks[0].execution_id, id);
+    assert_eq!(tasks[0].baton.execution_id, id);
     assert_eq!(tasks[0].input["orderId"], body["input"]["orderId"]);
 }
 
@@ -452,8 +414,6 @@ async fn compensation_failure_metric_filters_match_the_coordinators_logs() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let backend = saga_backend("compensation-logs").await;
-    let coordinator = coordinator(&backend);
     let dir = tempfile::tempdir().expect("temp dir");
     let ledger = Arc::new(Ledger::open(dir.path().join("ledger.db")).expect("ledger"));
     let mut registry = Registry::new();
@@ -467,6 +427,14 @@ async fn compensation_failure_metric_filters_match_the_coordinators_logs() {
             ))
         }),
     );
+    // The example handlers run in this process behind Lambda's asynchronous
+    // contract; their results reach the coordinator queue as destination records.
+    let backend = fresh_backend("compensation-logs", 5).await;
+    let lookup = move |function: &str| registry.get(function);
+    let invoker = LocalInvoker::new(Arc::new(lookup), backend.queues_handle());
+    let backend = backend.with_invoker(Arc::new(invoker));
+    deploy_saga(&backend).await;
+    let coordinator = coordinator(&backend);
     coordinator
         .start(
             "order-processing",
@@ -480,21 +448,6 @@ async fn compensation_failure_metric_filters_match_the_coordinators_logs() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let mut busy = false;
-        for function in FUNCTIONS {
-            let url = backend
-                .queues()
-                .queue_url(&backend.queues().step_queue_name(function))
-                .await
-                .expect("a step queue");
-            let (event, receipts) = receive_event(&backend, &url).await;
-            if receipts.is_empty() {
-                continue;
-            }
-            busy = true;
-            let handler = registry.get(function).expect("a handler");
-            let response = baton_lambda::step::handle(&backend, handler.as_ref(), event).await;
-            acknowledge(&backend, &url, &receipts, &response).await;
-        }
         let url = backend.settings().coordinator_queue_url.clone();
         let (event, receipts) = receive_event(&backend, &url).await;
         if !receipts.is_empty() {
