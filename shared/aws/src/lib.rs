@@ -12,7 +12,8 @@
 //! - [`counter`]: an SDK interceptor counting requests per operation;
 //! - [`schedules`]: workflows' cron schedules as EventBridge Scheduler
 //!   schedules, and the coordinator's side of the starts they send;
-//! - [`bootstrap`]: creates the resources on an emulator.
+//! - [`bootstrap`]: creates the resources on an emulator;
+//! - [`lambda_target`]: `lambda = "name"` step targets, invoked synchronously.
 //!
 //! Everything honours the standard `AWS_ENDPOINT_URL`, so the same code runs
 //! against AWS, LocalStack and moto server.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod coordinator_batch;
 pub mod counter;
 pub mod dispatch;
+pub mod lambda_target;
 pub mod messages;
 pub mod queues;
 pub mod schedules;
