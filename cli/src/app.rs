@@ -122,7 +122,10 @@ pub fn targets(db: &Path, config: &Path) -> anyhow::Result<Arc<Targets>> {
     } else {
         TargetsConfig::default()
     };
-    Ok(Arc::new(Targets::new(registry, config)))
+    // `lambda = "name"` targets are invoked through the Lambda API with the
+    // caller's credentials (or on the target's own endpoint).
+    let lambda = Arc::new(baton_aws::lambda_target::LambdaTarget::new());
+    Ok(Arc::new(Targets::new(registry, config).with_lambda(lambda)))
 }
 
 pub fn check_functions(workflow: &Workflow, targets: &Targets) -> anyhow::Result<()> {
@@ -320,6 +323,18 @@ pub async fn start(
         .start(&name, Some(version), &id, input)
         .await
         .map_err(map_coordinator_error)?;
+    print_started(&id, &name, version, &started, json);
+    Ok(0)
+}
+
+/// What `start` prints, the same on both backends.
+fn print_started(
+    id: &str,
+    name: &str,
+    version: u32,
+    started: &baton_runtime::coordinator::Started,
+    json: bool,
+) {
     if json {
         println!(
             "{}",
@@ -330,6 +345,63 @@ pub async fn start(
     } else {
         println!("{id} already exists ({})", started.record.status().as_str());
     }
+}
+
+/// The deployed workflow `workflow` names: a deployed name, or a definition
+/// file whose `name` is deployed. Nothing is registered: on AWS, deploying
+/// is its own step (`baton --aws deploy`), which checks the functions.
+async fn deployed_workflow<B: WorkflowStore>(
+    backend: &B,
+    workflow: &str,
+) -> anyhow::Result<(String, u32)> {
+    let path = Path::new(workflow);
+    if !path.exists() {
+        let stored = backend.get_workflow(workflow, None).await?.ok_or_else(|| {
+            bad(format!(
+                "`{workflow}` is neither a definition file nor a workflow deployed on AWS"
+            ))
+        })?;
+        return Ok((workflow.to_string(), stored.version));
+    }
+    let compiled = load_workflow(path)?;
+    let name = compiled.name.to_string();
+    let stored = backend.get_workflow(&name, None).await?.ok_or_else(|| {
+        bad(format!(
+            "workflow `{name}` ({}) is not deployed on AWS: run `baton --aws deploy {}` first",
+            path.display(),
+            path.display()
+        ))
+    })?;
+    if stored.definition != compiled.definition {
+        eprintln!(
+            "note: {} differs from the deployed version {} of `{name}`, which is the one started (`baton --aws deploy {}` deploys the file)",
+            path.display(),
+            stored.version,
+            path.display()
+        );
+    }
+    Ok((name, stored.version))
+}
+
+/// `baton --aws start`: the coordinator's start on the AWS backend, which
+/// dispatches the first steps (asynchronous Lambda invokes) from here.
+pub async fn start_aws(
+    backend: Arc<baton_aws::AwsBackend>,
+    workflow: &str,
+    input: &str,
+    id: Option<String>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let input = parse_json_arg("the input", input)?;
+    check_size("the input", &input, backend.payload_limit())?;
+    let (name, version) = deployed_workflow(backend.as_ref(), workflow).await?;
+    let id = id.unwrap_or_else(|| new_execution_id(&name));
+    let coordinator = Coordinator::new(backend, Arc::new(SystemClock));
+    let started = coordinator
+        .start(&name, Some(version), &id, input)
+        .await
+        .map_err(map_coordinator_error)?;
+    print_started(&id, &name, version, &started, json);
     Ok(0)
 }
 

@@ -41,8 +41,9 @@ struct Cli {
         default_value = "baton.toml"
     )]
     config: PathBuf,
-    /// Operate on the AWS backend (deploy, status, history, list, cancel, signal, dlq) named by the
-    /// BATON_* variables or `.baton/aws.env` (written by `baton bootstrap`).
+    /// Operate on the AWS backend (deploy, start, status, history, list, cancel, signal, dlq) named
+    /// by the BATON_* variables or `.baton/aws.env` (written by `baton bootstrap`). `run` and
+    /// `worker` have no AWS form and refuse it.
     #[arg(
         long,
         global = true,
@@ -93,7 +94,8 @@ enum Commands {
         #[arg(long)]
         after: Option<String>,
     },
-    /// Start an execution, work it to the end here, and follow its progress.
+    /// Start an execution, work it to the end here, and follow its progress (embedded backend
+    /// only; on AWS, `baton --aws start`).
     Run {
         file: PathBuf,
         /// JSON input, or @path to a JSON file.
@@ -109,18 +111,23 @@ enum Commands {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
-    /// Start an execution for `baton worker` to run.
+    /// Start an execution for `baton worker` to run (with `--aws`, on AWS: the coordinator
+    /// dispatches its first steps from here and the stack's coordinator carries it on).
     Start {
-        /// A definition file, or the name of a deployed workflow.
+        /// A definition file, or the name of a deployed workflow. With `--aws`, the workflow
+        /// must be deployed there (`baton --aws deploy FILE`); a file names it by its `name`.
         workflow: String,
+        /// JSON input, or @path to a JSON file.
         #[arg(long, default_value = "{}")]
         input: String,
+        /// Execution id (default: generated). Starting an existing id creates nothing.
         #[arg(long)]
         id: Option<String>,
         #[arg(long)]
         json: bool,
     },
-    /// Run timers and tasks until interrupted.
+    /// Run timers and tasks until interrupted (embedded backend only; on AWS the stack's
+    /// coordinator does this).
     Worker {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
@@ -188,7 +195,8 @@ enum Commands {
         lambda: bool,
     },
     /// Create the table, the coordinator queue with its DLQ, event bus and schedule group on an
-    /// emulator or account.
+    /// emulator or account; or, with `--from-stack`, read them from a deployed stack. Either way
+    /// the settings go to `.baton/aws.env` for `baton --aws` commands.
     Bootstrap {
         /// Resource name prefix.
         #[arg(long, default_value = "baton")]
@@ -196,6 +204,10 @@ enum Commands {
         /// The coordinator queue's redrive limit (maxReceiveCount).
         #[arg(long, default_value_t = 5)]
         max_receives: u32,
+        /// Create nothing: take the settings from this CloudFormation stack's outputs (each
+        /// output's description names the BATON_* variable its value sets).
+        #[arg(long, value_name = "STACK", conflicts_with_all = ["prefix", "max_receives"])]
+        from_stack: Option<String>,
     },
 }
 
@@ -243,6 +255,17 @@ async fn aws_backend(
     Ok(Some(std::sync::Arc::new(aws::backend(endpoint, db).await?)))
 }
 
+/// Refuses `--aws` for a command that would otherwise quietly run on the
+/// embedded backend.
+fn embedded_only(aws: bool, command: &str, instead: &str) -> anyhow::Result<()> {
+    if aws {
+        return Err(app::bad(format!(
+            "`baton {command}` runs on the embedded backend only and has no AWS form (--aws or BATON_AWS is set): {instead}"
+        )));
+    }
+    Ok(())
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let Cli {
         db,
@@ -277,17 +300,34 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             id,
             json,
             workers,
-        } => run::run(&db, &config, &file, &input, id, json, workers).await,
+        } => {
+            embedded_only(
+                aws,
+                "run",
+                "start it on AWS with `baton --aws start WORKFLOW` and follow it with `baton --aws status ID`",
+            )?;
+            run::run(&db, &config, &file, &input, id, json, workers).await
+        }
         Commands::Start {
             workflow,
             input,
             id,
             json,
-        } => app::start(&db, &config, &workflow, &input, id, json).await,
+        } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
+            Some(b) => app::start_aws(b, &workflow, &input, id, json).await,
+            None => app::start(&db, &config, &workflow, &input, id, json).await,
+        },
         Commands::Worker {
             concurrency,
             functions,
-        } => app::worker(&db, &config, concurrency, functions).await,
+        } => {
+            embedded_only(
+                aws,
+                "worker",
+                "on AWS the stack's coordinator function runs executions; deploy the stack (template.yaml), or use `baton dev` against an emulator",
+            )?;
+            app::worker(&db, &config, concurrency, functions).await
+        }
         Commands::Status { id, json } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
             Some(b) => app::status(b.as_ref(), &id, json).await,
             None => app::status(app::open_backend(&db)?.as_ref(), &id, json).await,
@@ -355,6 +395,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Commands::Bootstrap {
             prefix,
             max_receives,
-        } => aws::bootstrap_command(endpoint.as_deref(), &db, &prefix, max_receives).await,
+            from_stack,
+        } => match from_stack {
+            Some(stack) => aws::bootstrap_from_stack(endpoint.as_deref(), &db, &stack).await,
+            None => aws::bootstrap_command(endpoint.as_deref(), &db, &prefix, max_receives).await,
+        },
     }
 }
