@@ -1,14 +1,20 @@
 //! The AWS cost model: workloads run end to end on moto server, the way
-//! `shared/lambda/tests/order_saga.rs` runs the order saga. This harness plays
-//! the SQS event source mappings (receiving from the step queues into
-//! `process_step_batch` and from the coordinator queue into
-//! `process_coordinator_batch`, deleting what they acknowledge); executions
+//! `shared/lambda/tests/order_saga.rs` runs the order saga. Steps are Lambda
+//! functions invoked asynchronously; moto cannot run them, so the harness
+//! records each dispatched attempt, runs the example handler in this process
+//! and sends its result to the coordinator queue as the Lambda destination
+//! record AWS would send (a billed SQS request, metered like any other). It
+//! plays the coordinator's SQS event source mapping (receiving into
+//! `process_coordinator_batch`, deleting what it acknowledges); executions
 //! start as the API starts them (`Coordinator::start`).
 //!
-//! Only Baton's own requests are counted: those made inside `start`,
-//! `process_step_batch` and `process_coordinator_batch`, measured as the
-//! difference around each call (the harness runs them one at a time). The
-//! harness's receives and deletes stand in for the event source mappings,
+//! Counted: Baton's own requests made inside `start` and
+//! `process_coordinator_batch`, measured as the difference around each call
+//! (the harness runs them one at a time); the destinations' SendMessage; and
+//! one `Lambda.Invoke` per dispatched attempt, counted from the dispatches
+//! since no request reaches moto. The invocations themselves are the steps'
+//! own Lambda cost, as with any orchestrator, and are left out. The
+//! harness's receives and deletes stand in for the event source mapping,
 //! whose requests AWS bills too: they are modelled from the number of
 //! messages sent, for batches of 1 (a quiet system) and of 10 (a busy one).
 //!
@@ -26,12 +32,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use baton_aws::bootstrap::{Plan, bootstrap};
 use baton_aws::coordinator_batch::{QueueMessage, process_coordinator_batch};
+use baton_aws::dispatch::{DestinationRecord, LocalInvoker};
+use baton_aws::testing::RecordingInvoker;
 use baton_aws::{AwsBackend, AwsSettings, RequestCounter};
 use baton_core::{EventDetail, ExecutionStatus, WorkflowDefinition};
 use baton_examples::{HandlerEnv, Ledger, register_all_with};
-use baton_lambda::step::process_step_batch;
-use baton_runtime::ports::{LeasedTask, TaskQueue, WorkflowStore};
-use baton_runtime::step::Registry;
+use baton_runtime::ports::WorkflowStore;
+use baton_runtime::step::{Registry, handler_fn};
 use baton_runtime::{Clock, Coordinator, SystemClock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -211,15 +218,6 @@ fn workloads() -> anyhow::Result<Vec<Workload>> {
     ])
 }
 
-fn functions() -> Vec<String> {
-    let mut functions: Vec<String> = baton_examples::FUNCTIONS
-        .iter()
-        .map(|f| f.to_string())
-        .collect();
-    functions.push(baton_examples::handlers::NOOP.to_string());
-    functions
-}
-
 fn placeholder_settings() -> anyhow::Result<AwsSettings> {
     let vars = [
         ("BATON_TABLE", "unused"),
@@ -247,7 +245,7 @@ async fn fresh_backend(
 ) -> anyhow::Result<AwsBackend> {
     let config = metered_config(&baton_aws::testing::endpoint(), meter).await?;
     let counter = RequestCounter::new();
-    let mut plan = Plan::new(baton_aws::testing::unique_prefix(name), functions());
+    let mut plan = Plan::new(baton_aws::testing::unique_prefix(name));
     plan.visibility_timeout_s = 30;
     let throwaway = AwsBackend::with_config(&config, placeholder_settings()?, counter.clone());
     let mut settings = bootstrap(throwaway.clients(), &plan).await?;
@@ -280,41 +278,39 @@ pub struct Roles {
     pub start: (Counts, Snapshot),
     /// The coordinator Lambda.
     pub coordinator: (Counts, Snapshot),
-    /// The step SDK inside the step Lambdas.
-    pub steps: (Counts, Snapshot),
+    /// Lambda delivering the steps' results to the coordinator queue.
+    pub destinations: (Counts, Snapshot),
 }
 
 struct Harness {
     backend: AwsBackend,
     coordinator: Coordinator<AwsBackend>,
     registry: Registry,
+    dispatched: Arc<RecordingInvoker>,
     meter: Meter,
-    functions: Vec<String>,
     roles: Roles,
     coordinator_messages: u64,
     coordinator_batches: u64,
-    step_messages: u64,
+    step_invocations: u64,
     _dir: tempfile::TempDir,
 }
 
 enum Role {
     Start,
     Coordinator,
-    Steps,
+    Destinations,
 }
 
 impl Harness {
     async fn new(workload: &Workload, events: EventDetail) -> anyhow::Result<Harness> {
         let meter = Meter::new();
-        let backend = fresh_backend(workload.name, &meter, events).await?;
+        let dispatched = Arc::new(RecordingInvoker::default());
+        let backend = fresh_backend(workload.name, &meter, events)
+            .await?
+            .with_invoker(dispatched.clone());
         backend
             .put_workflow(&workload.definition, SystemClock.now())
             .await?;
-        // A warm Lambda instance has its queue URLs cached; look them up before counting.
-        for function in functions() {
-            let queues = backend.queues();
-            queues.queue_url(&queues.step_queue_name(&function)).await?;
-        }
         let dir = tempfile::tempdir()?;
         let ledger = Arc::new(Ledger::open(dir.path().join("ledger.db"))?);
         let mut registry = Registry::new();
@@ -323,12 +319,12 @@ impl Harness {
             coordinator: Coordinator::new(Arc::new(backend.clone()), Arc::new(SystemClock)),
             backend,
             registry,
+            dispatched,
             meter,
-            functions: functions(),
             roles: Roles::default(),
             coordinator_messages: 0,
             coordinator_batches: 0,
-            step_messages: 0,
+            step_invocations: 0,
             _dir: dir,
         })
     }
@@ -343,7 +339,7 @@ impl Harness {
         let into = match role {
             Role::Start => &mut self.roles.start,
             Role::Coordinator => &mut self.roles.coordinator,
-            Role::Steps => &mut self.roles.steps,
+            Role::Destinations => &mut self.roles.destinations,
         };
         add_counts(&mut into.0, &counts);
         into.1.add(&usage);
@@ -361,42 +357,27 @@ impl Harness {
         Ok(id)
     }
 
-    /// Receives tasks from every step queue and runs them; true if there were any.
+    /// Runs every attempt dispatched so far, as Lambda would, and sends each
+    /// result to the coordinator queue as its destination record; true if
+    /// there were any.
     async fn step_round(&mut self) -> anyhow::Result<bool> {
-        let leased = self
-            .backend
-            .receive(&self.functions, 10, 30_000, SystemClock.now())
-            .await?;
-        let mut by_function: BTreeMap<String, Vec<LeasedTask>> = BTreeMap::new();
-        for lease in &leased {
-            by_function
-                .entry(lease.task.function.to_string())
-                .or_default()
-                .push(lease.clone());
-        }
-        for (function, leases) in by_function {
+        let events = self.dispatched.take_all();
+        for event in &events {
             let handler = self
                 .registry
-                .get(&function)
-                .ok_or_else(|| anyhow!("no handler for {function}"))?;
-            let messages = leases
-                .iter()
-                .map(|l| QueueMessage {
-                    id: l.receipt.clone(),
-                    body: serde_json::to_string(&l.task).unwrap_or_default(),
-                })
-                .collect();
+                .get(&event.baton.function)
+                .ok_or_else(|| anyhow!("no handler for {}", event.baton.function))?;
+            let record = match handler.call(event.baton.clone(), event.input.clone()).await {
+                Ok(output) => DestinationRecord::success(event, output),
+                Err(e) => DestinationRecord::failure(event, &e.function_error_type(), &e.message),
+            };
+            let body = serde_json::to_string(&record)?;
             let before = self.mark();
-            let failed = process_step_batch(&self.backend, handler.as_ref(), messages).await;
-            self.charge(Role::Steps, before);
-            self.step_messages += leases.len() as u64;
-            for lease in &leases {
-                if !failed.contains(&lease.receipt) {
-                    self.backend.ack(lease).await?;
-                }
-            }
+            self.backend.queues().send_raw_to_coordinator(&body, 0).await?;
+            self.charge(Role::Destinations, before);
+            self.step_invocations += 1;
         }
-        Ok(!leased.is_empty())
+        Ok(!events.is_empty())
     }
 
     /// Receives one batch from the coordinator queue and applies it; true if there was one.
@@ -473,7 +454,8 @@ pub struct WorkloadCost {
     pub units: BTreeMap<String, (f64, f64)>,
     pub requests_by_role: BTreeMap<String, f64>,
     pub coordinator_messages: f64,
-    pub step_messages: f64,
+    /// Asynchronous invokes of step functions (attempts).
+    pub step_invocations: f64,
     pub dynamodb_write_units: f64,
     pub dynamodb_read_units: f64,
     pub sqs_billed_requests: f64,
@@ -517,12 +499,16 @@ fn cost(
     for (name, (counts, snapshot)) in [
         ("start (API)", &roles.start),
         ("coordinator", &roles.coordinator),
-        ("step SDK", &roles.steps),
+        ("result destinations", &roles.destinations),
     ] {
         add_counts(&mut all_counts, counts);
         usage.add(snapshot);
         by_role.insert(name.to_string(), per_execution(counts.values().sum(), n));
     }
+    // The asynchronous Invoke of each attempt, which moto cannot take: made
+    // by the API for the first step and by the coordinator for the rest.
+    all_counts.insert("Lambda.Invoke".into(), h.step_invocations);
+    *by_role.entry("coordinator".into()).or_default() += per_execution(h.step_invocations, n);
     let total = usage.total();
     let sum_ops = |prefix: &str, f: fn(&crate::meter::Usage) -> u64| -> u64 {
         usage
@@ -556,19 +542,13 @@ fn cost(
         .get(&coordinator_queue)
         .copied()
         .unwrap_or(0);
-    let messages_to_steps: u64 = usage
-        .messages_by_queue
-        .iter()
-        .filter(|(q, _)| **q != coordinator_queue)
-        .map(|(_, m)| m)
-        .sum();
-    let coordinator_requests: u64 = roles.coordinator.0.values().sum();
+    let coordinator_requests: u64 = roles.coordinator.0.values().sum::<u64>() + h.step_invocations;
     let start_requests: u64 = roles.start.0.values().sum();
 
     let breakdown = |batch: f64| -> Breakdown {
         let per_exec = |m: u64| m as f64 / n as f64;
         // Each batch a mapping delivers costs a receive, and a delete of the batch.
-        let polling = 2.0 * per_exec(messages_to_coordinator + messages_to_steps) / batch;
+        let polling = 2.0 * per_exec(messages_to_coordinator) / batch;
         let invocations = per_exec(messages_to_coordinator) / batch + 1.0;
         let ms = per_exec(coordinator_requests + start_requests) * prices.lambda.ms_per_request
             + (per_exec(h.coordinator_messages) + 1.0) * prices.lambda.ms_per_message;
@@ -635,7 +615,7 @@ fn cost(
             .collect(),
         requests_by_role: by_role,
         coordinator_messages: per_execution(h.coordinator_messages, n),
-        step_messages: per_execution(h.step_messages, n),
+        step_invocations: per_execution(h.step_invocations, n),
         dynamodb_write_units: wu,
         dynamodb_read_units: ru,
         sqs_billed_requests: sqs_billed,
@@ -686,13 +666,13 @@ fn print_cost(c: &WorkloadCost) {
         println!("    {op:<32} {:>6.2} per step{units}", n / steps);
     }
     println!(
-        "  per step: {:.2} DynamoDB write units, {:.2} read units, {:.2} SQS billed requests (+ event source polling), {:.2} EventBridge events; messages per execution: {:.1} to the coordinator, {:.1} tasks",
+        "  per step: {:.2} DynamoDB write units, {:.2} read units, {:.2} SQS billed requests (+ event source polling), {:.2} EventBridge events; messages per execution: {:.1} to the coordinator; {:.1} step invocations",
         c.dynamodb_write_units / c.steps as f64,
         c.dynamodb_read_units / c.steps as f64,
         c.sqs_billed_requests / c.steps as f64,
         c.eventbridge_events / c.steps as f64,
         c.coordinator_messages,
-        c.step_messages,
+        c.step_invocations,
     );
     for (label, b) in [
         ("batches of 1 (quiet)", &c.usd_per_million_steps_batch_1),
@@ -757,11 +737,11 @@ pub async fn run(args: &CostArgs) -> anyhow::Result<CostReport> {
             bail!("{}: executions ended {:?}", workload.name, statuses);
         }
         let planned = (workload.attempts * args.executions) as u64;
-        if harness.step_messages != planned {
+        if harness.step_invocations != planned {
             bail!(
                 "{}: {} tasks ran where {planned} were planned (timeouts or redeliveries would distort the counts)",
                 workload.name,
-                harness.step_messages
+                harness.step_invocations
             );
         }
         let result = cost(&workload, &harness, statuses, args.executions, &prices);
@@ -812,9 +792,6 @@ async fn coordinator_memory(executions: usize) -> anyhow::Result<CoordinatorMemo
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut open = ids;
     while !open.is_empty() {
-        if harness.step_round().await? {
-            continue;
-        }
         // Idle: count the finished, stopping at the first still running.
         while let Some(id) = open.last() {
             let done = harness
@@ -854,6 +831,14 @@ pub async fn coordinator_process(args: &CoordinatorMemoryArgs) -> anyhow::Result
     let settings = AwsSettings::from_env()?;
     let config = baton_aws::testing::sdk_config(&args.endpoint).await;
     let backend = AwsBackend::with_config(&config, settings, RequestCounter::new());
+    // The workload's no-op steps run here behind Lambda's asynchronous
+    // contract (moto cannot run functions); they add next to nothing.
+    let noop = handler_fn(baton_examples::handlers::noop);
+    let lookup = move |function: &str| {
+        (function == baton_examples::handlers::NOOP).then(|| noop.clone())
+    };
+    let invoker = LocalInvoker::new(Arc::new(lookup), backend.queues_handle());
+    let backend = backend.with_invoker(Arc::new(invoker));
     let coordinator = Coordinator::new(Arc::new(backend.clone()), Arc::new(SystemClock));
     let (closed_tx, mut closed) = tokio::sync::watch::channel(false);
     std::thread::spawn(move || {

@@ -147,6 +147,11 @@ pub struct RecordingInvoker {
 }
 
 impl RecordingInvoker {
+    /// Every attempt dispatched since the last call, oldest first.
+    pub fn take_all(&self) -> Vec<StepEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// The attempts dispatched to `function` since the last call, oldest first.
     pub fn take(&self, function: &str) -> Vec<StepEvent> {
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
