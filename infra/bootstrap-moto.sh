@@ -3,7 +3,7 @@
 # conditional writes need) and creates Baton's resources on it with
 # `baton bootstrap`. The settings land in .baton/aws.env.
 #
-#   infra/bootstrap-moto.sh [PORT] [WORKFLOW...]   (default 5000, workflows/order-saga.yaml)
+#   infra/bootstrap-moto.sh [PORT]   (default 5000)
 #   source .baton/aws.env && baton dev --endpoint "$AWS_ENDPOINT_URL" workflows/order-saga.yaml
 #
 # moto keeps everything in memory: stop it (kill the PID printed) to start over.
@@ -11,9 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 port="${1:-5000}"
-shift || true
-workflows=("$@")
-[ ${#workflows[@]} -gt 0 ] || workflows=(workflows/order-saga.yaml)
 endpoint="http://127.0.0.1:$port"
 
 if ! curl -fs "$endpoint/moto-api/" >/dev/null 2>&1; then
@@ -33,4 +30,9 @@ fi
 # Dummy credentials: moto accepts any.
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 export AWS_REGION="${AWS_REGION:-us-east-1}"
-cargo run --quiet -p baton-cli -- bootstrap --endpoint "$endpoint" "${workflows[@]}"
+# The installed `baton` if there is one, else the workspace's.
+if command -v baton >/dev/null 2>&1; then
+  baton bootstrap --endpoint "$endpoint"
+else
+  cargo run --quiet -p baton-cli -- bootstrap --endpoint "$endpoint"
+fi

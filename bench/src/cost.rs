@@ -373,7 +373,10 @@ impl Harness {
             };
             let body = serde_json::to_string(&record)?;
             let before = self.mark();
-            self.backend.queues().send_raw_to_coordinator(&body, 0).await?;
+            self.backend
+                .queues()
+                .send_raw_to_coordinator(&body, 0)
+                .await?;
             self.charge(Role::Destinations, before);
             self.step_invocations += 1;
         }
@@ -834,9 +837,8 @@ pub async fn coordinator_process(args: &CoordinatorMemoryArgs) -> anyhow::Result
     // The workload's no-op steps run here behind Lambda's asynchronous
     // contract (moto cannot run functions); they add next to nothing.
     let noop = handler_fn(baton_examples::handlers::noop);
-    let lookup = move |function: &str| {
-        (function == baton_examples::handlers::NOOP).then(|| noop.clone())
-    };
+    let lookup =
+        move |function: &str| (function == baton_examples::handlers::NOOP).then(|| noop.clone());
     let invoker = LocalInvoker::new(Arc::new(lookup), backend.queues_handle());
     let backend = backend.with_invoker(Arc::new(invoker));
     let coordinator = Coordinator::new(Arc::new(backend.clone()), Arc::new(SystemClock));

@@ -73,17 +73,22 @@ pub fn settings(db: &Path) -> anyhow::Result<AwsSettings> {
 /// The AWS backend; `db` locates the settings `baton bootstrap` wrote.
 pub async fn backend(endpoint: Option<&str>, db: &Path) -> anyhow::Result<AwsBackend> {
     let settings = settings(db)?;
-    let endpoint = endpoint.map(str::to_string).or_else(|| {
-        read_env_file(&settings_file(db))
-            .get("AWS_ENDPOINT_URL")
-            .cloned()
-    });
+    let endpoint = resolved_endpoint(endpoint, db);
     let config = sdk_config(endpoint.as_deref()).await;
     Ok(AwsBackend::with_config(
         &config,
         settings,
         RequestCounter::new(),
     ))
+}
+
+/// The endpoint given, else the one `.baton/aws.env` names (an emulator's).
+pub fn resolved_endpoint(endpoint: Option<&str>, db: &Path) -> Option<String> {
+    endpoint.map(str::to_string).or_else(|| {
+        read_env_file(&settings_file(db))
+            .get("AWS_ENDPOINT_URL")
+            .cloned()
+    })
 }
 
 pub async fn create(

@@ -3,8 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use baton_runtime::ports::{Backend, DeadLetterKind};
-use baton_runtime::step::StepContext;
+use baton_runtime::step::{Registry, StepContext};
+use baton_runtime::targets::{FunctionConfig, Targets, TargetsConfig};
 use baton_runtime::{Clock, SystemClock};
 use clap::Subcommand;
 
@@ -25,10 +28,40 @@ pub enum DlqCommand {
     Discard { id: String },
 }
 
+/// Where a redriven compensation runs.
+pub enum Runner<'a> {
+    /// The embedded backend's targets (`baton.toml`, in-process handlers).
+    Local { db: &'a Path, config: &'a Path },
+    /// On AWS, the compensation's Lambda function itself.
+    Lambda { endpoint: Option<String> },
+}
+
+impl Runner<'_> {
+    fn targets(&self, function: &str) -> anyhow::Result<Arc<Targets>> {
+        match self {
+            Runner::Local { db, config } => app::targets(db, config),
+            Runner::Lambda { endpoint } => {
+                let mut config = TargetsConfig::default();
+                config.functions.insert(
+                    function.to_string(),
+                    FunctionConfig {
+                        lambda: Some(function.to_string()),
+                        endpoint: endpoint.clone(),
+                        ..FunctionConfig::default()
+                    },
+                );
+                let lambda = Arc::new(baton_aws::lambda_target::LambdaTarget::new());
+                Ok(Arc::new(
+                    Targets::new(Registry::new(), config).with_lambda(lambda),
+                ))
+            }
+        }
+    }
+}
+
 pub async fn dlq<B: Backend>(
     backend: &B,
-    db: &Path,
-    config: &Path,
+    runner: Runner<'_>,
     command: DlqCommand,
 ) -> anyhow::Result<u8> {
     match command {
@@ -86,7 +119,7 @@ pub async fn dlq<B: Backend>(
                         serde_json::from_value(record.body.clone()).map_err(|e| {
                             bad(format!("dead letter `{id}` holds no compensation: {e}"))
                         })?;
-                    let targets = app::targets(db, config)?;
+                    let targets = runner.targets(&dead.function)?;
                     let timeout = Duration::from_secs(60);
                     let context = StepContext {
                         execution_id: dead.execution_id.to_string(),

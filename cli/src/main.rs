@@ -372,8 +372,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Commands::Dlq { command } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
-            Some(b) => dlq::dlq(b.as_ref(), &db, &config, command).await,
-            None => dlq::dlq(app::open_backend(&db)?.as_ref(), &db, &config, command).await,
+            Some(b) => {
+                let endpoint = aws::resolved_endpoint(endpoint.as_deref(), &db);
+                dlq::dlq(b.as_ref(), dlq::Runner::Lambda { endpoint }, command).await
+            }
+            None => {
+                let runner = dlq::Runner::Local {
+                    db: &db,
+                    config: &config,
+                };
+                dlq::dlq(app::open_backend(&db)?.as_ref(), runner, command).await
+            }
         },
         Commands::Dev {
             prefix,

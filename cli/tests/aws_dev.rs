@@ -15,7 +15,11 @@ fn order_saga_through_the_api_on_moto() {
     let dev = start_dev(
         &sb,
         &baton_aws::testing::endpoint(),
-        &["--prefix", &prefix, &path_arg(&repo_file("workflows/order-saga.yaml"))],
+        &[
+            "--prefix",
+            &prefix,
+            &path_arg(&repo_file("workflows/order-saga.yaml")),
+        ],
     );
 
     let (code, started) = request(

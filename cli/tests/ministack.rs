@@ -135,7 +135,11 @@ impl Functions {
             .role("arn:aws:iam::000000000000:role/steps")
             .handler("steps.handler")
             .timeout(20)
-            .code(FunctionCode::builder().zip_file(Blob::new(self.code.clone())).build())
+            .code(
+                FunctionCode::builder()
+                    .zip_file(Blob::new(self.code.clone()))
+                    .build(),
+            )
             .environment(
                 Environment::builder()
                     .variables("CALLS_FILE", &self.calls)
@@ -206,7 +210,9 @@ async fn plain_python_functions_are_steps_retried_and_compensated() {
     assert_eq!(code, 201, "{body}");
     let done = wait_finished(dev.port, "py-ok");
     assert_eq!(done["status"], "succeeded", "{done:#}");
-    let shipment = done["output"]["shipment"].as_str().expect("the ship step's output");
+    let shipment = done["output"]["shipment"]
+        .as_str()
+        .expect("the ship step's output");
     assert!(shipment.starts_with("ship-"), "{done:#}");
     let charges: Vec<(u64, String, String)> = functions
         .calls("py-ok")
@@ -220,10 +226,17 @@ async fn plain_python_functions_are_steps_retried_and_compensated() {
             )
         })
         .collect();
-    assert_eq!(charges.len(), 2, "one failed attempt, one retry: {charges:?}");
+    assert_eq!(
+        charges.len(),
+        2,
+        "one failed attempt, one retry: {charges:?}"
+    );
     assert_eq!((charges[0].0, charges[0].1.as_str()), (1, "failed"));
     assert_eq!((charges[1].0, charges[1].1.as_str()), (2, "succeeded"));
-    assert_eq!(charges[0].2, charges[1].2, "a retry keeps its idempotency key");
+    assert_eq!(
+        charges[0].2, charges[1].2,
+        "a retry keeps its idempotency key"
+    );
 
     // Shipping fails for good (a `Permanent…` error type: not retried), so the
     // charge is refunded, then the reservation released: reverse order.
@@ -240,7 +253,13 @@ async fn plain_python_functions_are_steps_retried_and_compensated() {
     let calls = functions.calls("py-undo");
     let order: Vec<String> = calls
         .iter()
-        .map(|c| format!("{}:{}", c["function"].as_str().unwrap(), c["outcome"].as_str().unwrap()))
+        .map(|c| {
+            format!(
+                "{}:{}",
+                c["function"].as_str().unwrap(),
+                c["outcome"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(
         order,
@@ -260,7 +279,10 @@ async fn plain_python_functions_are_steps_retried_and_compensated() {
         .iter()
         .find(|h| h["event"]["type"] == "task_failed")
         .expect("the failed shipment is in the history");
-    assert_eq!(failure["event"]["error"]["name"], "PermanentDeclined", "{failure:#}");
+    assert_eq!(
+        failure["event"]["error"]["name"], "PermanentDeclined",
+        "{failure:#}"
+    );
     assert_eq!(failure["event"]["error"]["retryable"], false);
 
     // Deploying what cannot run is refused, naming each function, and stores nothing.
@@ -277,14 +299,16 @@ async fn plain_python_functions_are_steps_retried_and_compensated() {
     let refused = sb.baton_env(&["--aws", "deploy", &path_arg(&broken)], &[]);
     let refused = refused.expect_code(2);
     assert!(
-        refused.stderr.contains(&format!("function `{prefix}-missing` does not exist")),
+        refused
+            .stderr
+            .contains(&format!("function `{prefix}-missing` does not exist")),
         "{}",
         refused.stderr
     );
     assert!(
-        refused
-            .stderr
-            .contains(&format!("function `{unconfigured}` has no event-invoke config")),
+        refused.stderr.contains(&format!(
+            "function `{unconfigured}` has no event-invoke config"
+        )),
         "{}",
         refused.stderr
     );
@@ -302,7 +326,9 @@ async fn plain_python_functions_are_steps_retried_and_compensated() {
     );
     let outside = outside.expect_code(2);
     assert!(
-        outside.stderr.contains("outside BATON_STEP_FUNCTION_PREFIX `billing-`"),
+        outside
+            .stderr
+            .contains("outside BATON_STEP_FUNCTION_PREFIX `billing-`"),
         "{}",
         outside.stderr
     );
@@ -315,5 +341,9 @@ async fn plain_python_functions_are_steps_retried_and_compensated() {
         &std::fs::read_to_string(&broken).unwrap(),
     );
     assert_eq!(code, 422, "{body}");
-    assert_eq!(body["problems"].as_array().map(Vec::len), Some(2), "{body:#}");
+    assert_eq!(
+        body["problems"].as_array().map(Vec::len),
+        Some(2),
+        "{body:#}"
+    );
 }

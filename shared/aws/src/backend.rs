@@ -213,21 +213,20 @@ impl AwsBackend {
     fn dlq_record(message: &DlqMessage, source: &str) -> DeadLetterRecord {
         let body: Value = serde_json::from_str(&message.body)
             .unwrap_or_else(|_| Value::String(message.body.clone()));
-        let (kind, execution_id, reason) = if let Ok(msg) =
-            CoordinatorMessage::decode(&message.body)
-        {
-            (
-                DeadLetterKind::Task,
-                Some(msg.execution_id().to_string()),
-                format!("coordinator message exceeded the receive limit of queue `{source}`"),
-            )
-        } else {
-            (
-                DeadLetterKind::Malformed,
-                None,
-                format!("message on `{source}` does not decode"),
-            )
-        };
+        let (kind, execution_id, reason) =
+            if let Ok(msg) = CoordinatorMessage::decode(&message.body) {
+                (
+                    DeadLetterKind::Task,
+                    Some(msg.execution_id().to_string()),
+                    format!("coordinator message exceeded the receive limit of queue `{source}`"),
+                )
+            } else {
+                (
+                    DeadLetterKind::Malformed,
+                    None,
+                    format!("message on `{source}` does not decode"),
+                )
+            };
         DeadLetterRecord {
             id: format!("sqs:{}:{}", message.queue, message.message_id),
             kind,
@@ -359,7 +358,11 @@ impl TaskDispatcher for AwsBackend {
 /// Every function a definition names, steps' and compensations'.
 fn definition_functions(definition: &WorkflowDefinition) -> Vec<String> {
     match baton_core::Workflow::from_definition(definition.clone()) {
-        Ok(workflow) => workflow.functions().into_iter().map(str::to_string).collect(),
+        Ok(workflow) => workflow
+            .functions()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
         // An invalid definition is refused by validation, which names its problems.
         Err(_) => Vec::new(),
     }

@@ -365,22 +365,22 @@ impl DestinationRecord {
             .response_context
             .as_ref()
             .and_then(|c| c.function_error.clone());
-        let engine_event = if self.request_context.condition == "Success" && function_error.is_none()
-        {
-            Event::TaskSucceeded {
-                task,
-                output: self.response_payload.unwrap_or(Value::Null),
-            }
-        } else {
-            Event::TaskFailed {
-                task,
-                error: failure_of(
-                    &self.request_context.condition,
-                    function_error.as_deref(),
-                    self.response_payload.as_ref(),
-                ),
-            }
-        };
+        let engine_event =
+            if self.request_context.condition == "Success" && function_error.is_none() {
+                Event::TaskSucceeded {
+                    task,
+                    output: self.response_payload.unwrap_or(Value::Null),
+                }
+            } else {
+                Event::TaskFailed {
+                    task,
+                    error: failure_of(
+                        &self.request_context.condition,
+                        function_error.as_deref(),
+                        self.response_payload.as_ref(),
+                    ),
+                }
+            };
         Ok(CoordinatorMessage::Event {
             execution_id: event.baton.execution_id,
             event: engine_event,
@@ -450,12 +450,19 @@ mod tests {
 
     #[test]
     fn function_refs_keep_their_qualifier_apart() {
-        let arn = FunctionRef::parse("arn:aws:lambda:us-east-1:123456789012:function:orders-x:live");
-        assert_eq!(arn.function, "arn:aws:lambda:us-east-1:123456789012:function:orders-x");
+        let arn =
+            FunctionRef::parse("arn:aws:lambda:us-east-1:123456789012:function:orders-x:live");
+        assert_eq!(
+            arn.function,
+            "arn:aws:lambda:us-east-1:123456789012:function:orders-x"
+        );
         assert_eq!(arn.name, "orders-x");
         assert_eq!(arn.qualifier.as_deref(), Some("live"));
         let named = FunctionRef::parse("orders-x:7");
-        assert_eq!((named.function.as_str(), named.qualifier.as_deref()), ("orders-x", Some("7")));
+        assert_eq!(
+            (named.function.as_str(), named.qualifier.as_deref()),
+            ("orders-x", Some("7"))
+        );
         assert_eq!(FunctionRef::parse("orders-x").qualifier, None);
     }
 
@@ -479,7 +486,10 @@ mod tests {
             panic!("not a success")
         };
         assert_eq!(output, json!({"chargeId": "c-1"}));
-        assert_eq!((task.step.as_ref(), task.index, task.attempt), ("charge", Some(2), 3));
+        assert_eq!(
+            (task.step.as_ref(), task.index, task.attempt),
+            ("charge", Some(2), 3)
+        );
     }
 
     #[test]
@@ -509,7 +519,10 @@ mod tests {
         let Event::TaskFailed { error, .. } = decode(crash) else {
             panic!("not a failure")
         };
-        assert_eq!((error.name.as_str(), error.retryable), ("Lambda.Unhandled", true));
+        assert_eq!(
+            (error.name.as_str(), error.retryable),
+            ("Lambda.Unhandled", true)
+        );
         let expired = json!({
             "requestContext": {"condition": "EventAgeExceeded"},
             "requestPayload": serde_json::to_value(event()).unwrap()
@@ -527,7 +540,12 @@ mod tests {
             "requestPayload": {"unrelated": true}
         }))
         .unwrap();
-        assert!(record.into_message().unwrap_err().contains("not a Baton step event"));
+        assert!(
+            record
+                .into_message()
+                .unwrap_err()
+                .contains("not a Baton step event")
+        );
     }
 
     #[test]

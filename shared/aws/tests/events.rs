@@ -166,8 +166,12 @@ async fn baton_events_executions_puts_only_the_start_and_end() {
     settings.events = EventDetail::Executions;
     let invoker = Arc::new(RecordingInvoker::default());
     let backend = Arc::new(
-        AwsBackend::with_config(&sdk_config(&endpoint()).await, settings, RequestCounter::new())
-            .with_invoker(invoker.clone()),
+        AwsBackend::with_config(
+            &sdk_config(&endpoint()).await,
+            settings,
+            RequestCounter::new(),
+        )
+        .with_invoker(invoker.clone()),
     );
     let url = listen(&backend, &format!("{}-listen", backend.settings().table)).await;
     run_two_steps(backend.clone(), &invoker, "ex-events-exec").await;

@@ -114,10 +114,7 @@ async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
             .await
             .is_empty()
     );
-    assert!(
-        take_task(&invoker, "fn-b").is_empty(),
-        "no second dispatch"
-    );
+    assert!(take_task(&invoker, "fn-b").is_empty(), "no second dispatch");
 
     let done = result_message(&second[0], json!({"b": 2}));
     assert!(

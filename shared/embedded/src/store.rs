@@ -21,7 +21,8 @@ use baton_runtime::coordinator::compensation_dead_letter;
 use baton_runtime::ports::{
     Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink,
     ExecutionRecord, ExecutionStore, ExecutionSummary, HistoryEntry, LeasedTask, OutboxEntry,
-    StoreError, StoreResult, StoredWorkflow, TaskDispatcher, TaskQueue, TimerService, WorkflowStore,
+    StoreError, StoreResult, StoredWorkflow, TaskDispatcher, TaskQueue, TimerService,
+    WorkflowStore,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;

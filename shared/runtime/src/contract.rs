@@ -392,7 +392,10 @@ where
     tasks_lease_ack_and_redrive(config, make().await).await;
 }
 
-pub async fn tasks_lease_ack_and_redrive<B: Backend + TaskQueue>(config: &ContractConfig, backend: B) {
+pub async fn tasks_lease_ack_and_redrive<B: Backend + TaskQueue>(
+    config: &ContractConfig,
+    backend: B,
+) {
     let functions = vec!["contract-fn".to_string()];
     let now = SystemClock.now();
     backend.send(&task("ex-t", 1, now), now).await.unwrap();

@@ -248,7 +248,6 @@ pub trait TaskDispatcher: Send + Sync {
 
 /// A queue of dispatched tasks that workers lease (the embedded backend).
 pub trait TaskQueue: TaskDispatcher {
-
     /// Leases up to `max` tasks of these functions (all when empty) for
     /// `visibility_ms`. A task received more than `max_receives` times is moved to
     /// the dead-letter store instead, as an SQS redrive policy would.

@@ -187,7 +187,10 @@ impl StepError {
     /// permanent error's name gains the [`PERMANENT_ERROR_PREFIX`] (and a
     /// dot) unless it already starts with it.
     pub fn function_error_type(&self) -> String {
-        match (self.retryable, self.name.starts_with(PERMANENT_ERROR_PREFIX)) {
+        match (
+            self.retryable,
+            self.name.starts_with(PERMANENT_ERROR_PREFIX),
+        ) {
             (false, false) => format!("{PERMANENT_ERROR_PREFIX}.{}", self.name),
             _ => self.name.clone(),
         }

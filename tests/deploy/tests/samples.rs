@@ -233,8 +233,15 @@ async fn step_failed_sample_is_a_failed_attempt_named_by_the_functions_error_typ
         .expect("the failure is applied");
     assert_eq!((&*failed.0.step, failed.0.attempt), ("validate", 1));
     assert_eq!(failed.1.name, "InventoryUnavailable");
-    assert!(failed.1.retryable, "an error type without `Permanent` may be retried");
-    let record = backend.load("order-1001").await.unwrap().expect("the execution");
+    assert!(
+        failed.1.retryable,
+        "an error type without `Permanent` may be retried"
+    );
+    let record = backend
+        .load("order-1001")
+        .await
+        .unwrap()
+        .expect("the execution");
     let validate = record.state.step("validate").expect("validate");
     assert_eq!(validate.units[0].status, UnitStatus::BackingOff);
 }
@@ -256,7 +263,6 @@ async fn malformed_sample_is_dead_lettered_and_not_retried() {
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].id, format!("malformed-{id}"));
     assert_eq!(dead[0].kind, DeadLetterKind::Malformed);
-
 }
 
 #[tokio::test]
