@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check the project has: formatting, lints, the deployment template,
 # all tests and the Lambda build of every function.
-# Needs only the Rust toolchain, Python and pip: it installs and starts what the
-# tests need (moto server for the AWS backend tests) and stops it afterwards.
+# Needs only the Rust toolchain, Python and pip (and the machine's Node.js, for
+# the example app's Node step): it installs and starts what the tests need
+# (moto server for the AWS backend's API-level tests, MiniStack for the tests
+# where real Lambda function code runs) and stops them afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A clean clone gains nothing from incremental state, which costs gigabytes.
@@ -30,7 +32,10 @@ if ! command -v moto_server >/dev/null 2>&1; then
   echo "==> installing moto server"
   python3 -m pip install --quiet 'moto[server]'
 fi
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+port=$(free_port)
 moto_log=$(mktemp)
 python3 tests/moto-server.py "$port" >"$moto_log" 2>&1 &
 moto_pid=$!
@@ -41,6 +46,24 @@ for _ in $(seq 1 100); do
 done
 export BATON_TEST_AWS_ENDPOINT="http://127.0.0.1:$port"
 echo "==> moto server on $BATON_TEST_AWS_ENDPOINT"
+
+# MiniStack runs real Python, Node.js and provided.al2023 function code as
+# local processes; tests/ministack-server.py fills the gaps Baton relies on.
+if ! python3 -c 'import ministack' 2>/dev/null; then
+  echo "==> installing MiniStack"
+  python3 -m pip install --quiet ministack
+fi
+ministack_port=$(free_port)
+ministack_log=$(mktemp)
+python3 tests/ministack-server.py "$ministack_port" >"$ministack_log" 2>&1 &
+ministack_pid=$!
+trap 'kill $moto_pid $ministack_pid 2>/dev/null || true; rm -f "$moto_log" "$ministack_log"' EXIT
+for _ in $(seq 1 300); do
+  if curl -fs "http://127.0.0.1:$ministack_port/_ministack/health" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+export BATON_TEST_MINISTACK_ENDPOINT="http://127.0.0.1:$ministack_port"
+echo "==> MiniStack on $BATON_TEST_MINISTACK_ENDPOINT"
 
 echo "==> cargo test"
 cargo test --workspace --all-features -- --test-threads="${BATON_TEST_THREADS:-4}"
