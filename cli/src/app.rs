@@ -173,6 +173,7 @@ pub fn map_coordinator_error(e: CoordinatorError) -> anyhow::Error {
     match e {
         CoordinatorError::PayloadTooLarge { .. }
         | CoordinatorError::UnknownWorkflow { .. }
+        | CoordinatorError::ExecutionExists { .. }
         | CoordinatorError::NotFound(_) => bad(e.to_string()),
         other => anyhow!(other),
     }

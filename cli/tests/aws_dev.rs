@@ -29,15 +29,27 @@ fn order_saga_through_the_api_on_moto() {
         Some(&json!({"id": "aws-ok", "input": {"orderId": "o-1"}})),
     );
     assert_eq!(code, 201, "{started}");
-    // The same id again starts nothing new.
+    // The same request again starts nothing new; the same id with another
+    // input is refused rather than silently answered with the first.
     let (code, again) = request(
+        dev.port,
+        "POST",
+        "/workflows/order-processing/executions",
+        Some(&json!({"id": "aws-ok", "input": {"orderId": "o-1"}})),
+    );
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["created"], false);
+    let (code, other) = request(
         dev.port,
         "POST",
         "/workflows/order-processing/executions",
         Some(&json!({"id": "aws-ok", "input": {"orderId": "o-other"}})),
     );
-    assert_eq!(code, 200, "{again}");
-    assert_eq!(again["created"], false);
+    assert_eq!(code, 409, "{other}");
+    assert!(
+        other["error"].as_str().unwrap().contains("different input"),
+        "{other}"
+    );
 
     let done = wait_finished(dev.port, "aws-ok");
     assert_eq!(done["status"], "succeeded", "{done:#}");

@@ -47,6 +47,9 @@ pub enum ApiError {
     },
     #[error("execution id `{id}` is already used by workflow `{workflow}`")]
     IdInUse { id: String, workflow: String },
+    /// The request contradicts what is stored (an execution id started with another input).
+    #[error("{0}")]
+    Conflict(String),
     #[error("the definition is invalid: {}", summary(.0))]
     Invalid(ValidationErrors),
     #[error("the definition names workflow `{body}` but the path names `{path}`")]
@@ -103,6 +106,7 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::Store(StoreError::Refused { what, problems }) => {
                 ApiError::Refused { what, problems }
             }
+            CoordinatorError::ExecutionExists { .. } => ApiError::Conflict(e.to_string()),
             // The payload is the client's: say which limit it broke.
             CoordinatorError::PayloadTooLarge { .. } => ApiError::BadRequest(e.to_string()),
             other => ApiError::Coordinator(other),
@@ -122,7 +126,9 @@ impl ApiError {
             ApiError::UnknownWorkflow { .. } | ApiError::UnknownExecution(_) => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::Finished { .. } | ApiError::IdInUse { .. } => StatusCode::CONFLICT,
+            ApiError::Finished { .. } | ApiError::IdInUse { .. } | ApiError::Conflict(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Invalid(_) | ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Coordinator(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,

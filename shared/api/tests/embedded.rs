@@ -258,9 +258,17 @@ async fn execution_ids_come_from_the_body_the_header_or_the_generator() {
     let r = post(api, path, r#"{"id": "mine", "input": 1}"#).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["id"], "mine");
-    let r = post(api, path, r#"{"id": "mine", "input": 2}"#).await;
+    let r = post(api, path, r#"{"id": "mine", "input": 1}"#).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["created"], false);
+    // The same id with another input: refused, not the first execution's answer.
+    let r = post(api, path, r#"{"id": "mine", "input": 2}"#).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("`mine`"),
+        "{}",
+        r.body
+    );
 
     let r = call(
         api,

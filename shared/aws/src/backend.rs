@@ -52,7 +52,14 @@ struct DlqMessage {
     body: String,
     receipt: String,
     sent_at: Timestamp,
+    /// Why the coordinator dead-lettered it itself (attribute [`REASON_ATTRIBUTE`]);
+    /// none when the redrive policy moved it after its receives ran out.
+    reason: Option<String>,
 }
+
+/// Message attributes of a message the coordinator dead-letters itself.
+const REASON_ATTRIBUTE: &str = "baton-reason";
+const EXECUTION_ATTRIBUTE: &str = "baton-execution-id";
 
 impl AwsBackend {
     /// Clients from the standard AWS configuration chain (`AWS_ENDPOINT_URL`,
@@ -166,7 +173,7 @@ impl AwsBackend {
         let dlq = format!("{source}-dlq");
         let url = match self.queues.queue_url(&dlq).await {
             Ok(url) => url,
-            Err(StoreError::Corrupt { .. }) => return Ok(Vec::new()),
+            Err(StoreError::Rejected { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         let mut found: Vec<DlqMessage> = Vec::new();
@@ -180,6 +187,7 @@ impl AwsBackend {
                 .max_number_of_messages(10)
                 .visibility_timeout(hold_ms.div_ceil(1000) as i32)
                 .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                .message_attribute_names(REASON_ATTRIBUTE)
                 .send()
                 .await
                 .map_err(sdk_error)?;
@@ -200,6 +208,11 @@ impl AwsBackend {
                         .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
                         .and_then(|t| t.parse().ok())
                         .unwrap_or(0),
+                    reason: m
+                        .message_attributes()
+                        .and_then(|a| a.get(REASON_ATTRIBUTE))
+                        .and_then(|v| v.string_value())
+                        .map(str::to_string),
                 });
             }
             if want.is_some_and(|w| found.iter().any(|f| f.message_id == w)) {
@@ -213,20 +226,26 @@ impl AwsBackend {
     fn dlq_record(message: &DlqMessage, source: &str) -> DeadLetterRecord {
         let body: Value = serde_json::from_str(&message.body)
             .unwrap_or_else(|_| Value::String(message.body.clone()));
-        let (kind, execution_id, reason) =
-            if let Ok(msg) = CoordinatorMessage::decode(&message.body) {
-                (
-                    DeadLetterKind::Task,
-                    Some(msg.execution_id().to_string()),
-                    format!("coordinator message exceeded the receive limit of queue `{source}`"),
-                )
-            } else {
-                (
-                    DeadLetterKind::Malformed,
-                    None,
-                    format!("message on `{source}` does not decode"),
-                )
-            };
+        let (kind, execution_id, reason) = if let Ok(msg) =
+            CoordinatorMessage::decode(&message.body)
+        {
+            (
+                DeadLetterKind::Task,
+                Some(msg.execution_id().to_string()),
+                message.reason.clone().unwrap_or_else(|| {
+                    format!("coordinator message exceeded the receive limit of queue `{source}`")
+                }),
+            )
+        } else {
+            (
+                DeadLetterKind::Malformed,
+                None,
+                message
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("message on `{source}` does not decode")),
+            )
+        };
         DeadLetterRecord {
             id: format!("sqs:{}:{}", message.queue, message.message_id),
             kind,
@@ -390,6 +409,39 @@ impl EventSink for AwsBackend {
 impl DeadLetterStore for AwsBackend {
     async fn put_dead_letter(&self, record: &DeadLetterRecord) -> StoreResult<()> {
         self.store.put_dead_letter(record).await
+    }
+
+    /// Sends the message as it arrived to the coordinator queue's DLQ, with
+    /// the reason and its execution as message attributes: the DLQ's alarm
+    /// fires, `dlq list` shows why, and `dlq redrive` sends it back unchanged.
+    async fn dead_letter_message(&self, record: &DeadLetterRecord) -> StoreResult<()> {
+        use aws_sdk_sqs::types::MessageAttributeValue;
+        let text = |value: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|e| StoreError::Rejected {
+                    code: "InvalidAttribute".into(),
+                    message: e.to_string(),
+                })
+        };
+        let body = match &record.body {
+            Value::String(body) => body.clone(),
+            other => other.to_string(),
+        };
+        let mut send = self
+            .clients
+            .sqs
+            .send_message()
+            .queue_url(format!("{}-dlq", self.settings().coordinator_queue_url))
+            .message_body(if body.is_empty() { " ".into() } else { body })
+            .message_attributes(REASON_ATTRIBUTE, text(&record.reason)?);
+        if let Some(id) = &record.execution_id {
+            send = send.message_attributes(EXECUTION_ATTRIBUTE, text(id)?);
+        }
+        send.send().await.map_err(sdk_error)?;
+        Ok(())
     }
 
     async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetterRecord>> {

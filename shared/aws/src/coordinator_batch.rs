@@ -8,12 +8,21 @@
 //! delivered: that is how commands saved by a coordinator that died after
 //! its checkpoint get sent when the message is redelivered. The ids of
 //! messages to retry are returned (SQS partial batch failures).
+//!
+//! Every message has one of three outcomes, never a fourth: applied (or
+//! found to change nothing); left for redelivery when the failure may pass
+//! (throttling, an unreachable service, a version race, denied permission
+//! while IAM changes), where the queue's redrive policy dead-letters it if
+//! it keeps failing; or, when no retry can apply it (it does not decode, its
+//! execution or workflow does not exist), dead-lettered at once for a person
+//! with its body, the reason and its execution. A message that cannot even be
+//! dead-lettered is left for redelivery.
 
 use std::collections::BTreeMap;
 
 use baton_core::Event;
 use baton_runtime::coordinator::{Coordinator, CoordinatorError, describe_ignored};
-use baton_runtime::ports::{Backend, DeadLetterKind, DeadLetterRecord};
+use baton_runtime::ports::{Backend, DeadLetterKind, DeadLetterRecord, StoreError};
 use futures::future::join_all;
 use tracing::{Instrument, error, info_span, warn};
 
@@ -42,27 +51,26 @@ pub async fn process_coordinator_batch<B: Backend>(
     coordinator: &Coordinator<B>,
     messages: Vec<QueueMessage>,
 ) -> Vec<String> {
-    let mut groups: BTreeMap<String, Vec<(String, CoordinatorMessage)>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<(QueueMessage, CoordinatorMessage)>> = BTreeMap::new();
     let mut failed = Vec::new();
     for message in messages {
         match CoordinatorMessage::decode(&message.body) {
             Ok(decoded) => groups
                 .entry(decoded.execution_id().to_string())
                 .or_default()
-                .push((message.id, decoded)),
+                .push((message, decoded)),
             Err(e) => {
                 // Retrying cannot fix it: keep it for a person instead of looping.
-                error!(message.id = %message.id, error = %e, "malformed coordinator message; dead-lettered");
-                let record = DeadLetterRecord {
-                    id: format!("malformed-{}", message.id),
-                    kind: DeadLetterKind::Malformed,
-                    execution_id: None,
-                    created_at: coordinator.now(),
-                    reason: format!("coordinator message does not decode: {e}"),
-                    body: serde_json::Value::String(message.body.clone()),
-                };
-                if let Err(e) = coordinator.backend().put_dead_letter(&record).await {
-                    warn!(error = %e, "could not dead-letter; leaving the message for the queue's redrive policy");
+                let reason = format!("coordinator message does not decode: {e}");
+                if !dead_letter(
+                    coordinator,
+                    &message,
+                    DeadLetterKind::Malformed,
+                    None,
+                    reason,
+                )
+                .await
+                {
                     failed.push(message.id);
                 }
             }
@@ -81,19 +89,20 @@ pub async fn process_coordinator_batch<B: Backend>(
 async fn process_group<B: Backend>(
     coordinator: &Coordinator<B>,
     execution_id: &str,
-    group: Vec<(String, CoordinatorMessage)>,
+    group: Vec<(QueueMessage, CoordinatorMessage)>,
 ) -> Vec<String> {
     let is_start = matches!(group.first(), Some((_, CoordinatorMessage::Start { .. })));
     if !is_start && let Err(e) = coordinator.recover(execution_id).await {
-        if e.is_retryable() {
-            warn!(error = %e, "outbox not delivered yet; retrying the batch's messages for this execution");
-            return group.into_iter().map(|(id, _)| id).collect();
-        }
-        error!(error = %e, "outbox could not be delivered");
+        // Whatever the cause, the saved commands must go out before anything
+        // else moves the execution: leave its messages for redelivery (and
+        // the redrive policy, with its alarm, if it keeps failing).
+        warn!(error = %e, retryable = e.is_retryable(), "outbox not delivered yet; retrying the batch's messages for this execution");
+        return group.into_iter().map(|(m, _)| m.id).collect();
     }
     let mut failed = Vec::new();
-    let mut ids = group.into_iter();
-    while let Some((id, message)) = ids.next() {
+    let mut messages = group.into_iter();
+    while let Some((queued, message)) = messages.next() {
+        let id = queued.id.clone();
         let result = match message {
             CoordinatorMessage::Event { event, .. } => {
                 coordinator.handle(execution_id, event).await.map(Some)
@@ -116,20 +125,54 @@ async fn process_group<B: Backend>(
                 tracing::debug!(reason = %describe_ignored(&reason), "message changed nothing");
             }
             Ok(_) => {}
-            Err(e) if e.is_retryable() => {
+            Err(e) if may_pass(&e) => {
                 warn!(error = %e, "retrying this execution's remaining messages");
                 failed.push(id);
-                failed.extend(ids.map(|(id, _)| id));
+                failed.extend(messages.map(|(m, _)| m.id));
                 break;
             }
-            Err(e) => report_unusable(coordinator, &id, &e),
+            Err(e) => {
+                let reason = format!("coordinator message cannot be applied: {e}");
+                let kind = DeadLetterKind::Task;
+                if !dead_letter(coordinator, &queued, kind, Some(execution_id), reason).await {
+                    failed.push(id);
+                    failed.extend(messages.map(|(m, _)| m.id));
+                    break;
+                }
+            }
         }
     }
     failed
 }
 
-fn report_unusable<B: Backend>(coordinator: &Coordinator<B>, id: &str, e: &CoordinatorError) {
-    // Not retryable (an unknown execution or workflow, an oversized payload):
-    // log it loudly; the message is dropped rather than looping.
-    error!(message.id = %id, error = %e, at = coordinator.now(), "coordinator message cannot be applied");
+/// Whether sending the message again may apply it.
+fn may_pass(e: &CoordinatorError) -> bool {
+    e.is_retryable() || matches!(e, CoordinatorError::Store(StoreError::Denied(_)))
+}
+
+/// Keeps a message for a person; `false` if even that failed, in which case
+/// the queue's redrive policy takes over.
+async fn dead_letter<B: Backend>(
+    coordinator: &Coordinator<B>,
+    message: &QueueMessage,
+    kind: DeadLetterKind,
+    execution_id: Option<&str>,
+    reason: String,
+) -> bool {
+    error!(message.id = %message.id, workflow.execution.id = execution_id.unwrap_or(""), reason = %reason, "coordinator message dead-lettered");
+    let record = DeadLetterRecord {
+        id: format!("{}-{}", kind.as_str(), message.id),
+        kind,
+        execution_id: execution_id.map(str::to_string),
+        created_at: coordinator.now(),
+        reason,
+        body: serde_json::Value::String(message.body.clone()),
+    };
+    match coordinator.backend().dead_letter_message(&record).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(message.id = %message.id, error = %e, "could not dead-letter; leaving the message for the queue's redrive policy");
+            false
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! - [`backend`]: [`AwsBackend`], all ports together, with DLQ access;
 //! - [`messages`]: what travels on the coordinator queue;
 //! - [`counter`]: an SDK interceptor counting requests per operation;
+//! - [`errors`]: AWS errors sorted by what the caller must do;
 //! - [`schedules`]: workflows' cron schedules as EventBridge Scheduler
 //!   schedules, and the coordinator's side of the starts they send;
 //! - [`bootstrap`]: creates the resources on an emulator;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod coordinator_batch;
 pub mod counter;
 pub mod dispatch;
+pub mod errors;
 pub mod lambda_target;
 pub mod messages;
 pub mod queues;

@@ -73,10 +73,10 @@ impl Queues {
             .send()
             .await
             .map_err(|e| match sdk_error(e) {
-                StoreError::Corrupt { message, .. } => StoreError::Corrupt {
-                    what: format!("queue `{name}`"),
+                StoreError::Rejected { code, message } => StoreError::Rejected {
+                    code,
                     message: format!(
-                        "not found ({message}); run `baton bootstrap` or deploy the stack"
+                        "queue `{name}` not found ({message}); run `baton bootstrap` or deploy the stack"
                     ),
                 },
                 other => other,
@@ -183,7 +183,10 @@ impl Queues {
             .create_schedule()
             .name(name)
             .group_name(&self.settings.schedule_group)
-            .schedule_expression(at_expression(fire_at))
+            .schedule_expression(at_expression(fire_at).ok_or_else(|| StoreError::Rejected {
+                code: "TimerOutOfRange".into(),
+                message: format!("a timer at {fire_at} ms after the epoch is past year 9999"),
+            })?)
             .schedule_expression_timezone("UTC")
             .flexible_time_window(window)
             .target(target)
@@ -245,12 +248,19 @@ pub fn schedule_name(execution_id: &str, timer: &TimerId) -> String {
     format!("baton-timer-{}", &key[3..])
 }
 
-/// `at(yyyy-mm-ddThh:mm:ss)` in UTC, rounded up to the next second.
-pub fn at_expression(fire_at: Timestamp) -> String {
+/// The last second an `at()` expression can name (9999-12-31T23:59:59Z).
+const LAST_AT_SECOND: u64 = 253_402_300_799;
+
+/// `at(yyyy-mm-ddThh:mm:ss)` in UTC, rounded up to the next second; `None`
+/// past year 9999, which neither the expression nor the formatter can hold.
+pub fn at_expression(fire_at: Timestamp) -> Option<String> {
     let secs = fire_at.div_ceil(1000);
+    if secs > LAST_AT_SECOND {
+        return None;
+    }
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     let text = humantime::format_rfc3339_seconds(time).to_string();
-    format!("at({})", text.trim_end_matches('Z'))
+    Some(format!("at({})", text.trim_end_matches('Z')))
 }
 
 #[cfg(test)]
@@ -259,8 +269,24 @@ mod tests {
 
     #[test]
     fn at_expressions_are_utc_seconds() {
-        assert_eq!(at_expression(1_767_225_600_000), "at(2026-01-01T00:00:00)");
-        assert_eq!(at_expression(1_767_225_600_001), "at(2026-01-01T00:00:01)");
+        assert_eq!(
+            at_expression(1_767_225_600_000).as_deref(),
+            Some("at(2026-01-01T00:00:00)")
+        );
+        assert_eq!(
+            at_expression(1_767_225_600_001).as_deref(),
+            Some("at(2026-01-01T00:00:01)")
+        );
+        assert_eq!(
+            at_expression(LAST_AT_SECOND * 1000).as_deref(),
+            Some("at(9999-12-31T23:59:59)")
+        );
+    }
+
+    #[test]
+    fn a_time_past_year_9999_is_refused_not_a_panic() {
+        assert_eq!(at_expression(LAST_AT_SECOND * 1000 + 1), None);
+        assert_eq!(at_expression(u64::MAX), None);
     }
 
     #[test]

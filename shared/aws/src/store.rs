@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use baton_core::{Command, ExecutionStatus, Timestamp, WorkflowDefinition};
 use baton_runtime::ports::{
@@ -219,45 +219,7 @@ fn parse<T: DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
     })
 }
 
-/// Maps an SDK error: throttling, server and transport problems may pass
-/// (retry), anything else the request itself got wrong (do not).
-pub(crate) fn sdk_error<E, R>(e: SdkError<E, R>) -> StoreError
-where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
-{
-    match &e {
-        SdkError::ServiceError(service) => {
-            let err = service.err();
-            let code = err.code().unwrap_or("ServiceError").to_string();
-            let message = err
-                .message()
-                .map(str::to_string)
-                .unwrap_or_else(|| err.to_string());
-            let transient = [
-                "Throttl",
-                "ProvisionedThroughput",
-                "InternalServer",
-                "ServiceUnavailable",
-                "RequestLimitExceeded",
-                "TransactionConflict",
-            ]
-            .iter()
-            .any(|t| code.contains(t));
-            if transient {
-                StoreError::Unavailable(format!("{code}: {message}"))
-            } else {
-                StoreError::Corrupt {
-                    what: "AWS request".into(),
-                    message: format!("{code}: {message}"),
-                }
-            }
-        }
-        _ => StoreError::Unavailable(
-            aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-        ),
-    }
-}
+pub(crate) use crate::errors::sdk_error;
 
 fn execution_key(id: &str) -> Item {
     HashMap::from([

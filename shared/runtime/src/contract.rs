@@ -563,15 +563,22 @@ pub async fn idempotent_start<B: Backend + 'static>(backend: B) {
         .await
         .unwrap();
     let b = coordinator
-        .start("contract", None, "ex-once", json!({"n": 2}))
+        .start("contract", None, "ex-once", json!({"n": 1}))
         .await
         .unwrap();
     assert!(
         a.created && !b.created,
         "start: the second start with one id creates nothing"
     );
+    let other = coordinator
+        .start("contract", None, "ex-once", json!({"n": 2}))
+        .await;
+    assert!(
+        matches!(&other, Err(crate::CoordinatorError::ExecutionExists { id, .. }) if id == "ex-once"),
+        "start: the same id with another input is refused: {other:?}"
+    );
     assert_eq!(
-        b.record.state.input,
+        backend.load("ex-once").await.unwrap().unwrap().state.input,
         json!({"n": 1}),
         "start: the first input stands"
     );

@@ -2,16 +2,22 @@
 //! commits the new state with a version check, then delivers the commands.
 //!
 //! A version conflict means another coordinator moved the execution first:
-//! reload and apply again (the event may then be stale, which the engine
-//! reports). Commands are saved in the outbox in the same write as the state,
-//! so a coordinator that dies before delivering them leaves them for
-//! [`Coordinator::recover`].
+//! reload and apply again, after a short randomised pause (the event may then
+//! be stale, which the engine reports). Commands are saved in the outbox in
+//! the same write as the state, so a coordinator that dies before delivering
+//! them leaves them for [`Coordinator::recover`].
+//!
+//! Delivery attempts every command. One that may pass later keeps the whole
+//! outbox for redelivery (every delivery is idempotent); a dispatch the
+//! backend refuses for good (the function does not exist, Baton may not
+//! invoke it) becomes a failed attempt of its step, so the workflow's own
+//! retry and compensation take over and the execution still ends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use baton_core::engine::{self, ExecutionStatus, Ignored, Outcome};
-use baton_core::{Command, Event, Execution, Timestamp, ValidationErrors, Workflow};
+use baton_core::engine::{self, Dispatch, ExecutionStatus, Ignored, Outcome};
+use baton_core::{Command, ErrorInfo, Event, Execution, Timestamp, ValidationErrors, Workflow};
 use serde_json::Value;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -24,6 +30,8 @@ use crate::ports::{
 
 /// How many times a transition is re-applied after version conflicts before giving up.
 const MAX_CONFLICT_RETRIES: usize = 32;
+/// The longest pause between two tries after a version conflict.
+const MAX_CONFLICT_PAUSE_MS: u64 = 200;
 
 #[derive(Debug, Error)]
 pub enum CoordinatorError {
@@ -49,6 +57,9 @@ pub enum CoordinatorError {
         "execution `{0}` kept changing under us; giving up after {MAX_CONFLICT_RETRIES} attempts"
     )]
     Contended(String),
+    /// A start named an existing execution with a different workflow or input.
+    #[error("execution id `{id}` is already used {by}")]
+    ExecutionExists { id: String, by: String },
 }
 
 impl CoordinatorError {
@@ -146,7 +157,9 @@ impl<B: Backend> Coordinator<B> {
     }
 
     /// Starts an execution of the latest (or given) version of a workflow.
-    /// Starting again with the same id returns the existing execution.
+    /// Starting again with the same id, workflow and input returns the
+    /// existing execution after delivering whatever its first start left
+    /// undelivered; the same id with another workflow or input is refused.
     pub async fn start(
         &self,
         workflow: &str,
@@ -156,10 +169,7 @@ impl<B: Backend> Coordinator<B> {
     ) -> Result<Started, CoordinatorError> {
         self.check_size("the execution input", &input)?;
         if let Some(existing) = self.backend.load(execution_id).await? {
-            return Ok(Started {
-                record: existing,
-                created: false,
-            });
+            return self.started_before(existing, workflow, &input).await;
         }
         let (workflow_version, compiled) = self.workflow(workflow, version).await?;
         let now = self.clock.now();
@@ -193,11 +203,38 @@ impl<B: Backend> Coordinator<B> {
                     created: true,
                 })
             }
-            Created::Existing(existing) => Ok(Started {
-                record: *existing,
-                created: false,
-            }),
+            Created::Existing(existing) => {
+                let input = record.state.input.clone();
+                self.started_before(*existing, workflow, &input).await
+            }
         }
+    }
+
+    /// A repeated start: the same request finishes what the first one may
+    /// not have (its commands), a different one is refused.
+    async fn started_before(
+        &self,
+        existing: ExecutionRecord,
+        workflow: &str,
+        input: &Value,
+    ) -> Result<Started, CoordinatorError> {
+        if existing.workflow != workflow {
+            return Err(CoordinatorError::ExecutionExists {
+                id: existing.id,
+                by: format!("by workflow `{}`", existing.workflow),
+            });
+        }
+        if existing.state.input != *input {
+            return Err(CoordinatorError::ExecutionExists {
+                id: existing.id,
+                by: "with a different input".into(),
+            });
+        }
+        self.recover(&existing.id).await?;
+        Ok(Started {
+            record: existing,
+            created: false,
+        })
     }
 
     /// Applies one event to an execution, retrying on version conflicts.
@@ -212,7 +249,10 @@ impl<B: Backend> Coordinator<B> {
         if let Event::SignalReceived { payload, .. } = &event {
             self.check_size("a signal payload", payload)?;
         }
-        for _ in 0..MAX_CONFLICT_RETRIES {
+        for conflicts in 0..MAX_CONFLICT_RETRIES {
+            if conflicts > 0 {
+                tokio::time::sleep(conflict_pause(conflicts)).await;
+            }
             let record = self
                 .backend
                 .load(execution_id)
@@ -271,35 +311,111 @@ impl<B: Backend> Coordinator<B> {
     }
 
     /// Carries out commands, then clears them from the outbox. Every
-    /// delivery is idempotent, so delivering an entry twice is harmless.
+    /// delivery is idempotent, so delivering an entry twice is harmless:
+    /// every command is attempted, and if any failed in a way that may pass
+    /// later, the outbox stays for redelivery. Dispatches refused for good
+    /// become failed attempts of their steps once the outbox is cleared.
     async fn deliver(&self, entries: &[OutboxEntry]) -> Result<(), CoordinatorError> {
         if entries.is_empty() {
             return Ok(());
         }
         let now = self.clock.now();
         let mut events = Vec::new();
+        let mut undelivered: Option<StoreError> = None;
+        let mut refused: Vec<(&Dispatch, ErrorInfo)> = Vec::new();
         for entry in entries {
-            match &entry.command {
-                Command::Dispatch(dispatch) => self.backend.send(dispatch, now).await?,
+            let result = match &entry.command {
+                Command::Dispatch(dispatch) => match self.backend.send(dispatch, now).await {
+                    Err(e) => match dispatch_failure(&e) {
+                        None => Err(e),
+                        Some(error) => {
+                            warn!(
+                            workflow.execution.id = %entry.execution_id,
+                            workflow.step = %dispatch.task.step,
+                            function = %dispatch.function,
+                            error = %e,
+                            "the step's function cannot be invoked; its attempt fails"
+                            );
+                            refused.push((dispatch, error));
+                            Ok(())
+                        }
+                    },
+                    Ok(()) => Ok(()),
+                },
                 Command::StartTimer { timer, fire_at } => {
                     self.backend
                         .schedule(&entry.execution_id, timer, *fire_at)
-                        .await?
+                        .await
                 }
-                Command::Emit(event) => events.push(event.clone()),
+                Command::Emit(event) => {
+                    events.push(event.clone());
+                    Ok(())
+                }
                 Command::DeadLetter(dead) => {
                     let record = compensation_dead_letter(dead);
-                    self.backend.put_dead_letter(&record).await?
+                    self.backend.put_dead_letter(&record).await
                 }
-                Command::Finish { .. } => {}
+                Command::Finish { .. } => Ok(()),
+            };
+            if let Err(e) = result {
+                warn!(workflow.execution.id = %entry.execution_id, seq = entry.seq, error = %e, "command not delivered; the outbox keeps it");
+                undelivered.get_or_insert(e);
             }
         }
-        if !events.is_empty() {
-            self.backend.publish(&events).await?;
+        if !events.is_empty()
+            && let Err(e) = self.backend.publish(&events).await
+        {
+            warn!(error = %e, "lifecycle events not published; the outbox keeps them");
+            undelivered.get_or_insert(e);
+        }
+        if let Some(e) = undelivered {
+            return Err(e.into());
         }
         self.backend.clear_outbox(entries).await?;
+        for (dispatch, error) in refused {
+            let event = Event::TaskFailed {
+                task: dispatch.task.clone(),
+                error,
+            };
+            // Boxed: applying the failure may deliver commands in turn.
+            Box::pin(self.handle(&dispatch.execution_id, event)).await?;
+        }
         Ok(())
     }
+}
+
+/// The failed attempt a refused dispatch becomes, or `None` when the
+/// refusal may pass by itself (the outbox is then kept and redelivered).
+/// Denied permission fails the attempt as retryable (the workflow's retry
+/// policy tries again later, as a permissions change propagates); a
+/// function that does not exist, or a request refused as made, fails it
+/// for good.
+fn dispatch_failure(e: &StoreError) -> Option<ErrorInfo> {
+    match e {
+        StoreError::Denied(message) => {
+            Some(ErrorInfo::new("DispatchDenied", message.clone(), true))
+        }
+        StoreError::Rejected { message, .. } | StoreError::TooLarge { what: message, .. } => {
+            Some(ErrorInfo::new("DispatchFailed", message.clone(), false))
+        }
+        StoreError::Refused { what, problems } => Some(ErrorInfo::new(
+            "DispatchFailed",
+            format!("{what}: {}", problems.join("; ")),
+            false,
+        )),
+        _ => None,
+    }
+}
+
+/// A randomised pause before the `n`th try after a version conflict: full
+/// jitter over an exponentially growing window, so racing coordinators
+/// spread out instead of colliding again.
+fn conflict_pause(n: usize) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let window = (1u64 << n.min(8)).clamp(1, MAX_CONFLICT_PAUSE_MS);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_usize(n);
+    std::time::Duration::from_millis(hasher.finish() % (window + 1))
 }
 
 /// The dead-letter record of a compensation that failed for good.

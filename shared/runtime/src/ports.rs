@@ -152,6 +152,15 @@ pub enum StoreError {
     /// The backend could not be reached or was busy: retrying may help.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The caller lacks permission. Retrying may help while a permissions
+    /// change propagates; a message kept failing this way reaches the
+    /// dead letters through its queue's redrive policy.
+    #[error("access denied: {0}")]
+    Denied(String),
+    /// The service refused the request as made (a missing resource, an
+    /// invalid parameter): retrying cannot help.
+    #[error("refused ({code}): {message}")]
+    Rejected { code: String, message: String },
 }
 
 impl StoreError {
@@ -282,6 +291,15 @@ pub trait DeadLetterStore: Send + Sync {
         &self,
         record: &DeadLetterRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Keeps a message no retry can apply (it does not decode, or applying it
+    /// failed for good) for a person, with the reason and its execution. A
+    /// backend with a dead-letter queue puts it there, where its alarm sees it.
+    fn dead_letter_message(
+        &self,
+        record: &DeadLetterRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.put_dead_letter(record)
+    }
     fn list_dead_letters(&self) -> impl Future<Output = StoreResult<Vec<DeadLetterRecord>>> + Send;
     fn get_dead_letter(
         &self,

@@ -18,7 +18,7 @@ use baton_core::engine::{StepStatus, UnitStatus};
 use baton_core::{Event, WorkflowDefinition};
 use baton_deploy_tests::repo_path;
 use baton_examples::{HandlerEnv, Ledger, register_all_with};
-use baton_runtime::ports::{DeadLetterKind, ExecutionStore, WorkflowStore};
+use baton_runtime::ports::{DeadLetterKind, DeadLetterStore, ExecutionStore, WorkflowStore};
 use baton_runtime::step::{Registry, StepEvent, StepHandler};
 use baton_runtime::{Clock, Coordinator, SystemClock};
 use lambda_http::Body;
@@ -250,7 +250,6 @@ async fn step_failed_sample_is_a_failed_attempt_named_by_the_functions_error_typ
 async fn malformed_sample_is_dead_lettered_and_not_retried() {
     let backend = fresh_backend("malformed-sample", 5).await;
     let event = sqs_sample("sqs-malformed.json");
-    let id = event.records[0].message_id.clone().expect("a message id");
     assert!(serde_json::from_str::<Value>(event.records[0].body.as_deref().unwrap()).is_err());
 
     let response = baton_lambda::coordinator::handle(&coordinator(&backend), event.clone()).await;
@@ -259,10 +258,16 @@ async fn malformed_sample_is_dead_lettered_and_not_retried() {
         Vec::<String>::new(),
         "a retry cannot fix it"
     );
-    let dead = backend.store().dead_letters().await.expect("dead letters");
+    // Kept on the coordinator's DLQ, where its alarm sees it, with the reason.
+    let dead = backend.list_dead_letters().await.expect("dead letters");
     assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0].id, format!("malformed-{id}"));
+    assert!(dead[0].id.starts_with("sqs:"), "{dead:?}");
     assert_eq!(dead[0].kind, DeadLetterKind::Malformed);
+    assert!(dead[0].reason.contains("does not decode"), "{dead:?}");
+    assert_eq!(
+        dead[0].body["message"].as_str(),
+        event.records[0].body.as_deref()
+    );
 }
 
 #[tokio::test]
