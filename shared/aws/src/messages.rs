@@ -53,3 +53,53 @@ impl CoordinatorMessage {
         serde_json::to_string(self).expect("coordinator messages always serialise")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Arbitrary JSON, nested a few levels, with keys the decoders look for.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let key = prop_oneof![
+                Just("kind".to_string()),
+                Just("requestContext".to_string()),
+                Just("requestPayload".to_string()),
+                Just("responsePayload".to_string()),
+                Just("condition".to_string()),
+                Just("baton".to_string()),
+                Just("execution_id".to_string()),
+                "[a-z]{1,6}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(key, inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn any_bytes_decode_or_are_refused_without_a_panic(body in ".{0,200}") {
+            let _ = CoordinatorMessage::decode(&body);
+        }
+
+        #[test]
+        fn any_json_decodes_or_is_refused_without_a_panic(value in json_value()) {
+            let _ = CoordinatorMessage::decode(&value.to_string());
+        }
+    }
+}

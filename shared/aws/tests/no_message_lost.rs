@@ -263,3 +263,38 @@ async fn a_function_deleted_after_deploy_fails_its_step_through_the_lambda_api()
         "{error:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_too_large_to_keep_fails_its_step_instead_of_vanishing() {
+    let (fresh, _) = fresh_recording_backend("too-large", 3).await;
+    let mut settings = fresh.settings().clone();
+    settings.payload_limit = 1_000;
+    let recorded = Arc::new(RecordingInvoker::default());
+    let backend = Arc::new(
+        AwsBackend::with_config(&sdk_config(&endpoint()).await, settings, RequestCounter::new())
+            .with_invoker(recorded.clone()),
+    );
+    let definition = WorkflowDefinition::parse(PARALLEL, Format::Yaml).unwrap();
+    backend.put_workflow(&definition, 0).await.unwrap();
+    let coordinator = Coordinator::new(backend.clone(), Arc::new(SystemClock));
+    coordinator
+        .start("parallel", None, "ex-big", json!({}))
+        .await
+        .unwrap();
+    let a = recorded.take("fn-a").remove(0);
+    let big = DestinationRecord::success(&a, json!({ "blob": "x".repeat(2_000) }));
+    let message = QueueMessage {
+        id: "m-big".into(),
+        body: serde_json::to_string(&big).unwrap(),
+    };
+
+    let failed = process_coordinator_batch(&coordinator, vec![message]).await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    let record = backend.load("ex-big").await.unwrap().unwrap();
+    let unit = &record.state.step("a").unwrap().units[0];
+    let error = unit.error.as_ref().expect("the attempt failed");
+    assert_eq!((error.name.as_str(), error.retryable), ("PayloadTooLarge", false));
+    assert!(error.message.contains("step `a`'s output"), "{error:?}");
+    assert!(backend.list_dead_letters().await.unwrap().is_empty());
+}

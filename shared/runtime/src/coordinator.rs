@@ -243,9 +243,23 @@ impl<B: Backend> Coordinator<B> {
         execution_id: &str,
         event: Event,
     ) -> Result<Outcome, CoordinatorError> {
-        if let Event::TaskSucceeded { output, .. } = &event {
-            self.check_size("a step output", output)?;
-        }
+        // An output too large to keep is the step's failure, not a lost
+        // message: the workflow's compensation takes over at once.
+        let event = match event {
+            Event::TaskSucceeded { task, output } => {
+                match self.check_size(&format!("step `{}`'s output", task.step), &output) {
+                    Ok(()) => Event::TaskSucceeded { task, output },
+                    Err(e) => {
+                        warn!(workflow.execution.id = %execution_id, workflow.step = %task.step, error = %e, "step output too large; the attempt fails");
+                        Event::TaskFailed {
+                            task,
+                            error: ErrorInfo::new("PayloadTooLarge", e.to_string(), false),
+                        }
+                    }
+                }
+            }
+            other => other,
+        };
         if let Event::SignalReceived { payload, .. } = &event {
             self.check_size("a signal payload", payload)?;
         }

@@ -5,12 +5,15 @@
 //! - [`coordinator`]: load, apply, commit with a version check, deliver;
 //! - [`step`]: the handler API step functions implement;
 //! - [`targets`]: where a function runs (in-process, a local command, Lambda);
-//! - [`contract`]: the test suite every backend must pass (feature `testkit`).
+//! - [`contract`]: the test suite every backend must pass (feature `testkit`);
+//! - [`faults`]: a backend wrapper that injects faults by plan (feature `testkit`).
 
 pub mod clock;
 #[cfg(feature = "testkit")]
 pub mod contract;
 pub mod coordinator;
+#[cfg(feature = "testkit")]
+pub mod faults;
 pub mod ports;
 pub mod step;
 pub mod targets;
