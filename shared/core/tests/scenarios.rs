@@ -5,8 +5,8 @@
 use baton_core::definition::Format;
 use baton_core::engine::{
     Command, DeadLetter, Dispatch, Event, Execution, ExecutionStatus, Ignored, LifecycleEvent,
-    LifecycleKind, Outcome, StepStatus, TaskKind, TaskRef, TimerId, TimerKind, Transition,
-    UnitStatus, apply,
+    LifecycleKind, MAX_TIMESTAMP, MAX_WAIT_AHEAD_MS, Outcome, StepStatus, TaskKind, TaskRef,
+    TimerId, TimerKind, Transition, UnitStatus, apply,
 };
 use baton_core::{ErrorInfo, Workflow, idempotency};
 use serde_json::{Value, json};
@@ -158,7 +158,7 @@ impl Shell {
 
     fn reply(&mut self, d: &Dispatch, reply: Reply) -> Option<Transition> {
         let task = d.task.clone();
-        self.now += LATENCY;
+        self.now = self.now.saturating_add(LATENCY);
         match reply {
             Reply::Ok(output) => Some(self.apply(Event::TaskSucceeded { task, output })),
             Reply::Fail(error) => Some(self.apply(Event::TaskFailed { task, error })),
@@ -177,7 +177,7 @@ impl Shell {
     }
 
     fn signal(&mut self, name: &str, payload: Value) -> Transition {
-        self.now += LATENCY;
+        self.now = self.now.saturating_add(LATENCY);
         self.apply(Event::SignalReceived {
             name: name.into(),
             payload,
@@ -185,7 +185,7 @@ impl Shell {
     }
 
     fn cancel(&mut self) -> Transition {
-        self.now += LATENCY;
+        self.now = self.now.saturating_add(LATENCY);
         self.apply(Event::CancelRequested {
             reason: Some("customer changed their mind".into()),
         })
@@ -1285,7 +1285,11 @@ steps:
     shell.start(json!({ "at": "tomorrow" }));
     let (status, _, error) = shell.finish();
     assert_eq!(status, ExecutionStatus::Failed);
-    assert_eq!(error.expect("the cause").name, "WaitUntilError");
+    assert_eq!(error.expect("the cause").name, "InvalidWaitUntil");
+    // An expression that cannot be evaluated fails it too, under its own name.
+    let mut shell = Shell::new(text);
+    shell.start(json!({}));
+    assert_eq!(shell.finish().2.expect("the cause").name, "WaitUntilError");
 }
 
 const APPROVAL: &str = r#"
@@ -1855,4 +1859,577 @@ steps:
         other.pending[0].idempotency_key, a[0],
         "keys differ between executions"
     );
+}
+
+// ---------------------------------------------------------------- unknown outcomes
+
+/// Compensations in the order they started (first attempts only).
+fn undone(shell: &Shell) -> Vec<String> {
+    shell
+        .all_dispatches()
+        .iter()
+        .filter(|d| d.task.kind == TaskKind::Compensation && d.task.attempt == 1)
+        .map(|d| label(&d.task))
+        .collect()
+}
+
+/// Whether each `compensation.*` event of this unit says the outcome was unknown.
+fn compensation_flags(shell: &Shell, step: &str, index: Option<u32>) -> Vec<bool> {
+    shell
+        .lifecycle_events()
+        .iter()
+        .filter(|e| {
+            e.kind.as_str().starts_with("compensation.")
+                && e.step.as_deref() == Some(step)
+                && e.index == index
+        })
+        .map(|e| e.outcome_unknown)
+        .collect()
+}
+
+const UNKNOWN: &str = r#"
+name: unknown
+defaults:
+  retry: { max_attempts: 1 }
+  timeout: 5s
+  compensation_retry: { max_attempts: 2, backoff: fixed, delay: 1s, jitter: none }
+steps:
+  create_order:
+    function: create-order
+    compensate: { function: cancel-order, input: { orderId: "${ steps.create_order.output.orderId }" } }
+  reserve:
+    needs: [create_order]
+    function: reserve-inventory
+    input: { orderId: "${ steps.create_order.output.orderId }" }
+    compensate: { function: release-inventory, input: { reservationId: "${ steps.reserve.output.reservationId }" } }
+  pay:
+    needs: [reserve]
+    function: process-payment
+    input: { orderId: "${ input.orderId }", amount: 5 }
+    retry: { max_attempts: 2, backoff: fixed, delay: 1s, jitter: none }
+    compensate: { function: refund-payment, input: { orderId: "${ input.orderId }" } }
+  ship:
+    needs: [pay]
+    function: ship-order
+    compensate: { function: cancel-shipment, input: "${ steps.ship.output }" }
+"#;
+
+fn unknown_function(d: &Dispatch) -> Reply {
+    Reply::Ok(match &*d.function {
+        "create-order" => json!({ "orderId": "o-1" }),
+        "reserve-inventory" => json!({ "reservationId": "r-1" }),
+        "process-payment" => json!({ "paymentId": "p-1" }),
+        "ship-order" => json!({ "shipmentId": "s-1" }),
+        _ => json!({ "undone": true }),
+    })
+}
+
+#[test]
+fn a_step_whose_last_attempt_timed_out_is_compensated_when_the_saga_unwinds() {
+    // The payment's first attempt fails, its second never answers: it may have charged.
+    let mut shell = Shell::new(UNKNOWN);
+    shell.start(json!({ "orderId": "o-1" }));
+    shell.run(|d| match (&*d.function, d.task.attempt) {
+        ("process-payment", 1) => Reply::Fail(error("Flaky")),
+        ("process-payment", _) => Reply::Hang,
+        _ => unknown_function(d),
+    });
+    let (status, _, cause) = shell.finish();
+    assert_eq!(status, ExecutionStatus::Compensated);
+    assert_eq!(cause.expect("the cause").name, "Timeout");
+    assert_eq!(
+        undone(&shell),
+        ["undo pay", "undo reserve", "undo create_order"]
+    );
+    // Its compensation does not read the missing output, so its input is as written.
+    assert_eq!(
+        shell.dispatches_of("undo pay")[0].input,
+        json!({ "orderId": "o-1" })
+    );
+    assert_eq!(compensation_flags(&shell, "pay", None), [true, true]);
+    assert_eq!(compensation_flags(&shell, "reserve", None), [false, false]);
+    let pay = &shell.ex.step("pay").expect("pay").units[0];
+    assert!(pay.outcome_unknown);
+    assert_eq!(pay.status, UnitStatus::Failed);
+    assert_eq!(pay.error.as_ref().map(|e| e.name.as_str()), Some("Timeout"));
+    assert!(!shell.ex.step("reserve").expect("reserve").units[0].outcome_unknown);
+    assert!(shell.dispatches_of("ship").is_empty());
+    shell.assert_replays();
+}
+
+const TOLERANT_UNKNOWN: &str = r#"
+name: tolerant-unknown
+defaults: { retry: { max_attempts: 1 }, timeout: 5s }
+steps:
+  create_order:
+    function: create-order
+    compensate: { function: cancel-order, input: { orderId: "${ steps.create_order.output.orderId }" } }
+  reserve:
+    needs: [create_order]
+    function: reserve-inventory
+    continue_on_failure: true
+    input: { orderId: "${ steps.create_order.output.orderId }" }
+    compensate: { function: release-inventory, input: { reservationId: "${ steps.reserve.output.reservationId }" } }
+  pay:
+    needs: [reserve]
+    function: process-payment
+    compensate: { function: refund-payment, input: "${ steps.pay.output }" }
+"#;
+
+#[test]
+fn a_timed_out_step_is_compensated_when_a_later_step_fails() {
+    let mut shell = Shell::new(TOLERANT_UNKNOWN);
+    shell.start(json!({}));
+    shell.run(|d| match &*d.function {
+        "reserve-inventory" => Reply::Hang,
+        "process-payment" => Reply::Fail(fatal("CardDeclined")),
+        _ => unknown_function(d),
+    });
+    assert_eq!(
+        shell.dispatched(),
+        [
+            "create_order",
+            "reserve",
+            "pay",
+            "undo reserve",
+            "undo create_order"
+        ],
+        "the declined payment is not undone; the reservation that never answered is"
+    );
+    assert_eq!(shell.finish().0, ExecutionStatus::Compensated);
+    // The compensation reads the output that never came: it gets what the step was given instead.
+    let reserve = shell.dispatches_of("reserve")[0];
+    assert_eq!(
+        shell.dispatches_of("undo reserve")[0].input,
+        json!({
+            "outcome_unknown": true,
+            "step_input": { "orderId": "o-1" },
+            "step_idempotency_key": reserve.idempotency_key,
+        })
+    );
+    assert_eq!(
+        reserve.idempotency_key,
+        idempotency::key("ex-1", "reserve", None, TaskKind::Step)
+    );
+    assert_eq!(
+        shell.dispatches_of("undo create_order")[0].input,
+        json!({ "orderId": "o-1" })
+    );
+    let life = shell.lifecycle();
+    let tail: Vec<&str> = life
+        .iter()
+        .map(String::as_str)
+        .skip_while(|e| *e != "step.failed pay#1")
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "step.failed pay#1",
+            "compensation.started reserve#1",
+            "compensation.succeeded reserve#1",
+            "compensation.started create_order#1",
+            "compensation.succeeded create_order#1",
+            "execution.compensated",
+        ]
+    );
+    shell.assert_replays();
+
+    // If nothing fails later, the execution succeeds and nothing is undone.
+    let mut shell = Shell::new(TOLERANT_UNKNOWN);
+    shell.start(json!({}));
+    shell.run(|d| match &*d.function {
+        "reserve-inventory" => Reply::Hang,
+        _ => unknown_function(d),
+    });
+    assert_eq!(shell.finish().0, ExecutionStatus::Succeeded);
+    assert!(undone(&shell).is_empty());
+}
+
+#[test]
+fn a_step_whose_attempts_all_failed_with_an_error_is_not_compensated() {
+    for (replies, compensated) in [
+        // Every attempt said it failed: nothing to undo.
+        (["error", "error"], false),
+        (["error", "fatal"], false),
+        // One attempt left no result: it may have charged, whatever came after.
+        (["timeout", "error"], true),
+        (["error", "timeout"], true),
+        (["timeout", "timeout"], true),
+        // A shell that knows the worker died mid-attempt says so.
+        (["error", "crash"], true),
+    ] {
+        let mut shell = Shell::new(UNKNOWN);
+        shell.start(json!({ "orderId": "o-1" }));
+        shell.run(|d| match &*d.function {
+            "process-payment" => match replies[d.task.attempt as usize - 1] {
+                "error" => Reply::Fail(error("Flaky")),
+                "fatal" => Reply::Fail(fatal("CardDeclined")),
+                "crash" => Reply::Fail(
+                    ErrorInfo::new("Lambda.Unhandled", "Runtime exited", true)
+                        .with_outcome_unknown(),
+                ),
+                _ => Reply::Hang,
+            },
+            _ => unknown_function(d),
+        });
+        let expected: &[&str] = if compensated {
+            &["undo pay", "undo reserve", "undo create_order"]
+        } else {
+            &["undo reserve", "undo create_order"]
+        };
+        assert_eq!(undone(&shell), expected, "{replies:?}");
+        assert_eq!(
+            shell.ex.step("pay").expect("pay").units[0].outcome_unknown,
+            compensated,
+            "{replies:?}"
+        );
+        assert_eq!(shell.finish().0, ExecutionStatus::Compensated);
+        shell.assert_replays();
+    }
+}
+
+const BRANCHES: &str = r#"
+name: branches
+defaults: { timeout: 5s, retry: { max_attempts: 2, backoff: fixed, delay: 1s, jitter: none } }
+steps:
+  a: { function: fa, compensate: { function: undo-a } }
+  b: { needs: [a], function: fb, compensate: { function: undo-b } }
+  c: { needs: [a], function: fc, compensate: { function: undo-c } }
+"#;
+
+#[test]
+fn an_unknown_outcome_is_undone_in_order_of_when_its_attempt_started() {
+    // b's only attempts start before c succeeds: c is undone first, then b, then a.
+    let mut shell = Shell::new(BRANCHES);
+    shell.start(json!({}));
+    shell.succeed("a", json!(null));
+    assert_eq!(shell.pending_labels(), ["b", "c"]);
+    shell.succeed("c", json!(null));
+    let d = shell.take("b");
+    shell.reply(&d, Reply::Hang);
+    shell.fire(TimerKind::Timeout, "b");
+    shell.fire(TimerKind::Retry, "b");
+    shell.run(|d| match &*d.function {
+        "fb" => Reply::Hang,
+        _ => Reply::Ok(json!(null)),
+    });
+    assert_eq!(
+        undone(&shell),
+        ["undo c", "undo b", "undo a"],
+        "b's first timed-out attempt started before c succeeded"
+    );
+    shell.assert_replays();
+
+    // b's first attempt fails with an error; the second starts after c succeeded and times out.
+    let mut shell = Shell::new(BRANCHES);
+    shell.start(json!({}));
+    shell.succeed("a", json!(null));
+    shell.fail("b", error("Flaky"));
+    shell.succeed("c", json!(null));
+    shell.run(|d| match &*d.function {
+        "fb" => Reply::Hang,
+        _ => Reply::Ok(json!(null)),
+    });
+    assert_eq!(undone(&shell), ["undo b", "undo c", "undo a"]);
+    shell.assert_replays();
+
+    // Both branches time out: the one started later is undone first.
+    let mut shell = Shell::new(BRANCHES);
+    shell.start(json!({}));
+    shell.succeed("a", json!(null));
+    shell.run(|d| match &*d.function {
+        "fb" | "fc" => Reply::Hang,
+        _ => Reply::Ok(json!(null)),
+    });
+    assert_eq!(undone(&shell), ["undo c", "undo b", "undo a"]);
+    assert_eq!(compensation_flags(&shell, "a", None), [false, false]);
+    assert_eq!(compensation_flags(&shell, "b", None), [true, true]);
+    shell.assert_replays();
+}
+
+#[test]
+fn cancel_waits_for_a_running_step_and_its_outcome_decides() {
+    // The rule: cancel starts nothing new and waits for attempts in flight.
+    // A success is undone, an attempt that never answers is undone (it may
+    // have had its effect), one that failed with an error is not.
+    for (reply, pay_undone, unknown) in [
+        ("ok", true, false),
+        ("hang", true, true),
+        ("error", false, false),
+    ] {
+        let mut shell = Shell::new(UNKNOWN);
+        shell.start(json!({ "orderId": "o-1" }));
+        shell.succeed("create_order", json!({ "orderId": "o-1" }));
+        shell.succeed("reserve", json!({ "reservationId": "r-1" }));
+        assert_eq!(shell.pending_labels(), ["pay"]);
+        let t = shell.cancel();
+        assert!(dispatches(&t).is_empty(), "{reply}: waits for pay");
+        shell.run(|d| match (&*d.function, reply) {
+            ("process-payment", "hang") => Reply::Hang,
+            ("process-payment", "error") => Reply::Fail(error("Flaky")),
+            _ => unknown_function(d),
+        });
+        assert_eq!(
+            shell.dispatches_of("pay").len(),
+            1,
+            "{reply}: no retry once cancelled"
+        );
+        let mut expected = vec!["undo reserve", "undo create_order"];
+        if pay_undone {
+            expected.insert(0, "undo pay");
+        }
+        assert_eq!(undone(&shell), expected, "{reply}");
+        if pay_undone {
+            assert_eq!(
+                compensation_flags(&shell, "pay", None),
+                [unknown, unknown],
+                "{reply}"
+            );
+        }
+        assert_eq!(shell.finish().0, ExecutionStatus::Cancelled, "{reply}");
+        shell.assert_replays();
+    }
+
+    // Cancelled while backing off after a timeout: the timed-out attempt may have charged.
+    let mut shell = Shell::new(UNKNOWN);
+    shell.start(json!({ "orderId": "o-1" }));
+    shell.succeed("create_order", json!({ "orderId": "o-1" }));
+    shell.succeed("reserve", json!({ "reservationId": "r-1" }));
+    let d = shell.take("pay");
+    shell.now = d.deadline;
+    shell.apply(Event::TaskTimedOut { task: d.task });
+    assert_eq!(
+        shell.ex.step("pay").expect("pay").units[0].status,
+        UnitStatus::BackingOff
+    );
+    shell.cancel();
+    assert_eq!(
+        shell.ex.step("pay").expect("pay").units[0].status,
+        UnitStatus::Cancelled
+    );
+    shell.run(unknown_function);
+    assert_eq!(
+        undone(&shell),
+        ["undo pay", "undo reserve", "undo create_order"]
+    );
+    assert_eq!(shell.dispatches_of("pay").len(), 1);
+    assert_eq!(shell.finish().0, ExecutionStatus::Cancelled);
+    shell.assert_replays();
+}
+
+const UNKNOWN_EACH: &str = r#"
+name: unknown-each
+defaults: { timeout: 5s, retry: { max_attempts: 1 } }
+steps:
+  each:
+    function: charge
+    for_each: "${ input.items }"
+    max_concurrency: 2
+    input: { item: "${ item }", index: "${ index }" }
+    compensate: { function: refund, input: { chargeId: "${ steps.each.output.chargeId }", item: "${ item }" } }
+"#;
+
+#[test]
+fn for_each_elements_whose_outcome_is_unknown_are_compensated() {
+    // Element 0 succeeds and element 2 starts; element 1 never answers, which
+    // fails the step; element 2 is still in flight and succeeds; 3 never starts.
+    let mut shell = Shell::new(UNKNOWN_EACH);
+    shell.start(json!({ "items": ["a", "b", "c", "d"] }));
+    shell.succeed("each[0]", json!({ "chargeId": "ch-a" }));
+    assert_eq!(shell.pending_labels(), ["each[1]", "each[2]"]);
+    let one = shell.take("each[1]");
+    shell.reply(&one, Reply::Hang);
+    shell.now = one.deadline;
+    shell.apply(Event::TimerFired {
+        timer: TimerId {
+            kind: TimerKind::Timeout,
+            task_kind: TaskKind::Step,
+            step: one.task.step.clone(),
+            index: Some(1),
+            attempt: 1,
+        },
+    });
+    assert_eq!(shell.ex.status, ExecutionStatus::Compensating);
+    shell.succeed("each[2]", json!({ "chargeId": "ch-c" }));
+    shell.run(|_| Reply::Ok(json!({ "refunded": true })));
+    assert!(shell.dispatches_of("each[3]").is_empty());
+    // Started order: 0, 1; then 0 succeeded, 2 started and succeeded. Newest first:
+    // 2, then 0 (succeeded after 1 started), then 1.
+    assert_eq!(
+        undone(&shell),
+        ["undo each[2]", "undo each[0]", "undo each[1]"]
+    );
+    assert_eq!(
+        shell.dispatches_of("undo each[0]")[0].input,
+        json!({ "chargeId": "ch-a", "item": "a" })
+    );
+    assert_eq!(
+        shell.dispatches_of("undo each[1]")[0].input,
+        json!({
+            "outcome_unknown": true,
+            "step_input": { "item": "b", "index": 1 },
+            "step_idempotency_key": one.idempotency_key,
+        })
+    );
+    assert_eq!(compensation_flags(&shell, "each", Some(1)), [true, true]);
+    assert_eq!(compensation_flags(&shell, "each", Some(0)), [false, false]);
+    assert_eq!(shell.finish().0, ExecutionStatus::Compensated);
+    shell.assert_replays();
+
+    // An element that failed with an error is not undone.
+    let mut shell = Shell::new(UNKNOWN_EACH);
+    shell.start(json!({ "items": ["a", "b"] }));
+    shell.succeed("each[0]", json!({ "chargeId": "ch-a" }));
+    shell.fail("each[1]", fatal("Declined"));
+    shell.run(|_| Reply::Ok(json!({ "refunded": true })));
+    assert_eq!(undone(&shell), ["undo each[0]"]);
+}
+
+#[test]
+fn a_dead_lettered_compensation_of_an_unknown_outcome_says_so() {
+    let mut shell = Shell::new(UNKNOWN);
+    shell.start(json!({ "orderId": "o-1" }));
+    shell.run(|d| match &*d.function {
+        "process-payment" => Reply::Hang,
+        "refund-payment" => Reply::Fail(fatal("RefundRefused")),
+        _ => unknown_function(d),
+    });
+    let letters = shell.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(&*letters[0].step, "pay");
+    assert!(letters[0].outcome_unknown);
+    assert_eq!(letters[0].input, json!({ "orderId": "o-1" }));
+    let failed = shell
+        .lifecycle_events()
+        .into_iter()
+        .find(|e| e.kind == LifecycleKind::CompensationFailed)
+        .expect("compensation.failed");
+    assert!(failed.outcome_unknown);
+    let json = serde_json::to_value(failed).expect("serialises");
+    assert_eq!(json["outcome_unknown"], json!(true));
+    // The flag is left out where it is false, so other events read as before.
+    let started = shell.lifecycle_events()[0];
+    assert!(
+        serde_json::to_value(started)
+            .expect("serialises")
+            .get("outcome_unknown")
+            .is_none()
+    );
+    assert_eq!(shell.finish().0, ExecutionStatus::CompensationFailed);
+}
+
+// ---------------------------------------------------------------- ranges
+
+#[test]
+fn a_wait_until_out_of_range_fails_the_step_without_a_timer() {
+    let text = r#"
+name: wait-until
+steps:
+  until: { wait_until: "${ input.at }" }
+  after: { needs: [until], function: fa, mutates: false, retry: { max_attempts: 1 } }
+"#;
+    for at in [
+        json!(T0 + MAX_WAIT_AHEAD_MS + 1),
+        json!(u64::MAX),
+        json!(u64::MAX - 1),
+        json!(i64::MAX),
+        json!(-1),
+        json!(i64::MIN),
+        json!(1e300),
+        json!("275000-01-01T00:00:00Z"),
+        json!("+275000-01-01T00:00:00Z"),
+        json!("1960-01-01T00:00:00Z"),
+        json!("9999-12-31T23:59:59Z"),
+        json!(null),
+        json!({ "at": 1 }),
+    ] {
+        let mut shell = Shell::new(text);
+        let t = shell.start(json!({ "at": at }));
+        assert!(shell.timers.is_empty(), "{at}: {:?}", shell.timers);
+        assert_eq!(t.next_wakeup, None, "{at}");
+        let (status, _, cause) = shell.finish();
+        assert_eq!(status, ExecutionStatus::Failed, "{at}");
+        assert_eq!(cause.expect("the cause").name, "InvalidWaitUntil", "{at}");
+        let failed = shell
+            .lifecycle_events()
+            .into_iter()
+            .find(|e| e.kind == LifecycleKind::StepFailed)
+            .and_then(|e| e.error.clone())
+            .expect("step.failed with its error");
+        assert_eq!(failed.name, "InvalidWaitUntil");
+        assert!(!failed.retryable);
+        shell.assert_replays();
+    }
+    // Ten years ahead is the limit, and it is allowed.
+    let mut shell = Shell::new(text);
+    shell.start(json!({ "at": T0 + MAX_WAIT_AHEAD_MS }));
+    assert_eq!(shell.timers[0].0, T0 + MAX_WAIT_AHEAD_MS);
+}
+
+#[test]
+fn huge_durations_and_times_saturate_instead_of_overflowing() {
+    // 584 million years is a duration validation accepts, just under u64::MAX milliseconds.
+    let text = r#"
+name: huge
+defaults: { timeout: 584000000y }
+steps:
+  a:
+    function: fa
+    retry: { max_attempts: 100, backoff: exponential, delay: 584000000y, jitter: full }
+    compensate:
+      function: undo-a
+      timeout: 584000000y
+      retry: { max_attempts: 100, backoff: linear, delay: 584000000y, max_delay: 584000000y }
+  pause: { needs: [a], wait: 584000000y }
+  signal: { needs: [a], wait_for: { signal: go, timeout: 584000000y } }
+  b: { needs: [pause, signal], function: fb, mutates: false, retry: { max_attempts: 1 } }
+"#;
+    let mut shell = Shell::new(text);
+    shell.start(json!({}));
+    assert_eq!(shell.pending[0].deadline, MAX_TIMESTAMP);
+    shell.fail("a", error("Flaky"));
+    let (fire_at, retry) = shell.timers.pop().expect("the retry timer");
+    assert_eq!((fire_at, retry.kind), (MAX_TIMESTAMP, TimerKind::Retry));
+    // Fired early, so the clock stays where it is.
+    shell.apply(Event::TimerFired { timer: retry });
+    shell.succeed("a", json!(null));
+    assert_eq!(shell.step_status("pause"), StepStatus::Waiting);
+    assert_eq!(
+        shell.ex.step("pause").expect("pause").wake_at,
+        Some(MAX_TIMESTAMP)
+    );
+    assert_eq!(
+        shell.ex.step("signal").expect("signal").wake_at,
+        Some(MAX_TIMESTAMP)
+    );
+    shell.cancel();
+    shell.run(|d| match d.task.attempt {
+        1 => Reply::Fail(error("Flaky")),
+        _ => Reply::Ok(json!(null)),
+    });
+    assert_eq!(shell.finish().0, ExecutionStatus::Cancelled);
+    for (issued, command) in &shell.log {
+        let at = match command {
+            Command::StartTimer { fire_at, .. } => *fire_at,
+            Command::Dispatch(d) => d.deadline,
+            _ => continue,
+        };
+        assert!(
+            at <= MAX_TIMESTAMP && at >= *issued,
+            "{command:?} at {issued}"
+        );
+    }
+    assert!(shell.log.iter().any(
+        |(_, c)| matches!(c, Command::StartTimer { fire_at, .. } if *fire_at == MAX_TIMESTAMP)
+    ));
+    shell.assert_replays();
+
+    // A shell clock at the very end of time moves nothing past it and panics nowhere.
+    let mut shell = Shell::new(text);
+    shell.now = u64::MAX - 1;
+    shell.start(json!({}));
+    assert_eq!(shell.pending[0].deadline, u64::MAX - 1);
+    shell.run(|_| Reply::Fail(error("Flaky")));
+    assert!(shell.ex.status.is_terminal());
+    shell.assert_replays();
 }

@@ -13,11 +13,14 @@
 //! [`TaskRef`] that the shell echoes back in its result.
 
 mod state;
+mod time;
 mod transition;
 
 pub use state::{
-    CompensationState, Execution, ExecutionStatus, StepState, StepStatus, Unit, UnitRef, UnitStatus,
+    CompensationState, Execution, ExecutionStatus, StartMark, StepState, StepStatus, Unit, UnitRef,
+    UnitStatus,
 };
+pub use time::{MAX_TIMESTAMP, MAX_WAIT_AHEAD_MS, wait_until_instant, wait_until_literal};
 pub use transition::apply;
 
 use std::sync::Arc;
@@ -54,6 +57,11 @@ pub struct ErrorInfo {
     /// Whether trying again could help; `false` fails the task at once.
     #[serde(default = "default_true")]
     pub retryable: bool,
+    /// The attempt ended without saying what it did (its worker or function
+    /// died mid-way), so its effect may have happened: like a timeout, it
+    /// makes the unit's compensation run if the saga unwinds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outcome_unknown: bool,
 }
 
 fn default_true() -> bool {
@@ -66,7 +74,14 @@ impl ErrorInfo {
             name: name.into(),
             message: message.into(),
             retryable,
+            outcome_unknown: false,
         }
+    }
+
+    /// The same error, saying the attempt may have had its effect (see [`ErrorInfo::outcome_unknown`]).
+    pub fn with_outcome_unknown(mut self) -> ErrorInfo {
+        self.outcome_unknown = true;
+        self
     }
 }
 
@@ -174,6 +189,10 @@ pub struct DeadLetter {
     pub error: ErrorInfo,
     pub attempts: u32,
     pub at: Timestamp,
+    /// The compensation was undoing a step whose outcome is unknown (see
+    /// [`LifecycleEvent::outcome_unknown`]): the step may never have had an effect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outcome_unknown: bool,
 }
 
 /// What the shell must do, in order.
@@ -189,7 +208,11 @@ pub enum Command {
     DeadLetter(DeadLetter),
     Finish {
         status: ExecutionStatus,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "state::present"
+        )]
         output: Option<Value>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<ErrorInfo>,
@@ -335,6 +358,11 @@ pub struct LifecycleEvent {
     /// For `*.retrying`: how long until the next attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
+    /// For `compensation.*`: the step never reported a result (an attempt
+    /// timed out, or its worker died), so it may or may not have had its
+    /// effect; the compensation runs in case it did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outcome_unknown: bool,
 }
 
 /// Why an event changed nothing.

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::ErrorInfo;
@@ -117,12 +117,25 @@ pub struct Unit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<Timestamp>,
     /// The element's output (for `for_each` elements; a plain step's is in [`StepState::output`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<Box<Unit>>,
+    /// For a unit with a compensation: an attempt ended without a result (it
+    /// timed out, or its worker died), so its effect may have happened. Unless
+    /// a later attempt succeeds, the unit is compensated if the saga unwinds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outcome_unknown: bool,
+    /// For a unit with a compensation: where its current attempt started in
+    /// the saga (kept from the first attempt whose outcome is unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<StartMark>,
 }
 
 impl Unit {
@@ -134,8 +147,20 @@ impl Unit {
             output: None,
             error: None,
             compensation: None,
+            outcome_unknown: false,
+            started: None,
         }
     }
+}
+
+/// Where an attempt started among the saga's completions, so that a unit
+/// whose outcome is unknown is undone in order with the units that succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StartMark {
+    /// How many units had succeeded ([`Execution::completed`]) when it started.
+    pub after: u32,
+    /// Its number among the attempts of compensable units started ([`Execution::attempts_started`]).
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,7 +176,11 @@ pub struct StepState {
     /// Next `for_each` element to start.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub next_item: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
@@ -160,7 +189,17 @@ pub struct StepState {
     pub wake_at: Option<Timestamp>,
 }
 
+/// Reads an optional value that is there, `null` included, as `Some`: an
+/// output that is `null` reads back as it was written (a missing one is `None`).
+pub(super) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 
@@ -174,7 +213,9 @@ pub struct UnitRef {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompensationState {
-    /// Units to undo, in the order they are undone (reverse completion order).
+    /// Units to undo, in the order they are undone: newest first, a unit that
+    /// succeeded placed by when it succeeded, one whose outcome is unknown by
+    /// when its attempt started.
     pub queue: Vec<UnitRef>,
     /// Position in `queue` of the compensation running now.
     pub position: u32,
@@ -192,6 +233,9 @@ pub struct Execution {
     /// Succeeded units that have a compensation, in completion order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub completed: Vec<UnitRef>,
+    /// Attempts of units with a compensation started so far (see [`StartMark`]).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub attempts_started: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<CompensationState>,
     /// Why the execution stopped (the first failure, or the cancel).
@@ -199,7 +243,11 @@ pub struct Execution {
     pub failure: Option<ErrorInfo>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub output: Option<Value>,
     /// Signals that arrived before any step waited for them, oldest first.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -233,6 +281,7 @@ impl Execution {
                 })
                 .collect(),
             completed: Vec::new(),
+            attempts_started: 0,
             compensation: None,
             failure: None,
             cancel_requested: false,

@@ -9,20 +9,30 @@
 //! - A failed step (or cancel) stops new work. Results of attempts already in
 //!   flight are still recorded; once none is left, every succeeded unit with a
 //!   compensation is undone, one at a time, in reverse completion order.
+//! - A unit that never succeeded but had an attempt end without a result (it
+//!   timed out, or the shell says its worker died) may have had its effect, so
+//!   it is undone too, placed by when that attempt started: newest first,
+//!   among the succeeded units. If its compensation's input reads the step's
+//!   own output, which never came, it gets the step's input and idempotency key
+//!   instead. A unit whose attempts all failed with an error is not undone.
+//! - Instants are clamped to [`MAX_TIMESTAMP`](super::MAX_TIMESTAMP); a
+//!   `wait_until` outside 1970 to ten years ahead fails its step.
 //! - Anything that does not match the current state (an old attempt, a second
 //!   result, a timer whose purpose has passed) changes nothing and says why.
 
 use serde_json::Value;
 
+use super::state::StartMark;
 use super::state::{
     CompensationState, Execution, ExecutionStatus, StepStatus, Unit, UnitRef, UnitStatus,
 };
+use super::time::{later, type_name, wait_until_instant};
 use super::{
     Command, DeadLetter, Dispatch, ErrorInfo, Event, Ignored, LifecycleEvent, LifecycleKind,
     Outcome, TaskKind, TaskRef, TimerId, TimerKind, Transition,
 };
 use crate::Timestamp;
-use crate::expr::{Scope, StepLookup, StepView};
+use crate::expr::{Scope, StepLookup, StepRefs, StepView};
 use crate::idempotency;
 use crate::workflow::{Action, Call, Workflow};
 
@@ -151,7 +161,34 @@ impl Cx<'_> {
             at: self.now,
             error,
             delay_ms,
+            outcome_unknown: false,
         }));
+    }
+
+    /// Emits a `compensation.*` event for unit `u` of step `s`.
+    fn emit_compensation(
+        &mut self,
+        kind: LifecycleKind,
+        s: usize,
+        u: usize,
+        attempt: u32,
+        error: Option<ErrorInfo>,
+        delay_ms: Option<u64>,
+    ) {
+        let index = self.is_for_each(s).then_some(u as u32);
+        self.emit(kind, Some(s), index, Some(attempt), error, delay_ms);
+        if self.outcome_unknown(s, u)
+            && let Some(Command::Emit(event)) = self.commands.last_mut()
+        {
+            event.outcome_unknown = true;
+        }
+    }
+
+    /// Whether unit `u` of step `s` never succeeded but may have had its
+    /// effect: an attempt of it ended without a result.
+    fn outcome_unknown(&self, s: usize, u: usize) -> bool {
+        let unit = &self.ex.steps[s].units[u];
+        unit.outcome_unknown && unit.status != UnitStatus::Succeeded
     }
 
     fn timer(
@@ -202,10 +239,13 @@ impl Cx<'_> {
         match event {
             Event::Started { .. } => unreachable!("handled above"),
             Event::TaskSucceeded { task, output } => self.task_succeeded(task, output),
-            Event::TaskFailed { task, error } => self.task_failed(task, error),
+            Event::TaskFailed { task, error } => {
+                let unknown = error.outcome_unknown;
+                self.task_failed(task, error, unknown)
+            }
             Event::TaskTimedOut { task } => {
                 let error = timeout_error(task.attempt);
-                self.task_failed(task, error)
+                self.task_failed(task, error, true)
             }
             Event::TimerFired { timer } => self.timer_fired(timer),
             Event::SignalReceived { name, payload } => self.signal(name, payload),
@@ -259,6 +299,8 @@ impl Cx<'_> {
                 unit.status = UnitStatus::Succeeded;
                 unit.due = None;
                 unit.error = None;
+                unit.outcome_unknown = false;
+                unit.started = None;
                 if has_compensation {
                     self.ex.completed.push(UnitRef {
                         step: s as u32,
@@ -293,11 +335,11 @@ impl Cx<'_> {
                 comp.status = UnitStatus::Succeeded;
                 comp.due = None;
                 comp.error = None;
-                self.emit(
+                self.emit_compensation(
                     LifecycleKind::CompensationSucceeded,
-                    Some(s),
-                    task.index,
-                    Some(task.attempt),
+                    s,
+                    u,
+                    task.attempt,
                     None,
                     None,
                 );
@@ -306,21 +348,38 @@ impl Cx<'_> {
         Ok(())
     }
 
-    fn task_failed(&mut self, task: TaskRef, error: ErrorInfo) -> Result<(), Ignored> {
+    /// An attempt failed; `unknown` says it ended without a result, so its
+    /// effect may have happened.
+    fn task_failed(
+        &mut self,
+        task: TaskRef,
+        error: ErrorInfo,
+        unknown: bool,
+    ) -> Result<(), Ignored> {
         let (s, u) = self.locate(&task.step, task.index)?;
         let running = self.ex.status == ExecutionStatus::Running;
         match task.kind {
             TaskKind::Step => {
                 check_running(&self.ex.steps[s].units[u], task.attempt)?;
+                if self.call(s).compensation.is_some() {
+                    let unit = &mut self.ex.steps[s].units[u];
+                    if unknown {
+                        // Keeps the start of the first attempt whose outcome is unknown.
+                        unit.outcome_unknown = true;
+                    } else if !unit.outcome_unknown {
+                        unit.started = None;
+                    }
+                }
                 // An element still in flight when its `for_each` step failed is not retried.
                 let running = running && self.ex.steps[s].status == StepStatus::Running;
                 let policy = &self.call(s).retry;
                 if running && policy.should_retry(task.attempt, &error.name, error.retryable) {
                     let delay =
                         policy.delay_after(task.attempt, &self.ex.id, &task.step, task.index);
+                    let at = later(self.now, delay);
                     let unit = &mut self.ex.steps[s].units[u];
                     unit.status = UnitStatus::BackingOff;
-                    unit.due = Some(self.now + delay);
+                    unit.due = Some(at);
                     unit.error = Some(error.clone());
                     self.emit(
                         LifecycleKind::StepRetrying,
@@ -338,8 +397,8 @@ impl Cx<'_> {
                             TaskKind::Step,
                             s,
                             task.index,
-                            task.attempt + 1,
-                            self.now + delay,
+                            task.attempt.saturating_add(1),
+                            at,
                         );
                     }
                 } else {
@@ -365,16 +424,16 @@ impl Cx<'_> {
                 if policy.should_retry(task.attempt, &error.name, error.retryable) {
                     let delay =
                         policy.delay_after(task.attempt, &self.ex.id, &task.step, task.index);
-                    let now = self.now;
+                    let at = later(self.now, delay);
                     let comp = self.comp_mut(s, u);
                     comp.status = UnitStatus::BackingOff;
-                    comp.due = Some(now + delay);
+                    comp.due = Some(at);
                     comp.error = Some(error.clone());
-                    self.emit(
+                    self.emit_compensation(
                         LifecycleKind::CompensationRetrying,
-                        Some(s),
-                        task.index,
-                        Some(task.attempt),
+                        s,
+                        u,
+                        task.attempt,
                         Some(error),
                         Some(delay),
                     );
@@ -386,8 +445,8 @@ impl Cx<'_> {
                             TaskKind::Compensation,
                             s,
                             task.index,
-                            task.attempt + 1,
-                            self.now + delay,
+                            task.attempt.saturating_add(1),
+                            at,
                         );
                     }
                 } else {
@@ -497,12 +556,13 @@ impl Cx<'_> {
             error: error.clone(),
             attempts,
             at: self.now,
+            outcome_unknown: self.outcome_unknown(s, u),
         }));
-        self.emit(
+        self.emit_compensation(
             LifecycleKind::CompensationFailed,
-            Some(s),
-            index,
-            Some(attempts),
+            s,
+            u,
+            attempts,
             Some(error),
             None,
         );
@@ -536,7 +596,7 @@ impl Cx<'_> {
                 };
                 match target {
                     Some(t) if t.status == UnitStatus::Running && t.attempt == timer.attempt => {
-                        self.task_failed(task(timer.task_kind), timeout_error(timer.attempt))
+                        self.task_failed(task(timer.task_kind), timeout_error(timer.attempt), true)
                     }
                     _ => Err(Ignored::StaleTimer),
                 }
@@ -552,7 +612,8 @@ impl Cx<'_> {
                 };
                 match target {
                     Some(t)
-                        if t.status == UnitStatus::BackingOff && t.attempt + 1 == timer.attempt =>
+                        if t.status == UnitStatus::BackingOff
+                            && t.attempt.checked_add(1) == Some(timer.attempt) =>
                     {
                         match timer.task_kind {
                             TaskKind::Step => self.dispatch_unit(s, u),
@@ -788,7 +849,7 @@ impl Cx<'_> {
                 }
             }
             Action::Wait { millis } => {
-                let at = self.now.saturating_add(*millis);
+                let at = later(self.now, *millis);
                 self.begin_wait(s, at);
             }
             Action::WaitUntil(expr) => {
@@ -797,16 +858,14 @@ impl Cx<'_> {
                     ex: self.ex,
                     own: None,
                 };
-                let at = expr
-                    .eval(&self.scope(&view, None, None))
-                    .map_err(|e| e.to_string())
-                    .and_then(|v| instant(&v));
-                match at {
-                    Ok(at) => self.begin_wait(s, at),
-                    Err(message) => {
-                        self.fail_step(s, ErrorInfo::new("WaitUntilError", message, false))
-                    }
-                }
+                let error = match expr.eval(&self.scope(&view, None, None)) {
+                    Ok(value) => match wait_until_instant(&value, self.now) {
+                        Ok(at) => return self.begin_wait(s, at),
+                        Err(message) => ErrorInfo::new("InvalidWaitUntil", message, false),
+                    },
+                    Err(e) => ErrorInfo::new("WaitUntilError", e.to_string(), false),
+                };
+                self.fail_step(s, error);
             }
             Action::WaitFor { signal, timeout_ms } => {
                 self.emit(LifecycleKind::StepStarted, Some(s), None, None, None, None);
@@ -819,7 +878,7 @@ impl Cx<'_> {
                     None => {
                         let state = &mut self.ex.steps[s];
                         state.status = StepStatus::Waiting;
-                        state.wake_at = timeout_ms.map(|t| self.now.saturating_add(t));
+                        state.wake_at = timeout_ms.map(|t| later(self.now, t));
                         self.emit(LifecycleKind::StepWaiting, Some(s), None, None, None, None);
                         if let Some(at) = self.ex.steps[s].wake_at {
                             self.timer(TimerKind::SignalTimeout, TaskKind::Step, s, None, 1, at);
@@ -906,6 +965,11 @@ impl Cx<'_> {
             .map_err(|e| e.to_string())
     }
 
+    /// The input of unit `u`'s compensation. For a unit whose outcome is
+    /// unknown there is no output: a compensation input that reads the step
+    /// (`steps.NAME`) is replaced by `{outcome_unknown, step_input,
+    /// step_idempotency_key}`, what the step was given and the key it carried,
+    /// so the compensation can find whatever the step did.
     fn compensation_input(&self, s: usize, u: usize) -> Result<Value, String> {
         let call = self.call(s);
         let Some(comp) = &call.compensation else {
@@ -913,6 +977,24 @@ impl Cx<'_> {
         };
         let state = &self.ex.steps[s];
         let for_each = call.for_each.is_some();
+        let name = &self.wf.steps[s].name;
+        let reads_own_step = || {
+            comp.input.exprs().iter().any(|e| match e.step_refs() {
+                StepRefs::All => true,
+                StepRefs::Named(names) => names.iter().any(|n| **n == **name),
+            })
+        };
+        if self.outcome_unknown(s, u) && reads_own_step() {
+            let index = for_each.then_some(u as u32);
+            let mut replaced = serde_json::Map::new();
+            replaced.insert("outcome_unknown".into(), Value::Bool(true));
+            replaced.insert("step_input".into(), self.step_input(s, u)?);
+            replaced.insert(
+                "step_idempotency_key".into(),
+                Value::String(idempotency::key(&self.ex.id, name, index, TaskKind::Step)),
+            );
+            return Ok(Value::Object(replaced));
+        }
         let item = state.items.as_ref().and_then(|items| items.get(u));
         let own = if for_each {
             state.units[u].output.as_ref().unwrap_or(&NULL)
@@ -934,7 +1016,7 @@ impl Cx<'_> {
         let index = self.is_for_each(s).then_some(u as u32);
         let input = self.step_input(s, u);
         let unit = &mut self.ex.steps[s].units[u];
-        unit.attempt += 1;
+        unit.attempt = unit.attempt.saturating_add(1);
         unit.status = UnitStatus::Running;
         unit.error = None;
         let attempt = unit.attempt;
@@ -949,8 +1031,16 @@ impl Cx<'_> {
                 return self.unit_failed_for_good(s, u, error);
             }
         };
+        if self.call(s).compensation.is_some() && !self.ex.steps[s].units[u].outcome_unknown {
+            let mark = StartMark {
+                after: u32::try_from(self.ex.completed.len()).unwrap_or(u32::MAX),
+                seq: self.ex.attempts_started,
+            };
+            self.ex.attempts_started = self.ex.attempts_started.saturating_add(1);
+            self.ex.steps[s].units[u].started = Some(mark);
+        }
         let call = self.call(s);
-        let deadline = self.now.saturating_add(call.timeout_ms);
+        let deadline = later(self.now, call.timeout_ms);
         let dispatch = Dispatch {
             execution_id: self.ex.id.clone(),
             workflow: self.ex.workflow.clone(),
@@ -995,7 +1085,7 @@ impl Cx<'_> {
         let index = self.is_for_each(s).then_some(u as u32);
         let input = self.compensation_input(s, u);
         let comp = self.comp_mut(s, u);
-        comp.attempt += 1;
+        comp.attempt = comp.attempt.saturating_add(1);
         comp.status = UnitStatus::Running;
         let attempt = comp.attempt;
         let input = match input {
@@ -1013,7 +1103,7 @@ impl Cx<'_> {
             .compensation
             .as_ref()
             .expect("only compensable units are queued");
-        let deadline = self.now.saturating_add(compensation.timeout_ms);
+        let deadline = later(self.now, compensation.timeout_ms);
         let dispatch = Dispatch {
             execution_id: self.ex.id.clone(),
             workflow: self.ex.workflow.clone(),
@@ -1035,11 +1125,11 @@ impl Cx<'_> {
             deadline,
         };
         self.comp_mut(s, u).due = Some(deadline);
-        self.emit(
+        self.emit_compensation(
             LifecycleKind::CompensationStarted,
-            Some(s),
-            index,
-            Some(attempt),
+            s,
+            u,
+            attempt,
             None,
             None,
         );
@@ -1083,6 +1173,52 @@ impl Cx<'_> {
         }
     }
 
+    /// The units to undo, newest first: each succeeded unit with a compensation
+    /// by when it succeeded, and each unit whose outcome is unknown by when the
+    /// attempt that left it unknown started (after the units that had
+    /// succeeded by then, and after the attempts started before it).
+    fn undo_order(&self) -> Vec<UnitRef> {
+        let mut keyed: Vec<(StartMark, bool, UnitRef)> = self
+            .ex
+            .completed
+            .iter()
+            .enumerate()
+            .map(|(i, unit)| {
+                // Completion `i` comes after every attempt started while `i` units had succeeded.
+                let mark = StartMark {
+                    after: u32::try_from(i).unwrap_or(u32::MAX),
+                    seq: u64::MAX,
+                };
+                (mark, true, *unit)
+            })
+            .collect();
+        for (s, step) in self.ex.steps.iter().enumerate() {
+            if self.wf.steps[s]
+                .call()
+                .is_none_or(|c| c.compensation.is_none())
+            {
+                continue;
+            }
+            let for_each = self.is_for_each(s);
+            for (u, unit) in step.units.iter().enumerate() {
+                if self.outcome_unknown(s, u) {
+                    // Without a mark (an attempt started before marks were kept) it counts as the newest.
+                    let mark = unit.started.unwrap_or(StartMark {
+                        after: u32::MAX,
+                        seq: u64::MAX,
+                    });
+                    let unit = UnitRef {
+                        step: s as u32,
+                        index: for_each.then_some(u as u32),
+                    };
+                    keyed.push((mark, false, unit));
+                }
+            }
+        }
+        keyed.sort_by_key(|(mark, completion, _)| (*mark, *completion));
+        keyed.into_iter().rev().map(|(_, _, unit)| unit).collect()
+    }
+
     /// Drives compensation: waits for in-flight attempts, then undoes one unit at a time.
     fn compensate(&mut self) -> bool {
         let mut in_flight = false;
@@ -1096,14 +1232,15 @@ impl Cx<'_> {
         if in_flight {
             return false;
         }
-        let compensation = self
-            .ex
-            .compensation
-            .get_or_insert_with(|| CompensationState {
-                queue: self.ex.completed.iter().rev().copied().collect(),
+        if self.ex.compensation.is_none() {
+            let queue = self.undo_order();
+            self.ex.compensation = Some(CompensationState {
+                queue,
                 position: 0,
                 any_failed: false,
             });
+        }
+        let compensation = self.ex.compensation.as_mut().expect("set above");
         // One move per call; `advance` calls again while something changes.
         if let Some(&next) = compensation.queue.get(compensation.position as usize) {
             let s = next.step as usize;
@@ -1153,36 +1290,5 @@ impl Cx<'_> {
             error,
         });
         true
-    }
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a map",
-    }
-}
-
-/// Reads a `wait_until` result: RFC 3339 text or epoch milliseconds.
-fn instant(value: &Value) -> Result<Timestamp, String> {
-    match value {
-        Value::Number(n) => n.as_u64().ok_or_else(|| {
-            format!("`wait_until` gave {n}, not a time in milliseconds since the epoch")
-        }),
-        Value::String(text) => humantime::parse_rfc3339_weak(text)
-            .map_err(|e| format!("`wait_until` gave `{text}`, not an RFC 3339 time: {e}"))
-            .and_then(|t| {
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as Timestamp)
-                    .map_err(|_| format!("`wait_until` gave `{text}`, before 1970"))
-            }),
-        other => Err(format!(
-            "`wait_until` gave {}, not a time",
-            type_name(other)
-        )),
     }
 }
