@@ -40,10 +40,15 @@ export const processPayment = async (event) => {
 // refund-payment (undoes process-payment): {refundId, chargeId}.
 export const refundPayment = async (event) => {
   const input = begin(event, "refund-payment");
-  if (typeof input.chargeId !== "string" || input.chargeId.trim() === "") {
+  // The charge's outcome is unknown (its attempt timed out): refund the id it
+  // would have made from its key; refunding a charge that never was is a no-op.
+  const chargeId = input.outcome_unknown
+    ? `ch-${hash(input.step_idempotency_key)}`
+    : input.chargeId;
+  if (typeof chargeId !== "string" || chargeId.trim() === "") {
     throw new PermanentInvalidInput("chargeId is missing");
   }
-  return { refundId: `ref-${idFrom(event)}`, chargeId: input.chargeId };
+  return { refundId: `ref-${idFrom(event)}`, chargeId };
 };
 
 // The step's input, after applying its failure switch.
@@ -68,9 +73,12 @@ function begin(event, functionName) {
 
 // 12 hex digits of the step's idempotency key: the same on every retry.
 function idFrom(event) {
-  const key = event?.baton?.idempotency_key;
+  return hash(event?.baton?.idempotency_key);
+}
+
+function hash(key) {
   if (!key) {
-    throw new PermanentInvalidInput("the event has no baton.idempotency_key");
+    throw new PermanentInvalidInput("no idempotency key to derive the id from");
   }
   return createHash("sha256").update(key).digest("hex").slice(0, 12);
 }

@@ -63,7 +63,13 @@ def reserve_inventory(event, context):
 def release_inventory(event, context):
     """release-inventory (undoes reserve-inventory): {reservationId, released}."""
     order = _begin(event, "release-inventory")
-    return {"reservationId": _required(order, "reservationId"), "released": True}
+    if order.get("outcome_unknown"):
+        # The reservation's outcome is unknown (its attempt timed out): undo
+        # the id it would have made from its key; releasing nothing is harmless.
+        reservation = "res-" + _hash(order.get("step_idempotency_key") or "")
+    else:
+        reservation = _required(order, "reservationId")
+    return {"reservationId": reservation, "released": True}
 
 
 def notify_customer(event, context):
@@ -91,9 +97,12 @@ def _begin(event, function):
 
 def _id_from(event):
     """12 hex digits of the step's idempotency key: the same on every retry."""
-    key = event.get("baton", {}).get("idempotency_key") or ""
+    return _hash(event.get("baton", {}).get("idempotency_key") or "")
+
+
+def _hash(key):
     if not key:
-        raise PermanentInvalidInput("the event has no baton.idempotency_key")
+        raise PermanentInvalidInput("no idempotency key to derive the id from")
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 

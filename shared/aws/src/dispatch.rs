@@ -251,7 +251,7 @@ impl StepInvoker for LocalInvoker {
                     // Lambda stops a function at its timeout and reports it as unhandled.
                     Err(_) => DestinationRecord::failure(
                         &event,
-                        "Sandbox.Timedout",
+                        LAMBDA_TIMEOUT,
                         "Task timed out before the attempt's deadline",
                     ),
                 };
@@ -388,14 +388,25 @@ impl DestinationRecord {
     }
 }
 
+/// Lambda's error type for a function stopped at its timeout.
+const LAMBDA_TIMEOUT: &str = "Sandbox.Timedout";
+
 /// A failed invocation as the engine records it: the function's own error
 /// type when it reported one, else what Lambda says went wrong (a crash, a
 /// timeout, an event that waited too long to run), which a retry may fix.
+/// A function stopped by a timeout or a crash may have had its effect: its
+/// outcome is unknown, so a saga undoes it too. One that never ran (its
+/// event expired) did nothing.
 fn failure_of(condition: &str, function_error: Option<&str>, payload: Option<&Value>) -> ErrorInfo {
     let text = |key: &str| payload.and_then(|p| p.get(key)).and_then(Value::as_str);
     let message = text("errorMessage").unwrap_or("").to_string();
     if let Some(error_type) = text("errorType") {
-        return error_from_function(error_type, &message);
+        let error = error_from_function(error_type, &message);
+        return if error_type == LAMBDA_TIMEOUT {
+            error.with_outcome_unknown()
+        } else {
+            error
+        };
     }
     let name = match (condition, function_error) {
         ("EventAgeExceeded", _) => "Lambda.EventAgeExceeded".to_string(),
@@ -407,7 +418,12 @@ fn failure_of(condition: &str, function_error: Option<&str>, payload: Option<&Va
     } else {
         message
     };
-    ErrorInfo::new(name, message, true)
+    let error = ErrorInfo::new(name, message, true);
+    if condition == "EventAgeExceeded" {
+        error
+    } else {
+        error.with_outcome_unknown()
+    }
 }
 
 #[cfg(test)]
@@ -531,6 +547,7 @@ mod tests {
             panic!("not a failure")
         };
         assert_eq!(error.name, "Lambda.EventAgeExceeded");
+        assert!(!error.outcome_unknown, "an expired event never ran");
     }
 
     #[test]

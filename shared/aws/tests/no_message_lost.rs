@@ -271,8 +271,12 @@ async fn an_output_too_large_to_keep_fails_its_step_instead_of_vanishing() {
     settings.payload_limit = 1_000;
     let recorded = Arc::new(RecordingInvoker::default());
     let backend = Arc::new(
-        AwsBackend::with_config(&sdk_config(&endpoint()).await, settings, RequestCounter::new())
-            .with_invoker(recorded.clone()),
+        AwsBackend::with_config(
+            &sdk_config(&endpoint()).await,
+            settings,
+            RequestCounter::new(),
+        )
+        .with_invoker(recorded.clone()),
     );
     let definition = WorkflowDefinition::parse(PARALLEL, Format::Yaml).unwrap();
     backend.put_workflow(&definition, 0).await.unwrap();
@@ -294,7 +298,10 @@ async fn an_output_too_large_to_keep_fails_its_step_instead_of_vanishing() {
     let record = backend.load("ex-big").await.unwrap().unwrap();
     let unit = &record.state.step("a").unwrap().units[0];
     let error = unit.error.as_ref().expect("the attempt failed");
-    assert_eq!((error.name.as_str(), error.retryable), ("PayloadTooLarge", false));
+    assert_eq!(
+        (error.name.as_str(), error.retryable),
+        ("PayloadTooLarge", false)
+    );
     assert!(error.message.contains("step `a`'s output"), "{error:?}");
     assert!(backend.list_dead_letters().await.unwrap().is_empty());
 }

@@ -165,7 +165,7 @@ pub async fn release_inventory(
     input: Value,
 ) -> Result<Value, StepError> {
     effect_step(&env, RELEASE_INVENTORY, context, input, |input, _| {
-        let reservation_id = required_id(input, "reservationId")?;
+        let reservation_id = undo_id(input, "reservationId", "res")?;
         Ok(json!({ "reservationId": reservation_id, "released": true }))
     })
     .await
@@ -191,7 +191,7 @@ pub async fn refund_payment(
     input: Value,
 ) -> Result<Value, StepError> {
     effect_step(&env, REFUND_PAYMENT, context, input, |input, tail| {
-        let payment_id = required_id(input, "paymentId")?;
+        let payment_id = undo_id(input, "paymentId", "pay")?;
         Ok(json!({ "refundId": format!("ref-{tail}"), "paymentId": payment_id }))
     })
     .await
@@ -221,7 +221,7 @@ pub async fn cancel_shipment(
     input: Value,
 ) -> Result<Value, StepError> {
     effect_step(&env, CANCEL_SHIPMENT, context, input, |input, _| {
-        let shipment_id = required_id(input, "shipmentId")?;
+        let shipment_id = undo_id(input, "shipmentId", "shp")?;
         Ok(json!({ "shipmentId": shipment_id, "cancelled": true }))
     })
     .await
@@ -415,6 +415,22 @@ fn id_tail(key: &str) -> Result<String, StepError> {
         Some(rest) if !rest.is_empty() => rest.chars().take(12).collect(),
         _ => key.to_owned(),
     })
+}
+
+/// The id a compensation undoes: the step's output names it, or, when the
+/// step's outcome is unknown (its attempt timed out, so there is no output),
+/// it is the id the step derives from its idempotency key (`{prefix}-{tail}`),
+/// which the engine passes as `step_idempotency_key`. Undoing an effect that
+/// never happened is then a no-op in a real service.
+fn undo_id(input: &Value, field: &str, prefix: &str) -> Result<String, StepError> {
+    if input.get("outcome_unknown") == Some(&Value::Bool(true)) {
+        let key = input
+            .get("step_idempotency_key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("an unknown outcome without the step's idempotency key"))?;
+        return Ok(format!("{prefix}-{}", id_tail(key)?));
+    }
+    required_id(input, field)
 }
 
 /// An id a compensation must undo; refusing a missing one keeps a broken

@@ -642,3 +642,29 @@ fn child_opens_the_default_ledger() {
     );
     Ledger::open_default().expect("open");
 }
+
+#[tokio::test]
+async fn a_compensation_of_an_unknown_outcome_undoes_the_id_the_step_would_have_made() {
+    let (_dir, ledger) = temp_ledger();
+    let registry = registry(HandlerEnv::new(ledger.clone()));
+    let reserve = step("ex-u", "reserve", "reserve-inventory", 1);
+    let reserved = call(&registry, &reserve, json!({"orderId": "o-u"}))
+        .await
+        .expect("reserved");
+    // The reservation's result was lost and its attempt timed out: the
+    // engine hands the compensation the step's key instead of its output.
+    let unknown = json!({
+        "outcome_unknown": true,
+        "step_input": {"orderId": "o-u"},
+        "step_idempotency_key": reserve.idempotency_key,
+    });
+    let released = call(
+        &registry,
+        &compensation("ex-u", "reserve", "release-inventory", 1),
+        unknown,
+    )
+    .await
+    .expect("released");
+    assert_eq!(released["reservationId"], reserved["reservationId"]);
+    assert_eq!(released["released"], true);
+}

@@ -24,7 +24,14 @@ pub async fn ship_order(context: StepContext, input: Value) -> Result<Value, Ste
 /// `{trackingId, cancelled}`.
 pub async fn cancel_shipment(context: StepContext, input: Value) -> Result<Value, StepError> {
     inject_failure("cancel-shipment", &context, &input)?;
-    let tracking_id = required(&input, "trackingId")?;
+    // The shipment's outcome is unknown (its attempt timed out): cancel the id
+    // it would have made from its key; cancelling nothing is harmless.
+    let tracking_id = if input["outcome_unknown"] == true {
+        let key = input["step_idempotency_key"].as_str().unwrap_or_default();
+        format!("trk-{}", hash(key)?)
+    } else {
+        required(&input, "trackingId")?
+    };
     Ok(json!({ "trackingId": tracking_id, "cancelled": true }))
 }
 
@@ -48,10 +55,14 @@ fn inject_failure(function: &str, context: &StepContext, input: &Value) -> Resul
 
 /// 12 hex digits of the step's idempotency key: the same on every retry.
 fn id_from(context: &StepContext) -> Result<String, StepError> {
-    if context.idempotency_key.is_empty() {
-        return Err(invalid("the event has no baton.idempotency_key"));
+    hash(&context.idempotency_key)
+}
+
+fn hash(key: &str) -> Result<String, StepError> {
+    if key.is_empty() {
+        return Err(invalid("no idempotency key to derive the id from"));
     }
-    let digest = Sha256::digest(context.idempotency_key.as_bytes());
+    let digest = Sha256::digest(key.as_bytes());
     Ok(digest.iter().take(6).map(|b| format!("{b:02x}")).collect())
 }
 
