@@ -98,8 +98,8 @@ async fn a_result_blocked_by_a_locked_database_is_recorded_once_the_lock_goes() 
 async fn a_lease_extension_that_meets_a_locked_database_does_not_stop_the_step() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("baton.db");
-    // The lease is extended every 300 ms.
-    let node = open(&path, impatient(900));
+    // The lease is extended every 500 ms.
+    let node = open(&path, impatient(1_500));
     deploy(&node, ONE_STEP).await;
     let calls = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
@@ -115,7 +115,7 @@ async fn a_lease_extension_that_meets_a_locked_database_does_not_stop_the_step()
             async move {
                 let _ = started.send(());
                 // Past several extensions, the first ones while the lock is held.
-                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                tokio::time::sleep(Duration::from_millis(2_000)).await;
                 ended.fetch_add(1, Ordering::SeqCst);
                 Ok(json!({ "shipped": true }))
             }
@@ -126,7 +126,7 @@ async fn a_lease_extension_that_meets_a_locked_database_does_not_stop_the_step()
         .await
         .expect("started");
     running.recv().await.expect("the step runs");
-    let holder = lock_database(&path, Duration::from_millis(500));
+    let holder = lock_database(&path, Duration::from_millis(800));
     let done = eventually(Duration::from_secs(10), || async {
         status(&node, "l-1").await == Some(ExecutionStatus::Succeeded)
     })
@@ -219,7 +219,7 @@ async fn the_runtime_keeps_running_while_the_database_is_locked() {
         .max()
         .unwrap_or_default();
     assert!(
-        during.len() >= 20 && longest < Duration::from_millis(300),
+        during.len() >= 20 && longest < Duration::from_millis(500),
         "the ticker ran {} times in the {hold:?} the lock was held; its longest pause was {longest:?}",
         during.len()
     );
