@@ -9,17 +9,25 @@
 //! caller hears back before the transaction holding its write has committed
 //! (with `synchronous=FULL`, reached the disk). Savepoints per write would
 //! isolate failures further, but cost a statement journal on every page.
+//!
+//! Every write of the process goes through this thread, so no task of the
+//! async runtime ever waits on SQLite itself (a busy database, a disk sync):
+//! it waits, asynchronously, for its answer. The queue is bounded: when it is
+//! full, callers wait for room instead of piling up writes without limit.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use baton_runtime::ports::{StoreError, StoreResult};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// Most writes one transaction takes, so a long queue still commits in steps.
 const MAX_GROUP: usize = 256;
+
+/// Writes that may wait for the writer; more make their callers wait for room.
+const QUEUE_LIMIT: usize = 4 * MAX_GROUP;
 
 /// One caller's write, waiting for a group.
 pub(crate) trait GroupWrite: Send {
@@ -67,7 +75,7 @@ where
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Box<dyn GroupWrite>>,
     /// Dropped with the writer, which stops the checkpointer.
-    _checkpoints: mpsc::Sender<()>,
+    _checkpoints: std_mpsc::Sender<()>,
 }
 
 /// How often the checkpointer copies committed pages from the WAL into the database file.
@@ -83,27 +91,23 @@ impl Writer {
     /// writer instead of inside one of its commits (SQLite's automatic
     /// checkpoint), where copying pages and syncing the database file
     /// would hold up every transition waiting behind that commit.
-    pub(crate) fn start(
-        conn: Arc<Mutex<Connection>>,
-        checkpointer: Connection,
-    ) -> StoreResult<Writer> {
+    pub(crate) fn start(mut conn: Connection, checkpointer: Connection) -> StoreResult<Writer> {
         let cannot = |e: std::io::Error| {
             StoreError::Unavailable(format!("cannot start the database writer: {e}"))
         };
-        conn.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pragma_update(None, "wal_autocheckpoint", 0)
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(unavailable)?;
-        let (jobs, queue) = mpsc::channel::<Box<dyn GroupWrite>>();
+        let (jobs, mut queue) = mpsc::channel::<Box<dyn GroupWrite>>(QUEUE_LIMIT);
         std::thread::Builder::new()
             .name("baton-sqlite-writer".into())
-            .spawn(move || run(&conn, &queue))
+            .spawn(move || run(&mut conn, &mut queue))
             .map_err(cannot)?;
-        let (checkpoints, stop) = mpsc::channel::<()>();
+        let (checkpoints, stop) = std_mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("baton-sqlite-checkpoint".into())
             .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+                while let Err(std_mpsc::RecvTimeoutError::Timeout) =
+                    stop.recv_timeout(CHECKPOINT_EVERY)
                 {
                     // PASSIVE never waits for the writer; what it cannot copy now, a later round will.
                     if let Err(e) =
@@ -122,7 +126,8 @@ impl Writer {
 
     /// Runs `work` in the next group's transaction and waits for it to
     /// commit. `work` must return any error but [`StoreError::Unavailable`]
-    /// before it writes anything; `Unavailable` fails the whole group.
+    /// before it writes anything; `Unavailable` fails the whole group. Waits
+    /// (asynchronously) for room when the queue is full.
     pub(crate) async fn write<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -135,24 +140,21 @@ impl Writer {
                 result: None,
                 reply,
             }))
+            .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
-fn run(conn: &Mutex<Connection>, queue: &mpsc::Receiver<Box<dyn GroupWrite>>) {
-    while let Ok(first) = queue.recv() {
+fn run(conn: &mut Connection, queue: &mut mpsc::Receiver<Box<dyn GroupWrite>>) {
+    while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP
             && let Ok(job) = queue.try_recv()
         {
             group.push(job);
         }
-        let committed = {
-            // A panic while holding the lock leaves no half-done transaction: SQLite rolls it back.
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            write_group(&mut conn, &mut group)
-        };
+        let committed = write_group(conn, &mut group);
         for job in group {
             job.finish(committed.clone());
         }

@@ -38,6 +38,9 @@ pub const CHECK_INTERVAL_MS: u64 = 1_000;
 /// How many times a schedule is read again after losing a race in one look.
 const MAX_RACES: usize = 8;
 
+/// The first pause after losing a race, doubled on each further loss (with jitter).
+const RACE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// What one look at the schedules did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fired {
@@ -63,7 +66,7 @@ fn unavailable(e: rusqlite::Error) -> StoreError {
 /// started; a failure is logged and left for the next look.
 pub async fn tick(coordinator: &Coordinator<SqliteBackend>) -> usize {
     let now = coordinator.now();
-    let result = match claim_check(coordinator.backend(), now) {
+    let result = match claim_check(coordinator.backend(), now).await {
         Ok(true) => fire_due(coordinator, now).await,
         Ok(false) => return 0,
         Err(e) => Err(e.into()),
@@ -78,8 +81,8 @@ pub async fn tick(coordinator: &Coordinator<SqliteBackend>) -> usize {
 }
 
 /// Whether this worker takes the look due at `now`.
-fn claim_check(backend: &SqliteBackend, now: Timestamp) -> StoreResult<bool> {
-    let recent = |last: Option<i64>| {
+async fn claim_check(backend: &SqliteBackend, now: Timestamp) -> StoreResult<bool> {
+    let recent = move |last: Option<i64>| {
         last.is_some_and(|last| {
             let last = last as Timestamp;
             // A clock behind the last look (another process's) takes it anyway.
@@ -96,20 +99,22 @@ fn claim_check(backend: &SqliteBackend, now: Timestamp) -> StoreResult<bool> {
         .map_err(unavailable)
     };
     // A plain read first: most rounds stop here without taking the write lock.
-    if recent(backend.read(read)?) {
+    if recent(backend.read(read).await?) {
         return Ok(false);
     }
-    backend.write(|tx| {
-        if recent(read(tx)?) {
-            return Ok(false);
-        }
-        tx.execute(
-            "INSERT OR REPLACE INTO schedule_checks (id, checked_at) VALUES (1, ?1)",
-            [now as i64],
-        )
-        .map_err(unavailable)?;
-        Ok(true)
-    })
+    backend
+        .write(move |tx| {
+            if recent(read(tx)?) {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO schedule_checks (id, checked_at) VALUES (1, ?1)",
+                [now as i64],
+            )
+            .map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
 }
 
 /// Starts what the enabled schedules of every deployed workflow's latest
@@ -149,7 +154,7 @@ pub async fn fire_due(
             .await?;
         }
     }
-    forget_inactive(backend, &active)?;
+    forget_inactive(backend, active).await?;
     Ok(fired)
 }
 
@@ -163,10 +168,15 @@ async fn fire_schedule(
 ) -> Result<(), CoordinatorError> {
     let backend = coordinator.backend();
     let name = &*schedule.name;
-    'race: for _ in 0..MAX_RACES {
-        let Some(position) = load_position(backend, workflow, name)? else {
+    'race: for race in 0..MAX_RACES {
+        if race > 0 {
+            // Another worker moved the schedule first: let it get ahead
+            // rather than race it again at once.
+            tokio::time::sleep(crate::worker::backoff(race as u32, RACE_BACKOFF)).await;
+        }
+        let Some(position) = load_position(backend, workflow, name).await? else {
             // First sight: from now on.
-            insert_position(backend, workflow, name, now)?;
+            insert_position(backend, workflow, name, now).await?;
             debug!(workflow.name = %workflow, schedule = %name, "schedule seen for the first time");
             return Ok(());
         };
@@ -202,7 +212,7 @@ async fn fire_schedule(
                     last_fired: instant,
                     last_execution: current.last_execution.clone(),
                 };
-                if !advance(backend, workflow, name, &current, &next, true, now)? {
+                if !advance(backend, workflow, name, &current, &next, true, now).await? {
                     continue 'race;
                 }
                 fired.skipped.push(id);
@@ -233,7 +243,7 @@ async fn fire_schedule(
                 last_fired: instant,
                 last_execution: Some(id),
             };
-            if !advance(backend, workflow, name, &current, &next, false, now)? {
+            if !advance(backend, workflow, name, &current, &next, false, now).await? {
                 continue 'race;
             }
             current = next;
@@ -244,7 +254,7 @@ async fn fire_schedule(
                 last_fired: through,
                 last_execution: current.last_execution.clone(),
             };
-            if !advance(backend, workflow, name, &current, &next, false, now)? {
+            if !advance(backend, workflow, name, &current, &next, false, now).await? {
                 continue 'race;
             }
         }
@@ -265,12 +275,13 @@ async fn still_running(
         .is_some_and(|record| !record.status().is_terminal()))
 }
 
-fn load_position(
+async fn load_position(
     backend: &SqliteBackend,
     workflow: &str,
     schedule: &str,
 ) -> StoreResult<Option<Position>> {
-    backend.read(|conn| {
+    let (workflow, schedule) = (workflow.to_string(), schedule.to_string());
+    backend.read(move |conn| {
         conn.query_row(
             "SELECT last_fired, last_execution FROM schedules WHERE workflow = ?1 AND schedule = ?2",
             params![workflow, schedule],
@@ -284,15 +295,17 @@ fn load_position(
         .optional()
         .map_err(unavailable)
     })
+    .await
 }
 
-fn insert_position(
+async fn insert_position(
     backend: &SqliteBackend,
     workflow: &str,
     schedule: &str,
     now: Timestamp,
 ) -> StoreResult<()> {
-    backend.write(|tx| {
+    let (workflow, schedule) = (workflow.to_string(), schedule.to_string());
+    backend.write(move |tx| {
         tx.execute(
             "INSERT OR IGNORE INTO schedules (workflow, schedule, last_fired, updated_at) VALUES (?1, ?2, ?3, ?3)",
             params![workflow, schedule, now as i64],
@@ -300,10 +313,11 @@ fn insert_position(
         .map_err(unavailable)?;
         Ok(())
     })
+    .await
 }
 
 /// Moves a schedule from `from` to `to` if nobody moved it since it was read.
-fn advance(
+async fn advance(
     backend: &SqliteBackend,
     workflow: &str,
     schedule: &str,
@@ -312,7 +326,9 @@ fn advance(
     skipped: bool,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    backend.write(|tx| {
+    let (workflow, schedule) = (workflow.to_string(), schedule.to_string());
+    let (from, to) = (from.clone(), to.clone());
+    backend.write(move |tx| {
         tx.execute(
             "UPDATE schedules SET last_fired = ?1, last_execution = ?2, skipped = skipped + ?3, updated_at = ?4
              WHERE workflow = ?5 AND schedule = ?6 AND last_fired = ?7",
@@ -329,32 +345,43 @@ fn advance(
         .map(|changed| changed == 1)
         .map_err(unavailable)
     })
+    .await
 }
 
-fn forget_inactive(backend: &SqliteBackend, active: &HashSet<(String, String)>) -> StoreResult<()> {
-    let rows: Vec<(String, String)> = backend.read(|conn| {
-        let mut stmt = conn
-            .prepare_cached("SELECT workflow, schedule FROM schedules")
-            .map_err(unavailable)?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(unavailable)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unavailable)
-    })?;
-    let gone: Vec<&(String, String)> = rows.iter().filter(|row| !active.contains(*row)).collect();
+async fn forget_inactive(
+    backend: &SqliteBackend,
+    active: HashSet<(String, String)>,
+) -> StoreResult<()> {
+    let rows: Vec<(String, String)> = backend
+        .read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT workflow, schedule FROM schedules")
+                .map_err(unavailable)?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)
+        })
+        .await?;
+    let gone: Vec<(String, String)> = rows
+        .into_iter()
+        .filter(|row| !active.contains(row))
+        .collect();
     if gone.is_empty() {
         return Ok(());
     }
-    backend.write(|tx| {
-        for (workflow, schedule) in gone {
-            tx.execute(
-                "DELETE FROM schedules WHERE workflow = ?1 AND schedule = ?2",
-                params![workflow, schedule],
-            )
-            .map_err(unavailable)?;
-        }
-        Ok(())
-    })
+    backend
+        .write(move |tx| {
+            for (workflow, schedule) in gone {
+                tx.execute(
+                    "DELETE FROM schedules WHERE workflow = ?1 AND schedule = ?2",
+                    params![workflow, schedule],
+                )
+                .map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
 }
 
 /// A schedule's position as stored: the last instant it moved through, the
@@ -368,9 +395,9 @@ pub struct ScheduleState {
     pub skipped: u64,
 }
 
-/// Every stored schedule position, for status displays and tests.
+/// Every stored schedule position, for status displays and tests. Reads on the calling thread.
 pub fn positions(backend: &SqliteBackend) -> StoreResult<Vec<ScheduleState>> {
-    backend.read(|conn| {
+    backend.read_blocking(|conn| {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT workflow, schedule, last_fired, last_execution, skipped FROM schedules ORDER BY workflow, schedule",

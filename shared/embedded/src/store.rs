@@ -5,11 +5,17 @@
 //! commands produce (tasks, timers, events, dead letters). Nothing is left in
 //! an outbox, so a process killed at any moment leaves either all of a
 //! transition or none of it. Transitions waiting at the same moment share a
-//! transaction (see [`crate::group`]); reads use a second connection, so they
+//! transaction (see [`crate::group`]); reads use other connections, so they
 //! do not wait for the writer's disk syncs.
+//!
+//! No SQLite call runs on a thread of the async runtime: writes go to the
+//! writer's thread and reads to Tokio's blocking threads, so a database that
+//! is busy (another process holding the write lock) or slow to sync parks
+//! those threads, never the tasks of the runtime. An error that a retry may
+//! fix (busy, I/O) is [`StoreError::Unavailable`].
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_core::engine::{Dispatch, TaskKind, TimerKind};
@@ -24,9 +30,10 @@ use baton_runtime::ports::{
     StoreError, StoreResult, StoredWorkflow, TaskDispatcher, TaskQueue, TimerService,
     WorkflowStore,
 };
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 
 use crate::group::Writer;
 use crate::local::LocalQueue;
@@ -122,6 +129,9 @@ pub struct SqliteOptions {
     /// visibility timeout). A worker running a task extends its lease while
     /// it works, so this only bounds how soon a crashed worker's task returns.
     pub visibility_ms: u64,
+    /// How long a statement waits for another connection's write lock before
+    /// it fails as busy ([`StoreError::Unavailable`], which callers retry).
+    pub busy_timeout_ms: u64,
 }
 
 impl Default for SqliteOptions {
@@ -131,13 +141,61 @@ impl Default for SqliteOptions {
             payload_limit: 256 * 1024,
             synchronous_full: true,
             visibility_ms: 30_000,
+            busy_timeout_ms: 30_000,
         }
     }
 }
 
+/// Reads at once on blocking threads; more wait (asynchronously) for one to finish.
+const READERS: usize = 4;
+
+/// Connections for reads, each used by one thread at a time.
+struct ReaderPool {
+    idle: Mutex<Vec<Connection>>,
+    path: PathBuf,
+    busy_timeout: Duration,
+}
+
+impl ReaderPool {
+    /// Runs `f` on an idle connection (opening one if none is idle), on the calling thread.
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open_connection(&self.path, self.busy_timeout)?,
+        };
+        let result = f(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < READERS {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+fn open_connection(path: &Path, busy_timeout: Duration) -> StoreResult<Connection> {
+    let conn = Connection::open(path).map_err(unavailable)?;
+    conn.busy_timeout(busy_timeout).map_err(unavailable)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Runs `f` on one of Tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "a database read did not finish: {e}"
+        ))),
+    }
+}
+
 pub struct SqliteBackend {
-    conn: Arc<Mutex<Connection>>,
-    reader: Mutex<Connection>,
+    readers: Arc<ReaderPool>,
+    read_permits: Arc<Semaphore>,
     writer: Writer,
     /// Workers of this process that lease the tasks its transitions create.
     local: Mutex<Vec<Arc<LocalQueue>>>,
@@ -323,9 +381,8 @@ impl SqliteBackend {
                 StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        let conn = Connection::open(path).map_err(unavailable)?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(unavailable)?;
+        let busy_timeout = Duration::from_millis(options.busy_timeout_ms);
+        let conn = open_connection(path, busy_timeout)?;
         // Switching to WAL needs a moment of exclusive access, which several
         // processes opening a new file at once can be refused despite the busy timeout.
         let mut tries = 0;
@@ -345,24 +402,19 @@ impl SqliteBackend {
             .map_err(unavailable)?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
             .map_err(unavailable)?;
-        conn.set_prepared_statement_cache_capacity(64);
-        let second = || -> StoreResult<Connection> {
-            let c = Connection::open(path).map_err(unavailable)?;
-            c.busy_timeout(Duration::from_secs(30))
-                .map_err(unavailable)?;
-            c.set_prepared_statement_cache_capacity(64);
-            Ok(c)
-        };
-        let reader = second()?;
-        let checkpointer = second()?;
+        let reader = open_connection(path, busy_timeout)?;
+        let checkpointer = open_connection(path, busy_timeout)?;
         checkpointer
             .pragma_update(None, "synchronous", synchronous)
             .map_err(unavailable)?;
-        let conn = Arc::new(Mutex::new(conn));
         Ok(SqliteBackend {
-            writer: Writer::start(conn.clone(), checkpointer)?,
-            conn,
-            reader: Mutex::new(reader),
+            writer: Writer::start(conn, checkpointer)?,
+            readers: Arc::new(ReaderPool {
+                idle: Mutex::new(vec![reader]),
+                path: path.to_path_buf(),
+                busy_timeout,
+            }),
+            read_permits: Arc::new(Semaphore::new(READERS)),
             local: Mutex::new(Vec::new()),
             path: path.to_path_buf(),
             options,
@@ -398,27 +450,44 @@ impl SqliteBackend {
         &self.options
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves no half-done transaction: SQLite rolls it back.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs `f` in one write transaction.
-    pub(crate) fn write<T>(
+    /// Runs `f` in a write transaction on the writer's thread (perhaps
+    /// sharing the transaction with other writes, see [`crate::group`]).
+    /// `f` must fail with nothing but [`StoreError::Unavailable`] once it
+    /// has written something.
+    pub(crate) async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>,
+        f: impl FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(unavailable)?;
-        let value = f(&tx)?;
-        tx.commit().map_err(unavailable)?;
-        Ok(value)
+        self.writer.write(f).await
     }
 
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
-        f(&self.reader.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Runs `f` on a read connection on one of Tokio's blocking threads.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let permit = self
+            .read_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the database readers have stopped".into()))?;
+        let readers = self.readers.clone();
+        blocking(move || {
+            let _permit = permit;
+            readers.with(f)
+        })
+        .await
+    }
+
+    /// Runs `f` on a read connection on the calling thread, for callers
+    /// outside the async runtime (status displays, tests). A read waits for
+    /// no writer, but it does disk I/O: async code uses [`Self::read`].
+    pub(crate) fn read_blocking<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.readers.with(f)
     }
 
     /// Writes a transition's rows through the group writer, leasing the
@@ -467,10 +536,10 @@ impl SqliteBackend {
     }
 
     fn insert_task(
-        &self,
         tx: &Transaction<'_>,
         task: &Dispatch,
         now: Timestamp,
+        visibility_ms: u64,
     ) -> StoreResult<()> {
         tx.execute(
             "INSERT OR IGNORE INTO tasks (dedup_key, execution_id, function, body, available_at, visibility_ms, created_at)
@@ -481,7 +550,7 @@ impl SqliteBackend {
                 &*task.function,
                 to_json(task),
                 now as i64,
-                self.options.visibility_ms as i64,
+                visibility_ms as i64,
             ],
         )
         .map_err(unavailable)?;
@@ -534,11 +603,12 @@ impl SqliteBackend {
 
     /// Keeps a received task invisible for another visibility timeout from
     /// `now`, as a consumer working on an SQS message extends its visibility.
-    /// Returns false if the lease was lost (expired and received by another).
-    pub fn extend_lease(&self, receipt: &str, now: Timestamp) -> StoreResult<bool> {
+    /// Returns false if the lease was lost (expired and received by another,
+    /// or the task is gone); an error says nothing about the lease.
+    pub async fn extend_lease(&self, receipt: &str, now: Timestamp) -> StoreResult<bool> {
         let (id, count) = parse_receipt(receipt)?;
         let until = now + self.options.visibility_ms;
-        self.write(|tx| {
+        self.write(move |tx| {
             tx.execute(
                 "UPDATE tasks SET lease_until = ?1 WHERE id = ?2 AND receive_count = ?3",
                 params![until as i64, id, count],
@@ -546,6 +616,7 @@ impl SqliteBackend {
             .map(|n| n > 0)
             .map_err(unavailable)
         })
+        .await
     }
 
     /// A place on a local worker that runs `function`, if one has room.
@@ -626,25 +697,70 @@ impl SqliteBackend {
         rows
     }
 
-    /// Timers due at `now`, earliest first.
-    pub fn due_timers(&self, now: Timestamp, max: usize) -> StoreResult<Vec<(String, TimerId)>> {
-        self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT execution_id, timer FROM timers WHERE fire_at <= ?1 ORDER BY fire_at LIMIT ?2")
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map(params![now as i64, max as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+    /// Timers due at `now`, earliest first. A timer row that does not
+    /// decode is moved to the dead letters (kind `malformed`) instead.
+    pub async fn due_timers(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> StoreResult<Vec<(String, TimerId)>> {
+        let rows = self
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT execution_id, timer_key, timer FROM timers WHERE fire_at <= ?1 ORDER BY fire_at LIMIT ?2")
+                    .map_err(unavailable)?;
+                stmt.query_map(params![now as i64, max as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })
                 .map_err(unavailable)?
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(unavailable)?;
-            rows.into_iter()
-                .map(|(id, timer)| Ok((id, from_json("timer", &timer)?)))
-                .collect()
-        })
+                .map_err(unavailable)
+            })
+            .await?;
+        let mut due = Vec::with_capacity(rows.len());
+        let mut malformed = Vec::new();
+        for (execution_id, key, text) in rows {
+            match serde_json::from_str::<TimerId>(&text) {
+                Ok(timer) => due.push((execution_id, timer)),
+                Err(e) => malformed.push((execution_id, key, text, e.to_string())),
+            }
+        }
+        if !malformed.is_empty() {
+            self.write(move |tx| {
+                for (execution_id, key, text, error) in malformed {
+                    // Only the row read: a timer written since under the same key stays.
+                    let removed = tx
+                        .execute(
+                            "DELETE FROM timers WHERE execution_id = ?1 AND timer_key = ?2 AND timer = ?3",
+                            params![execution_id, key, text],
+                        )
+                        .map_err(unavailable)?;
+                    if removed == 0 {
+                        continue;
+                    }
+                    Self::insert_dead_letter(
+                        tx,
+                        &DeadLetterRecord {
+                            id: format!("timer-{execution_id}-{key}"),
+                            kind: DeadLetterKind::Malformed,
+                            reason: format!(
+                                "timer `{key}` of execution `{execution_id}` does not decode: {error}"
+                            ),
+                            execution_id: Some(execution_id),
+                            created_at: now,
+                            body: serde_json::json!({ "timer": text }),
+                        },
+                    )?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(due)
     }
 
     /// Earliest pending timer, for the worker's sleep.
-    pub fn next_timer_at(&self) -> StoreResult<Option<Timestamp>> {
+    pub async fn next_timer_at(&self) -> StoreResult<Option<Timestamp>> {
         self.read(|conn| {
             conn.query_row("SELECT MIN(fire_at) FROM timers", [], |r| {
                 r.get::<_, Option<i64>>(0)
@@ -652,27 +768,115 @@ impl SqliteBackend {
             .map(|v| v.map(|t| t as Timestamp))
             .map_err(unavailable)
         })
+        .await
     }
 
-    pub fn delete_timer(&self, execution_id: &str, timer: &TimerId) -> StoreResult<()> {
-        self.write(|tx| {
+    /// Removes a timer that has done its work (its firing was applied or no longer matters).
+    pub async fn delete_timer(&self, execution_id: &str, timer: &TimerId) -> StoreResult<()> {
+        let execution_id = execution_id.to_string();
+        let key = timer.key();
+        self.write(move |tx| {
             tx.execute(
                 "DELETE FROM timers WHERE execution_id = ?1 AND timer_key = ?2",
-                params![execution_id, timer.key()],
+                params![execution_id, key],
             )
             .map_err(unavailable)?;
             Ok(())
         })
+        .await
     }
 
-    /// Lifecycle events after `after_id` (of one execution, or all), oldest first, with their row ids.
+    /// Moves a timer whose firing cannot be applied, and never will be
+    /// (its execution is gone, its workflow or state does not load), to the
+    /// dead letters with `reason`, for a person to resolve; a redrive puts
+    /// the timer back, due at once.
+    pub async fn dead_letter_timer(
+        &self,
+        execution_id: &str,
+        timer: &TimerId,
+        reason: String,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let key = timer.key();
+        let record = DeadLetterRecord {
+            id: format!("timer-{execution_id}-{key}"),
+            kind: DeadLetterKind::Task,
+            execution_id: Some(execution_id.to_string()),
+            created_at: now,
+            reason,
+            body: serde_json::json!({ "timer": timer }),
+        };
+        let execution_id = execution_id.to_string();
+        self.write(move |tx| {
+            let removed = tx
+                .execute(
+                    "DELETE FROM timers WHERE execution_id = ?1 AND timer_key = ?2",
+                    params![execution_id, key],
+                )
+                .map_err(unavailable)?;
+            // Applied or dead-lettered by another worker meanwhile: nothing to keep.
+            if removed > 0 {
+                Self::insert_dead_letter(tx, &record)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Moves a received task whose result cannot be recorded, and never
+    /// will be (its execution is gone, its workflow or state does not load),
+    /// to the dead letters with `reason` and the result it produced, for a
+    /// person to resolve; a redrive queues the task again. Does nothing and
+    /// returns false if `leased`'s receipt no longer owns the task (another
+    /// worker received it, and decides its fate).
+    pub async fn dead_letter_task(
+        &self,
+        leased: &LeasedTask,
+        reason: String,
+        result: Option<&Event>,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let (id, count) = parse_receipt(&leased.receipt)?;
+        let mut body = serde_json::json!({
+            "task": leased.task,
+            "receive_count": leased.receive_count,
+        });
+        if let Some(result) = result {
+            body["result"] = serde_json::to_value(result).unwrap_or(serde_json::Value::Null);
+        }
+        let record = DeadLetterRecord {
+            id: format!("task-{id}"),
+            kind: DeadLetterKind::Task,
+            execution_id: Some(leased.task.execution_id.to_string()),
+            created_at: now,
+            reason,
+            body,
+        };
+        self.write(move |tx| {
+            let removed = tx
+                .execute(
+                    "DELETE FROM tasks WHERE id = ?1 AND receive_count = ?2",
+                    params![id, count],
+                )
+                .map_err(unavailable)?;
+            if removed == 0 {
+                return Ok(false);
+            }
+            Self::insert_dead_letter(tx, &record)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Lifecycle events after `after_id` (of one execution, or all), oldest
+    /// first, with their row ids. Reads on the calling thread.
     pub fn events_after(
         &self,
         execution_id: Option<&str>,
         after_id: i64,
         max: usize,
     ) -> StoreResult<Vec<(i64, LifecycleEvent)>> {
-        self.read(|conn| {
+        self.read_blocking(|conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT id, body FROM events WHERE id > ?1 AND (?2 IS NULL OR execution_id = ?2) ORDER BY id LIMIT ?3",
@@ -691,9 +895,9 @@ impl SqliteBackend {
         })
     }
 
-    /// Executions whose status is not terminal.
+    /// Executions whose status is not terminal. Reads on the calling thread.
     pub fn unfinished(&self) -> StoreResult<Vec<String>> {
-        self.read(|conn| {
+        self.read_blocking(|conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT id FROM executions WHERE status IN ('pending', 'running', 'compensating')")
                 .map_err(unavailable)?;
@@ -706,9 +910,10 @@ impl SqliteBackend {
         })
     }
 
-    /// Counts of tasks waiting or leased, timers and dead letters (for status displays and tests).
+    /// Counts of tasks waiting or leased, timers and dead letters (for
+    /// status displays and tests). Reads on the calling thread.
     pub fn queue_depths(&self) -> StoreResult<(u64, u64, u64)> {
-        self.read(|conn| {
+        self.read_blocking(|conn| {
             let count = |sql: &str| {
                 conn.query_row(sql, [], |r| r.get::<_, i64>(0))
                     .map(|n| n as u64)
@@ -797,7 +1002,8 @@ impl ExecutionStore for SqliteBackend {
     }
 
     async fn load(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
-        self.read(|conn| Self::load_sync(conn, id))
+        let id = id.to_string();
+        self.read(move |conn| Self::load_sync(conn, &id)).await
     }
 
     async fn commit(
@@ -856,7 +1062,8 @@ impl ExecutionStore for SqliteBackend {
     }
 
     async fn history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {
-        self.read(|conn| {
+        let id = id.to_string();
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT seq, at, event FROM history WHERE execution_id = ?1 ORDER BY seq",
@@ -883,6 +1090,7 @@ impl ExecutionStore for SqliteBackend {
                 })
                 .collect()
         })
+        .await
     }
 
     async fn list(
@@ -890,7 +1098,7 @@ impl ExecutionStore for SqliteBackend {
         status: Option<ExecutionStatus>,
         limit: usize,
     ) -> StoreResult<Vec<ExecutionSummary>> {
-        self.read(|conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT id, workflow, workflow_version, status, created_at, updated_at FROM executions
@@ -927,6 +1135,7 @@ impl ExecutionStore for SqliteBackend {
                 })
                 .collect()
         })
+        .await
     }
 }
 
@@ -937,11 +1146,12 @@ impl WorkflowStore for SqliteBackend {
         now: Timestamp,
     ) -> StoreResult<u32> {
         let text = to_json(definition);
-        self.write(|tx| {
+        let name = definition.name.to_string();
+        self.write(move |tx| {
             let latest = tx
                 .query_row(
                     "SELECT version, definition FROM workflows WHERE name = ?1 ORDER BY version DESC LIMIT 1",
-                    [&definition.name],
+                    [&name],
                     |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
                 )
                 .optional()
@@ -952,13 +1162,14 @@ impl WorkflowStore for SqliteBackend {
                     let version = other.map_or(1, |(v, _)| v + 1);
                     tx.execute(
                         "INSERT INTO workflows (name, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
-                        params![definition.name, version, text, now as i64],
+                        params![name, version, text, now as i64],
                     )
                     .map_err(unavailable)?;
                     Ok(version as u32)
                 }
             }
         })
+        .await
     }
 
     async fn get_workflow(
@@ -966,14 +1177,15 @@ impl WorkflowStore for SqliteBackend {
         name: &str,
         version: Option<u32>,
     ) -> StoreResult<Option<StoredWorkflow>> {
-        self.read(|conn| {
+        let name = name.to_string();
+        self.read(move |conn| {
             let row = conn
                 .prepare_cached(
                     "SELECT version, definition, created_at FROM workflows WHERE name = ?1 AND (?2 IS NULL OR version = ?2)
                      ORDER BY version DESC LIMIT 1",
                 )
                 .map_err(unavailable)?
-                .query_row(params![name, version], |r| {
+                .query_row(params![&name, version], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
                 })
                 .optional()
@@ -988,10 +1200,11 @@ impl WorkflowStore for SqliteBackend {
             })
             .transpose()
         })
+        .await
     }
 
     async fn list_workflows(&self) -> StoreResult<Vec<StoredWorkflow>> {
-        self.read(|conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT name, MAX(version), definition, created_at FROM workflows GROUP BY name ORDER BY name",
@@ -1015,12 +1228,16 @@ impl WorkflowStore for SqliteBackend {
                 })
                 .collect()
         })
+        .await
     }
 }
 
 impl TaskDispatcher for SqliteBackend {
     async fn send(&self, task: &Dispatch, now: Timestamp) -> StoreResult<()> {
-        self.write(|tx| self.insert_task(tx, task, now))
+        let task = task.clone();
+        let visibility_ms = self.options.visibility_ms;
+        self.write(move |tx| Self::insert_task(tx, &task, now, visibility_ms))
+            .await
     }
 
     /// Where a function runs is each worker's `baton.toml`, not the
@@ -1051,20 +1268,24 @@ impl TaskQueue for SqliteBackend {
         );
         let max_receives = self.options.max_receives;
         // Most polls find nothing: look without the write lock first.
-        let any = self.read(|conn| {
-            conn.prepare(&format!("SELECT EXISTS ({select})"))
-                .and_then(|mut stmt| {
-                    stmt.query_row(rusqlite::params_from_iter(functions.iter()), |r| {
-                        r.get::<_, bool>(0)
+        let functions = functions.to_vec();
+        let exists = format!("SELECT EXISTS ({select})");
+        let names = functions.clone();
+        let any = self
+            .read(move |conn| {
+                conn.prepare_cached(&exists)
+                    .and_then(|mut stmt| {
+                        stmt.query_row(rusqlite::params_from_iter(names.iter()), |r| {
+                            r.get::<_, bool>(0)
+                        })
                     })
-                })
-                .map_err(unavailable)
-        })?;
+                    .map_err(unavailable)
+            })
+            .await?;
         if !any {
             return Ok(Vec::new());
         }
-        let functions = functions.to_vec();
-        self.writer.write(move |tx| {
+        self.write(move |tx| {
             let candidates = tx
                 .prepare(&select)
                 .map_err(unavailable)?
@@ -1126,7 +1347,7 @@ impl TaskQueue for SqliteBackend {
 
     async fn ack(&self, task: &LeasedTask) -> StoreResult<()> {
         let (id, count) = parse_receipt(&task.receipt)?;
-        self.write(|tx| {
+        self.write(move |tx| {
             // A receipt from an expired lease no longer owns the task.
             tx.execute(
                 "DELETE FROM tasks WHERE id = ?1 AND receive_count = ?2",
@@ -1135,6 +1356,7 @@ impl TaskQueue for SqliteBackend {
             .map_err(unavailable)?;
             Ok(())
         })
+        .await
     }
 }
 
@@ -1145,23 +1367,30 @@ impl TimerService for SqliteBackend {
         timer: &TimerId,
         fire_at: Timestamp,
     ) -> StoreResult<()> {
-        self.write(|tx| Self::insert_timer(tx, execution_id, timer, fire_at))
+        let execution_id = execution_id.to_string();
+        let timer = timer.clone();
+        self.write(move |tx| Self::insert_timer(tx, &execution_id, &timer, fire_at))
+            .await
     }
 }
 
 impl EventSink for SqliteBackend {
     async fn publish(&self, events: &[LifecycleEvent]) -> StoreResult<()> {
-        self.write(|tx| events.iter().try_for_each(|e| Self::insert_event(tx, e)))
+        let events = events.to_vec();
+        self.write(move |tx| events.iter().try_for_each(|e| Self::insert_event(tx, e)))
+            .await
     }
 }
 
 impl DeadLetterStore for SqliteBackend {
     async fn put_dead_letter(&self, record: &DeadLetterRecord) -> StoreResult<()> {
-        self.write(|tx| Self::insert_dead_letter(tx, record))
+        let record = record.clone();
+        self.write(move |tx| Self::insert_dead_letter(tx, &record))
+            .await
     }
 
     async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetterRecord>> {
-        self.read(|conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT id, kind, execution_id, created_at, reason, body FROM dead_letters ORDER BY created_at, id")
                 .map_err(unavailable)?;
@@ -1172,17 +1401,20 @@ impl DeadLetterStore for SqliteBackend {
                 .map_err(unavailable)?;
             rows.into_iter().collect()
         })
+        .await
     }
 
     async fn get_dead_letter(&self, id: &str) -> StoreResult<Option<DeadLetterRecord>> {
-        self.read(|conn| {
+        let id = id.to_string();
+        self.read(move |conn| {
             conn.prepare_cached("SELECT id, kind, execution_id, created_at, reason, body FROM dead_letters WHERE id = ?1")
                 .map_err(unavailable)?
-                .query_row([id], dead_letter_row)
+                .query_row([&id], dead_letter_row)
                 .optional()
                 .map_err(unavailable)?
                 .transpose()
         })
+        .await
     }
 
     async fn redrive_dead_letter(&self, id: &str) -> StoreResult<bool> {
@@ -1198,27 +1430,56 @@ impl DeadLetterStore for SqliteBackend {
                 ),
             });
         }
-        let task: Dispatch = serde_json::from_value(record.body["task"].clone()).map_err(|e| {
-            StoreError::Corrupt {
-                what: format!("dead letter `{id}`"),
-                message: format!("holds no task: {e}"),
+        let corrupt = |message: String| StoreError::Corrupt {
+            what: format!("dead letter `{id}`"),
+            message,
+        };
+        // A timer that could not be applied goes back due at once; anything
+        // else of this kind is a task, queued again.
+        let requeue = match (record.body.get("timer"), &record.execution_id) {
+            (Some(timer), Some(execution_id)) => {
+                let timer: TimerId = serde_json::from_value(timer.clone())
+                    .map_err(|e| corrupt(format!("holds no timer: {e}")))?;
+                Requeue::Timer(execution_id.clone(), timer)
             }
-        })?;
-        self.write(|tx| {
-            self.insert_task(tx, &task, record.created_at)?;
-            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])
+            (Some(_), None) => return Err(corrupt("holds a timer but no execution".into())),
+            (None, _) => Requeue::Task(
+                serde_json::from_value(record.body["task"].clone())
+                    .map_err(|e| corrupt(format!("holds no task: {e}")))?,
+            ),
+        };
+        let id = id.to_string();
+        let visibility_ms = self.options.visibility_ms;
+        let at = record.created_at;
+        self.write(move |tx| {
+            match &requeue {
+                Requeue::Task(task) => Self::insert_task(tx, task, at, visibility_ms)?,
+                Requeue::Timer(execution_id, timer) => {
+                    Self::insert_timer(tx, execution_id, timer, at)?
+                }
+            }
+            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [&id])
                 .map_err(unavailable)?;
             Ok(true)
         })
+        .await
     }
 
     async fn remove_dead_letter(&self, id: &str) -> StoreResult<bool> {
-        self.write(|tx| {
-            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])
+        let id = id.to_string();
+        self.write(move |tx| {
+            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [&id])
                 .map(|n| n > 0)
                 .map_err(unavailable)
         })
+        .await
     }
+}
+
+/// What a redriven dead letter puts back.
+enum Requeue {
+    Task(Dispatch),
+    Timer(String, TimerId),
 }
 
 fn dead_letter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<DeadLetterRecord>> {

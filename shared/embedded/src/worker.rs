@@ -9,25 +9,83 @@
 //! worker in that transition's own transaction when it has room (see
 //! [`crate::local`]), and the slot that reported the result runs it next:
 //! one transaction per step instead of a result and a receive.
+//!
+//! Nothing is dropped unapplied. A timer firing or a task result that fails
+//! to apply for a reason a retry may fix (a busy database, I/O, executions
+//! changing under us) is tried again, after a pause that grows and is
+//! jittered so competing workers spread out: a timer stays due, and a result
+//! is reported again while the task's lease is kept (so the step is not run
+//! twice). One that no retry can fix (its execution is gone, its workflow or
+//! state does not load) is moved to the dead letters with the error, the
+//! execution and the timer or task (with the result it produced), for a
+//! person to resolve and redrive.
+//!
+//! A lease extension that fails for a while does not stop the step: it is
+//! retried. Only a lease that is truly lost (another worker received the
+//! task) makes this worker give up the task, and even then its handler is
+//! left to finish; its result is dropped, since the task's new owner reports.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use baton_core::engine::Outcome;
-use baton_core::{ErrorInfo, Event, TaskKind, Timestamp};
+use baton_core::{ErrorInfo, Event, TaskKind, TimerId, Timestamp};
 use baton_runtime::coordinator::{describe_ignored, task_is_current};
-use baton_runtime::ports::{ExecutionStore, LeasedTask, TaskQueue};
+use baton_runtime::ports::{ExecutionStore, LeasedTask, StoreError, TaskQueue};
 use baton_runtime::step::StepContext;
 use baton_runtime::targets::Targets;
 use baton_runtime::{Coordinator, CoordinatorError};
 use tokio::sync::{Notify, Semaphore, watch};
-use tracing::{Instrument, debug, error, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::local::LocalQueue;
 use crate::store::SqliteBackend;
 
 /// Tasks this worker may hold leased in memory, in multiples of its concurrency.
 const LOCAL_ROUNDS: usize = 4;
+
+/// Timers looked at in one round.
+const TIMERS_PER_ROUND: usize = 256;
+
+/// The first pause before trying a write again; it doubles on each failure.
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+
+/// The longest pause between two tries of the same write.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How long a stopping worker keeps trying to record a result before it
+/// leaves the task to be delivered again once its lease runs out.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A pause before try `attempt` (from 1) of something that failed: `first`
+/// doubled on each failure up to [`RETRY_MAX`], half of it random, so that
+/// workers retrying the same thing do not retry in step.
+pub(crate) fn backoff(attempt: u32, first: Duration) -> Duration {
+    let doubled = first.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let capped = doubled.min(RETRY_MAX);
+    let half = capped / 2;
+    half + random_below(capped - half)
+}
+
+/// Whether the `n`th failure in a row is logged: the first, then every tenth.
+fn noteworthy(n: u32) -> bool {
+    n == 1 || n.is_multiple_of(10)
+}
+
+/// A random duration in `[0, limit)`.
+fn random_below(limit: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = limit.as_nanos().min(u128::from(u64::MAX)) as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    // Each `RandomState` is seeded afresh: enough randomness for spreading retries.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    Duration::from_nanos(hasher.finish() % nanos)
+}
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -58,6 +116,11 @@ pub struct Worker {
     wake: Notify,
     /// Tasks leased to this worker by the transitions that created them.
     local: Arc<LocalQueue>,
+    /// Set once the worker is asked to stop: retries give up after [`STOP_GRACE`].
+    stopping: AtomicBool,
+    /// Timers whose firing failed for a reason a retry may fix, by
+    /// `execution/timer key`: how many times, and when to try again.
+    timer_retries: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl Drop for Worker {
@@ -88,6 +151,42 @@ impl Drop for Place<'_> {
     }
 }
 
+/// The lease of a task this worker runs, and whether it was lost: another
+/// worker received the task once it ran out, and owns it now.
+struct Lease<'a> {
+    leased: &'a LeasedTask,
+    lost: AtomicBool,
+}
+
+impl Lease<'_> {
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    fn lose(&self) {
+        self.lost.store(true, Ordering::Release);
+    }
+}
+
+/// What became of a due timer this round.
+enum TimerFate {
+    /// Applied, stale and removed, or dead-lettered.
+    Done,
+    /// Left due; the next round looks at it again.
+    Stays,
+    /// Left due after a failure a retry may fix: tried again after a backoff.
+    Retry { unavailable: bool },
+}
+
+/// Why a write was not carried out.
+enum Stop {
+    /// The lease was lost, or the worker is stopping: the task is left to
+    /// whoever receives it next.
+    GaveUp,
+    /// No retry can fix this.
+    Failed(CoordinatorError),
+}
+
 impl Worker {
     pub fn new(
         coordinator: Arc<Coordinator<SqliteBackend>>,
@@ -108,6 +207,8 @@ impl Worker {
             slots,
             wake: Notify::new(),
             local,
+            stopping: AtomicBool::new(false),
+            timer_retries: Mutex::new(HashMap::new()),
         }
     }
 
@@ -115,26 +216,39 @@ impl Worker {
         self.coordinator.backend()
     }
 
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     /// Runs until `shutdown` turns true, then waits for tasks in flight.
     pub async fn run(
         self: Arc<Self>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), CoordinatorError> {
+        let mut failures = 0;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             // A transient error (a busy database) must not stop the worker:
-            // log it and try again after the poll interval.
+            // log it and try again after a pause that grows while it lasts.
             let busy = match self.clone().poll_once().await {
-                Ok(busy) => busy,
+                Ok(busy) => {
+                    failures = 0;
+                    busy
+                }
                 Err(e) => {
+                    failures += 1;
                     error!(error = %e, "worker round failed; retrying");
                     false
                 }
             };
             if !busy {
-                let until = tokio::time::Instant::now() + self.options.poll_interval;
+                let pause = match failures {
+                    0 => self.options.poll_interval,
+                    n => backoff(n, self.options.poll_interval.max(RETRY_FIRST)),
+                };
+                let until = tokio::time::Instant::now() + pause;
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => break,
@@ -148,6 +262,7 @@ impl Worker {
                 }
             }
         }
+        self.stopping.store(true, Ordering::Release);
         // Lease nothing more; run what is already leased here rather than
         // leave it to wait out its lease.
         self.local.close();
@@ -231,36 +346,114 @@ impl Worker {
         started
     }
 
+    fn lock_timer_retries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
+        self.timer_retries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fires the due timers; returns how many it applied, found stale or
+    /// dead-lettered. A timer whose firing failed for a reason a retry may
+    /// fix stays due and is tried again after its backoff.
     async fn fire_timers(&self) -> Result<usize, CoordinatorError> {
         let now = self.coordinator.now();
-        let due = self.backend().due_timers(now, 256)?;
-        for (execution_id, timer) in &due {
+        let due = self.backend().due_timers(now, TIMERS_PER_ROUND).await?;
+        let keys: Vec<String> = due
+            .iter()
+            .map(|(execution_id, timer)| format!("{execution_id}/{}", timer.key()))
+            .collect();
+        let mut done = 0;
+        for ((execution_id, timer), key) in due.iter().zip(&keys) {
+            let waiting = self
+                .lock_timer_retries()
+                .get(key)
+                .is_some_and(|(_, not_before)| Instant::now() < *not_before);
+            if waiting {
+                continue;
+            }
+            let span =
+                info_span!("timer", workflow.execution.id = %execution_id, timer = %timer.key());
             match self
-                .coordinator
-                .handle(
-                    execution_id,
-                    Event::TimerFired {
-                        timer: timer.clone(),
-                    },
-                )
+                .fire_timer(execution_id, timer, now)
+                .instrument(span)
                 .await
             {
-                // The transition that applied the firing deleted the timer row.
-                Ok(Outcome::Applied) => continue,
-                Ok(Outcome::Ignored(_)) => {}
-                Err(CoordinatorError::NotFound(_)) => {}
-                Err(e) if e.is_retryable() => {
-                    // Leave the timer; the next round fires it again.
-                    warn!(workflow.execution.id = %execution_id, error = %e, "timer not fired yet");
-                    continue;
+                TimerFate::Done => {
+                    self.lock_timer_retries().remove(key);
+                    done += 1;
                 }
-                Err(e) => {
-                    error!(workflow.execution.id = %execution_id, error = %e, "timer could not be applied; dropping it")
+                TimerFate::Stays => {}
+                TimerFate::Retry { unavailable } => {
+                    let mut retries = self.lock_timer_retries();
+                    let entry = retries.entry(key.clone()).or_insert((0, Instant::now()));
+                    entry.0 += 1;
+                    entry.1 = Instant::now() + backoff(entry.0, RETRY_FIRST);
+                    if unavailable {
+                        // The database is not answering: leave the rest for the next round.
+                        break;
+                    }
                 }
             }
-            self.backend().delete_timer(execution_id, timer)?;
         }
-        Ok(due.len())
+        // Forget timers no longer due (fired by another worker, or gone).
+        let keys: HashSet<&String> = keys.iter().collect();
+        self.lock_timer_retries()
+            .retain(|key, _| keys.contains(key));
+        Ok(done)
+    }
+
+    async fn fire_timer(&self, execution_id: &str, timer: &TimerId, now: Timestamp) -> TimerFate {
+        let fired = self
+            .coordinator
+            .handle(
+                execution_id,
+                Event::TimerFired {
+                    timer: timer.clone(),
+                },
+            )
+            .await;
+        match fired {
+            // The transition that applied the firing deleted the timer row.
+            Ok(Outcome::Applied) => TimerFate::Done,
+            // The firing no longer matters: the timer has done its work.
+            Ok(Outcome::Ignored(reason)) => {
+                debug!(reason = %describe_ignored(&reason), "timer ignored");
+                match self.backend().delete_timer(execution_id, timer).await {
+                    Ok(()) => TimerFate::Done,
+                    Err(e) => {
+                        // It fires again next round, and is ignored again.
+                        warn!(error = %e, "stale timer not removed yet");
+                        TimerFate::Stays
+                    }
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                warn!(error = %e, "timer not fired yet; it stays due and is tried again");
+                TimerFate::Retry {
+                    unavailable: matches!(e, CoordinatorError::Store(StoreError::Unavailable(_))),
+                }
+            }
+            Err(e) => {
+                let reason = format!(
+                    "timer `{}` of execution `{execution_id}` cannot be applied: {e}",
+                    timer.key()
+                );
+                match self
+                    .backend()
+                    .dead_letter_timer(execution_id, timer, reason, now)
+                    .await
+                {
+                    Ok(()) => {
+                        error!(error = %e, "timer cannot be applied; dead-lettered for a person to resolve");
+                        TimerFate::Done
+                    }
+                    Err(dead) => {
+                        warn!(error = %e, dead_letter_error = %dead, "timer cannot be applied and is not dead-lettered yet; it stays due");
+                        TimerFate::Retry {
+                            unavailable: matches!(dead, StoreError::Unavailable(_)),
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Runs one task; `leased_here` is its lease's end when this worker
@@ -279,41 +472,146 @@ impl Worker {
                 local: &self.local,
                 held: true,
             };
-            if let Err(e) = self.run_task_inner(&leased, leased_here, &mut place).await {
-                warn!(error = %e, "task left for redelivery");
-            }
+            let lease = Lease {
+                leased: &leased,
+                lost: AtomicBool::new(false),
+            };
+            self.run_task_inner(&lease, leased_here, &mut place).await;
         }
         .instrument(span)
         .await
     }
 
+    /// How often a running task's lease is extended.
+    fn extend_every(&self) -> Duration {
+        Duration::from_millis((self.backend().options().visibility_ms / 3).max(10))
+    }
+
     /// Runs `work` while extending the task's lease, so a slow task is not
-    /// handed to another worker; only a worker that dies lets its lease run out.
+    /// handed to another worker; only a worker that dies lets its lease run
+    /// out. `work` always runs to the end: a lease that cannot be extended
+    /// for a while is retried, and one that is lost is marked so.
     async fn keeping_lease<T>(
         &self,
-        leased: &LeasedTask,
+        lease: &Lease<'_>,
         work: impl std::future::Future<Output = T>,
-    ) -> Result<T, CoordinatorError> {
-        let every = Duration::from_millis((self.backend().options().visibility_ms / 3).max(10));
-        let mut work = std::pin::pin!(work);
+    ) -> T {
+        let keep = self.keep_lease(lease);
+        tokio::pin!(work);
+        tokio::pin!(keep);
+        tokio::select! {
+            biased;
+            result = &mut work => result,
+            never = &mut keep => match never {},
+        }
+    }
+
+    /// Extends the lease every [`Self::extend_every`], retrying an
+    /// extension that fails after a short backoff, until it is lost.
+    async fn keep_lease(&self, lease: &Lease<'_>) -> std::convert::Infallible {
+        let every = self.extend_every();
+        let mut failures = 0;
         loop {
-            tokio::select! {
-                result = &mut work => return Ok(result),
-                _ = tokio::time::sleep(every) => {
-                    if !self.backend().extend_lease(&leased.receipt, self.coordinator.now())? {
-                        warn!("lease lost while the task ran; another worker may run it too");
+            let pause = match failures {
+                0 => every,
+                n => backoff(n, RETRY_FIRST).min(every),
+            };
+            tokio::time::sleep(pause).await;
+            let now = self.coordinator.now();
+            match self
+                .backend()
+                .extend_lease(&lease.leased.receipt, now)
+                .await
+            {
+                Ok(true) => failures = 0,
+                Ok(false) => {
+                    lease.lose();
+                    warn!(
+                        "lease lost while the task ran: another worker received it and owns its result"
+                    );
+                    return std::future::pending().await;
+                }
+                Err(e) if e.is_retryable() => {
+                    failures += 1;
+                    if noteworthy(failures) {
+                        warn!(error = %e, failures, "lease not extended yet; retrying while the task runs");
                     }
                 }
+                Err(e) => {
+                    lease.lose();
+                    error!(error = %e, "lease cannot be extended; the task will be delivered again");
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
+    /// Runs `op` until it succeeds or fails for good, pausing (with backoff)
+    /// after each failure a retry may fix. Gives up when the lease is lost,
+    /// or once the worker is stopping and [`STOP_GRACE`] has passed.
+    async fn persist<T, F, Fut>(&self, lease: &Lease<'_>, what: &str, mut op: F) -> Result<T, Stop>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, CoordinatorError>>,
+    {
+        let started = Instant::now();
+        let mut tries = 0;
+        loop {
+            if lease.is_lost() {
+                return Err(Stop::GaveUp);
+            }
+            match op().await {
+                Ok(value) => {
+                    if tries > 0 {
+                        info!(tries = tries + 1, "{what}: done after retrying");
+                    }
+                    return Ok(value);
+                }
+                Err(e) if e.is_retryable() => {
+                    tries += 1;
+                    if self.is_stopping() && started.elapsed() >= STOP_GRACE {
+                        warn!(error = %e, tries, "{what}: the worker is stopping; the task will be delivered again once its lease runs out");
+                        return Err(Stop::GaveUp);
+                    }
+                    let pause = backoff(tries, RETRY_FIRST);
+                    if noteworthy(tries) {
+                        warn!(error = %e, tries, retry_in_ms = pause.as_millis() as u64, "{what}: not done yet; retrying");
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(Stop::Failed(e)),
+            }
+        }
+    }
+
+    /// Renews the lease of a task that waited here for a slot; false if it
+    /// was lost meanwhile (or could not be renewed before the worker stopped).
+    async fn renew(&self, lease: &Lease<'_>) -> bool {
+        let backend = self.backend();
+        let receipt = &lease.leased.receipt;
+        let coordinator = &self.coordinator;
+        let renewed = self
+            .persist(lease, "renewing the task's lease", move || async move {
+                Ok(backend.extend_lease(receipt, coordinator.now()).await?)
+            })
+            .await;
+        match renewed {
+            Ok(kept) => kept,
+            Err(Stop::GaveUp) => false,
+            Err(Stop::Failed(e)) => {
+                error!(error = %e, "lease cannot be renewed; the task will be delivered again");
+                false
             }
         }
     }
 
     async fn run_task_inner(
         &self,
-        leased: &LeasedTask,
+        lease: &Lease<'_>,
         leased_here: Option<Timestamp>,
         place: &mut Place<'_>,
-    ) -> Result<(), CoordinatorError> {
+    ) {
+        let leased = lease.leased;
         let task = &leased.task;
         if leased.receive_count > 1 {
             warn!(
@@ -321,29 +619,55 @@ impl Worker {
                 "task received again: an earlier receive did not finish (its worker may have died)"
             );
         }
-        let current = match leased_here {
+        match leased_here {
             // Created by a transition just committed, so current; unless it
             // waited here long enough for its lease to need renewing.
             Some(until) => {
                 let now = self.coordinator.now();
                 if now + self.backend().options().visibility_ms / 2 >= until
-                    && !self.backend().extend_lease(&leased.receipt, now)?
+                    && !self.renew(lease).await
                 {
                     debug!("lease ran out while the task waited; another worker has it");
-                    return Ok(());
+                    return;
                 }
-                true
             }
-            None => self
-                .backend()
-                .load(&task.execution_id)
-                .await?
-                .is_some_and(|record| task_is_current(&record.state, &task.task)),
-        };
-        if !current {
-            debug!("task superseded or already reported; dropping it");
-            self.backend().ack(leased).await?;
-            return Ok(());
+            None => {
+                let backend = self.backend();
+                let id = &*task.execution_id;
+                let loaded = self
+                    .keeping_lease(
+                        lease,
+                        self.persist(lease, "loading the task's execution", move || async move {
+                            Ok(backend.load(id).await?)
+                        }),
+                    )
+                    .await;
+                match loaded {
+                    Ok(Some(record)) if task_is_current(&record.state, &task.task) => {}
+                    Ok(Some(_)) => {
+                        debug!("task superseded or already reported; dropping it");
+                        self.ack(lease).await;
+                        return;
+                    }
+                    Ok(None) => {
+                        let reason = format!(
+                            "task for step `{}` of execution `{}`: the execution does not exist",
+                            task.task.step, task.execution_id
+                        );
+                        self.dead_letter(lease, reason, None).await;
+                        return;
+                    }
+                    Err(Stop::GaveUp) => return,
+                    Err(Stop::Failed(e)) => {
+                        let reason = format!(
+                            "task for step `{}` of execution `{}` cannot be run: {e}",
+                            task.task.step, task.execution_id
+                        );
+                        self.dead_letter(lease, reason, None).await;
+                        return;
+                    }
+                }
+            }
         }
         let context = StepContext::of(task);
         let remaining = task.deadline.saturating_sub(self.coordinator.now()).max(1);
@@ -352,8 +676,14 @@ impl Worker {
             task.input.clone(),
             Duration::from_millis(remaining),
         );
-        let result = self.keeping_lease(leased, work).await?;
+        let result = self.keeping_lease(lease, work).await;
         place.free();
+        if lease.is_lost() {
+            warn!(
+                "the task finished after its lease was lost; its result is dropped, as the worker that received it reports"
+            );
+            return;
+        }
         let event = match result {
             Ok(output) => {
                 let size = serde_json::to_vec(&output)
@@ -391,16 +721,99 @@ impl Worker {
             };
             warn!(error.name = %error.name, error.message = %error.message, retryable = error.retryable, "{what}");
         }
-        match self.coordinator.handle(&task.execution_id, event).await {
-            Ok(Outcome::Ignored(reason)) => {
-                debug!(reason = %describe_ignored(&reason), "result ignored")
-            }
+        self.keeping_lease(lease, self.report(lease, event)).await;
+    }
+
+    /// Records a task's result, retrying while a retry may help; the
+    /// transition that records it removes the task. A result the execution
+    /// ignores (a duplicate, a superseded attempt) acks the task; one that
+    /// cannot ever be recorded dead-letters it, with the result.
+    async fn report(&self, lease: &Lease<'_>, event: Event) {
+        let coordinator = &self.coordinator;
+        let id = &*lease.leased.task.execution_id;
+        let result = &event;
+        let recorded = self
+            .persist(lease, "recording the task's result", move || {
+                coordinator.handle(id, result.clone())
+            })
+            .await;
+        match recorded {
             // The transition that recorded the result deleted the task row.
-            Ok(Outcome::Applied) => return Ok(()),
-            Err(e) if e.is_retryable() => return Err(e),
-            Err(e) => error!(error = %e, "result could not be recorded"),
+            Ok(Outcome::Applied) => {}
+            Ok(Outcome::Ignored(reason)) => {
+                debug!(reason = %describe_ignored(&reason), "result ignored");
+                self.ack(lease).await;
+            }
+            Err(Stop::GaveUp) => {}
+            Err(Stop::Failed(e)) => {
+                let task = &lease.leased.task;
+                let reason = format!(
+                    "the result of step `{}` attempt {} of execution `{}` cannot be recorded: {e}",
+                    task.task.step, task.task.attempt, task.execution_id
+                );
+                self.dead_letter(lease, reason, Some(&event)).await;
+            }
         }
-        self.backend().ack(leased).await?;
-        Ok(())
+    }
+
+    /// Deletes a task that has nothing left to do.
+    async fn ack(&self, lease: &Lease<'_>) {
+        let backend = self.backend();
+        let leased = lease.leased;
+        let acked = self
+            .persist(lease, "acknowledging the task", move || async move {
+                Ok(backend.ack(leased).await?)
+            })
+            .await;
+        if let Err(Stop::Failed(e)) = acked {
+            warn!(error = %e, "task not acknowledged; it is delivered again once its lease runs out, and dropped then");
+        }
+    }
+
+    /// Moves a task that cannot be applied to the dead letters.
+    async fn dead_letter(&self, lease: &Lease<'_>, reason: String, result: Option<&Event>) {
+        let backend = self.backend();
+        let leased = lease.leased;
+        let now = self.coordinator.now();
+        let reason = &reason;
+        let moved = self
+            .persist(lease, "dead-lettering the task", move || async move {
+                Ok(backend
+                    .dead_letter_task(leased, reason.clone(), result, now)
+                    .await?)
+            })
+            .await;
+        match moved {
+            Ok(true) => {
+                error!(reason = %reason, "task cannot be applied; dead-lettered for a person to resolve")
+            }
+            Ok(false) => debug!("task dead-lettered or taken by another worker meanwhile"),
+            Err(Stop::GaveUp) => {}
+            Err(Stop::Failed(e)) => {
+                error!(error = %e, reason = %reason, "task cannot be applied nor dead-lettered; it is delivered again once its lease runs out")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_jitter_in_the_upper_half() {
+        let first = Duration::from_millis(20);
+        for attempt in 1..40 {
+            let full = first
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(RETRY_MAX);
+            let pause = backoff(attempt, first);
+            assert!(
+                pause >= full / 2 && pause <= full,
+                "{attempt}: {pause:?} of {full:?}"
+            );
+        }
+        let pauses: HashSet<Duration> = (0..20).map(|_| backoff(6, first)).collect();
+        assert!(pauses.len() > 1, "retries are spread out");
     }
 }
