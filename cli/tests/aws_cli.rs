@@ -327,14 +327,26 @@ async fn aws_start_starts_a_deployed_workflow_and_dispatches_its_first_step() {
         "the first step runs: {record}"
     );
 
-    // By name, again: the same id creates nothing.
-    let out = sb.baton(&["--aws", "start", &workflow, "--id", "order-1"]);
+    // By name, again with the same input: the same id creates nothing.
+    let out = sb.baton(&[
+        "--aws",
+        "start",
+        &workflow,
+        "--id",
+        "order-1",
+        "--input",
+        r#"{"orderId":"o-1"}"#,
+    ]);
     out.expect_code(0);
     assert!(
         out.stdout.contains("order-1 already exists"),
         "{}",
         out.stdout
     );
+    // With another input, the id is refused rather than answered with the first.
+    let out = sb.baton(&["--aws", "start", &workflow, "--id", "order-1"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("different input"), "{}", out.stderr);
 
     // Over the payload limit: refused before anything is written.
     let big = sb.path().join("big.json");

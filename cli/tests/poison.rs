@@ -138,9 +138,12 @@ fn poison_pill_is_dead_lettered_after_its_max_receives_and_the_execution_still_e
         .expect("the payment step failed");
     assert_eq!(failed["error"]["name"], "Timeout");
     assert_eq!(events.last().unwrap()["kind"], "execution.compensated");
+    // The payment's attempts timed out: whether it charged is unknown, so
+    // the saga refunds it too (by the id the payment would have made), then
+    // releases the reservation.
     assert_eq!(
         sb.effects("poisoned"),
-        ["reserve-inventory", "release-inventory"]
+        ["reserve-inventory", "refund-payment", "release-inventory"]
     );
 }
 
