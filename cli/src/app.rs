@@ -6,11 +6,12 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use baton_core::definition::Format;
 use baton_core::engine::Outcome;
+use baton_core::limits;
 use baton_core::{Event, ExecutionStatus, Workflow};
 use baton_embedded::{SqliteBackend, SqliteOptions, Worker, WorkerOptions};
 use baton_examples::Ledger;
 use baton_runtime::coordinator::describe_ignored;
-use baton_runtime::ports::{Backend, WorkflowStore};
+use baton_runtime::ports::{Backend, StoreError, WorkflowStore};
 use baton_runtime::step::Registry;
 use baton_runtime::targets::{Targets, TargetsConfig};
 use baton_runtime::{Clock, Coordinator, CoordinatorError, SystemClock};
@@ -60,7 +61,8 @@ pub fn load_workflow(file: &Path) -> anyhow::Result<Workflow> {
     })
 }
 
-/// Reads `--input`/`--data`: JSON text, or `@path` to a JSON file.
+/// Reads `--input`/`--data`: JSON text, or `@path` to a JSON file. Text
+/// nested deeper than [`limits::MAX_JSON_DEPTH`] is refused before it is parsed.
 pub fn parse_json_arg(what: &str, text: &str) -> anyhow::Result<Value> {
     let (source, body) = match text.strip_prefix('@') {
         Some(path) => (
@@ -70,8 +72,19 @@ pub fn parse_json_arg(what: &str, text: &str) -> anyhow::Result<Value> {
         ),
         None => ("the command line".to_string(), text.to_string()),
     };
+    limits::check_json_text_depth(body.as_bytes(), &format!("{what} from {source}"))
+        .map_err(|e| bad(e.to_string()))?;
     serde_json::from_str(&body)
         .map_err(|e| bad(format!("{what} from {source} is not valid JSON: {e}")))
+}
+
+/// Checks an `--id` given on the command line against the one rule for
+/// execution ids, before anything is opened or written.
+pub fn check_id(id: Option<&str>) -> anyhow::Result<()> {
+    match id {
+        Some(id) => limits::check_execution_id(id).map_err(|e| bad(e.to_string())),
+        None => Ok(()),
+    }
 }
 
 /// Backend options, with `BATON_MAX_RECEIVES` and `BATON_VISIBILITY_MS` overriding the defaults.
@@ -161,19 +174,24 @@ pub fn check_size(what: &str, value: &Value, limit: usize) -> anyhow::Result<()>
     Ok(())
 }
 
-/// A fresh execution id: workflow name, time and process, unique enough for one machine.
+/// A fresh execution id: workflow name, time and process, unique enough for
+/// one machine. A long workflow name is cut so the id stays within
+/// [`limits::MAX_EXECUTION_ID_LEN`].
 pub fn new_execution_id(workflow: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let now = SystemClock.now();
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{workflow}-{now:x}-{:x}{n:x}", std::process::id())
+    let name: String = workflow.chars().take(64).collect();
+    format!("{name}-{now:x}-{:x}{n:x}", std::process::id())
 }
 
 pub fn map_coordinator_error(e: CoordinatorError) -> anyhow::Error {
     match e {
         CoordinatorError::PayloadTooLarge { .. }
+        | CoordinatorError::Store(StoreError::TooLarge { .. })
         | CoordinatorError::UnknownWorkflow { .. }
         | CoordinatorError::ExecutionExists { .. }
+        | CoordinatorError::Limit(_)
         | CoordinatorError::NotFound(_) => bad(e.to_string()),
         other => anyhow!(other),
     }
@@ -221,7 +239,7 @@ pub async fn deploy<B: WorkflowStore>(backend: &B, file: &Path) -> anyhow::Resul
     {
         Ok(version) => version,
         // Nothing was stored: the definition names what must change.
-        Err(baton_runtime::ports::StoreError::Refused { what, problems }) => {
+        Err(StoreError::Refused { what, problems }) => {
             let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
             return Err(bad(format!("{what}:\n{}", lines.join("\n"))));
         }
@@ -314,6 +332,7 @@ pub async fn start(
     json: bool,
 ) -> anyhow::Result<u8> {
     let input = parse_json_arg("the input", input)?;
+    check_id(id.as_deref())?;
     let targets = targets(db, config)?;
     let backend = open_backend(db)?;
     check_size("the input", &input, backend.options().payload_limit)?;
@@ -394,6 +413,7 @@ pub async fn start_aws(
     json: bool,
 ) -> anyhow::Result<u8> {
     let input = parse_json_arg("the input", input)?;
+    check_id(id.as_deref())?;
     check_size("the input", &input, backend.payload_limit())?;
     let (name, version) = deployed_workflow(backend.as_ref(), workflow).await?;
     let id = id.unwrap_or_else(|| new_execution_id(&name));

@@ -36,6 +36,7 @@ pub async fn run(
     // Everything the user gave is checked before anything is written.
     let workflow = app::load_workflow(file)?;
     let input = parse_json_arg("the input", input)?;
+    app::check_id(id.as_deref())?;
     let targets = app::targets(db, config)?;
     app::check_functions(&workflow, &targets)?;
     let backend = app::open_backend(db)?;

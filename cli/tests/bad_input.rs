@@ -235,3 +235,199 @@ fn unknown_ids_are_rejected() {
     );
     assert_eq!(sb.count("SELECT COUNT(*) FROM executions"), 1);
 }
+
+/// JSON nesting `depth` arrays around `1`, as text.
+fn nested_json(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+fn approval() -> String {
+    path_arg(&test_workflow("approval.yaml"))
+}
+
+#[test]
+fn a_deeply_nested_expression_is_a_problem_not_a_crash() {
+    let sb = Sandbox::new();
+    let depth = 10_000;
+    let definition = format!(
+        "name: nested\nsteps:\n  a:\n    function: noop\n    mutates: false\n    if: \"${{ {}true{} }}\"\n",
+        "(".repeat(depth),
+        ")".repeat(depth)
+    );
+    let file = sb.path().join("nested.yaml");
+    std::fs::write(&file, definition).unwrap();
+    let file = path_arg(&file);
+
+    let outcome = sb.baton(&["validate", &file]);
+    outcome.expect_code(2);
+    assert!(
+        outcome.stderr.contains("step `a`, `if`: expression `((((")
+            && outcome
+                .stderr
+                .contains("nests deeper than the limit of 24 levels"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(
+        outcome.stderr.len() < 1000,
+        "the message quotes the expression shortened:\n{}",
+        outcome.stderr
+    );
+
+    let report = sb
+        .baton(&["validate", "--json", &file])
+        .expect_code(2)
+        .json();
+    assert_eq!(report["problems"][0]["step"], "a");
+    assert_eq!(report["problems"][0]["field"], "if");
+
+    for command in ["run", "start"] {
+        let sb = Sandbox::new();
+        let outcome = sb.baton(&[command, &file]);
+        assert_rejected(&outcome, &["nests deeper than the limit of 24 levels"]);
+        assert_nothing_written(&sb);
+    }
+}
+
+#[test]
+fn input_nested_too_deep_is_refused_before_anything_is_written() {
+    for command in ["run", "start"] {
+        let sb = Sandbox::new();
+        let outcome = sb.baton(&[command, &saga(), "--input", &nested_json(65)]);
+        assert_rejected(
+            &outcome,
+            &[
+                "the input from the command line nests arrays and objects deeper than the limit of 64 levels",
+            ],
+        );
+        assert_nothing_written(&sb);
+
+        // Far deeper than any JSON reader goes, from a file.
+        std::fs::write(sb.path().join("deep.json"), nested_json(100_000)).unwrap();
+        let outcome = sb.baton(&[command, &saga(), "--input", "@deep.json"]);
+        assert_rejected(
+            &outcome,
+            &[
+                "the input from deep.json nests arrays and objects deeper than the limit of 64 levels",
+            ],
+        );
+        assert_nothing_written(&sb);
+    }
+}
+
+#[test]
+fn input_at_the_depth_limit_is_started_and_stays_readable() {
+    let sb = Sandbox::new();
+    // The object is one level, the arrays in it the other 63.
+    let input = format!(r#"{{"orderId": "o-1", "deep": {}}}"#, nested_json(63));
+    sb.baton(&["start", &approval(), "--id", "deep-1", "--input", &input])
+        .expect_code(0);
+    let status = sb
+        .baton(&["status", "deep-1", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(status["state"]["status"], "running");
+    sb.baton(&["history", "deep-1"]).expect_code(0);
+    sb.baton(&["cancel", "deep-1"]).expect_code(0);
+    sb.baton(&["status", "deep-1"]).expect_code(0);
+}
+
+#[test]
+fn a_signal_nested_too_deep_is_refused_and_the_execution_stays_readable() {
+    let sb = Sandbox::new();
+    sb.baton(&[
+        "start",
+        &approval(),
+        "--id",
+        "sig-1",
+        "--input",
+        r#"{"orderId":"o-1"}"#,
+    ])
+    .expect_code(0);
+    let before = sb.count("SELECT COUNT(*) FROM history");
+    let outcome = sb.baton(&["signal", "sig-1", "approval", "--data", &nested_json(65)]);
+    assert_rejected(
+        &outcome,
+        &[
+            "the signal data from the command line nests arrays and objects deeper than the limit of 64 levels",
+        ],
+    );
+    assert_eq!(
+        sb.count("SELECT COUNT(*) FROM history"),
+        before,
+        "nothing was applied"
+    );
+    sb.baton(&["status", "sig-1"]).expect_code(0);
+    sb.baton(&["signal", "sig-1", "approval", "--data", &nested_json(64)])
+        .expect_code(0);
+    sb.baton(&["history", "sig-1"]).expect_code(0);
+}
+
+#[test]
+fn execution_ids_the_api_would_refuse_are_refused() {
+    let long = format!("{}../x", "a".repeat(306));
+    let cases: [(&str, &str); 5] = [
+        ("", "the execution id is empty"),
+        (&long, "is 310 characters long, more than the limit of 128"),
+        ("../etc", "execution id `../etc` contains `/`"),
+        ("..", "execution id `..` is a path segment"),
+        ("order 1", "execution id `order 1` contains ' '"),
+    ];
+    for command in ["run", "start"] {
+        for (id, message) in cases {
+            let sb = Sandbox::new();
+            let outcome = sb.baton(&[
+                command,
+                &saga(),
+                "--id",
+                id,
+                "--input",
+                r#"{"orderId":"o-1"}"#,
+            ]);
+            assert_rejected(&outcome, &[message]);
+            assert_nothing_written(&sb);
+        }
+    }
+    // The ids schedules and the examples use are fine.
+    let sb = Sandbox::new();
+    for id in ["order-1001", "nightly-report-2026-03-08T05:00:00Z"] {
+        sb.baton(&[
+            "start",
+            &approval(),
+            "--id",
+            id,
+            "--input",
+            r#"{"orderId":"o-1"}"#,
+        ])
+        .expect_code(0);
+        sb.baton(&["status", id]).expect_code(0);
+    }
+}
+
+#[test]
+fn a_definition_nested_too_deep_is_refused_naming_the_limit() {
+    let sb = Sandbox::new();
+    let yaml = format!(
+        "name: deep\nsteps:\n  a:\n    wait: 1s\n    input: {}\n",
+        nested_json(100_000)
+    );
+    let json = format!(
+        r#"{{"name": "deep", "steps": {{"a": {{"wait": "1s", "input": {}}}}}}}"#,
+        nested_json(100_000)
+    );
+    for (name, text) in [("deep.yaml", yaml), ("deep.json", json)] {
+        std::fs::write(sb.path().join(name), text).unwrap();
+        let outcome = sb.baton(&["validate", name]);
+        outcome.expect_code(2);
+        assert!(
+            outcome.stderr.contains(
+                "the definition nests arrays and objects deeper than the limit of 64 levels"
+            ),
+            "{}",
+            outcome.stderr
+        );
+        let outcome = sb.baton(&["start", name]);
+        assert_rejected(&outcome, &["deeper than the limit of 64 levels"]);
+        assert_nothing_written(&sb);
+    }
+}

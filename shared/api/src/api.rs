@@ -17,7 +17,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
 /// Makes ids for executions started without an `id` or `Idempotency-Key`.
 ///
 /// Any `Fn() -> String + Send + Sync` is one, so tests can fix the ids.
-/// An id must be 1 to 128 characters of ASCII letters, digits, `-`, `_`, `.` or `:`.
+/// An id must pass [`baton_core::limits::check_execution_id`]: 1 to 128
+/// characters of ASCII letters, digits, `-`, `_`, `.` or `:`, not `.` or `..`.
 pub trait IdGenerator: Send + Sync {
     fn next_id(&self) -> String;
 }
@@ -155,11 +156,9 @@ impl<B: Backend> Api<B> {
 
 /// Whether `id` can name an execution: it appears in URL paths, queue
 /// messages and storage keys, so it is kept short and free of separators.
+/// The rule is [`baton_core::limits::check_execution_id`], which says why not.
 pub fn valid_execution_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    baton_core::limits::check_execution_id(id).is_ok()
 }
 
 #[cfg(test)]
@@ -188,5 +187,9 @@ mod tests {
         assert!(!valid_execution_id(""));
         assert!(!valid_execution_id("a/b"));
         assert!(!valid_execution_id(&"x".repeat(129)));
+        assert!(!valid_execution_id(".."));
+        assert!(valid_execution_id(
+            "reports-daily-report-2026-03-08T05:00:00Z"
+        ));
     }
 }

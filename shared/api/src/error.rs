@@ -1,7 +1,7 @@
 //! [`ApiError`]: every way a request can fail, the status code each gets,
 //! and the JSON body `{"error": "...", ...}` that explains it.
 
-use baton_core::{ExecutionStatus, ValidationErrors};
+use baton_core::{ExecutionStatus, LimitError, ValidationErrors};
 use baton_runtime::CoordinatorError;
 use baton_runtime::ports::StoreError;
 use bytes::Bytes;
@@ -26,6 +26,14 @@ pub enum ApiError {
     },
     #[error("the request body is {}more than the {limit}-byte limit", size.map(|s| format!("{s} bytes, ")).unwrap_or_default())]
     BodyTooLarge { size: Option<usize>, limit: usize },
+    /// A payload, or the execution it would make, is larger than the backend
+    /// stores (`message` names which and both sizes); nothing was stored.
+    #[error("{message}")]
+    TooLarge { message: String, limit: usize },
+    /// Over one of Baton's limits: nested too deep, an id it does not
+    /// accept. Nothing was stored.
+    #[error(transparent)]
+    Limit(LimitError),
     /// The body does not parse; `message` says where (line and column).
     #[error("{what} is not valid {format}: {message}")]
     Malformed {
@@ -85,10 +93,20 @@ fn summary(errors: &ValidationErrors) -> String {
     }
 }
 
+impl From<LimitError> for ApiError {
+    fn from(e: LimitError) -> Self {
+        ApiError::Limit(e)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => ApiError::UnknownExecution(id),
+            StoreError::TooLarge { limit, .. } => ApiError::TooLarge {
+                message: e.to_string(),
+                limit,
+            },
             StoreError::Refused { what, problems } => ApiError::Refused { what, problems },
             other => ApiError::Store(other),
         }
@@ -107,8 +125,13 @@ impl From<CoordinatorError> for ApiError {
                 ApiError::Refused { what, problems }
             }
             CoordinatorError::ExecutionExists { .. } => ApiError::Conflict(e.to_string()),
+            CoordinatorError::Limit(limit) => ApiError::Limit(limit),
             // The payload is the client's: say which limit it broke.
-            CoordinatorError::PayloadTooLarge { .. } => ApiError::BadRequest(e.to_string()),
+            CoordinatorError::PayloadTooLarge { limit, .. }
+            | CoordinatorError::Store(StoreError::TooLarge { limit, .. }) => ApiError::TooLarge {
+                message: e.to_string(),
+                limit,
+            },
             other => ApiError::Coordinator(other),
         }
     }
@@ -119,7 +142,9 @@ impl ApiError {
         match self {
             ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTooLarge { .. } | ApiError::TooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::Malformed { .. }
             | ApiError::BadRequest(_)
             | ApiError::NameMismatch { .. } => StatusCode::BAD_REQUEST,
@@ -129,7 +154,9 @@ impl ApiError {
             ApiError::Finished { .. } | ApiError::IdInUse { .. } | ApiError::Conflict(_) => {
                 StatusCode::CONFLICT
             }
-            ApiError::Invalid(_) | ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid(_) | ApiError::Refused { .. } | ApiError::Limit(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Coordinator(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Coordinator(_) | ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -150,7 +177,14 @@ impl ApiError {
             ApiError::MethodNotAllowed { allowed, .. } => {
                 body["allowed"] = json!(allowed.iter().map(Method::as_str).collect::<Vec<_>>());
             }
-            ApiError::BodyTooLarge { limit, .. } => body["limit"] = json!(limit),
+            ApiError::BodyTooLarge { limit, .. } | ApiError::TooLarge { limit, .. } => {
+                body["limit"] = json!(limit)
+            }
+            ApiError::Limit(e) => {
+                if let Some(limit) = e.limit() {
+                    body["limit"] = json!(limit);
+                }
+            }
             ApiError::Refused { problems, .. } => body["problems"] = json!(problems),
             _ => {}
         }

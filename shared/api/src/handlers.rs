@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use baton_core::definition::Format;
 use baton_core::engine::Ignored;
+use baton_core::limits::{self, LimitError, MAX_JSON_DEPTH};
 use baton_core::{Event, ExecutionStatus, Outcome, Workflow};
 use baton_runtime::coordinator::describe_ignored;
 use baton_runtime::ports::{Backend, ExecutionRecord};
@@ -15,7 +16,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 use tracing::{Instrument, Span, error, info, trace};
 
-use crate::api::{Api, valid_execution_id};
+use crate::api::Api;
 use crate::error::ApiError;
 use crate::routes::{Route, query_pairs, resolve};
 use crate::views::{
@@ -120,6 +121,21 @@ fn note_execution(execution: &mut Option<String>, id: &str) {
     *execution = Some(id.to_string());
 }
 
+/// Refuses a JSON body that nests deeper than [`MAX_JSON_DEPTH`] before it
+/// is parsed: `value` names what is limited, and `wrapper` is how many
+/// levels the request's own object adds around it (`{"input": ...}` adds one).
+fn check_body_depth(body: &[u8], value: &str, wrapper: usize) -> Result<(), ApiError> {
+    let allowed = MAX_JSON_DEPTH + wrapper;
+    if limits::json_text_depth(body, allowed + 1) > allowed {
+        return Err(LimitError::JsonTooDeep {
+            what: value.to_string(),
+            limit: MAX_JSON_DEPTH,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Parses a JSON body, telling a syntax error (where it is) from a body of the wrong shape.
 fn parse_json<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
@@ -216,14 +232,44 @@ fn json_syntax(text: &str) -> Result<(), String> {
     }
 }
 
-fn yaml_syntax(text: &str) -> Result<(), String> {
+/// A YAML syntax error, or the definition nested deeper than the limit
+/// (which the YAML parser stops at).
+fn yaml_syntax(text: &str) -> Result<(), ApiError> {
     // Repeated keys are left to validation, which names a repeated step.
     let options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+        budget: serde_saphyr::budget! { max_depth: MAX_JSON_DEPTH },
     };
-    serde_saphyr::from_str_with_options::<IgnoredAny>(text, options)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let too_deep = || -> ApiError {
+        LimitError::JsonTooDeep {
+            what: "the definition".into(),
+            limit: MAX_JSON_DEPTH,
+        }
+        .into()
+    };
+    match serde_saphyr::from_str_with_options::<IgnoredAny>(text, options) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.without_snippet(),
+                serde_saphyr::Error::Budget {
+                    breach: serde_saphyr::budget::BudgetBreach::Depth { .. },
+                    ..
+                }
+            ) =>
+        {
+            Err(too_deep())
+        }
+        // Far deeper than the budget, the parser stops on its own limit first.
+        Err(_) if limits::json_text_depth(text.as_bytes(), MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH => {
+            Err(too_deep())
+        }
+        Err(e) => Err(ApiError::Malformed {
+            what: "the definition",
+            format: "YAML",
+            message: e.to_string(),
+        }),
+    }
 }
 
 /// Reads the definition's format: what `Content-Type` says, else JSON if it
@@ -239,14 +285,17 @@ fn definition_format(headers: &HeaderMap, text: &str) -> Result<Format, ApiError
         Some(Format::Json) => json_syntax(text)
             .map(|()| Format::Json)
             .map_err(|m| malformed("JSON", m)),
-        Some(Format::Yaml) => yaml_syntax(text)
-            .map(|()| Format::Yaml)
-            .map_err(|m| malformed("YAML", m)),
+        Some(Format::Yaml) => yaml_syntax(text).map(|()| Format::Yaml),
         None => match json_syntax(text) {
             Ok(()) => Ok(Format::Json),
-            Err(json) => yaml_syntax(text).map(|()| Format::Yaml).map_err(|yaml| {
-                malformed("JSON or YAML", format!("as JSON: {json}; as YAML: {yaml}"))
-            }),
+            Err(json) => match yaml_syntax(text) {
+                Ok(()) => Ok(Format::Yaml),
+                Err(ApiError::Malformed { message: yaml, .. }) => Err(malformed(
+                    "JSON or YAML",
+                    format!("as JSON: {json}; as YAML: {yaml}"),
+                )),
+                Err(other) => Err(other),
+            },
         },
     }
 }
@@ -263,6 +312,11 @@ async fn put_workflow<B: Backend>(
         return Err(ApiError::BadRequest(
             "the request body is empty: send the workflow definition as JSON or YAML".into(),
         ));
+    }
+    // YAML's own parser stops at the same depth; JSON's only at 128, with a
+    // message that does not name the limit.
+    if text.trim_start().starts_with(['{', '[']) {
+        check_body_depth(body, "the definition", 0)?;
     }
     let format = definition_format(headers, text)?;
     let workflow = Workflow::from_text(text, format).map_err(ApiError::Invalid)?;
@@ -336,12 +390,7 @@ fn execution_id<B: Backend>(
         (Some(id), _) | (None, Some(id)) => id,
         (None, None) => api.options().ids.next_id(),
     };
-    if !valid_execution_id(&id) {
-        let shown: String = id.chars().take(64).collect();
-        return Err(ApiError::BadRequest(format!(
-            "execution id `{shown}` is not allowed: use 1 to 128 ASCII letters, digits, `-`, `_`, `.` or `:`"
-        )));
-    }
+    limits::check_execution_id(&id)?;
     Ok(id)
 }
 
@@ -355,6 +404,7 @@ async fn start_execution<B: Backend>(
     let request: StartRequest = if is_blank(body) {
         StartRequest::default()
     } else {
+        check_body_depth(body, "the input", 1)?;
         parse_json("the start request", body)?
     };
     let id = execution_id(api, request.id, headers)?;
@@ -453,6 +503,7 @@ async fn cancel<B: Backend>(
     let request: CancelRequest = if is_blank(body) {
         CancelRequest::default()
     } else {
+        check_body_depth(body, "the cancel request", 0)?;
         parse_json("the cancel request", body)?
     };
     refuse_if_finished(&load(api, id).await?)?;
@@ -477,6 +528,7 @@ async fn signal<B: Backend>(
     let payload: Value = if is_blank(body) {
         Value::Null
     } else {
+        check_body_depth(body, "the signal payload", 0)?;
         parse_json("the signal payload", body)?
     };
     refuse_if_finished(&load(api, id).await?)?;

@@ -80,3 +80,38 @@ async fn deploy_start_read_and_cancel_on_aws() {
     let r = get(&api, "/workflows").await;
     assert_eq!(r.body[0]["name"], "approval");
 }
+
+/// A 200 KB input or signal fits the API's 256 KiB payload limit, but the
+/// execution item holding it twice (in the state and in the pending history
+/// entry) does not fit DynamoDB's item limit: refused with 413 and the limit,
+/// nothing stored, not a 500.
+#[tokio::test]
+async fn payloads_the_table_cannot_hold_get_413() {
+    let (backend, _) = baton_aws::testing::fresh_recording_backend("api-big", 5).await;
+    let coordinator = Arc::new(Coordinator::new(Arc::new(backend), Arc::new(SystemClock)));
+    let api = Api::with_options(coordinator, ApiOptions::default().ids(fixed_ids()));
+    let r = deploy(&api, "approval", APPROVAL_YAML).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    let big = "x".repeat(200 * 1024);
+    let body = json!({ "id": "big-input", "input": { "blob": big } }).to_string();
+    let r = post(&api, "/workflows/approval/executions", &body).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.error());
+    assert!(r.error().contains("byte limit"), "{}", r.error());
+    assert!(r.body["limit"].is_u64(), "{}", r.body);
+    let r = get(&api, "/executions/big-input").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+
+    let r = post(&api, "/workflows/approval/executions", r#"{"id": "small"}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = post(
+        &api,
+        "/executions/small/signals/approval",
+        &json!({ "blob": big }).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.error());
+    let r = get(&api, "/executions/small").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "running");
+}

@@ -282,9 +282,9 @@ async fn execution_ids_come_from_the_body_the_header_or_the_generator() {
     assert!(r.error().contains("differ"), "{}", r.error());
 
     let r = post(api, path, r#"{"id": "has/slash"}"#).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
-        r.error().contains("`has/slash` is not allowed"),
+        r.error().contains("execution id `has/slash` contains `/`"),
         "{}",
         r.error()
     );
@@ -339,8 +339,9 @@ async fn bad_start_requests_say_what_is_wrong() {
 
     let big = format!(r#"{{"input": "{}"}}"#, "x".repeat(2000));
     let r = post(api, path, &big).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
     assert!(r.error().contains("1024-byte limit"), "{}", r.error());
+    assert_eq!(r.body["limit"], 1024);
 
     let huge = format!(r#"{{"input": "{}"}}"#, "x".repeat(5000));
     let r = post(api, path, &huge).await;
@@ -623,4 +624,230 @@ async fn responses_parse_as_the_documented_shapes() {
         assert!(step.get(key).is_some(), "{key} missing from {step}");
     }
     assert_eq!(step["status"], Value::from("waiting"));
+}
+
+/// `depth` arrays around `1`.
+fn nested(depth: usize) -> Value {
+    let mut value = json!(1);
+    for _ in 0..depth {
+        value = Value::Array(vec![value]);
+    }
+    value
+}
+
+/// JSON text of `depth` arrays around `1`, for depths no JSON value here could hold.
+fn nested_text(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[tokio::test]
+async fn input_nested_too_deep_gets_422_and_nothing_is_stored() {
+    let h = harness();
+    let api = &h.api;
+    deploy(api, "waiter", WAIT_JSON).await;
+    let path = "/workflows/waiter/executions";
+    let too_deep = "the input nests arrays and objects deeper than the limit of 64 levels";
+
+    let body = json!({ "id": "deep", "input": nested(65) }).to_string();
+    let r = post(api, path, &body).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.error(), too_deep);
+    assert_eq!(r.body["limit"], 64);
+
+    // Deeper than JSON readers go: the same answer, not a parse error.
+    let body = format!(r#"{{"id": "deeper", "input": {}}}"#, nested_text(100_000));
+    let r = post(api, path, &body).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.error(), too_deep);
+    assert_eq!(h.api.backend().list(None, 10).await.expect("list").len(), 0);
+
+    // At the limit it starts, and stays readable.
+    let body = json!({ "id": "at-limit", "input": nested(64) }).to_string();
+    let r = post(api, path, &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = get(api, "/executions/at-limit").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["input"], nested(64));
+    let r = get(api, "/executions/at-limit/history").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = post(api, "/executions/at-limit/cancel", "").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_signal_nested_too_deep_gets_422_and_changes_nothing() {
+    let h = harness();
+    let api = &h.api;
+    deploy(api, "waiter", WAIT_JSON).await;
+    post(api, "/workflows/waiter/executions", r#"{"id": "w"}"#).await;
+
+    for body in [nested(65).to_string(), nested_text(100_000)] {
+        let r = post(api, "/executions/w/signals/go", &body).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(
+            r.error(),
+            "the signal payload nests arrays and objects deeper than the limit of 64 levels"
+        );
+    }
+    let r = get(api, "/executions/w").await;
+    assert_eq!(r.body["status"], "running", "{}", r.body);
+    let r = get(api, "/executions/w/history").await;
+    assert_eq!(r.body.as_array().map(Vec::len), Some(1), "{}", r.body);
+
+    let r = post(api, "/executions/w/signals/go", &nested(64).to_string()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let r = get(api, "/executions/w").await;
+    assert_eq!(r.body["status"], "succeeded", "{}", r.body);
+    assert_eq!(r.body["output"], Value::Null, "{}", r.body);
+}
+
+#[tokio::test]
+async fn definitions_nested_too_deep_get_422() {
+    let h = harness();
+    let api = &h.api;
+
+    // A JSON body deeper than the limit, refused before it is parsed.
+    let body = format!(r#"{{"name": "waiter", "steps": {}}}"#, nested_text(100_000));
+    let r = deploy(api, "waiter", &body).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(
+        r.error(),
+        "the definition nests arrays and objects deeper than the limit of 64 levels"
+    );
+
+    // YAML nested past the limit, in blocks or in brackets.
+    let mut blocks = String::from("name: deep\nsteps:\n  hold:\n    wait: 1s\n    input:\n");
+    for level in 0..70 {
+        blocks.push_str(&format!("{}k{level}:\n", "  ".repeat(level + 3)));
+    }
+    let brackets = format!(
+        "name: deep\nsteps:\n  hold:\n    wait: 1s\n    input: {}\n",
+        nested_text(100_000)
+    );
+    for yaml in [blocks, brackets] {
+        for headers in [&[("content-type", "application/yaml")][..], &[]] {
+            let r = call(api, Method::PUT, "/workflows/deep", headers, yaml.clone()).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+            assert_eq!(
+                r.error(),
+                "the definition nests arrays and objects deeper than the limit of 64 levels"
+            );
+        }
+    }
+
+    // An expression 10,000 levels deep: a validation problem naming its step and field.
+    let depth = 10_000;
+    let definition = json!({
+        "name": "nested",
+        "steps": { "hold": {
+            "wait_until": format!("${{ {}1{} }}", "(".repeat(depth), ")".repeat(depth)),
+        }},
+    });
+    let r = deploy(api, "nested", &definition.to_string()).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.body["problems"][0]["step"], "hold");
+    assert_eq!(r.body["problems"][0]["field"], "wait_until");
+    let message = r.body["problems"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("nests deeper than the limit of 24 levels"),
+        "{message}"
+    );
+
+    // Ten levels, which used to bring the server down.
+    let yaml = format!(
+        "name: nested\nsteps:\n  hold:\n    wait_until: \"${{ {}1{} }}\"\n",
+        "(".repeat(10),
+        ")".repeat(10)
+    );
+    let r = deploy(api, "nested", &yaml).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    let r = get(api, "/workflows").await;
+    assert_eq!(r.body.as_array().map(Vec::len), Some(1), "{}", r.body);
+}
+
+#[tokio::test]
+async fn execution_ids_follow_one_rule() {
+    let h = harness();
+    let api = &h.api;
+    deploy(api, "waiter", WAIT_JSON).await;
+    let path = "/workflows/waiter/executions";
+    let long = format!("{}../x", "a".repeat(306));
+    for (id, message) in [
+        ("", "the execution id is empty"),
+        (
+            long.as_str(),
+            "is 310 characters long, more than the limit of 128",
+        ),
+        ("..", "execution id `..` is a path segment"),
+        ("a b", "execution id `a b` contains ' '"),
+    ] {
+        let r = post(api, path, &json!({ "id": id }).to_string()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{id}: {}",
+            r.body
+        );
+        assert!(r.error().contains(message), "{id}: {}", r.error());
+    }
+    let r = call(
+        api,
+        Method::POST,
+        path,
+        &[("idempotency-key", "../../x")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(h.api.backend().list(None, 10).await.expect("list").len(), 0);
+
+    for id in [
+        "order-1001",
+        "waiter-nightly-2026-03-08T05:00:00Z",
+        "a.b_c:d",
+    ] {
+        let r = post(api, path, &json!({ "id": id }).to_string()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{id}: {}", r.body);
+        let r = get(api, &format!("/executions/{id}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{id}: {}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn an_execution_grown_past_what_is_stored_gets_413_not_500() {
+    // The state is stored up to four times the payload limit: signals
+    // queued before the step that takes them pile up in it.
+    let h = harness_with(
+        SqliteOptions {
+            payload_limit: 1024,
+            ..SqliteOptions::default()
+        },
+        ApiOptions::default(),
+    );
+    let api = &h.api;
+    deploy(api, "approval", APPROVAL_YAML).await;
+    post(api, "/workflows/approval/executions", r#"{"id": "grow"}"#).await;
+    let payload = json!("x".repeat(1000)).to_string();
+    let mut refused = None;
+    for _ in 0..10 {
+        let r = post(api, "/executions/grow/signals/approval", &payload).await;
+        if r.status != StatusCode::ACCEPTED {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the state outgrows the store's limit");
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(
+        r.error().contains("the execution state is") && r.error().contains("4096-byte limit"),
+        "{}",
+        r.error()
+    );
+    assert_eq!(r.body["limit"], 4096);
+    let r = get(api, "/executions/grow").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "running");
 }

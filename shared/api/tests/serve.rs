@@ -161,3 +161,47 @@ async fn a_body_without_length_is_limited_while_read() {
         .expect("the server task")
         .expect("serve returns Ok");
 }
+
+/// The server's connections run on Tokio workers, whose 2 MiB stacks a
+/// nested expression once overflowed, taking the whole process down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_expressions_are_refused_and_the_server_stays_up() {
+    let h = harness();
+    let api = Arc::new(h.api);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("an address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(baton_api::serve_on(api, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let definition = |depth: usize| {
+        format!(
+            "name: nested\nsteps:\n  hold:\n    wait_until: \"${{ {}1{} }}\"\n",
+            "(".repeat(depth),
+            ")".repeat(depth)
+        )
+    };
+    let head = "PUT /workflows/nested HTTP/1.1\r\nContent-Type: application/yaml";
+    let (status, body) = exchange(addr, head, definition(10_000).as_bytes()).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["problems"][0]["step"], "hold", "{body}");
+    assert!(
+        body["problems"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nests deeper than the limit of 24 levels")),
+        "{body}"
+    );
+    let (status, body) = exchange(addr, head, definition(20).as_bytes()).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = exchange(addr, "GET /workflows/nested HTTP/1.1", b"").await;
+    assert_eq!(status, 200, "{body}");
+
+    stop.send(()).expect("the server is waiting");
+    server
+        .await
+        .expect("the server task")
+        .expect("serve returns Ok");
+}

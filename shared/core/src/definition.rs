@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::limits::{self, LimitError, MAX_JSON_DEPTH};
+
 /// A workflow: named steps wired by `needs`, plus defaults and an output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -438,6 +440,40 @@ pub enum ParseError {
         column: usize,
         message: String,
     },
+    /// Nested deeper than [`MAX_JSON_DEPTH`]; `line` is where, when known.
+    #[error("{error}{}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    TooDeep {
+        error: LimitError,
+        line: Option<u64>,
+    },
+}
+
+impl ParseError {
+    fn too_deep(line: Option<u64>) -> ParseError {
+        ParseError::TooDeep {
+            error: LimitError::JsonTooDeep {
+                what: "the definition".into(),
+                limit: MAX_JSON_DEPTH,
+            },
+            line,
+        }
+    }
+
+    /// A YAML error, told apart when it is the nesting: the parser's depth
+    /// budget, or (far deeper than that) its own recursion limit, which
+    /// names no limit of Baton's.
+    fn yaml(e: serde_saphyr::Error, text: &str) -> ParseError {
+        match e.without_snippet() {
+            serde_saphyr::Error::Budget {
+                breach: serde_saphyr::budget::BudgetBreach::Depth { .. },
+                ..
+            } => ParseError::too_deep(e.location().map(|l| l.line())),
+            _ if limits::json_text_depth(text.as_bytes(), MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH => {
+                ParseError::too_deep(e.location().map(|l| l.line()))
+            }
+            _ => ParseError::Yaml(e.to_string()),
+        }
+    }
 }
 
 /// The text formats a definition can be written in.
@@ -459,18 +495,32 @@ impl Format {
 }
 
 impl WorkflowDefinition {
+    /// Reads a definition. Either format may nest at most
+    /// [`MAX_JSON_DEPTH`] levels of maps and lists.
     pub fn parse(text: &str, format: Format) -> Result<WorkflowDefinition, ParseError> {
         match format {
-            Format::Json => serde_json::from_str(text).map_err(|e| ParseError::Json {
-                line: e.line(),
-                column: e.column(),
-                message: e.to_string(),
-            }),
-            Format::Yaml => serde_saphyr::from_str(text).or_else(|strict| {
+            Format::Json => {
+                if limits::json_text_depth(text.as_bytes(), MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH {
+                    return Err(ParseError::too_deep(None));
+                }
+                serde_json::from_str(text).map_err(|e| ParseError::Json {
+                    line: e.line(),
+                    column: e.column(),
+                    message: e.to_string(),
+                })
+            }
+            Format::Yaml => serde_saphyr::from_str_with_options(
+                text,
+                serde_saphyr::options! {
+                    budget: serde_saphyr::budget! { max_depth: MAX_JSON_DEPTH },
+                },
+            )
+            .or_else(|strict| {
                 // A repeated step name is a validation problem, reported with
                 // every other one; any other repeated key stays a syntax error.
                 let options = serde_saphyr::options! {
                     duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+                    budget: serde_saphyr::budget! { max_depth: MAX_JSON_DEPTH },
                 };
                 match serde_saphyr::from_str_with_options::<WorkflowDefinition>(text, options) {
                     Ok(definition)
@@ -481,7 +531,7 @@ impl WorkflowDefinition {
                     {
                         Ok(definition)
                     }
-                    _ => Err(ParseError::Yaml(strict.to_string())),
+                    _ => Err(ParseError::yaml(strict, text)),
                 }
             }),
         }

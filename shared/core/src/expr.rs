@@ -7,13 +7,23 @@
 //! outputs. In scope: `input`, `steps.NAME.output`, `steps.NAME.status`,
 //! `execution.id`, `execution.workflow`, and in `for_each` steps `item` and
 //! `index`.
+//!
+//! Expressions cannot exhaust the stack: their text is checked against
+//! [`limits::MAX_EXPRESSION_LEN`] and [`limits::MAX_EXPRESSION_DEPTH`] before
+//! the CEL parser sees it, the parser runs on a thread with a stack sized
+//! for those limits, and the parsed expression must nest no deeper than the
+//! limit either, so evaluating it fits on any thread. Values an expression
+//! produces are refused beyond [`limits::MAX_JSON_DEPTH`].
 
-use std::sync::{Arc, LazyLock};
+use std::cell::Cell;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use cel::common::ast::{EntryExpr, Expr as Ast, IdedExpr};
 use cel::{Context, Env, Program};
 use serde_json::Value;
 use thiserror::Error;
+
+use crate::limits::{self, LimitError, MAX_EXPRESSION_DEPTH};
 
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
@@ -26,6 +36,50 @@ pub enum CompileError {
     Syntax { text: String, message: String },
     #[error("unclosed `${{` in `{0}`")]
     Unclosed(String),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+}
+
+/// The stack of the thread expressions are parsed on. The `cel` parser
+/// recurses deeply per nesting level (about 170 KiB per parenthesis in a
+/// debug build); the worst text within [`MAX_EXPRESSION_DEPTH`] and
+/// [`limits::MAX_EXPRESSION_LEN`] needs under 8 MiB. Only the pages used
+/// are ever touched.
+const COMPILE_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+thread_local! {
+    static ON_COMPILE_STACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` on a thread with a [`COMPILE_STACK_BYTES`] stack, or right here
+/// if this already is one. Validation runs whole on one such thread, so
+/// compiling its expressions spawns no more.
+pub(crate) fn on_compile_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if ON_COMPILE_STACK.get() {
+        return f();
+    }
+    let slot = Mutex::new(Some(f));
+    let take = || slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let outcome = std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("baton-compile".into())
+            .stack_size(COMPILE_STACK_BYTES)
+            .spawn_scoped(scope, || {
+                ON_COMPILE_STACK.set(true);
+                take().map(|f| f())
+            });
+        spawned.map(|handle| handle.join())
+    });
+    match outcome {
+        Ok(Ok(Some(value))) => value,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        // No thread could be started (the process is out of threads or
+        // memory): parse here, where the text limits still bound the depth.
+        Ok(Ok(None)) | Err(_) => match take() {
+            Some(f) => f(),
+            None => unreachable!("the closure runs once, on the thread or here"),
+        },
+    }
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -53,11 +107,24 @@ pub enum StepRefs {
 }
 
 impl Expr {
+    /// Compiles one expression (the text inside `${ }`).
     pub fn compile(source: &str) -> Result<Expr, CompileError> {
+        limits::check_expression_text(source)?;
+        on_compile_stack(|| Expr::parse(source))
+    }
+
+    fn parse(source: &str) -> Result<Expr, CompileError> {
         let program = ENV.compile(source).map_err(|e| CompileError::Syntax {
             text: source.to_string(),
             message: e.to_string().replace("ERROR: <input>:", "at "),
         })?;
+        if ast_depth(program.expression(), MAX_EXPRESSION_DEPTH + 1) > MAX_EXPRESSION_DEPTH {
+            return Err(LimitError::ExpressionTooDeep {
+                text: source.to_string(),
+                limit: MAX_EXPRESSION_DEPTH,
+            }
+            .into());
+        }
         let mut variables: Vec<String> = program
             .references()
             .variables()
@@ -139,8 +206,68 @@ impl Expr {
             .program
             .execute(&context)
             .map_err(|e| err(e.to_string()))?;
-        value.json().map_err(|e| err(e.to_string()))
+        let value = value.json().map_err(|e| err(e.to_string()))?;
+        check_value_depth(&value).map_err(err)?;
+        Ok(value)
     }
+}
+
+/// Refuses a value nested deeper than [`limits::MAX_JSON_DEPTH`]: stored, it could
+/// not be read back.
+fn check_value_depth(value: &Value) -> Result<(), String> {
+    limits::check_json_depth(value, "its value").map_err(|e| e.to_string())
+}
+
+/// How deeply an expression nests (a leaf is 1), counting no further than
+/// `stop`. Iterative, so any parsed expression can be measured.
+fn ast_depth<'a>(root: &'a IdedExpr, stop: usize) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(root, 1usize)];
+    while let Some((node, depth)) = pending.pop() {
+        deepest = deepest.max(depth);
+        if deepest >= stop {
+            break;
+        }
+        let mut push = |child: &'a IdedExpr| pending.push((child, depth + 1));
+        match &node.expr {
+            Ast::Select(select) => push(&select.operand),
+            Ast::Call(call) => {
+                if let Some(target) = &call.target {
+                    push(target);
+                }
+                call.args.iter().for_each(&mut push);
+            }
+            Ast::Comprehension(c) => {
+                for part in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    push(part);
+                }
+            }
+            Ast::List(list) => list.elements.iter().for_each(&mut push),
+            Ast::Map(map) => {
+                for entry in &map.entries {
+                    if let EntryExpr::MapEntry(e) = &entry.expr {
+                        push(&e.key);
+                        push(&e.value);
+                    }
+                }
+            }
+            Ast::Struct(s) => {
+                for entry in &s.entries {
+                    if let EntryExpr::StructField(f) = &entry.expr {
+                        push(&f.value);
+                    }
+                }
+            }
+            Ast::Ident(_) | Ast::Literal(_) | Ast::Unspecified => {}
+        }
+    }
+    deepest
 }
 
 fn to_cel(value: &Value) -> Result<cel::Value, String> {
@@ -262,6 +389,19 @@ impl Template {
     }
 
     pub fn eval(&self, scope: &Scope<'_>) -> Result<Value, EvalError> {
+        let value = self.eval_value(scope)?;
+        if matches!(self, Template::Array(_) | Template::Object(_)) {
+            // Each expression's value is checked; nesting them in arrays or
+            // objects makes the whole deeper still.
+            check_value_depth(&value).map_err(|message| EvalError {
+                text: "the template".into(),
+                message,
+            })?;
+        }
+        Ok(value)
+    }
+
+    fn eval_value(&self, scope: &Scope<'_>) -> Result<Value, EvalError> {
         match self {
             Template::Literal(value) => Ok(value.clone()),
             Template::Expr(expr) => expr.eval(scope),
@@ -280,13 +420,13 @@ impl Template {
             }
             Template::Array(items) => items
                 .iter()
-                .map(|t| t.eval(scope))
+                .map(|t| t.eval_value(scope))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array),
             Template::Object(fields) => {
                 let mut map = serde_json::Map::with_capacity(fields.len());
                 for (key, template) in fields {
-                    map.insert(key.clone(), template.eval(scope)?);
+                    map.insert(key.clone(), template.eval_value(scope)?);
                 }
                 Ok(Value::Object(map))
             }

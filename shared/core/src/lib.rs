@@ -12,6 +12,7 @@ pub mod engine;
 pub mod expr;
 pub mod graph;
 pub mod idempotency;
+pub mod limits;
 pub mod retry;
 pub mod schedule;
 pub mod schema;
@@ -23,6 +24,7 @@ pub use engine::{
     Command, ErrorInfo, Event, EventDetail, Execution, ExecutionStatus, LifecycleEvent,
     LifecycleKind, Outcome, TaskKind, TaskRef, TimerId, Transition,
 };
+pub use limits::LimitError;
 pub use validate::{Problem, ValidationErrors};
 pub use workflow::Workflow;
 

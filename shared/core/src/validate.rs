@@ -1,6 +1,13 @@
 //! Validation: turns a [`WorkflowDefinition`] into a runnable [`Workflow`],
 //! or reports every problem in it at once, each naming the step (or
 //! schedule) and field.
+//!
+//! Validation takes time and memory near-linear in the size of the
+//! definition: steps are found by name through an index, dependency cycles
+//! by an iterative depth-first search, and which steps an expression may
+//! read by a few passes over the steps in dependency order (see
+//! [`ancestor_queries`]) rather than by a set of ancestors per step, which
+//! for a chain of n steps is n²/2 entries.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -14,6 +21,7 @@ use crate::definition::{
 };
 use crate::duration::parse_millis;
 use crate::expr::{self, Expr, StepRefs, Template};
+use crate::limits::{self, MAX_EXECUTION_ID_LEN};
 use crate::retry::{MAX_ATTEMPTS_CAP, RetryPolicy};
 use crate::schedule::{self, CatchUp, CronExpr, DEFAULT_MAX_CATCH_UP, MAX_CATCH_UP_CAP, Schedule};
 use crate::workflow::{
@@ -134,16 +142,53 @@ fn step_lines(text: &str) -> HashMap<&str, usize> {
 
 struct Collector {
     problems: Vec<Problem>,
+    /// Reads of one step by another's expressions, decided once the whole
+    /// graph is known.
+    reads: Vec<PendingRead>,
+}
+
+/// An expression of step `reader` reads step `read`: allowed only if `read`
+/// is among `reader`'s ancestors. If not, `problem` is reported, placed
+/// before `problems[at]` so the report keeps the definition's order.
+struct PendingRead {
+    at: usize,
+    reader: usize,
+    read: usize,
+    problem: Problem,
 }
 
 impl Collector {
     fn add(&mut self, step: Option<&str>, field: Option<&str>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            step: step.map(str::to_string),
-            field: field.map(str::to_string),
-            message: message.into(),
-            line: None,
+        self.problems.push(problem(step, field, message));
+    }
+
+    fn read(&mut self, reader: usize, read: usize, problem: Problem) {
+        self.reads.push(PendingRead {
+            at: self.problems.len(),
+            reader,
+            read,
+            problem,
         });
+    }
+
+    /// Every problem, with the reads `allowed` refuses in their places.
+    fn finish(self, allowed: &[bool]) -> Vec<Problem> {
+        let mut refused = self
+            .reads
+            .into_iter()
+            .zip(allowed)
+            .filter(|(_, allowed)| !**allowed)
+            .map(|(read, _)| read)
+            .peekable();
+        let mut problems = Vec::with_capacity(self.problems.len());
+        for (at, problem) in self.problems.into_iter().enumerate() {
+            while let Some(read) = refused.next_if(|r| r.at == at) {
+                problems.push(read.problem);
+            }
+            problems.push(problem);
+        }
+        problems.extend(refused.map(|r| r.problem));
+        problems
     }
 
     fn duration(&mut self, step: Option<&str>, field: &str, text: Option<&str>) -> Option<u64> {
@@ -158,6 +203,15 @@ impl Collector {
     }
 }
 
+fn problem(step: Option<&str>, field: Option<&str>, message: impl Into<String>) -> Problem {
+    Problem {
+        step: step.map(str::to_string),
+        field: field.map(str::to_string),
+        message: message.into(),
+        line: None,
+    }
+}
+
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
@@ -165,11 +219,13 @@ fn is_identifier(name: &str) -> bool {
 }
 
 /// Where an expression sits decides which steps it may read.
-enum Reads<'a> {
-    /// Only steps this one depends on (they are finished when it runs).
-    Ancestors(&'a HashSet<usize>),
-    /// Ancestors and the step itself (compensation inputs).
-    AncestorsAndSelf(&'a HashSet<usize>, usize),
+#[derive(Clone, Copy)]
+enum Reads {
+    /// Only steps the step at this position depends on (they are finished
+    /// when it runs).
+    Ancestors(usize),
+    /// Its ancestors and the step itself (compensation inputs).
+    AncestorsAndSelf(usize),
     /// Any step (the workflow output).
     Any,
 }
@@ -181,7 +237,7 @@ struct ExprCheck<'a> {
 }
 
 impl ExprCheck<'_> {
-    fn check(&self, c: &mut Collector, field: &str, e: &Expr, reads: &Reads<'_>) {
+    fn check(&self, c: &mut Collector, field: &str, e: &Expr, reads: Reads) {
         for variable in e.variables() {
             let v = variable.as_str();
             if (v == "item" || v == "index") && !self.for_each {
@@ -204,21 +260,23 @@ impl ExprCheck<'_> {
                         format!("`{}` refers to unknown step `{name}`", e.source()),
                     ),
                     Some(&i) => {
-                        let allowed = match reads {
-                            Reads::Any => true,
-                            Reads::Ancestors(a) => a.contains(&i),
-                            Reads::AncestorsAndSelf(a, me) => a.contains(&i) || i == *me,
+                        let reader = match reads {
+                            Reads::Any => continue,
+                            Reads::AncestorsAndSelf(me) if i == me => continue,
+                            Reads::Ancestors(me) | Reads::AncestorsAndSelf(me) => me,
                         };
-                        if !allowed {
-                            c.add(
+                        c.read(
+                            reader,
+                            i,
+                            problem(
                                 self.step,
                                 Some(field),
                                 format!(
                                     "`{}` reads step `{name}`, which is not among this step's `needs` (directly or through other steps), so it may not have run yet",
                                     e.source()
                                 ),
-                            );
-                        }
+                            ),
+                        );
                     }
                 }
             }
@@ -230,11 +288,15 @@ impl ExprCheck<'_> {
         c: &mut Collector,
         field: &str,
         value: Option<&serde_json::Value>,
-        reads: &Reads<'_>,
+        reads: Reads,
     ) -> Option<Template> {
         let Some(value) = value else {
             return Some(Template::null());
         };
+        if let Err(e) = limits::check_json_depth(value, "the template") {
+            c.add(self.step, Some(field), e.to_string());
+            return None;
+        }
         match Template::compile(value) {
             Ok(t) => {
                 for e in t.exprs() {
@@ -251,13 +313,7 @@ impl ExprCheck<'_> {
         }
     }
 
-    fn single(
-        &self,
-        c: &mut Collector,
-        field: &str,
-        text: &str,
-        reads: &Reads<'_>,
-    ) -> Option<Expr> {
+    fn single(&self, c: &mut Collector, field: &str, text: &str, reads: Reads) -> Option<Expr> {
         match expr::compile_single(text) {
             Ok(e) => {
                 self.check(c, field, &e, reads);
@@ -350,64 +406,180 @@ fn retry_policy(
     })
 }
 
-/// Finds dependency cycles; each is reported as `a -> b -> a`.
-fn find_cycles(needs: &[Vec<usize>], names: &[&str]) -> Vec<String> {
+/// At most this many dependency cycles are reported, each with at most
+/// this many steps shown.
+const MAX_CYCLES_SHOWN: usize = 20;
+const MAX_CYCLE_STEPS_SHOWN: usize = 24;
+
+/// Finds dependency cycles, each reported as `a -> b -> a` in run order, by
+/// an iterative depth-first search (a chain of any length cannot exhaust
+/// the stack). Returns the cycles shown and how many there are in all.
+fn find_cycles(needs: &[Vec<usize>], names: &[&str]) -> (Vec<String>, usize) {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
         Active,
         Done,
     }
-    fn visit(
-        node: usize,
-        needs: &[Vec<usize>],
-        marks: &mut [Mark],
-        path: &mut Vec<usize>,
-        cycles: &mut Vec<Vec<usize>>,
-    ) {
-        marks[node] = Mark::Active;
-        path.push(node);
-        for &next in &needs[node] {
+    let mut marks = vec![Mark::New; needs.len()];
+    let mut cycles = Vec::new();
+    let mut found = 0;
+    // The search path: each step with how many of its needs were followed.
+    let mut path: Vec<(usize, usize)> = Vec::new();
+    for root in 0..needs.len() {
+        if marks[root] != Mark::New {
+            continue;
+        }
+        marks[root] = Mark::Active;
+        path.push((root, 0));
+        while let Some((node, followed)) = path.last_mut() {
+            let node = *node;
+            let Some(&next) = needs[node].get(*followed) else {
+                marks[node] = Mark::Done;
+                path.pop();
+                continue;
+            };
+            *followed += 1;
             match marks[next] {
-                Mark::New => visit(next, needs, marks, path, cycles),
+                Mark::New => {
+                    marks[next] = Mark::Active;
+                    path.push((next, 0));
+                }
                 Mark::Active => {
-                    let start = path.iter().position(|&n| n == next).unwrap_or(0);
-                    let mut cycle = path[start..].to_vec();
-                    cycle.push(next);
-                    cycles.push(cycle);
+                    found += 1;
+                    if cycles.len() < MAX_CYCLES_SHOWN {
+                        let start = path.iter().position(|&(n, _)| n == next).unwrap_or(0);
+                        let mut cycle: Vec<usize> = path[start..].iter().map(|&(n, _)| n).collect();
+                        cycle.push(next);
+                        cycles.push(cycle);
+                    }
                 }
                 Mark::Done => {}
             }
         }
-        path.pop();
-        marks[node] = Mark::Done;
     }
-    let mut marks = vec![Mark::New; needs.len()];
-    let mut cycles = Vec::new();
-    for node in 0..needs.len() {
-        if marks[node] == Mark::New {
-            visit(node, needs, &mut marks, &mut Vec::new(), &mut cycles);
-        }
-    }
-    cycles
+    let shown = cycles
         .into_iter()
         .map(|cycle| {
             // `needs` edges point at dependencies; print in run order.
-            cycle
-                .iter()
-                .rev()
-                .map(|&i| names[i])
-                .collect::<Vec<_>>()
-                .join(" -> ")
+            let steps: Vec<&str> = cycle.iter().rev().map(|&i| names[i]).collect();
+            if steps.len() <= MAX_CYCLE_STEPS_SHOWN {
+                return steps.join(" -> ");
+            }
+            let half = MAX_CYCLE_STEPS_SHOWN / 2;
+            format!(
+                "{} -> ({} more) -> {}",
+                steps[..half].join(" -> "),
+                steps.len() - 2 * half,
+                steps[steps.len() - half..].join(" -> ")
+            )
         })
-        .collect()
+        .collect();
+    (shown, found)
+}
+
+/// For each `(reader, read)` pair, whether `read` is among `reader`'s
+/// ancestors (the steps it needs, directly or through others). `needs` has
+/// no cycles.
+///
+/// A direct need is answered at once. The rest are answered in passes, one
+/// per 64 distinct steps read: each pass walks the steps in dependency
+/// order, carrying in one 64-bit word per step which of those 64 are its
+/// ancestors. Time is O((steps + needs) × passes) and memory linear, where
+/// keeping every step's ancestors would take n²/2 entries for a chain.
+fn ancestor_queries(needs: &[Vec<usize>], queries: &[(usize, usize)]) -> Vec<bool> {
+    let mut answers = vec![false; queries.len()];
+    // Steps read other than as a direct need, in the order of their bits,
+    // and the queries each pass answers, with the bit they ask about.
+    let mut targets: Vec<usize> = Vec::new();
+    let mut bit_of: HashMap<usize, usize> = HashMap::new();
+    let mut by_pass: Vec<Vec<(usize, usize)>> = Vec::new();
+    for (q, &(reader, read)) in queries.iter().enumerate() {
+        if needs[reader].contains(&read) {
+            answers[q] = true;
+            continue;
+        }
+        let bit = *bit_of.entry(read).or_insert_with(|| {
+            targets.push(read);
+            targets.len() - 1
+        });
+        if bit / 64 == by_pass.len() {
+            by_pass.push(Vec::new());
+        }
+        by_pass[bit / 64].push((q, bit % 64));
+    }
+    if by_pass.is_empty() {
+        return answers;
+    }
+    let order = dependency_order(needs);
+    let mut own = vec![0u64; needs.len()];
+    let mut ancestors = vec![0u64; needs.len()];
+    for (pass, (pending, reads)) in by_pass.iter().zip(targets.chunks(64)).enumerate() {
+        if pass > 0 {
+            for &read in &targets[(pass - 1) * 64..pass * 64] {
+                own[read] = 0;
+            }
+        }
+        for (bit, &read) in reads.iter().enumerate() {
+            own[read] = 1 << bit;
+        }
+        for &step in &order {
+            ancestors[step] = needs[step]
+                .iter()
+                .fold(0, |acc, &need| acc | ancestors[need] | own[need]);
+        }
+        for &(q, bit) in pending {
+            let (reader, _) = queries[q];
+            answers[q] = ancestors[reader] & (1 << bit) != 0;
+        }
+    }
+    answers
+}
+
+/// Steps ordered so each comes after everything it needs (Kahn's
+/// algorithm); steps on a cycle are left out.
+fn dependency_order(needs: &[Vec<usize>]) -> Vec<usize> {
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); needs.len()];
+    let mut waiting: Vec<usize> = needs.iter().map(Vec::len).collect();
+    for (step, step_needs) in needs.iter().enumerate() {
+        for &need in step_needs {
+            dependents[need].push(step);
+        }
+    }
+    let mut order: Vec<usize> = (0..needs.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut next = 0;
+    while let Some(&step) = order.get(next) {
+        next += 1;
+        for &dependent in &dependents[step] {
+            waiting[dependent] -= 1;
+            if waiting[dependent] == 0 {
+                order.push(dependent);
+            }
+        }
+    }
+    order
 }
 
 /// Validates and compiles a definition.
+///
+/// Runs on a thread with a stack sized for the CEL parser at the expression
+/// limits (see [`crate::limits::MAX_EXPRESSION_DEPTH`]).
 pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationErrors> {
+    expr::on_compile_stack(move || validate_here(definition))
+}
+
+fn validate_here(definition: WorkflowDefinition) -> Result<Workflow, ValidationErrors> {
     let mut c = Collector {
         problems: Vec::new(),
+        reads: Vec::new(),
     };
+    if let Err(e) = limits::check_step_count(definition.steps.len()) {
+        // Nothing else is looked at: the definition is too large to work on.
+        c.add(None, Some("steps"), e.to_string());
+        return Err(ValidationErrors {
+            problems: c.problems,
+        });
+    }
     if definition.name.is_empty()
         || !definition
             .name
@@ -444,6 +616,7 @@ pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationEr
     }
     // With duplicates, the last definition of a name wins in `by_name`; keep
     // positions consistent by resolving every step's needs against it.
+    let suggestions = Suggestions::new(&names);
     let mut needs: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
     for (i, (name, step)) in definition.steps.iter().enumerate() {
         let mut seen = HashSet::new();
@@ -462,21 +635,25 @@ pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationEr
                 None => c.add(
                     Some(name),
                     Some("needs"),
-                    format!("unknown step `{need}`{}", suggestion(need, &names)),
+                    format!("unknown step `{need}`{}", suggestions.suggest(need)),
                 ),
             }
         }
     }
-    let cycles = find_cycles(&needs, &names);
+    let (cycles, cycle_count) = find_cycles(&needs, &names);
     for cycle in &cycles {
         c.add(None, Some("needs"), format!("dependency cycle: {cycle}"));
     }
-    let ancestors = if cycles.is_empty() {
-        ancestor_sets(&needs)
-    } else {
-        // Order is undefined around a cycle; the cycle is the one complaint about it.
-        vec![(0..names.len()).collect(); names.len()]
-    };
+    if cycle_count > cycles.len() {
+        c.add(
+            None,
+            Some("needs"),
+            format!(
+                "{} more dependency cycles not shown",
+                cycle_count - cycles.len()
+            ),
+        );
+    }
 
     let default_timeout = c.duration(
         None,
@@ -499,7 +676,7 @@ pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationEr
             step: Some(name),
             for_each: step.for_each.is_some(),
         };
-        let reads = Reads::Ancestors(&ancestors[i]);
+        let reads = Reads::Ancestors(i);
         // `item` and `index` exist per element, not where the whole step is decided.
         let step_level = ExprCheck {
             for_each: false,
@@ -508,7 +685,7 @@ pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationEr
         let condition = step
             .condition
             .as_deref()
-            .and_then(|text| step_level.single(&mut c, "if", text, &reads));
+            .and_then(|text| step_level.single(&mut c, "if", text, reads));
         let action = step_action(
             &mut c,
             &check,
@@ -516,7 +693,6 @@ pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationEr
             i,
             step,
             &definition,
-            &ancestors[i],
             default_timeout,
             default_comp_retry.as_ref(),
         );
@@ -542,15 +718,21 @@ pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationEr
         for_each: false,
     };
     let output = output_check
-        .template(&mut c, "output", definition.output.as_ref(), &Reads::Any)
+        .template(&mut c, "output", definition.output.as_ref(), Reads::Any)
         .unwrap_or_else(Template::null);
 
     let schedules = validate_schedules(&mut c, &definition);
 
-    if !c.problems.is_empty() {
-        return Err(ValidationErrors {
-            problems: c.problems,
-        });
+    let allowed = if cycle_count == 0 {
+        let queries: Vec<(usize, usize)> = c.reads.iter().map(|r| (r.reader, r.read)).collect();
+        ancestor_queries(&needs, &queries)
+    } else {
+        // Order is undefined around a cycle; the cycle is the one complaint about it.
+        vec![true; c.reads.len()]
+    };
+    let problems = c.finish(&allowed);
+    if !problems.is_empty() {
+        return Err(ValidationErrors { problems });
     }
     let by_name = names
         .iter()
@@ -566,9 +748,6 @@ pub fn validate(definition: WorkflowDefinition) -> Result<Workflow, ValidationEr
         by_name,
     })
 }
-
-/// Execution ids are at most this long (they appear in URLs and keys).
-const MAX_EXECUTION_ID: usize = 128;
 
 fn is_schedule_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -615,12 +794,12 @@ fn validate_schedules(c: &mut Collector, definition: &WorkflowDefinition) -> Vec
             );
         }
         let example_id = schedule::execution_id(&definition.name, name, 0);
-        if example_id.len() > MAX_EXECUTION_ID {
+        if example_id.len() > MAX_EXECUTION_ID_LEN {
             c.add(
                 None,
                 Some(&format!("schedules.{name}")),
                 format!(
-                    "its execution ids (like `{example_id}`) are longer than {MAX_EXECUTION_ID} characters: shorten the workflow or schedule name"
+                    "its execution ids (like `{example_id}`) are longer than {MAX_EXECUTION_ID_LEN} characters: shorten the workflow or schedule name"
                 ),
             );
         }
@@ -652,6 +831,11 @@ fn validate_schedules(c: &mut Collector, definition: &WorkflowDefinition) -> Vec
                 None
             }
         };
+        if let Some(input) = &schedule.input
+            && let Err(e) = limits::check_json_depth(input, "the input")
+        {
+            c.add(None, Some(&at("input")), e.to_string());
+        }
         let catch_up = schedule.catch_up.unwrap_or_default();
         if let Some(max) = schedule.max_catch_up {
             if catch_up != CatchUp::All {
@@ -695,7 +879,6 @@ fn step_action(
     position: usize,
     step: &StepDefinition,
     definition: &WorkflowDefinition,
-    ancestors: &HashSet<usize>,
     default_timeout: Option<u64>,
     default_comp_retry: Option<&RetryPolicy>,
 ) -> Option<Action> {
@@ -728,7 +911,7 @@ fn step_action(
             return None;
         }
     }
-    let reads = Reads::Ancestors(ancestors);
+    let reads = Reads::Ancestors(position);
     if step.function.is_none() {
         for (field, present) in [
             ("input", step.input.is_some()),
@@ -756,7 +939,7 @@ fn step_action(
     }
     if let Some(text) = &step.wait_until {
         return check
-            .single(c, "wait_until", text, &reads)
+            .single(c, "wait_until", text, reads)
             .map(|e| Action::WaitUntil(Box::new(e)));
     }
     if let Some(wait_for) = &step.wait_for {
@@ -803,8 +986,8 @@ fn step_action(
             None
         }
         (Some(Compensate::Run(comp)), true) => {
-            let comp_reads = Reads::AncestorsAndSelf(ancestors, position);
-            let input = check.template(c, "compensate.input", comp.input.as_ref(), &comp_reads);
+            let comp_reads = Reads::AncestorsAndSelf(position);
+            let input = check.template(c, "compensate.input", comp.input.as_ref(), comp_reads);
             let retry = retry_policy(
                 c,
                 s,
@@ -841,7 +1024,7 @@ fn step_action(
             "only explains `compensate: none`; this step does not say that",
         );
     }
-    let input = check.template(c, "input", step.input.as_ref(), &reads);
+    let input = check.template(c, "input", step.input.as_ref(), reads);
     let retry = retry_policy(
         c,
         s,
@@ -864,7 +1047,7 @@ fn step_action(
     let for_each = step
         .for_each
         .as_deref()
-        .and_then(|text| step_level.single(c, "for_each", text, &reads));
+        .and_then(|text| step_level.single(c, "for_each", text, reads));
     if step.max_concurrency.is_some() && step.for_each.is_none() {
         c.add(
             s,
@@ -890,36 +1073,132 @@ fn step_action(
     })))
 }
 
-fn ancestor_sets(needs: &[Vec<usize>]) -> Vec<HashSet<usize>> {
-    let mut memo: Vec<Option<HashSet<usize>>> = vec![None; needs.len()];
-    fn fill(i: usize, needs: &[Vec<usize>], memo: &mut Vec<Option<HashSet<usize>>>) {
-        if memo[i].is_some() {
-            return;
-        }
-        let mut set = HashSet::new();
-        for &j in &needs[i] {
-            fill(j, needs, memo);
-            set.insert(j);
-            if let Some(parent) = &memo[j] {
-                set.extend(parent.iter().copied());
-            }
-        }
-        memo[i] = Some(set);
-    }
-    for i in 0..needs.len() {
-        fill(i, needs, &mut memo);
-    }
-    memo.into_iter().map(Option::unwrap_or_default).collect()
+/// "Did you mean" for an unknown step name: a step whose name differs only
+/// in case, or by one or two letters at the end; the first declared if
+/// several do. Found through indexes, so many unknown names cost no more
+/// than the names themselves.
+struct Suggestions<'a> {
+    names: &'a [&'a str],
+    /// First position of each name, lowercased.
+    lowercase: HashMap<String, usize>,
+    /// First position of each name, and of each name cut by one or two
+    /// bytes at the end, under the shorter text.
+    prefixes: HashMap<&'a str, usize>,
+    exact: HashMap<&'a str, usize>,
 }
 
-fn suggestion(name: &str, names: &[&str]) -> String {
-    names
-        .iter()
-        .find(|candidate| {
-            candidate.eq_ignore_ascii_case(name)
-                || (candidate.len().abs_diff(name.len()) <= 2
-                    && (candidate.starts_with(name) || name.starts_with(*candidate)))
-        })
-        .map(|c| format!(" (did you mean `{c}`?)"))
-        .unwrap_or_default()
+impl<'a> Suggestions<'a> {
+    fn new(names: &'a [&'a str]) -> Suggestions<'a> {
+        let mut lowercase = HashMap::new();
+        let mut prefixes = HashMap::new();
+        let mut exact = HashMap::new();
+        for (i, name) in names.iter().enumerate() {
+            lowercase.entry(name.to_ascii_lowercase()).or_insert(i);
+            exact.entry(*name).or_insert(i);
+            for cut in 0..=2 {
+                if let Some(prefix) = name.len().checked_sub(cut).and_then(|n| name.get(..n)) {
+                    prefixes.entry(prefix).or_insert(i);
+                }
+            }
+        }
+        Suggestions {
+            names,
+            lowercase,
+            prefixes,
+            exact,
+        }
+    }
+
+    fn suggest(&self, name: &str) -> String {
+        let same_case = self.lowercase.get(&name.to_ascii_lowercase()).copied();
+        // A step whose name starts with `name`, at most two bytes longer.
+        let longer = self.prefixes.get(name).copied();
+        // A step whose name `name` starts with, at most two bytes shorter.
+        let shorter = (0..=2)
+            .filter_map(|cut| name.len().checked_sub(cut).and_then(|n| name.get(..n)))
+            .filter_map(|prefix| self.exact.get(prefix).copied())
+            .min();
+        [same_case, longer, shorter]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|i| format!(" (did you mean `{}`?)", self.names[i]))
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every step's ancestors, the slow way.
+    fn ancestors(needs: &[Vec<usize>]) -> Vec<HashSet<usize>> {
+        let order = dependency_order(needs);
+        let mut sets: Vec<HashSet<usize>> = vec![HashSet::new(); needs.len()];
+        for &step in &order {
+            let mut set = HashSet::new();
+            for &need in &needs[step] {
+                set.insert(need);
+                set.extend(sets[need].iter().copied());
+            }
+            sets[step] = set;
+        }
+        sets
+    }
+
+    #[test]
+    fn ancestor_queries_agree_with_ancestor_sets() {
+        // Random graphs of 200 steps where each step needs up to three
+        // earlier ones; every pair is asked, so many passes run.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        for _ in 0..5 {
+            let n = 200;
+            let needs: Vec<Vec<usize>> = (0..n)
+                .map(|i| {
+                    let mut step_needs: Vec<usize> =
+                        (0..next(4)).filter(|_| i > 0).map(|_| next(i)).collect();
+                    step_needs.sort_unstable();
+                    step_needs.dedup();
+                    step_needs
+                })
+                .collect();
+            let queries: Vec<(usize, usize)> = (0..n)
+                .flat_map(|reader| (0..n).map(move |read| (reader, read)))
+                .collect();
+            let expected = ancestors(&needs);
+            let answers = ancestor_queries(&needs, &queries);
+            for (&(reader, read), answer) in queries.iter().zip(answers) {
+                assert_eq!(
+                    answer,
+                    expected[reader].contains(&read),
+                    "is {read} an ancestor of {reader}? needs: {needs:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cycles_are_found_in_order_and_shortened() {
+        let names: Vec<String> = (0..30).map(|i| format!("s{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut needs: Vec<Vec<usize>> = (0..30).map(|i| vec![(i + 1) % 30]).collect();
+        let (shown, count) = find_cycles(&needs, &names);
+        assert_eq!(count, 1);
+        assert_eq!(
+            shown[0],
+            "s0 -> s29 -> s28 -> s27 -> s26 -> s25 -> s24 -> s23 -> s22 -> s21 -> s20 -> s19 -> (7 more) -> s11 -> s10 -> s9 -> s8 -> s7 -> s6 -> s5 -> s4 -> s3 -> s2 -> s1 -> s0"
+        );
+        needs = vec![vec![1], vec![2], vec![0], vec![]];
+        let (shown, count) = find_cycles(&needs, &names[..4]);
+        assert_eq!(
+            (shown, count),
+            (vec!["s0 -> s2 -> s1 -> s0".to_string()], 1)
+        );
+    }
 }

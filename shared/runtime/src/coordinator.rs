@@ -57,6 +57,9 @@ pub enum CoordinatorError {
         "execution `{0}` kept changing under us; giving up after {MAX_CONFLICT_RETRIES} attempts"
     )]
     Contended(String),
+    /// The request breaks a limit every path shares (an execution id, input nesting).
+    #[error(transparent)]
+    Limit(#[from] baton_core::limits::LimitError),
     /// A start named an existing execution with a different workflow or input.
     #[error("execution id `{id}` is already used {by}")]
     ExecutionExists { id: String, by: String },
@@ -167,6 +170,10 @@ impl<B: Backend> Coordinator<B> {
         execution_id: &str,
         input: Value,
     ) -> Result<Started, CoordinatorError> {
+        // One id rule and one nesting limit for every path that creates an
+        // execution (API, CLI, schedules, coordinator start messages).
+        baton_core::limits::check_execution_id(execution_id)?;
+        baton_core::limits::check_json_depth(&input, "the execution input")?;
         self.check_size("the execution input", &input)?;
         if let Some(existing) = self.backend.load(execution_id).await? {
             return self.started_before(existing, workflow, &input).await;
@@ -247,13 +254,21 @@ impl<B: Backend> Coordinator<B> {
         // message: the workflow's compensation takes over at once.
         let event = match event {
             Event::TaskSucceeded { task, output } => {
-                match self.check_size(&format!("step `{}`'s output", task.step), &output) {
+                let what = format!("step `{}`'s output", task.step);
+                let kept = baton_core::limits::check_json_depth(&output, &what)
+                    .map_err(CoordinatorError::from)
+                    .and_then(|()| self.check_size(&what, &output));
+                match kept {
                     Ok(()) => Event::TaskSucceeded { task, output },
                     Err(e) => {
-                        warn!(workflow.execution.id = %execution_id, workflow.step = %task.step, error = %e, "step output too large; the attempt fails");
+                        warn!(workflow.execution.id = %execution_id, workflow.step = %task.step, error = %e, "step output cannot be kept; the attempt fails");
+                        let name = match e {
+                            CoordinatorError::Limit(_) => "PayloadTooDeep",
+                            _ => "PayloadTooLarge",
+                        };
                         Event::TaskFailed {
                             task,
-                            error: ErrorInfo::new("PayloadTooLarge", e.to_string(), false),
+                            error: ErrorInfo::new(name, e.to_string(), false),
                         }
                     }
                 }
@@ -261,6 +276,7 @@ impl<B: Backend> Coordinator<B> {
             other => other,
         };
         if let Event::SignalReceived { payload, .. } = &event {
+            baton_core::limits::check_json_depth(payload, "a signal payload")?;
             self.check_size("a signal payload", payload)?;
         }
         for conflicts in 0..MAX_CONFLICT_RETRIES {
