@@ -238,7 +238,9 @@ impl FaultClass {
             },
             FaultClass::Validation => StoreError::Rejected {
                 code: "ValidationException".into(),
-                message: format!("injected fault: one or more parameter values were invalid ({on})"),
+                message: format!(
+                    "injected fault: one or more parameter values were invalid ({on})"
+                ),
             },
             FaultClass::TimeoutAfterWrite => StoreError::Unavailable(format!(
                 "injected fault: timed out waiting for the response; the request was carried out ({on})"
@@ -633,9 +635,7 @@ impl<B: ExecutionStore> ExecutionStore for FaultyBackend<B> {
         history: &[HistoryEntry],
         outbox: &[Command],
     ) -> StoreResult<Vec<OutboxEntry>> {
-        let call = self
-            .inner
-            .commit(record, expected_version, history, outbox);
+        let call = self.inner.commit(record, expected_version, history, outbox);
         match self.run(Op::Commit, Some(&record.id), call).await {
             Err(StoreError::VersionConflict { id, .. }) => Err(StoreError::VersionConflict {
                 id,
@@ -785,6 +785,477 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     }
 }
 
+/// Checks of what a run left behind, shared by the fault-injection tiers:
+/// each returns the anomalies it finds as sentences naming the execution.
+pub mod audit {
+    use std::collections::BTreeMap;
+
+    use baton_core::engine::{self, TaskKind, TaskRef, TimerKind, UnitStatus};
+    use baton_core::{Event, Execution, ExecutionStatus, Workflow, idempotency};
+
+    use crate::ports::{DeadLetterKind, DeadLetterRecord, ExecutionRecord, HistoryEntry};
+
+    /// One side effect as the outside service recorded it (the example
+    /// handlers' ledger), in the order it was recorded.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Effect {
+        /// Increases in recording order.
+        pub row: i64,
+        pub execution_id: String,
+        pub step: String,
+        pub index: Option<u32>,
+        pub function: String,
+        pub idempotency_key: String,
+    }
+
+    /// How a delivered message was accounted for.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Accounted {
+        /// Its event is in the history.
+        Applied,
+        /// Its purpose had passed before it arrived (a duplicate, a late
+        /// timer, a retry of a unit the saga stopped): the engine ignores it.
+        Superseded,
+    }
+
+    type Unit = (String, Option<u32>);
+
+    /// What resolved one attempt, if anything did: its result, a failure
+    /// the coordinator applied itself, or its timeout.
+    fn resolutions<'h>(history: &'h [HistoryEntry], task: &TaskRef) -> Vec<&'h Event> {
+        history
+            .iter()
+            .map(|h| &h.event)
+            .filter(|event| match event {
+                Event::TaskSucceeded { task: t, .. }
+                | Event::TaskFailed { task: t, .. }
+                | Event::TaskTimedOut { task: t } => t == task,
+                Event::TimerFired { timer } => {
+                    timer.kind == TimerKind::Timeout
+                        && timer.task_kind == task.kind
+                        && *timer.step == *task.step
+                        && timer.index == task.index
+                        && timer.attempt == task.attempt
+                }
+                _ => false,
+            })
+            .collect()
+    }
+
+    /// Whether a delivered message's event was applied or had rightly lost
+    /// its purpose; an error says how it went missing.
+    pub fn account_for_event(
+        record: &ExecutionRecord,
+        history: &[HistoryEntry],
+        event: &Event,
+    ) -> Result<Accounted, String> {
+        match event {
+            Event::Started { input } => match history.first().map(|h| &h.event) {
+                Some(Event::Started { input: first }) if first == input => Ok(Accounted::Applied),
+                Some(Event::Started { .. }) => Ok(Accounted::Superseded),
+                other => Err(format!("the history starts with {other:?}")),
+            },
+            Event::TaskSucceeded { task, .. } | Event::TaskFailed { task, .. } => {
+                match resolutions(history, task).first() {
+                    Some(resolved) if *resolved == event => Ok(Accounted::Applied),
+                    Some(resolved) => Err(format!(
+                        "attempt {} of {} `{}`{} was resolved by {} instead",
+                        task.attempt,
+                        kind_name(task.kind),
+                        task.step,
+                        index_text(task.index),
+                        describe(resolved)
+                    )),
+                    None => Err(format!(
+                        "its result for attempt {} of {} `{}`{} is not in the history",
+                        task.attempt,
+                        kind_name(task.kind),
+                        task.step,
+                        index_text(task.index)
+                    )),
+                }
+            }
+            Event::TimerFired { timer } => {
+                if history.iter().any(|h| h.event == *event) {
+                    return Ok(Accounted::Applied);
+                }
+                let task = TaskRef {
+                    step: timer.step.clone(),
+                    index: timer.index,
+                    attempt: timer.attempt,
+                    kind: timer.task_kind,
+                };
+                let unit = record.state.step(&timer.step).and_then(|s| {
+                    s.units
+                        .get(timer.index.unwrap_or(0) as usize)
+                        .and_then(|u| match timer.task_kind {
+                            TaskKind::Step => Some(u),
+                            TaskKind::Compensation => u.compensation.as_deref(),
+                        })
+                });
+                let passed = match timer.kind {
+                    TimerKind::Timeout => !resolutions(history, &task).is_empty(),
+                    TimerKind::Retry => unit.is_some_and(|u| {
+                        u.attempt < timer.attempt && u.status != UnitStatus::BackingOff
+                    }),
+                    TimerKind::Wait | TimerKind::SignalTimeout => record.status().is_terminal(),
+                };
+                if passed {
+                    Ok(Accounted::Superseded)
+                } else {
+                    Err(format!(
+                        "its {:?} timer for attempt {} of `{}`{} was neither applied nor passed",
+                        timer.kind,
+                        timer.attempt,
+                        timer.step,
+                        index_text(timer.index)
+                    ))
+                }
+            }
+            other => Err(format!("an event the tier does not send: {other:?}")),
+        }
+    }
+
+    fn kind_name(kind: TaskKind) -> &'static str {
+        match kind {
+            TaskKind::Step => "step",
+            TaskKind::Compensation => "the compensation of",
+        }
+    }
+
+    fn index_text(index: Option<u32>) -> String {
+        index.map(|i| format!("[{i}]")).unwrap_or_default()
+    }
+
+    fn describe(event: &Event) -> String {
+        match event {
+            Event::TaskSucceeded { .. } => "a success".into(),
+            Event::TaskFailed { error, .. } => format!("a failure ({})", error.name),
+            Event::TaskTimedOut { .. } => "a timeout".into(),
+            Event::TimerFired { .. } => "its timeout timer".into(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// What an execution is checked against.
+    pub struct Expected<'a> {
+        pub workflow: &'a Workflow,
+        /// The status its input implies.
+        pub status: ExecutionStatus,
+        /// Every dead letter listed during the run (compensations included).
+        pub dead_letters: &'a [DeadLetterRecord],
+        /// Every side effect recorded for this execution.
+        pub effects: &'a [Effect],
+        /// Whether a timeout of this attempt is explained (its result
+        /// message was dead-lettered and waited for a person).
+        pub timeout_explained: &'a dyn Fn(&TaskRef) -> bool,
+    }
+
+    /// Every invariant of one execution after a run: it ended, in the status
+    /// its input implies (or, where a dispatch was refused, in one the
+    /// saga allows); its history is gapless and replays to its state; no
+    /// attempt was resolved twice and none timed out unexplained; every unit
+    /// to undo was compensated exactly once, in reverse completion order;
+    /// and the ledger agrees: one effect per idempotency key, each forward
+    /// effect known to the workflow, each compensation's effect once.
+    pub fn audit_execution(
+        id: &str,
+        record: Option<&ExecutionRecord>,
+        history: &[HistoryEntry],
+        expected: &Expected<'_>,
+    ) -> Vec<String> {
+        let mut anomalies = Vec::new();
+        let mut flag = |what: String| anomalies.push(format!("execution `{id}`: {what}"));
+        let Some(record) = record else {
+            flag("not found".into());
+            return anomalies;
+        };
+        let status = record.status();
+        if !status.is_terminal() {
+            flag(format!(
+                "did not end: still {} at version {}",
+                status.as_str(),
+                record.version
+            ));
+        }
+
+        let seqs: Vec<u64> = history.iter().map(|h| h.seq).collect();
+        if seqs != (1..=record.version).collect::<Vec<u64>>() {
+            flag(format!(
+                "history is not 1..={} without gaps: {seqs:?}",
+                record.version
+            ));
+        } else {
+            let mut state = Execution::new(expected.workflow, id);
+            for entry in history {
+                let _ = engine::apply(expected.workflow, &mut state, entry.event.clone(), entry.at);
+            }
+            if state != record.state {
+                flag("replaying its history does not give its stored state".into());
+            }
+        }
+
+        let mut resolved: Vec<(TaskRef, Vec<&Event>)> = Vec::new();
+        for event in history.iter().map(|h| &h.event) {
+            let task = match event {
+                Event::TaskSucceeded { task, .. }
+                | Event::TaskFailed { task, .. }
+                | Event::TaskTimedOut { task } => task.clone(),
+                Event::TimerFired { timer } if timer.kind == TimerKind::Timeout => TaskRef {
+                    step: timer.step.clone(),
+                    index: timer.index,
+                    attempt: timer.attempt,
+                    kind: timer.task_kind,
+                },
+                _ => continue,
+            };
+            match resolved.iter_mut().find(|(t, _)| *t == task) {
+                Some((_, events)) => events.push(event),
+                None => resolved.push((task, vec![event])),
+            }
+        }
+        for (task, events) in &resolved {
+            let successes = events
+                .iter()
+                .filter(|e| matches!(e, Event::TaskSucceeded { .. }))
+                .count();
+            if events.len() > 1 {
+                flag(format!(
+                    "attempt {} of {} `{}`{} was resolved {} times ({} successes)",
+                    task.attempt,
+                    kind_name(task.kind),
+                    task.step,
+                    index_text(task.index),
+                    events.len(),
+                    successes
+                ));
+            }
+            let timed_out = events
+                .iter()
+                .any(|e| matches!(e, Event::TaskTimedOut { .. } | Event::TimerFired { .. }));
+            if timed_out && !(expected.timeout_explained)(task) {
+                flag(format!(
+                    "attempt {} of {} `{}`{} timed out though its function answered at once: its result was lost",
+                    task.attempt,
+                    kind_name(task.kind),
+                    task.step,
+                    index_text(task.index)
+                ));
+            }
+        }
+
+        let refused = history.iter().any(|h| {
+            matches!(&h.event, Event::TaskFailed { error, .. }
+                if error.name == "DispatchFailed" || error.name == "DispatchDenied")
+        });
+        if status.is_terminal() && status != expected.status {
+            let allowed = refused
+                && matches!(
+                    status,
+                    ExecutionStatus::Failed
+                        | ExecutionStatus::Compensated
+                        | ExecutionStatus::CompensationFailed
+                );
+            if !allowed {
+                flag(format!(
+                    "ended {} but its input implies {}{}",
+                    status.as_str(),
+                    expected.status.as_str(),
+                    if refused {
+                        " (a dispatch was refused)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+
+        // Units with a compensation, in completion order, and the compensations.
+        let wf = expected.workflow;
+        let compensable = |step: &str| {
+            wf.step_index(step)
+                .and_then(|s| wf.steps[s].call())
+                .and_then(|c| c.compensation.as_ref())
+                .is_some()
+        };
+        let completed: Vec<Unit> = history
+            .iter()
+            .filter_map(|h| match &h.event {
+                Event::TaskSucceeded { task, .. }
+                    if task.kind == TaskKind::Step && compensable(&task.step) =>
+                {
+                    Some((task.step.to_string(), task.index))
+                }
+                _ => None,
+            })
+            .collect();
+        let undone: Vec<Unit> = history
+            .iter()
+            .filter_map(|h| match &h.event {
+                Event::TaskSucceeded { task, .. } if task.kind == TaskKind::Compensation => {
+                    Some((task.step.to_string(), task.index))
+                }
+                _ => None,
+            })
+            .collect();
+        let unknown: Vec<Unit> = record
+            .state
+            .steps
+            .iter()
+            .filter(|s| compensable(&s.name))
+            .flat_map(|s| {
+                let for_each = wf
+                    .step_index(&s.name)
+                    .and_then(|i| wf.steps[i].call())
+                    .is_some_and(|c| c.for_each.is_some());
+                s.units
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, u)| u.outcome_unknown && u.status != UnitStatus::Succeeded)
+                    .map(move |(i, _)| (s.name.to_string(), for_each.then_some(i as u32)))
+            })
+            .collect();
+        let mut undo_count: BTreeMap<&Unit, usize> = BTreeMap::new();
+        for unit in &undone {
+            *undo_count.entry(unit).or_default() += 1;
+        }
+        for (unit, n) in &undo_count {
+            if *n > 1 {
+                flag(format!(
+                    "`{}`{} was compensated {n} times",
+                    unit.0,
+                    index_text(unit.1)
+                ));
+            }
+        }
+        let dead_lettered = |unit: &Unit| {
+            let name = format!(
+                "comp-{id}-{}{}",
+                unit.0,
+                unit.1.map(|i| format!("/{i}")).unwrap_or_default()
+            );
+            expected
+                .dead_letters
+                .iter()
+                .any(|d| d.kind == DeadLetterKind::Compensation && d.id == name)
+        };
+        match status {
+            ExecutionStatus::Succeeded if !undone.is_empty() => {
+                flag(format!("succeeded yet compensated {undone:?}"));
+            }
+            ExecutionStatus::Failed if !completed.is_empty() || !undone.is_empty() => {
+                flag(format!(
+                    "ended failed (nothing to undo) though {completed:?} succeeded and {undone:?} were compensated"
+                ));
+            }
+            ExecutionStatus::Compensated | ExecutionStatus::CompensationFailed => {
+                let failed = status == ExecutionStatus::CompensationFailed;
+                for unit in completed.iter().chain(&unknown) {
+                    if !(undo_count.contains_key(unit) || failed && dead_lettered(unit)) {
+                        flag(format!(
+                            "`{}`{} succeeded (or may have) but was never compensated{}",
+                            unit.0,
+                            index_text(unit.1),
+                            if failed { " nor dead-lettered" } else { "" }
+                        ));
+                    }
+                }
+                for unit in undo_count.keys() {
+                    if !completed.contains(unit) && !unknown.contains(unit) {
+                        flag(format!(
+                            "`{}`{} was compensated though it never succeeded",
+                            unit.0,
+                            index_text(unit.1)
+                        ));
+                    }
+                }
+                let order: Vec<&Unit> = undone.iter().filter(|u| completed.contains(u)).collect();
+                let reverse: Vec<&Unit> = completed
+                    .iter()
+                    .rev()
+                    .filter(|u| undo_count.contains_key(u))
+                    .collect();
+                if order != reverse {
+                    flag(format!(
+                        "compensated in the order {order:?}, not the reverse of completion {reverse:?}"
+                    ));
+                }
+            }
+            _ => {}
+        }
+
+        // The ledger: what the outside world saw.
+        let mut per_key: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for effect in expected.effects {
+            *per_key
+                .entry((&effect.idempotency_key, &effect.function))
+                .or_default() += 1;
+        }
+        for ((key, function), n) in per_key {
+            if n > 1 {
+                flag(format!(
+                    "{function} has {n} effects under idempotency key {key}"
+                ));
+            }
+        }
+        let mut compensation_rows: Vec<(i64, Unit)> = Vec::new();
+        for effect in expected.effects {
+            let unit: Unit = (effect.step.clone(), effect.index);
+            let Some(call) = wf.step_index(&effect.step).and_then(|s| wf.steps[s].call()) else {
+                flag(format!("an effect of unknown step `{}`", effect.step));
+                continue;
+            };
+            let step_key = idempotency::key(id, &effect.step, effect.index, TaskKind::Step);
+            let comp_key = idempotency::key(id, &effect.step, effect.index, TaskKind::Compensation);
+            if effect.idempotency_key == step_key && *effect.function == *call.function {
+                let known = history.iter().any(|h| {
+                    matches!(&h.event, Event::TaskSucceeded { task, .. }
+                        if task.kind == TaskKind::Step && *task.step == *effect.step && task.index == effect.index)
+                });
+                if !known && !unknown.contains(&unit) {
+                    flag(format!(
+                        "{} had its effect for `{}`{} but the workflow never learned of it",
+                        effect.function,
+                        effect.step,
+                        index_text(effect.index)
+                    ));
+                }
+            } else if effect.idempotency_key == comp_key
+                && call
+                    .compensation
+                    .as_ref()
+                    .is_some_and(|c| *c.function == *effect.function)
+            {
+                if !undo_count.contains_key(&unit) {
+                    flag(format!(
+                        "{} undid `{}`{} but the workflow never learned of it",
+                        effect.function,
+                        effect.step,
+                        index_text(effect.index)
+                    ));
+                }
+                compensation_rows.push((effect.row, unit));
+            } else {
+                flag(format!(
+                    "{} recorded an effect under a key that is neither `{}`{}'s nor its compensation's",
+                    effect.function,
+                    effect.step,
+                    index_text(effect.index)
+                ));
+            }
+        }
+        compensation_rows.sort();
+        let ledger_order: Vec<&Unit> = compensation_rows.iter().map(|(_, u)| u).collect();
+        let history_order: Vec<&Unit> = undone.iter().collect();
+        if ledger_order != history_order {
+            flag(format!(
+                "the ledger undid {ledger_order:?}, the history says {history_order:?}"
+            ));
+        }
+        anomalies
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -796,7 +1267,12 @@ mod tests {
         let xs: Vec<u64> = (0..5).map(|_| a.next_u64()).collect();
         let ys: Vec<u64> = (0..5).map(|_| b.next_u64()).collect();
         assert_eq!(xs, ys);
-        assert_ne!(xs, (0..5).map(|_| SplitMix64::new(8).next_u64()).collect::<Vec<_>>());
+        assert_ne!(
+            xs,
+            (0..5)
+                .map(|_| SplitMix64::new(8).next_u64())
+                .collect::<Vec<_>>()
+        );
         assert!((0..1000).all(|_| a.next_f64() < 1.0));
     }
 
@@ -815,7 +1291,9 @@ mod tests {
             .filter(|_| faulty.decide(Op::Commit).is_some())
             .count();
         assert!((1_700..2_300).contains(&commits), "{commits}");
-        let sends = (0..10).filter(|_| faulty.decide(Op::Send).is_some()).count();
+        let sends = (0..10)
+            .filter(|_| faulty.decide(Op::Send).is_some())
+            .count();
         assert_eq!(sends, 3);
         faulty.set_enabled(false);
         assert_eq!(faulty.decide(Op::Load), None);
@@ -836,11 +1314,7 @@ mod tests {
         for op in Op::COORDINATOR {
             assert!(plan.rules.iter().any(|r| r.op == op), "{op} has a rule");
         }
-        let permanent = plan
-            .rules
-            .iter()
-            .filter(|r| r.class.is_permanent())
-            .count();
+        let permanent = plan.rules.iter().filter(|r| r.class.is_permanent()).count();
         assert_eq!(permanent, 3);
         assert!(plan.to_string().starts_with("seed 0x000000000000002a"));
         assert_eq!(plan, FaultPlan::random(42, &Op::COORDINATOR, 0.1, 3, 100));
