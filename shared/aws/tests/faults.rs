@@ -43,7 +43,9 @@ use baton_core::engine::TaskRef;
 use baton_core::{Event, EventDetail, ExecutionStatus, Workflow, WorkflowDefinition};
 use baton_examples::{HandlerEnv, Ledger, register_all_with};
 use baton_runtime::faults::audit::{self, Accounted, Effect, Expected};
-use baton_runtime::faults::{FaultClass, FaultCounts, FaultPlan, FaultyBackend, Op, SplitMix64};
+use baton_runtime::faults::{
+    FaultClass, FaultCounts, FaultPlan, FaultyBackend, Op, SplitMix64, sagas,
+};
 use baton_runtime::ports::{
     DeadLetterKind, DeadLetterRecord, DeadLetterStore, ExecutionStore, StoreError, WorkflowStore,
 };
@@ -51,181 +53,6 @@ use baton_runtime::step::Registry;
 use baton_runtime::{Clock, Coordinator, CoordinatorError, SystemClock};
 use futures::StreamExt;
 use serde_json::{Value, json};
-
-/// The order saga as shipped, with retry delays cut to milliseconds (timers
-/// still round up to whole seconds on SQS).
-fn order_saga() -> String {
-    let text = include_str!("../../../workflows/order-saga.yaml");
-    let fast = text
-        .replace("delay: 1s, max_delay: 30s", "delay: 10ms, max_delay: 50ms")
-        .replace(
-            "delay: 200ms, max_delay: 10s",
-            "delay: 10ms, max_delay: 50ms",
-        );
-    assert_eq!(
-        fast.matches("delay: 10ms, max_delay: 50ms").count(),
-        2,
-        "workflows/order-saga.yaml changed its retry delays; update the tier"
-    );
-    fast
-}
-
-/// Several mutating steps in parallel, then one that can fail.
-const FAN_OUT_SAGA: &str = r#"
-name: fan-out-saga
-defaults:
-  retry: { max_attempts: 3, backoff: exponential, delay: 10ms, max_delay: 50ms, jitter: full }
-  timeout: 1m
-steps:
-  validate:
-    function: validate-order
-    mutates: false
-    input: { orderId: "${ input.orderId }", fail: "${ input.fail }" }
-  reserve_a:
-    needs: [validate]
-    function: reserve-inventory
-    input: { orderId: "${ input.orderId }", fail: "${ input.fail }" }
-    compensate: { function: release-inventory, input: { reservationId: "${ steps.reserve_a.output.reservationId }" } }
-  reserve_b:
-    needs: [validate]
-    function: reserve-inventory
-    input: { orderId: "${ input.orderId }", fail: "${ input.fail }" }
-    compensate: { function: release-inventory, input: { reservationId: "${ steps.reserve_b.output.reservationId }" } }
-  charge:
-    needs: [validate]
-    function: process-payment
-    input: { orderId: "${ input.orderId }", amount: "${ steps.validate.output.total }", fail: "${ input.fail }" }
-    compensate: { function: refund-payment, input: { paymentId: "${ steps.charge.output.paymentId }" } }
-  ship:
-    needs: [reserve_a, reserve_b, charge]
-    function: ship-order
-    input: { orderId: "${ input.orderId }", reservationId: "${ steps.reserve_a.output.reservationId }", fail: "${ input.fail }" }
-    compensate: { function: cancel-shipment, input: { shipmentId: "${ steps.ship.output.shipmentId }" } }
-  notify:
-    needs: [ship]
-    function: notify-customer
-    input: { orderId: "${ input.orderId }", fail: "${ input.fail }" }
-    compensate: none
-    reason: an e-mail cannot be unsent
-output: { orderId: "${ input.orderId }" }
-"#;
-
-/// A `for_each` of mutating elements, each compensated on its own.
-const FOR_EACH_SAGA: &str = r#"
-name: for-each-saga
-defaults:
-  retry: { max_attempts: 3, backoff: exponential, delay: 10ms, max_delay: 50ms, jitter: full }
-  timeout: 1m
-steps:
-  validate:
-    function: validate-order
-    mutates: false
-    input: { orderId: "${ input.orderId }", items: "${ input.items }", fail: "${ input.fail }" }
-  reserve:
-    needs: [validate]
-    for_each: "${ steps.validate.output.items }"
-    max_concurrency: 2
-    function: reserve-inventory
-    input: { orderId: "${ input.orderId }", sku: "${ item.sku }", fail: "${ input.fail }" }
-    compensate: { function: release-inventory, input: { reservationId: "${ steps.reserve.output.reservationId }" } }
-  charge:
-    needs: [reserve]
-    function: process-payment
-    input: { orderId: "${ input.orderId }", amount: "${ steps.validate.output.total }", fail: "${ input.fail }" }
-    compensate: { function: refund-payment, input: { paymentId: "${ steps.charge.output.paymentId }" } }
-  ship:
-    needs: [charge]
-    function: ship-order
-    input: { orderId: "${ input.orderId }", reservationId: "${ steps.reserve.output[0].reservationId }", fail: "${ input.fail }" }
-    compensate: { function: cancel-shipment, input: { shipmentId: "${ steps.ship.output.shipmentId }" } }
-output: { orderId: "${ input.orderId }" }
-"#;
-
-/// An input and the status it implies.
-struct Scenario {
-    workflow: &'static str,
-    fail: Value,
-    expect: ExecutionStatus,
-}
-
-fn scenarios() -> Vec<Scenario> {
-    use ExecutionStatus::{Compensated, Failed, Succeeded};
-    let s = |workflow, fail: Value, expect| Scenario {
-        workflow,
-        fail,
-        expect,
-    };
-    vec![
-        s("order-processing", json!({}), Succeeded),
-        s(
-            "order-processing",
-            json!({"reserve-inventory": {"first": 1}, "process-payment": {"first": 2}}),
-            Succeeded,
-        ),
-        s(
-            "order-processing",
-            json!({"process-payment": "always"}),
-            Compensated,
-        ),
-        s(
-            "order-processing",
-            json!({"ship-order": "permanent"}),
-            Compensated,
-        ),
-        s(
-            "order-processing",
-            json!({"notify-customer": "permanent"}),
-            Compensated,
-        ),
-        s(
-            "order-processing",
-            json!({"validate-order": "permanent"}),
-            Failed,
-        ),
-        s("fan-out-saga", json!({}), Succeeded),
-        s(
-            "fan-out-saga",
-            json!({"ship-order": {"first": 2}}),
-            Succeeded,
-        ),
-        s(
-            "fan-out-saga",
-            json!({"ship-order": "permanent"}),
-            Compensated,
-        ),
-        s(
-            "fan-out-saga",
-            json!({"process-payment": "permanent"}),
-            Compensated,
-        ),
-        s(
-            "fan-out-saga",
-            json!({"validate-order": "permanent"}),
-            Failed,
-        ),
-        s("for-each-saga", json!({}), Succeeded),
-        s(
-            "for-each-saga",
-            json!({"reserve-inventory": {"first": 1}}),
-            Succeeded,
-        ),
-        s(
-            "for-each-saga",
-            json!({"process-payment": "permanent"}),
-            Compensated,
-        ),
-        s(
-            "for-each-saga",
-            json!({"ship-order": "permanent"}),
-            Compensated,
-        ),
-        s(
-            "for-each-saga",
-            json!({"reserve-inventory": "always"}),
-            Failed,
-        ),
-    ]
-}
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -497,10 +324,11 @@ async fn setup(seed: u64, count: usize, rate: f64, refusals: bool, url: &str) ->
     let inner = Arc::new(backend.with_invoker(Arc::new(invoker)));
 
     let mut workflows = BTreeMap::new();
+    let order = sagas::fast_order_saga(include_str!("../../../workflows/order-saga.yaml"));
     for text in [
-        order_saga(),
-        FAN_OUT_SAGA.to_string(),
-        FOR_EACH_SAGA.to_string(),
+        order,
+        sagas::FAN_OUT.to_string(),
+        sagas::FOR_EACH.to_string(),
     ] {
         let definition = WorkflowDefinition::parse(&text, Format::Yaml).expect("the saga parses");
         inner
@@ -512,22 +340,15 @@ async fn setup(seed: u64, count: usize, rate: f64, refusals: bool, url: &str) ->
     }
 
     let mut rng = SplitMix64::new(seed);
-    let scenarios = scenarios();
+    let scenarios = sagas::scenarios();
     let planned = (0..count)
         .map(|i| {
             let scenario = &scenarios[rng.below(scenarios.len() as u64) as usize];
             let id = format!("x{seed:x}-{i}");
-            let mut input = json!({"orderId": format!("o-{id}"), "fail": scenario.fail});
-            if scenario.workflow == "for-each-saga" {
-                let n = 2 + rng.below(3);
-                input["items"] = (0..n)
-                    .map(|k| json!({"sku": format!("SKU-{k}"), "qty": 1 + k, "price": 5 + k}))
-                    .collect();
-            }
             Planned {
+                input: scenario.input(&id, &mut rng),
                 id,
                 workflow: scenario.workflow,
-                input,
                 expect: scenario.expect,
                 by_message: rng.chance(0.3),
             }

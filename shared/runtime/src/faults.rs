@@ -569,11 +569,11 @@ impl<B> FaultyBackend<B> {
             let fires = match rule.trigger {
                 Trigger::Nth(k) => n == k,
                 Trigger::Fraction(p) => {
-                    let draw = splitmix64(
-                        plan.seed
-                            ^ splitmix64((op.index() as u64 + 1) << 40 ^ (i as u64) << 32)
-                            ^ n,
+                    // A stream per seed and rule, so that nearby seeds draw unrelated faults.
+                    let stream = splitmix64(
+                        splitmix64(plan.seed) ^ ((op.index() as u64 + 1) << 40 | (i as u64) << 8),
                     );
+                    let draw = splitmix64(stream ^ n);
                     ((draw >> 11) as f64 / (1u64 << 53) as f64) < p
                 }
             };
@@ -782,6 +782,161 @@ impl<B: DeadLetterStore> DeadLetterStore for FaultyBackend<B> {
 impl<B: Backend> Backend for FaultyBackend<B> {
     fn payload_limit(&self) -> usize {
         self.inner.payload_limit()
+    }
+}
+
+/// The sagas the fault-injection tiers run, over the example handlers
+/// (`baton-examples`), and the status each input implies.
+pub mod sagas {
+    use baton_core::ExecutionStatus;
+    use serde_json::{Value, json};
+
+    use super::SplitMix64;
+
+    /// `workflows/order-saga.yaml` (pass its text) with retry delays cut to
+    /// milliseconds. Panics if the file no longer has the delays it replaces.
+    pub fn fast_order_saga(text: &str) -> String {
+        let fast = text
+            .replace("delay: 1s, max_delay: 30s", "delay: 10ms, max_delay: 50ms")
+            .replace(
+                "delay: 200ms, max_delay: 10s",
+                "delay: 10ms, max_delay: 50ms",
+            );
+        assert_eq!(
+            fast.matches("delay: 10ms, max_delay: 50ms").count(),
+            2,
+            "workflows/order-saga.yaml changed its retry delays; update the fault tier"
+        );
+        fast
+    }
+
+    /// Several mutating steps in parallel, then one that can fail.
+    pub const FAN_OUT: &str = r#"
+name: fan-out-saga
+defaults:
+  retry: { max_attempts: 3, backoff: exponential, delay: 10ms, max_delay: 50ms, jitter: full }
+  timeout: 1m
+steps:
+  validate:
+    function: validate-order
+    mutates: false
+    input: { orderId: "${ input.orderId }", fail: "${ input.fail }" }
+  reserve_a:
+    needs: [validate]
+    function: reserve-inventory
+    input: { orderId: "${ input.orderId }", fail: "${ input.fail }" }
+    compensate: { function: release-inventory, input: { reservationId: "${ steps.reserve_a.output.reservationId }" } }
+  reserve_b:
+    needs: [validate]
+    function: reserve-inventory
+    input: { orderId: "${ input.orderId }", fail: "${ input.fail }" }
+    compensate: { function: release-inventory, input: { reservationId: "${ steps.reserve_b.output.reservationId }" } }
+  charge:
+    needs: [validate]
+    function: process-payment
+    input: { orderId: "${ input.orderId }", amount: "${ steps.validate.output.total }", fail: "${ input.fail }" }
+    compensate: { function: refund-payment, input: { paymentId: "${ steps.charge.output.paymentId }" } }
+  ship:
+    needs: [reserve_a, reserve_b, charge]
+    function: ship-order
+    input: { orderId: "${ input.orderId }", reservationId: "${ steps.reserve_a.output.reservationId }", fail: "${ input.fail }" }
+    compensate: { function: cancel-shipment, input: { shipmentId: "${ steps.ship.output.shipmentId }" } }
+  notify:
+    needs: [ship]
+    function: notify-customer
+    input: { orderId: "${ input.orderId }", fail: "${ input.fail }" }
+    compensate: none
+    reason: an e-mail cannot be unsent
+output: { orderId: "${ input.orderId }" }
+"#;
+
+    /// A `for_each` of mutating elements, each compensated on its own.
+    pub const FOR_EACH: &str = r#"
+name: for-each-saga
+defaults:
+  retry: { max_attempts: 3, backoff: exponential, delay: 10ms, max_delay: 50ms, jitter: full }
+  timeout: 1m
+steps:
+  validate:
+    function: validate-order
+    mutates: false
+    input: { orderId: "${ input.orderId }", items: "${ input.items }", fail: "${ input.fail }" }
+  reserve:
+    needs: [validate]
+    for_each: "${ steps.validate.output.items }"
+    max_concurrency: 2
+    function: reserve-inventory
+    input: { orderId: "${ input.orderId }", sku: "${ item.sku }", fail: "${ input.fail }" }
+    compensate: { function: release-inventory, input: { reservationId: "${ steps.reserve.output.reservationId }" } }
+  charge:
+    needs: [reserve]
+    function: process-payment
+    input: { orderId: "${ input.orderId }", amount: "${ steps.validate.output.total }", fail: "${ input.fail }" }
+    compensate: { function: refund-payment, input: { paymentId: "${ steps.charge.output.paymentId }" } }
+  ship:
+    needs: [charge]
+    function: ship-order
+    input: { orderId: "${ input.orderId }", reservationId: "${ steps.reserve.output[0].reservationId }", fail: "${ input.fail }" }
+    compensate: { function: cancel-shipment, input: { shipmentId: "${ steps.ship.output.shipmentId }" } }
+output: { orderId: "${ input.orderId }" }
+"#;
+
+    /// An input (its failure switches) and the status it implies.
+    pub struct Scenario {
+        pub workflow: &'static str,
+        pub fail: Value,
+        pub expect: ExecutionStatus,
+    }
+
+    impl Scenario {
+        /// The execution's input: the order, its switches, and for the
+        /// `for_each` saga two to four items drawn from `rng`.
+        pub fn input(&self, id: &str, rng: &mut SplitMix64) -> Value {
+            let mut input = json!({"orderId": format!("o-{id}"), "fail": self.fail});
+            if self.workflow == "for-each-saga" {
+                let n = 2 + rng.below(3);
+                input["items"] = (0..n)
+                    .map(|k| json!({"sku": format!("SKU-{k}"), "qty": 1 + k, "price": 5 + k}))
+                    .collect();
+            }
+            input
+        }
+    }
+
+    /// Inputs that succeed, retry then succeed, compensate, and fail with
+    /// nothing to undo, across the three sagas.
+    pub fn scenarios() -> Vec<Scenario> {
+        use ExecutionStatus::{Compensated, Failed, Succeeded};
+        let s = |workflow, fail: Value, expect| Scenario {
+            workflow,
+            fail,
+            expect,
+        };
+        let order = "order-processing";
+        let fan = "fan-out-saga";
+        let each = "for-each-saga";
+        vec![
+            s(order, json!({}), Succeeded),
+            s(
+                order,
+                json!({"reserve-inventory": {"first": 1}, "process-payment": {"first": 2}}),
+                Succeeded,
+            ),
+            s(order, json!({"process-payment": "always"}), Compensated),
+            s(order, json!({"ship-order": "permanent"}), Compensated),
+            s(order, json!({"notify-customer": "permanent"}), Compensated),
+            s(order, json!({"validate-order": "permanent"}), Failed),
+            s(fan, json!({}), Succeeded),
+            s(fan, json!({"ship-order": {"first": 2}}), Succeeded),
+            s(fan, json!({"ship-order": "permanent"}), Compensated),
+            s(fan, json!({"process-payment": "permanent"}), Compensated),
+            s(fan, json!({"validate-order": "permanent"}), Failed),
+            s(each, json!({}), Succeeded),
+            s(each, json!({"reserve-inventory": {"first": 1}}), Succeeded),
+            s(each, json!({"process-payment": "permanent"}), Compensated),
+            s(each, json!({"ship-order": "permanent"}), Compensated),
+            s(each, json!({"reserve-inventory": "always"}), Failed),
+        ]
     }
 }
 
