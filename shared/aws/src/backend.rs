@@ -266,10 +266,33 @@ impl AwsBackend {
         };
         let source = dlq.trim_end_matches("-dlq").to_string();
         let messages = self.dlq_messages(&source, 30_000, Some(message_id)).await?;
-        Ok(messages
-            .into_iter()
-            .find(|m| m.message_id == message_id)
-            .map(|m| (source, m)))
+        let mut wanted = None;
+        for message in messages {
+            if message.message_id == message_id {
+                wanted = Some(message);
+            } else {
+                // Held only while looking: visible again at once, so the next
+                // redrive or listing finds it.
+                self.release_dlq_message(&message).await?;
+            }
+        }
+        Ok(wanted.map(|m| (source, m)))
+    }
+
+    async fn release_dlq_message(&self, message: &DlqMessage) -> StoreResult<()> {
+        let Some((url, handle)) = message.receipt.split_once('|') else {
+            return Ok(());
+        };
+        self.clients
+            .sqs
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(handle)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
     }
 }
 

@@ -416,11 +416,17 @@ impl<B: Backend> Coordinator<B> {
 
 /// The failed attempt a refused dispatch becomes, or `None` when the
 /// refusal may pass by itself (the outbox is then kept and redelivered).
+/// Its outcome is unknown: an outbox delivered again may have invoked the
+/// function the first time, so a saga undoes the step too.
 /// Denied permission fails the attempt as retryable (the workflow's retry
 /// policy tries again later, as a permissions change propagates); a
 /// function that does not exist, or a request refused as made, fails it
 /// for good.
 fn dispatch_failure(e: &StoreError) -> Option<ErrorInfo> {
+    refusal(e).map(ErrorInfo::with_outcome_unknown)
+}
+
+fn refusal(e: &StoreError) -> Option<ErrorInfo> {
     match e {
         StoreError::Denied(message) => {
             Some(ErrorInfo::new("DispatchDenied", message.clone(), true))
