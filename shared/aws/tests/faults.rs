@@ -276,6 +276,25 @@ fn servers() -> &'static [String] {
     })
 }
 
+/// SDK settings for a busy emulator: moto serves one request at a time, so
+/// under load a connection may wait longer than the SDK's default 3.1 s to
+/// be accepted. Without this, a step's result that the in-process invoker
+/// could not send would be dropped and only its attempt's timeout would end
+/// it (see RELIABILITY.md).
+async fn patient_config(url: &str) -> aws_config::SdkConfig {
+    use aws_config::retry::RetryConfig;
+    use aws_config::timeout::TimeoutConfig;
+    let base = sdk_config(url).await;
+    base.into_builder()
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(6))
+        .build()
+}
+
 /// Fresh resources for one seed run on one of the servers.
 async fn fresh_on(url: &str, name: &str) -> AwsBackend {
     if url == endpoint() {
@@ -309,7 +328,8 @@ async fn setup(seed: u64, count: usize, rate: f64, refusals: bool, url: &str) ->
     // still published through the faulty port, fewer reach the emulator.
     let mut settings = fresh.settings().clone();
     settings.events = EventDetail::Executions;
-    let backend = AwsBackend::with_config(&sdk_config(url).await, settings, RequestCounter::new());
+    let backend =
+        AwsBackend::with_config(&patient_config(url).await, settings, RequestCounter::new());
     let ledger_path =
         std::env::temp_dir().join(format!("baton-faults-{}-{seed:x}.db", std::process::id()));
     for suffix in ["", "-wal", "-shm"] {
@@ -990,6 +1010,54 @@ async fn run_seed(seed: u64, count: usize, rate: f64, refusals: bool, url: &str)
     }
 }
 
+/// Counts what Baton logs when it drops something it could not hand on: a
+/// step result the in-process invoker could not send to the queue.
+mod dropped {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    pub static RESULTS_NOT_SENT: AtomicU64 = AtomicU64::new(0);
+
+    struct Counter;
+
+    struct Message(String);
+
+    impl Visit for Message {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+
+    impl Subscriber for Counter {
+        fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+            metadata.target().starts_with("baton_aws::dispatch")
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            if message.0.contains("result not delivered") {
+                RESULTS_NOT_SENT.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    pub fn install() {
+        let _ = tracing::subscriber::set_global_default(Counter);
+    }
+}
+
 /// Runs the tier at the size the environment asks for; returns the anomalies.
 async fn tier(name: &str, refusals: bool) -> Vec<String> {
     let total: usize = env_number("BATON_FAULT_EXECUTIONS", 200);
@@ -1007,6 +1075,7 @@ async fn tier(name: &str, refusals: bool) -> Vec<String> {
         "{name}: {total} executions over {} seeds from {first:#x} (BATON_FAULT_SEED), fault rate {rate} per operation",
         seeds.len()
     );
+    dropped::install();
     let began = Instant::now();
     let servers = servers();
     let outcomes: Vec<Outcome> = futures::stream::iter(seeds.into_iter().enumerate())
@@ -1028,6 +1097,12 @@ async fn tier(name: &str, refusals: bool) -> Vec<String> {
         executions += outcome.executions;
     }
     println!("faults injected per operation and class: {faults}");
+    let not_sent = dropped::RESULTS_NOT_SENT.load(Ordering::SeqCst);
+    if not_sent > 0 {
+        println!(
+            "{not_sent} step results could not be sent to the coordinator queue and were dropped by the in-process invoker"
+        );
+    }
     println!(
         "{name} summary: {executions} executions, {} faults injected ({}), {} duplicate deliveries, {} coordinator crashes ({} midway, {} after processing), {} messages left for redelivery, {} dead letters listed, {} redriven, anomalies {} [{:.0} s]",
         faults.total(),
