@@ -14,7 +14,7 @@
 # servers the AWS tier spreads its runs over, default 2), BATON_FAULT_DEBUG=1
 # (print the history and faults of any execution with an anomaly).
 # BATON_FAULT_KNOWN=1 also runs the tests of the known anomalies listed in
-# RELIABILITY.md, which fail until they are fixed.
+# shared/aws/tests/faults.rs, which fail until they are fixed.
 #
 # The AWS tier needs moto server (`pip install 'moto[server]'`); it starts it
 # unless BATON_TEST_AWS_ENDPOINT names one. On two cores it runs about 100

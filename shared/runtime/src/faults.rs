@@ -946,7 +946,7 @@ pub mod audit {
     use std::collections::BTreeMap;
 
     use baton_core::engine::{self, TaskKind, TaskRef, TimerKind, UnitStatus};
-    use baton_core::{Event, Execution, ExecutionStatus, Workflow, idempotency};
+    use baton_core::{Event, Execution, ExecutionStatus, Timestamp, Workflow, idempotency};
 
     use crate::ports::{DeadLetterKind, DeadLetterRecord, ExecutionRecord, HistoryEntry};
 
@@ -1101,9 +1101,13 @@ pub mod audit {
         pub dead_letters: &'a [DeadLetterRecord],
         /// Every side effect recorded for this execution.
         pub effects: &'a [Effect],
-        /// Whether a timeout of this attempt is explained (its result
-        /// message was dead-lettered and waited for a person).
-        pub timeout_explained: &'a dyn Fn(&TaskRef) -> bool,
+        /// Whether the timeout of this attempt, applied at the given
+        /// instant, is explained: its result was dead-lettered and waited for
+        /// a person, or was first handed to the coordinator only after the
+        /// timeout (a late result, not a lost one). An explained timeout may
+        /// use up the step's last attempt, so the execution may then fail or
+        /// compensate where its input implies success.
+        pub timeout_explained: &'a dyn Fn(&TaskRef, Timestamp) -> bool,
     }
 
     /// Every invariant of one execution after a run: it ended, in the status
@@ -1150,8 +1154,8 @@ pub mod audit {
             }
         }
 
-        let mut resolved: Vec<(TaskRef, Vec<&Event>)> = Vec::new();
-        for event in history.iter().map(|h| &h.event) {
+        let mut resolved: Vec<(TaskRef, Vec<&Event>, Timestamp)> = Vec::new();
+        for (event, at) in history.iter().map(|h| (&h.event, h.at)) {
             let task = match event {
                 Event::TaskSucceeded { task, .. }
                 | Event::TaskFailed { task, .. }
@@ -1164,12 +1168,13 @@ pub mod audit {
                 },
                 _ => continue,
             };
-            match resolved.iter_mut().find(|(t, _)| *t == task) {
-                Some((_, events)) => events.push(event),
-                None => resolved.push((task, vec![event])),
+            match resolved.iter_mut().find(|(t, _, _)| *t == task) {
+                Some((_, events, _)) => events.push(event),
+                None => resolved.push((task, vec![event], at)),
             }
         }
-        for (task, events) in &resolved {
+        let mut late = false;
+        for (task, events, at) in &resolved {
             let successes = events
                 .iter()
                 .filter(|e| matches!(e, Event::TaskSucceeded { .. }))
@@ -1188,9 +1193,11 @@ pub mod audit {
             let timed_out = events
                 .iter()
                 .any(|e| matches!(e, Event::TaskTimedOut { .. } | Event::TimerFired { .. }));
-            if timed_out && !(expected.timeout_explained)(task) {
+            if timed_out && (expected.timeout_explained)(task, *at) {
+                late = true;
+            } else if timed_out {
                 flag(format!(
-                    "attempt {} of {} `{}`{} timed out though its function answered at once: its result was lost",
+                    "attempt {} of {} `{}`{} timed out though its function answered at once, and no delivery of its result came after the timeout: its result was lost",
                     task.attempt,
                     kind_name(task.kind),
                     task.step,
@@ -1204,7 +1211,7 @@ pub mod audit {
                 if error.name == "DispatchFailed" || error.name == "DispatchDenied")
         });
         if status.is_terminal() && status != expected.status {
-            let allowed = refused
+            let allowed = (refused || late)
                 && matches!(
                     status,
                     ExecutionStatus::Failed
@@ -1216,8 +1223,8 @@ pub mod audit {
                     "ended {} but its input implies {}{}",
                     status.as_str(),
                     expected.status.as_str(),
-                    if refused {
-                        " (a dispatch was refused)"
+                    if refused || late {
+                        " (a dispatch was refused or a result came late)"
                     } else {
                         ""
                     }
