@@ -92,6 +92,8 @@ struct Delivered {
     dead_letter: Option<String>,
     /// Left for redelivery (a transient failure, a crash): it comes back.
     left: bool,
+    /// When the coordinator's answer came (epoch ms).
+    at: u64,
 }
 
 #[derive(Default, Clone)]
@@ -167,6 +169,7 @@ impl Run {
             event: event.clone(),
             dead_letter,
             left,
+            at: SystemClock.now(),
         });
     }
 }
@@ -505,6 +508,32 @@ async fn redrive_all(run: &Run) {
     }
 }
 
+/// Whether the attempt a result is for was ended by its timeout before the
+/// result was handed over at `handed_at`.
+fn timed_out_before(
+    history: &[baton_runtime::ports::HistoryEntry],
+    event: &Event,
+    handed_at: u64,
+) -> bool {
+    if !matches!(
+        event,
+        Event::TaskSucceeded { .. } | Event::TaskFailed { .. }
+    ) {
+        return false;
+    }
+    let Some(task) = task_of(event) else {
+        return false;
+    };
+    history.iter().any(|h| {
+        let timeout = match &h.event {
+            Event::TaskTimedOut { .. } => true,
+            Event::TimerFired { timer } => timer.kind == baton_core::engine::TimerKind::Timeout,
+            _ => false,
+        };
+        timeout && task_of(&h.event).as_ref() == Some(&task) && h.at <= handed_at
+    })
+}
+
 /// The attempt an event concerns.
 fn task_of(event: &Event) -> Option<TaskRef> {
     match event {
@@ -561,10 +590,21 @@ async fn audit_run(run: &Run) {
                 idempotency_key: e.idempotency_key.clone(),
             })
             .collect();
-        let explained = |task: &TaskRef| {
-            dead_tasks
+        // A timeout is explained when the attempt's result was dead-lettered,
+        // or was first handed over only after the timeout (late, not lost).
+        let explained = |task: &TaskRef, timed_out_at: u64| {
+            let dead_lettered = dead_tasks
                 .iter()
-                .any(|(execution, t)| *execution == planned.id && t == task)
+                .any(|(execution, t)| *execution == planned.id && t == task);
+            let first = lock(&run.delivered)
+                .iter()
+                .filter(|d| d.execution_id == planned.id && !d.left && d.dead_letter.is_none())
+                .filter(|d| {
+                    matches!(&d.event, Event::TaskSucceeded { task: t, .. } | Event::TaskFailed { task: t, .. } if t == task)
+                })
+                .map(|d| d.at)
+                .min();
+            dead_lettered || first.is_some_and(|first| first >= timed_out_at)
         };
         let expected = Expected {
             workflow: &run.workflows[planned.workflow],
@@ -623,6 +663,8 @@ async fn audit_run(run: &Run) {
             Ok(Accounted::Applied | Accounted::Superseded) => {}
             // Left for redelivery: the same result or timer came back and is accounted for then.
             Err(_) if d.left => {}
+            // Handed over only after its attempt had timed out: late, not lost.
+            Err(_) if timed_out_before(history, &d.event, d.at) => {}
             Err(why) => run.flag(format!(
                 "an event for `{}` was lost: {why} ({:?})",
                 d.execution_id,
