@@ -38,8 +38,9 @@ run() {
   if [ "$status" -ne 0 ]; then
     grep -E '^seed .*: ' "$log/$name" | grep -v ' requests to moto\| started ' | tail -n 40 || true
     sed -n '/anomalies:$/,/^stack backtrace/p' "$log/$name" | head -n 60
-    echo "==> $name FAILED (full log kept in faults-$name.log)"
-    cp "$log/$name" "faults-$name.log"
+    kept="${TMPDIR:-/tmp}/baton-faults-$name.log"
+    cp "$log/$name" "$kept"
+    echo "==> $name FAILED (full log kept in $kept)"
   fi
   return "$status"
 }
