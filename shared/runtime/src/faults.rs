@@ -12,6 +12,10 @@
 //! the rule and the call's number for that operation ([`splitmix64`]), so
 //! the same seed makes the same decisions for the same sequence of calls.
 //!
+//! The tiers that use it (`shared/aws/tests/faults.rs`,
+//! `shared/embedded/tests/faults.rs`) share [`sagas`], the workflows and
+//! inputs they run, and [`audit`], the invariants they check afterwards.
+//!
 //! ```ignore
 //! let plan = FaultPlan::new(seed)
 //!     .fraction(Op::Commit, 0.05, FaultClass::TimeoutAfterWrite)
@@ -334,7 +338,7 @@ impl FaultPlan {
     /// on commit); then `permanent` single faults (not found or validation)
     /// hit the Nth call of store operations in `ops`, with N drawn below
     /// `within`. Transient faults make messages come back; permanent ones make
-    /// them dead-lettered (or, on a dispatch, fail the step's attempt).
+    /// them dead-lettered.
     pub fn random(seed: u64, ops: &[Op], rate: f64, permanent: usize, within: u64) -> FaultPlan {
         let mut rng = SplitMix64::new(seed);
         let mut plan = FaultPlan::new(seed);
