@@ -13,8 +13,6 @@
 # BATON_FAULT_PARALLEL (seed runs at once), BATON_FAULT_SERVERS (moto
 # servers the AWS tier spreads its runs over, default 2), BATON_FAULT_DEBUG=1
 # (print the history and faults of any execution with an anomaly).
-# BATON_FAULT_KNOWN=1 also runs the tests of the known anomalies listed in
-# shared/aws/tests/faults.rs, which fail until they are fixed.
 #
 # The AWS tier needs moto server (`pip install 'moto[server]'`); it starts it
 # unless BATON_TEST_AWS_ENDPOINT names one. On two cores it runs about 100
@@ -51,10 +49,5 @@ if [ "$which" = all ] || [ "$which" = embedded ]; then
 fi
 if [ "$which" = all ] || [ "$which" = aws ]; then
   run baton-aws aws nothing_accepted || failed=1
-fi
-if [ "${BATON_FAULT_KNOWN:-0}" = 1 ]; then
-  echo "==> known anomalies (expected to fail until fixed)"
-  BATON_FAULT_EXECUTIONS=100 cargo test -q -p baton-aws --test faults -- --ignored --test-threads=1 2>&1 |
-    grep -E '^test |panicked|^(attempt|fn-a|dead letter)' || true
 fi
 exit "$failed"

@@ -250,6 +250,19 @@ impl<B: Backend> Coordinator<B> {
         execution_id: &str,
         event: Event,
     ) -> Result<Outcome, CoordinatorError> {
+        self.handle_after(execution_id, event, &Settled::new())
+            .await
+    }
+
+    /// [`Coordinator::handle`] inside a delivery: the commands in `settled`
+    /// were carried out already (or their refusal is this event), so if the
+    /// transition's outbox still holds them they are not carried out again.
+    async fn handle_after(
+        &self,
+        execution_id: &str,
+        event: Event,
+        settled: &Settled,
+    ) -> Result<Outcome, CoordinatorError> {
         // An output too large to keep is the step's failure, not a lost
         // message: the workflow's compensation takes over at once.
         let event = match event {
@@ -316,7 +329,7 @@ impl<B: Backend> Coordinator<B> {
             {
                 Ok(outbox) => {
                     log_finish(&next, &transition.commands);
-                    self.deliver(&outbox).await?;
+                    self.deliver_after(&outbox, settled).await?;
                     return Ok(Outcome::Applied);
                 }
                 Err(StoreError::VersionConflict { .. }) => {
@@ -344,8 +357,16 @@ impl<B: Backend> Coordinator<B> {
     /// delivery is idempotent, so delivering an entry twice is harmless:
     /// every command is attempted, and if any failed in a way that may pass
     /// later, the outbox stays for redelivery. Dispatches refused for good
-    /// become failed attempts of their steps once the outbox is cleared.
+    /// become failed attempts of their steps before the outbox is cleared.
     async fn deliver(&self, entries: &[OutboxEntry]) -> Result<(), CoordinatorError> {
+        self.deliver_after(entries, &Settled::new()).await
+    }
+
+    async fn deliver_after(
+        &self,
+        entries: &[OutboxEntry],
+        settled: &Settled,
+    ) -> Result<(), CoordinatorError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -354,6 +375,9 @@ impl<B: Backend> Coordinator<B> {
         let mut undelivered: Option<StoreError> = None;
         let mut refused: Vec<(&Dispatch, ErrorInfo)> = Vec::new();
         for entry in entries {
+            if settled.contains(&settled_key(entry)) {
+                continue;
+            }
             let result = match &entry.command {
                 Command::Dispatch(dispatch) => match self.backend.send(dispatch, now).await {
                     Err(e) => match dispatch_failure(&e) {
@@ -401,17 +425,35 @@ impl<B: Backend> Coordinator<B> {
         if let Some(e) = undelivered {
             return Err(e.into());
         }
-        self.backend.clear_outbox(entries).await?;
-        for (dispatch, error) in refused {
-            let event = Event::TaskFailed {
-                task: dispatch.task.clone(),
-                error,
-            };
-            // Boxed: applying the failure may deliver commands in turn.
-            Box::pin(self.handle(&dispatch.execution_id, event)).await?;
+        // Refused dispatches become failed attempts before the outbox is
+        // cleared: if applying one fails, the outbox stays, the dispatch is
+        // refused again on redelivery, and its failure is applied then (a
+        // failure already applied is ignored the second time). A transition
+        // committed meanwhile may carry this outbox along: what was carried
+        // out here is not carried out again.
+        if !refused.is_empty() {
+            let mut done = settled.clone();
+            done.extend(entries.iter().map(settled_key));
+            for (dispatch, error) in refused {
+                let event = Event::TaskFailed {
+                    task: dispatch.task.clone(),
+                    error,
+                };
+                // Boxed: applying the failure may deliver commands in turn.
+                Box::pin(self.handle_after(&dispatch.execution_id, event, &done)).await?;
+            }
         }
+        self.backend.clear_outbox(entries).await?;
         Ok(())
     }
+}
+
+/// Outbox entries already carried out within one delivery, by execution,
+/// transition and position.
+type Settled = std::collections::HashSet<(String, u64, u32)>;
+
+fn settled_key(entry: &OutboxEntry) -> (String, u64, u32) {
+    (entry.execution_id.clone(), entry.seq, entry.position)
 }
 
 /// The failed attempt a refused dispatch becomes, or `None` when the

@@ -1017,6 +1017,14 @@ pub mod audit {
             Event::TaskSucceeded { task, .. } | Event::TaskFailed { task, .. } => {
                 match resolutions(history, task).first() {
                     Some(resolved) if *resolved == event => Ok(Accounted::Applied),
+                    // The coordinator failed the attempt itself with its
+                    // outcome unknown (a refused dispatch that an earlier
+                    // delivery may have invoked after all): the engine
+                    // already treats the attempt as possibly done, so a
+                    // result that comes anyway has lost its purpose.
+                    Some(Event::TaskFailed { error, .. }) if error.outcome_unknown => {
+                        Ok(Accounted::Superseded)
+                    }
                     Some(resolved) => Err(format!(
                         "attempt {} of {} `{}`{} was resolved by {} instead",
                         task.attempt,
