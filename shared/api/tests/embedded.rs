@@ -575,9 +575,11 @@ async fn storage_failures_are_503_when_retryable_else_500() {
     post(api, "/workflows/waiter/executions", r#"{"id": "bad"}"#).await;
 
     let db = rusqlite::Connection::open(h.db_path()).expect("open the database");
-    db.execute(
-        "UPDATE executions SET state = 'not json' WHERE id = 'bad'",
-        [],
+    // Another process's transition that does not decode.
+    db.execute_batch(
+        "INSERT INTO history (execution_id, seq, at, event)
+           SELECT id, version + 1, updated_at, 'not json' FROM executions WHERE id = 'bad';
+         UPDATE executions SET version = version + 1 WHERE id = 'bad';",
     )
     .expect("corrupt a row");
     let r = get(api, "/executions/bad").await;

@@ -3,6 +3,8 @@
 //!
 //! - [`store`]: [`SqliteBackend`], the backend ports on SQLite (WAL, one
 //!   transaction per transition, tasks leased like SQS messages);
+//! - `checkpoints`: loads from the newest snapshot and the history after
+//!   it, with the states this process knows kept in memory;
 //! - `group`: the single writer that commits the transitions waiting at the
 //!   same moment in one transaction (one disk sync for many steps);
 //! - [`local`]: tasks a worker leases to itself in the transaction that
@@ -12,6 +14,7 @@
 //! - [`schedules`]: starts the executions of workflows' cron schedules as
 //!   they come due, each instant once however many workers run.
 
+mod checkpoints;
 mod group;
 pub mod local;
 pub mod schedules;

@@ -23,6 +23,7 @@ use baton_core::{
     Command, Event, ExecutionStatus, LifecycleEvent, TaskRef, TimerId, Timestamp,
     WorkflowDefinition,
 };
+use baton_runtime::checkpoint;
 use baton_runtime::coordinator::compensation_dead_letter;
 use baton_runtime::ports::{
     Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink,
@@ -35,6 +36,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
+use crate::checkpoints::Checkpoints;
 use crate::group::Writer;
 use crate::local::LocalQueue;
 
@@ -52,7 +54,10 @@ CREATE TABLE IF NOT EXISTS executions (
     workflow_version INTEGER NOT NULL,
     version INTEGER NOT NULL,
     status TEXT NOT NULL,
+    -- The newest snapshot of the state, as of version `state_version`; the
+    -- history after it rebuilds the rest (see baton_runtime::checkpoint).
     state TEXT NOT NULL,
+    state_version INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
@@ -199,8 +204,32 @@ pub struct SqliteBackend {
     writer: Writer,
     /// Workers of this process that lease the tasks its transitions create.
     local: Mutex<Vec<Arc<LocalQueue>>>,
+    checkpoints: Arc<Checkpoints>,
     path: PathBuf,
     options: SqliteOptions,
+}
+
+/// Databases made before snapshots: their state is current.
+fn add_snapshot_version(conn: &Connection) -> StoreResult<()> {
+    let has: bool = conn
+        .query_row(
+            "SELECT 1 FROM pragma_table_info('executions') WHERE name = 'state_version'",
+            [],
+            |_| Ok(true),
+        )
+        .optional()
+        .map_err(unavailable)?
+        .unwrap_or(false);
+    if !has {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE executions ADD COLUMN state_version INTEGER NOT NULL DEFAULT 0;
+             UPDATE executions SET state_version = version;
+             COMMIT;",
+        )
+        .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
@@ -402,6 +431,7 @@ impl SqliteBackend {
             .map_err(unavailable)?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
             .map_err(unavailable)?;
+        add_snapshot_version(&conn)?;
         let reader = open_connection(path, busy_timeout)?;
         let checkpointer = open_connection(path, busy_timeout)?;
         checkpointer
@@ -416,6 +446,7 @@ impl SqliteBackend {
             }),
             read_permits: Arc::new(Semaphore::new(READERS)),
             local: Mutex::new(Vec::new()),
+            checkpoints: Arc::default(),
             path: path.to_path_buf(),
             options,
         })
@@ -925,38 +956,6 @@ impl SqliteBackend {
             ))
         })
     }
-
-    fn load_sync(conn: &Connection, id: &str) -> StoreResult<Option<ExecutionRecord>> {
-        let row = conn
-            .prepare_cached(
-                "SELECT workflow, workflow_version, version, state, created_at, updated_at FROM executions WHERE id = ?1",
-            )
-            .map_err(unavailable)?
-            .query_row([id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })
-            .optional()
-            .map_err(unavailable)?;
-        let Some((workflow, workflow_version, version, state, created_at, updated_at)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(ExecutionRecord {
-            id: id.to_string(),
-            workflow,
-            workflow_version: workflow_version as u32,
-            version: version as u64,
-            state: from_json("execution state", &state)?,
-            created_at: created_at as Timestamp,
-            updated_at: updated_at as Timestamp,
-        }))
-    }
 }
 
 impl ExecutionStore for SqliteBackend {
@@ -969,15 +968,17 @@ impl ExecutionStore for SqliteBackend {
         let state = to_json(&record.state);
         self.check_size("the execution state", &state)?;
         let rows = self.transition_rows(&record.id, history, outbox, record.updated_at);
+        let created = record.clone();
         let record = record.clone();
+        let checkpoints = self.checkpoints.clone();
         let written = self
             .write_transition(rows, move |tx| {
-                if let Some(existing) = Self::load_sync(tx, &record.id)? {
+                if let Some(existing) = checkpoints.load(tx, &record.id)? {
                     return Ok(Err(existing));
                 }
                 tx.prepare_cached(
-                    "INSERT INTO executions (id, workflow, workflow_version, version, status, state, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO executions (id, workflow, workflow_version, version, status, state, state_version, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?7, ?8)",
                 )
                 .and_then(|mut stmt| {
                     stmt.execute(params![
@@ -996,14 +997,26 @@ impl ExecutionStore for SqliteBackend {
             })
             .await?;
         Ok(match written {
-            Ok(()) => Created::New(Vec::new()),
+            Ok(()) => {
+                self.checkpoints.remember(&created);
+                Created::New(Vec::new())
+            }
             Err(existing) => Created::Existing(Box::new(existing)),
         })
     }
 
     async fn load(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
         let id = id.to_string();
-        self.read(move |conn| Self::load_sync(conn, &id)).await
+        let checkpoints = self.checkpoints.clone();
+        self.read(move |conn| {
+            // One read transaction: the head, the snapshot and the history
+            // seen as of the same commit.
+            let tx = conn.unchecked_transaction().map_err(unavailable)?;
+            let record = checkpoints.load(&tx, &id)?;
+            tx.finish().map_err(unavailable)?;
+            Ok(record)
+        })
+        .await
     }
 
     async fn commit(
@@ -1013,8 +1026,16 @@ impl ExecutionStore for SqliteBackend {
         history: &[HistoryEntry],
         outbox: &[Command],
     ) -> StoreResult<Vec<OutboxEntry>> {
-        let state = to_json(&record.state);
-        self.check_size("the execution state", &state)?;
+        // The whole state only now and then; the history row written with
+        // every transition rebuilds it in between.
+        let snapshot = match checkpoint::needs_snapshot(record) {
+            true => {
+                let state = to_json(&record.state);
+                self.check_size("the execution state", &state)?;
+                Some(state)
+            }
+            false => None,
+        };
         let rows = self.transition_rows(&record.id, history, outbox, record.updated_at);
         let id = record.id.clone();
         let version = record.version as i64;
@@ -1022,15 +1043,25 @@ impl ExecutionStore for SqliteBackend {
         let updated_at = record.updated_at as i64;
         let Ok(()) = self
             .write_transition::<std::convert::Infallible>(rows, move |tx| {
-                let updated = tx
-                    .prepare_cached(
-                        "UPDATE executions SET version = ?1, status = ?2, state = ?3, updated_at = ?4
-                         WHERE id = ?5 AND version = ?6",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.execute(params![version, status, state, updated_at, id, expected_version as i64])
-                    })
-                    .map_err(unavailable)?;
+                let updated = match &snapshot {
+                    Some(state) => tx
+                        .prepare_cached(
+                            "UPDATE executions SET version = ?1, status = ?2, state = ?3, state_version = ?1, updated_at = ?4
+                             WHERE id = ?5 AND version = ?6",
+                        )
+                        .and_then(|mut stmt| {
+                            stmt.execute(params![version, status, state, updated_at, id, expected_version as i64])
+                        }),
+                    None => tx
+                        .prepare_cached(
+                            "UPDATE executions SET version = ?1, status = ?2, updated_at = ?3
+                             WHERE id = ?4 AND version = ?5",
+                        )
+                        .and_then(|mut stmt| {
+                            stmt.execute(params![version, status, updated_at, id, expected_version as i64])
+                        }),
+                }
+                .map_err(unavailable)?;
                 if updated == 0 {
                     let exists: bool = tx
                         .query_row("SELECT 1 FROM executions WHERE id = ?1", [&id], |_| Ok(true))
@@ -1049,6 +1080,7 @@ impl ExecutionStore for SqliteBackend {
                 Ok(Ok(()))
             })
             .await?;
+        self.checkpoints.remember(record);
         Ok(Vec::new())
     }
 

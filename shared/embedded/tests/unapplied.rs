@@ -163,11 +163,13 @@ async fn a_result_that_cannot_be_recorded_is_dead_lettered_with_the_result() {
         .await
         .expect("started");
     running.recv().await.expect("the step runs");
-    // While the step runs, the execution's stored state stops decoding.
+    // While the step runs, another process commits a transition that does
+    // not decode: the execution cannot be loaded any more.
     raw(&path)
-        .execute(
-            "UPDATE executions SET state = 'garbage' WHERE id = 'r-1'",
-            [],
+        .execute_batch(
+            "INSERT INTO history (execution_id, seq, at, event)
+               SELECT id, version + 1, updated_at, 'garbage' FROM executions WHERE id = 'r-1';
+             UPDATE executions SET version = version + 1 WHERE id = 'r-1';",
         )
         .unwrap();
     go.notify_one();
@@ -186,7 +188,7 @@ async fn a_result_that_cannot_be_recorded_is_dead_lettered_with_the_result() {
     assert_eq!(record.body["result"]["type"], "task_succeeded");
     assert_eq!(record.body["result"]["output"], json!({ "answer": 42 }));
     assert!(
-        record.reason.contains("execution state"),
+        record.reason.contains("history event"),
         "the reason names the error: {}",
         record.reason
     );

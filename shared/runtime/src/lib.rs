@@ -3,11 +3,13 @@
 //! - [`ports`]: the narrow traits a backend implements (store, task queue,
 //!   timers, event sink, dead letters) and the records they exchange;
 //! - [`coordinator`]: load, apply, commit with a version check, deliver;
+//! - [`checkpoint`]: when a store writes a snapshot, and replay after it;
 //! - [`step`]: the handler API step functions implement;
 //! - [`targets`]: where a function runs (in-process, a local command, Lambda);
 //! - [`contract`]: the test suite every backend must pass (feature `testkit`);
 //! - [`faults`]: a backend wrapper that injects faults by plan (feature `testkit`).
 
+pub mod checkpoint;
 pub mod clock;
 #[cfg(feature = "testkit")]
 pub mod contract;

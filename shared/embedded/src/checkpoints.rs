@@ -1,0 +1,196 @@
+//! Loading an execution from its newest snapshot and the history after it
+//! (see [`baton_runtime::checkpoint`]), with the states this process
+//! committed or loaded kept in memory, so that a load usually reads one
+//! small row and replays nothing.
+//!
+//! The cache is only a shortcut: a state is used when its version is the
+//! one stored, or brought forward from the history when another process
+//! committed since. The database stays the truth.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use baton_core::{Timestamp, Workflow, WorkflowDefinition};
+use baton_runtime::checkpoint;
+use baton_runtime::ports::{ExecutionRecord, HistoryEntry, StoreError, StoreResult};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Executions whose state is kept; beyond it the cache starts again.
+const CACHED_STATES: usize = 1024;
+
+#[derive(Default)]
+pub(crate) struct Checkpoints {
+    states: Mutex<HashMap<String, ExecutionRecord>>,
+    workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    }
+}
+
+impl Checkpoints {
+    /// Remembers a record that was just committed.
+    pub(crate) fn remember(&self, record: &ExecutionRecord) {
+        let mut states = lock(&self.states);
+        if let Some(known) = states.get(&record.id)
+            && known.version >= record.version
+        {
+            return;
+        }
+        if states.len() >= CACHED_STATES && !states.contains_key(&record.id) {
+            states.clear();
+        }
+        states.insert(record.id.clone(), record.clone());
+    }
+
+    /// The execution as its last committed transition left it.
+    pub(crate) fn load(&self, conn: &Connection, id: &str) -> StoreResult<Option<ExecutionRecord>> {
+        let head = conn
+            .prepare_cached(
+                "SELECT workflow, workflow_version, version, state_version FROM executions WHERE id = ?1",
+            )
+            .map_err(unavailable)?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()
+            .map_err(unavailable)?;
+        let Some((workflow, workflow_version, version, state_version)) = head else {
+            return Ok(None);
+        };
+        let (version, state_version) = (version as u64, state_version as u64);
+        let cached = lock(&self.states)
+            .get(id)
+            .filter(|known| known.version <= version)
+            .cloned();
+        let mut record = match cached {
+            Some(known) if known.version == version => return Ok(Some(known)),
+            // Another process committed since: catch up from here unless the
+            // snapshot is nearer.
+            Some(known) if known.version >= state_version => known,
+            _ => self.read_snapshot(conn, id)?,
+        };
+        let entries = history_after(conn, id, record.version)?;
+        if !entries.is_empty() {
+            let compiled = self.workflow(conn, &workflow, workflow_version as u32)?;
+            checkpoint::replay(&compiled, &mut record, &entries)?;
+        }
+        if record.version != version {
+            return Err(corrupt(
+                &format!("the history of execution `{id}`"),
+                format!(
+                    "it ends at {} but the execution is at {version}",
+                    record.version
+                ),
+            ));
+        }
+        self.remember(&record);
+        Ok(Some(record))
+    }
+
+    fn read_snapshot(&self, conn: &Connection, id: &str) -> StoreResult<ExecutionRecord> {
+        let (workflow, workflow_version, state_version, state, created_at, updated_at) = conn
+            .prepare_cached(
+                "SELECT workflow, workflow_version, state_version, state, created_at, updated_at
+                 FROM executions WHERE id = ?1",
+            )
+            .map_err(unavailable)?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(unavailable)?;
+        // `updated_at` is the head's: it is the snapshot's own when no
+        // transition followed it, and replaying sets it otherwise.
+        Ok(ExecutionRecord {
+            id: id.to_string(),
+            workflow,
+            workflow_version: workflow_version as u32,
+            version: state_version as u64,
+            state: serde_json::from_str(&state).map_err(|e| corrupt("execution state", e))?,
+            created_at: created_at as Timestamp,
+            updated_at: updated_at as Timestamp,
+        })
+    }
+
+    fn workflow(&self, conn: &Connection, name: &str, version: u32) -> StoreResult<Arc<Workflow>> {
+        let key = (name.to_string(), version);
+        if let Some(compiled) = lock(&self.workflows).get(&key) {
+            return Ok(compiled.clone());
+        }
+        let text: String = conn
+            .prepare_cached("SELECT definition FROM workflows WHERE name = ?1 AND version = ?2")
+            .map_err(unavailable)?
+            .query_row(params![name, version], |r| r.get(0))
+            .optional()
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                corrupt(
+                    "an execution's workflow",
+                    format!("workflow `{name}` version {version} is not stored"),
+                )
+            })?;
+        let definition: WorkflowDefinition =
+            serde_json::from_str(&text).map_err(|e| corrupt("workflow definition", e))?;
+        let compiled = Workflow::from_definition(definition)
+            .map_err(|errors| corrupt(&format!("workflow `{name}` version {version}"), errors))?;
+        let compiled = Arc::new(compiled);
+        lock(&self.workflows).insert(key, compiled.clone());
+        Ok(compiled)
+    }
+}
+
+/// An execution's history entries after `version`, in order.
+pub(crate) fn history_after(
+    conn: &Connection,
+    id: &str,
+    version: u64,
+) -> StoreResult<Vec<HistoryEntry>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, at, event FROM history WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map(params![id, version as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    rows.into_iter()
+        .map(|(seq, at, event)| {
+            Ok(HistoryEntry {
+                seq: seq as u64,
+                at: at as Timestamp,
+                event: serde_json::from_str(&event).map_err(|e| corrupt("history event", e))?,
+            })
+        })
+        .collect()
+}
