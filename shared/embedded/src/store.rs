@@ -1028,7 +1028,7 @@ impl ExecutionStore for SqliteBackend {
     ) -> StoreResult<Vec<OutboxEntry>> {
         // The whole state only now and then; the history row written with
         // every transition rebuilds it in between.
-        let snapshot = match checkpoint::needs_snapshot(record) {
+        let snapshot = match checkpoint::needs_snapshot(record, history) {
             true => {
                 let state = to_json(&record.state);
                 self.check_size("the execution state", &state)?;

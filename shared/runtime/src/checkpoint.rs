@@ -7,19 +7,26 @@
 //! Both the policy (when a transition carries a snapshot) and the replay
 //! live here so that every backend behaves the same.
 
-use baton_core::Workflow;
 use baton_core::engine;
+use baton_core::{Event, Workflow};
 
 use crate::ports::{ExecutionRecord, HistoryEntry, StoreError, StoreResult};
 
 /// A snapshot at least every this many transitions: a load replays fewer.
 pub const SNAPSHOT_EVERY: u64 = 64;
 
-/// Whether committing `record` should also write its whole state: every
-/// [`SNAPSHOT_EVERY`] versions, and when the execution has ended (its final
-/// state is then read without any replay).
-pub fn needs_snapshot(record: &ExecutionRecord) -> bool {
-    record.version.is_multiple_of(SNAPSHOT_EVERY) || record.status().is_terminal()
+/// Whether committing `record` with `history` should also write its whole
+/// state: every [`SNAPSHOT_EVERY`] versions; when the execution has ended
+/// (its final state is then read without any replay); and when a signal
+/// arrived, the one event that grows the state by what a client sends
+/// (signals wait there for the step that takes them), so that a store's
+/// size limit refuses the signal that would outgrow it.
+pub fn needs_snapshot(record: &ExecutionRecord, history: &[HistoryEntry]) -> bool {
+    record.version.is_multiple_of(SNAPSHOT_EVERY)
+        || record.status().is_terminal()
+        || history
+            .iter()
+            .any(|h| matches!(h.event, Event::SignalReceived { .. }))
 }
 
 /// Brings `record` forward through the history entries that follow it, in
