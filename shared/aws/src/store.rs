@@ -3,7 +3,8 @@
 //!
 //! | item | pk | sk |
 //! |---|---|---|
-//! | execution | `X#{id}` | `S` |
+//! | execution (version, status, tail; not the state) | `X#{id}` | `S` |
+//! | snapshot of the state, as of a version | `X#{id}` | `C` |
 //! | history entry (written once its commands are delivered) | `X#{id}` | `H#{seq:012}` |
 //! | workflow version | `W#{name}` | `V#{version:08}` |
 //! | step result | `R#{idempotency key}` | `R` |
@@ -16,6 +17,11 @@
 //! missing is delivered again by the next message for the execution, and
 //! carried into the next transition's tail so nothing in it is lost. One
 //! write per transition, where a transaction of two items bills each twice.
+//!
+//! The state is not rewritten by every transition (see
+//! [`baton_runtime::checkpoint`]): the snapshot item is written after every
+//! 64th transition, a signal, and the end; a load replays the history after
+//! it, or catches up a state this process already holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,7 +29,9 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use baton_core::{Command, ExecutionStatus, Timestamp, WorkflowDefinition};
+use baton_core::engine::Execution;
+use baton_core::{Command, ExecutionStatus, Timestamp, Workflow, WorkflowDefinition};
+use baton_runtime::checkpoint::{self, CompiledWorkflows, KnownStates};
 use baton_runtime::ports::{
     Created, DeadLetterKind, DeadLetterRecord, ExecutionRecord, ExecutionSummary, HistoryEntry,
     OutboxEntry, StoreError, StoreResult, StoredWorkflow,
@@ -40,6 +48,8 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     tails: TailCache,
+    states: Arc<KnownStates>,
+    workflows: Arc<CompiledWorkflows>,
 }
 
 /// A transition's history entries and commands, kept on the execution item
@@ -228,6 +238,9 @@ fn execution_key(id: &str) -> Item {
     ])
 }
 
+/// The sort key of an execution's snapshot item.
+const SNAPSHOT_SK: &str = "C";
+
 fn history_sk(seq: u64) -> String {
     format!("H#{seq:012}")
 }
@@ -238,6 +251,8 @@ impl DynamoStore {
             client,
             table: table.into(),
             tails: TailCache::default(),
+            states: Arc::default(),
+            workflows: Arc::default(),
         }
     }
 
@@ -261,13 +276,12 @@ impl DynamoStore {
         Ok(())
     }
 
-    fn execution_item(record: &ExecutionRecord, state: String, tail: &str) -> Item {
+    fn execution_item(record: &ExecutionRecord, tail: &str) -> Item {
         let mut item = execution_key(&record.id);
         item.insert("workflow".into(), s(&record.workflow));
         item.insert("wv".into(), n(record.workflow_version));
         item.insert("version".into(), n(record.version));
         item.insert("status".into(), s(record.status().as_str()));
-        item.insert("state".into(), s(state));
         item.insert("tail".into(), s(tail));
         item.insert("created".into(), n(record.created_at));
         item.insert("updated".into(), n(record.updated_at));
@@ -283,14 +297,16 @@ impl DynamoStore {
         ])
     }
 
-    fn record_from_item(item: &Item) -> StoreResult<ExecutionRecord> {
+    /// The execution item's record, with `state` in place of the state
+    /// (which the item does not hold).
+    fn record_from_item(item: &Item, state: Execution) -> StoreResult<ExecutionRecord> {
         let pk = get_s(item, "pk")?;
         Ok(ExecutionRecord {
             id: pk.trim_start_matches("X#").to_string(),
             workflow: get_s(item, "workflow")?.to_string(),
             workflow_version: get_n(item, "wv")? as u32,
             version: get_n(item, "version")?,
-            state: parse("execution state", get_s(item, "state")?)?,
+            state,
             created_at: get_n(item, "created")?,
             updated_at: get_n(item, "updated")?,
         })
@@ -341,12 +357,9 @@ impl DynamoStore {
     }
 
     /// A checkpoint's tail as text, refused if the item would be too large.
-    fn tail_text(state: &str, tail: &Tail) -> StoreResult<String> {
+    fn tail_text(tail: &Tail) -> StoreResult<String> {
         let tail = json(tail);
-        Self::check_size(
-            "the execution state with its newest history and outbox",
-            state.len() + tail.len(),
-        )?;
+        Self::check_size("the execution's newest history and outbox", tail.len())?;
         Ok(tail)
     }
 
@@ -432,12 +445,12 @@ impl DynamoStore {
         let state = json(&record.state);
         Self::check_size("the execution state", state.len())?;
         let tail = Tail::default().then(history, outbox)?;
-        let tail_text = Self::tail_text(&state, &tail)?;
+        let tail_text = Self::tail_text(&tail)?;
         let written = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(Self::execution_item(record, state, &tail_text)))
+            .set_item(Some(Self::execution_item(record, &tail_text)))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
@@ -445,6 +458,8 @@ impl DynamoStore {
             Ok(_) => {
                 self.tails
                     .remember(&record.id, record.version, &tail, false);
+                self.states.remember(record);
+                self.put_snapshot(&record.id, record.version, state).await;
                 Ok(Created::New(tail.entries(&record.id)))
             }
             Err(e) if is_put_condition_failure(&e) => match self.load(&record.id).await? {
@@ -457,11 +472,171 @@ impl DynamoStore {
         }
     }
 
+    /// The execution as its last committed transition left it: the state
+    /// this process holds if it is current; else the snapshot (or, without
+    /// one, the start) and the history after it, replayed.
     pub async fn load(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
-        self.read_execution(id, None)
+        let Some(item) = self.read_execution(id, None).await? else {
+            return Ok(None);
+        };
+        let version = get_n(&item, "version")?;
+        let known = self.states.at_or_before(id, version);
+        if let Some(known) = known.as_ref().filter(|k| k.version == version) {
+            return Ok(Some(known.clone()));
+        }
+        let compiled = self
+            .compiled(get_s(&item, "workflow")?, get_n(&item, "wv")? as u32)
+            .await?;
+        let mut record = match known {
+            Some(known) => known,
+            None => match self.read_snapshot(id, version).await? {
+                Some((at, state)) => ExecutionRecord {
+                    version: at,
+                    ..Self::record_from_item(&item, state)?
+                },
+                None => ExecutionRecord {
+                    version: 0,
+                    ..Self::record_from_item(&item, Execution::new(&compiled, id))?
+                },
+            },
+        };
+        let entries = self
+            .history_between(id, record.version, version, &Self::tail_from_item(&item)?)
+            .await?;
+        checkpoint::replay(&compiled, &mut record, &entries)?;
+        if record.version != version {
+            return Err(corrupt(format!(
+                "the history of execution `{id}` ends at {} but the execution is at {version}",
+                record.version
+            )));
+        }
+        record.updated_at = get_n(&item, "updated")?;
+        self.states.remember(&record);
+        Ok(Some(record))
+    }
+
+    /// The newest snapshot at or before `version`: its version and state.
+    async fn read_snapshot(&self, id: &str, version: u64) -> StoreResult<Option<(u64, Execution)>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("X#{id}")))
+            .key("sk", s(SNAPSHOT_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let at = get_n(&item, "version")?;
+        // Written after the version it holds committed, so a newer one than
+        // the execution read just before can only mean it moved on since:
+        // the older history is still there to replay from the start.
+        if at > version {
+            return Ok(None);
+        }
+        Ok(Some((
+            at,
+            parse("execution state", get_s(&item, "state")?)?,
+        )))
+    }
+
+    /// Writes the state as of `version` as the execution's snapshot, unless
+    /// a newer one is there. Best effort: the history holds the same.
+    async fn put_snapshot(&self, id: &str, version: u64, state: String) {
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("X#{id}")))
+            .item("sk", s(SNAPSHOT_SK))
+            .item("version", n(version))
+            .item("state", s(state))
+            .condition_expression("attribute_not_exists(pk) OR version < :v")
+            .expression_attribute_values(":v", n(version))
+            .send()
+            .await;
+        match written {
+            Ok(_) => {}
+            Err(e) if is_put_condition_failure(&e) => {}
+            Err(e) => {
+                tracing::warn!(workflow.execution.id = %id, version, error = %sdk_error(e), "snapshot not written; loads replay from the previous one");
+            }
+        }
+    }
+
+    /// History entries after `after` up to `upto`, from the history items
+    /// and the tail not yet written as items.
+    async fn history_between(
+        &self,
+        id: &str,
+        after: u64,
+        upto: u64,
+        tail: &Tail,
+    ) -> StoreResult<Vec<HistoryEntry>> {
+        let mut entries: BTreeMap<u64, HistoryEntry> = BTreeMap::new();
+        let first_in_tail = tail.history.first().map_or(upto + 1, |e| e.seq);
+        if after + 1 < first_in_tail {
+            let mut start: Option<Item> = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                    .expression_attribute_values(":pk", s(format!("X#{id}")))
+                    .expression_attribute_values(":from", s(history_sk(after + 1)))
+                    .expression_attribute_values(":to", s(history_sk(upto.min(first_in_tail - 1))))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                for item in out.items() {
+                    let entry = Self::history_entry(item)?;
+                    entries.insert(entry.seq, entry);
+                }
+                match out.last_evaluated_key() {
+                    Some(key) => start = Some(key.clone()),
+                    None => break,
+                }
+            }
+        }
+        for entry in &tail.history {
+            if entry.seq > after && entry.seq <= upto {
+                entries.insert(entry.seq, entry.clone());
+            }
+        }
+        Ok(entries.into_values().collect())
+    }
+
+    fn history_entry(item: &Item) -> StoreResult<HistoryEntry> {
+        Ok(HistoryEntry {
+            seq: get_s(item, "sk")?
+                .trim_start_matches("H#")
+                .parse()
+                .map_err(|_| corrupt("history key is not a sequence number".into()))?,
+            at: get_n(item, "at")?,
+            event: parse("history event", get_s(item, "event")?)?,
+        })
+    }
+
+    /// A stored workflow version, compiled for replay.
+    async fn compiled(&self, name: &str, version: u32) -> StoreResult<Arc<Workflow>> {
+        if let Some(compiled) = self.workflows.get(name, version) {
+            return Ok(compiled);
+        }
+        let stored = self
+            .get_workflow(name, Some(version))
             .await?
-            .map(|item| Self::record_from_item(&item))
-            .transpose()
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "workflow `{name}` version {version} of an execution is not stored"
+                ))
+            })?;
+        self.workflows.compile(name, version, stored.definition)
     }
 
     /// One conditional write of the execution item: its state, and a tail of
@@ -475,8 +650,16 @@ impl DynamoStore {
         history: &[HistoryEntry],
         outbox: &[Command],
     ) -> StoreResult<Vec<OutboxEntry>> {
-        let state = json(&record.state);
-        Self::check_size("the execution state", state.len())?;
+        // A transition that writes a snapshot is refused if the state no
+        // longer fits in an item, as the embedded backend refuses it.
+        let snapshot = match checkpoint::needs_snapshot(record, history) {
+            true => {
+                let state = json(&record.state);
+                Self::check_size("the execution state", state.len())?;
+                Some(state)
+            }
+            false => None,
+        };
         let previous = match self.tails.get(&record.id, expected_version) {
             Some(known) => known,
             None => match self.read_tail(&record.id).await? {
@@ -496,13 +679,16 @@ impl DynamoStore {
             (tail, false) => tail,
         };
         let tail = carried.then(history, outbox)?;
-        let tail_text = Self::tail_text(&state, &tail)?;
+        let tail_text = Self::tail_text(&tail)?;
         let written = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(execution_key(&record.id)))
-            .update_expression("SET #v = :v, #st = :st, #state = :state, #u = :u, #tail = :tail")
+            // The state is not rewritten: the history rebuilds it, and a
+            // snapshot is written now and then (`REMOVE` drops the state an
+            // item written before snapshots still holds).
+            .update_expression("SET #v = :v, #st = :st, #u = :u, #tail = :tail REMOVE #state")
             .condition_expression("#v = :expected")
             .expression_attribute_names("#v", "version")
             .expression_attribute_names("#st", "status")
@@ -511,7 +697,6 @@ impl DynamoStore {
             .expression_attribute_names("#tail", "tail")
             .expression_attribute_values(":v", n(record.version))
             .expression_attribute_values(":st", s(record.status().as_str()))
-            .expression_attribute_values(":state", s(state))
             .expression_attribute_values(":u", n(record.updated_at))
             .expression_attribute_values(":tail", s(tail_text))
             .expression_attribute_values(":expected", n(expected_version))
@@ -521,6 +706,10 @@ impl DynamoStore {
             Ok(_) => {
                 self.tails
                     .remember(&record.id, record.version, &tail, false);
+                self.states.remember(record);
+                if let Some(state) = snapshot {
+                    self.put_snapshot(&record.id, record.version, state).await;
+                }
                 if let (true, Some(last)) = (tail.outbox.is_empty(), tail.last_seq()) {
                     // Nothing to deliver: the history can be written now. The
                     // transition is committed either way; if this write fails,
@@ -628,16 +817,7 @@ impl DynamoStore {
             .query_all(&format!("X#{id}"), "H#", true, None)
             .await?
             .iter()
-            .map(|item| {
-                Ok(HistoryEntry {
-                    seq: get_s(item, "sk")?
-                        .trim_start_matches("H#")
-                        .parse()
-                        .map_err(|_| corrupt("history key is not a sequence number".into()))?,
-                    at: get_n(item, "at")?,
-                    event: parse("history event", get_s(item, "event")?)?,
-                })
-            })
+            .map(Self::history_entry)
             .collect::<StoreResult<Vec<_>>>()?;
         if let Some(tail) = tail {
             let written: BTreeSet<u64> = entries.iter().map(|e| e.seq).collect();

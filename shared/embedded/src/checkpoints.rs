@@ -7,25 +7,17 @@
 //! one stored, or brought forward from the history when another process
 //! committed since. The database stays the truth.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use baton_core::{Timestamp, Workflow, WorkflowDefinition};
-use baton_runtime::checkpoint;
+use baton_runtime::checkpoint::{self, CompiledWorkflows, KnownStates};
 use baton_runtime::ports::{ExecutionRecord, HistoryEntry, StoreError, StoreResult};
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// Executions whose state is kept; beyond it the cache starts again.
-const CACHED_STATES: usize = 1024;
-
 #[derive(Default)]
 pub(crate) struct Checkpoints {
-    states: Mutex<HashMap<String, ExecutionRecord>>,
-    workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    states: KnownStates,
+    workflows: CompiledWorkflows,
 }
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
@@ -42,16 +34,7 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 impl Checkpoints {
     /// Remembers a record that was just committed.
     pub(crate) fn remember(&self, record: &ExecutionRecord) {
-        let mut states = lock(&self.states);
-        if let Some(known) = states.get(&record.id)
-            && known.version >= record.version
-        {
-            return;
-        }
-        if states.len() >= CACHED_STATES && !states.contains_key(&record.id) {
-            states.clear();
-        }
-        states.insert(record.id.clone(), record.clone());
+        self.states.remember(record);
     }
 
     /// The execution as its last committed transition left it.
@@ -75,10 +58,7 @@ impl Checkpoints {
             return Ok(None);
         };
         let (version, state_version) = (version as u64, state_version as u64);
-        let cached = lock(&self.states)
-            .get(id)
-            .filter(|known| known.version <= version)
-            .cloned();
+        let cached = self.states.at_or_before(id, version);
         let mut record = match cached {
             Some(known) if known.version == version => return Ok(Some(known)),
             // Another process committed since: catch up from here unless the
@@ -136,9 +116,8 @@ impl Checkpoints {
     }
 
     fn workflow(&self, conn: &Connection, name: &str, version: u32) -> StoreResult<Arc<Workflow>> {
-        let key = (name.to_string(), version);
-        if let Some(compiled) = lock(&self.workflows).get(&key) {
-            return Ok(compiled.clone());
+        if let Some(compiled) = self.workflows.get(name, version) {
+            return Ok(compiled);
         }
         let text: String = conn
             .prepare_cached("SELECT definition FROM workflows WHERE name = ?1 AND version = ?2")
@@ -154,11 +133,7 @@ impl Checkpoints {
             })?;
         let definition: WorkflowDefinition =
             serde_json::from_str(&text).map_err(|e| corrupt("workflow definition", e))?;
-        let compiled = Workflow::from_definition(definition)
-            .map_err(|errors| corrupt(&format!("workflow `{name}` version {version}"), errors))?;
-        let compiled = Arc::new(compiled);
-        lock(&self.workflows).insert(key, compiled.clone());
-        Ok(compiled)
+        self.workflows.compile(name, version, definition)
     }
 }
 

@@ -8,7 +8,10 @@
 //! live here so that every backend behaves the same.
 
 use baton_core::engine;
-use baton_core::{Event, Workflow};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use baton_core::{Event, Workflow, WorkflowDefinition};
 
 use crate::ports::{ExecutionRecord, HistoryEntry, StoreError, StoreResult};
 
@@ -51,4 +54,79 @@ pub fn replay(
         record.updated_at = entry.at;
     }
     Ok(())
+}
+
+/// Executions whose state a process keeps; beyond it the cache starts again.
+const KNOWN_STATES: usize = 1024;
+
+/// The newest records this process committed or loaded, by execution: a
+/// load whose stored version matches needs no snapshot and no replay, and
+/// one a little behind catches up from the history. Only a shortcut; the
+/// store stays the truth.
+#[derive(Default)]
+pub struct KnownStates {
+    records: Mutex<HashMap<String, ExecutionRecord>>,
+}
+
+impl KnownStates {
+    /// Keeps `record` unless a newer one of the same execution is known.
+    pub fn remember(&self, record: &ExecutionRecord) {
+        let mut records = self.lock();
+        if let Some(known) = records.get(&record.id)
+            && known.version >= record.version
+        {
+            return;
+        }
+        if records.len() >= KNOWN_STATES && !records.contains_key(&record.id) {
+            records.clear();
+        }
+        records.insert(record.id.clone(), record.clone());
+    }
+
+    /// The record known for `id` at `version` or before it.
+    pub fn at_or_before(&self, id: &str, version: u64) -> Option<ExecutionRecord> {
+        self.lock()
+            .get(id)
+            .filter(|known| known.version <= version)
+            .cloned()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, ExecutionRecord>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Workflow versions compiled for replay, by name and version (a stored
+/// version never changes).
+#[derive(Default)]
+pub struct CompiledWorkflows {
+    compiled: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
+}
+
+impl CompiledWorkflows {
+    pub fn get(&self, name: &str, version: u32) -> Option<Arc<Workflow>> {
+        self.lock().get(&(name.to_string(), version)).cloned()
+    }
+
+    /// Compiles a stored definition; one that no longer compiles is corrupt storage.
+    pub fn compile(
+        &self,
+        name: &str,
+        version: u32,
+        definition: WorkflowDefinition,
+    ) -> StoreResult<Arc<Workflow>> {
+        let compiled = Arc::new(Workflow::from_definition(definition).map_err(|errors| {
+            StoreError::Corrupt {
+                what: format!("workflow `{name}` version {version}"),
+                message: errors.to_string(),
+            }
+        })?);
+        self.lock()
+            .insert((name.to_string(), version), compiled.clone());
+        Ok(compiled)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<(String, u32), Arc<Workflow>>> {
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
