@@ -37,9 +37,9 @@ part_compare() {
 
 part_cost() {
   "$bench" cost --json "$out/cost.json" ${COST_ARGS:-}
-  # The same workloads publishing only executions' lifecycle events
-  # (BATON_EVENTS=executions), the setting for high-volume workflows.
-  "$bench" cost --events executions --memory-executions 0 --json "$out/cost-executions.json" ${COST_ARGS:-}
+  # The same workloads publishing every step's lifecycle events too
+  # (BATON_EVENTS=all, opt-in).
+  "$bench" cost --events all --memory-executions 0 --json "$out/cost-all-events.json" ${COST_ARGS:-}
 }
 
 parts=("$@")

@@ -62,7 +62,7 @@ pub struct CostArgs {
     #[arg(long, default_value_t = 50)]
     pub memory_executions: usize,
     /// Lifecycle events published (`BATON_EVENTS`): all, outcomes, executions or none.
-    #[arg(long, default_value = "all", value_parser = parse_event_detail)]
+    #[arg(long, default_value = "executions", value_parser = parse_event_detail)]
     pub events: EventDetail,
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -7,10 +7,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use baton_core::EventDetail;
 use baton_runtime::ports::{StoreError, StoreResult};
 
-use crate::config::{AwsSettings, DEFAULT_PAYLOAD_LIMIT};
+use crate::config::{AwsSettings, DEFAULT_EVENTS, DEFAULT_PAYLOAD_LIMIT};
 use crate::queues::Clients;
 use crate::store::sdk_error;
 
@@ -78,7 +77,7 @@ pub async fn bootstrap(clients: &Clients, plan: &Plan) -> StoreResult<AwsSetting
         schedule_group: group,
         scheduler_role_arn: Some(plan.scheduler_role_arn.clone()),
         payload_limit: DEFAULT_PAYLOAD_LIMIT,
-        events: EventDetail::All,
+        events: DEFAULT_EVENTS,
     })
 }
 

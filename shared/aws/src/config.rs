@@ -35,11 +35,16 @@ pub struct AwsSettings {
     /// `BATON_PAYLOAD_LIMIT` in bytes (default 256 KiB).
     pub payload_limit: usize,
     /// `BATON_EVENTS`: which lifecycle events go to EventBridge (`all`,
-    /// `outcomes`, `executions` or `none`; default `all`).
+    /// `outcomes`, `executions` or `none`; default `executions`: each
+    /// execution's start and end and every failure, since every event is
+    /// billed and a step's detail is in the history and the logs anyway).
     pub events: EventDetail,
 }
 
 pub const DEFAULT_PAYLOAD_LIMIT: usize = 256 * 1024;
+
+/// Lifecycle events published unless `BATON_EVENTS` says otherwise.
+pub const DEFAULT_EVENTS: EventDetail = EventDetail::Executions;
 
 impl AwsSettings {
     pub fn from_env() -> Result<AwsSettings, ConfigError> {
@@ -59,7 +64,7 @@ impl AwsSettings {
             })?,
         };
         let events = match get("BATON_EVENTS") {
-            None => EventDetail::All,
+            None => DEFAULT_EVENTS,
             Some(v) => EventDetail::parse(&v).ok_or_else(|| ConfigError::Invalid {
                 name: "BATON_EVENTS",
                 message: format!("`{v}` is not one of {}", EventDetail::NAMES.join(", ")),
@@ -153,12 +158,12 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(s.events, EventDetail::All);
+        assert_eq!(s.events, EventDetail::Executions);
         let mut quiet = base.to_vec();
-        quiet.push(("BATON_EVENTS", "executions"));
+        quiet.push(("BATON_EVENTS", "all"));
         quiet.push(("BATON_STEP_FUNCTION_PREFIX", "orders-"));
         let quiet = AwsSettings::from_map(&map(&quiet)).unwrap();
-        assert_eq!(quiet.events, EventDetail::Executions);
+        assert_eq!(quiet.events, EventDetail::All);
         let mut typo = base.to_vec();
         typo.push(("BATON_EVENTS", "some"));
         let err = AwsSettings::from_map(&map(&typo)).unwrap_err();

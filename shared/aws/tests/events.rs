@@ -139,11 +139,26 @@ fn sorted(kinds: &[&str]) -> Vec<String> {
     kinds
 }
 
+/// A backend on a fresh table publishing `events`.
+async fn publishing(name: &str, events: EventDetail) -> (Arc<AwsBackend>, Arc<RecordingInvoker>) {
+    let (fresh, _) = fresh_recording_backend(name, 3).await;
+    let mut settings = fresh.settings().clone();
+    settings.events = events;
+    let invoker = Arc::new(RecordingInvoker::default());
+    let backend = Arc::new(
+        AwsBackend::with_config(
+            &sdk_config(&endpoint()).await,
+            settings,
+            RequestCounter::new(),
+        )
+        .with_invoker(invoker.clone()),
+    );
+    (backend, invoker)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_lifecycle_event_reaches_the_bus_by_default() {
-    let (backend, invoker) = fresh_recording_backend("events-all", 3).await;
-    let backend = Arc::new(backend);
-    assert_eq!(backend.settings().events, EventDetail::All);
+async fn baton_events_all_puts_every_lifecycle_event() {
+    let (backend, invoker) = publishing("events-all", EventDetail::All).await;
     let url = listen(&backend, &format!("{}-listen", backend.settings().table)).await;
     run_two_steps(backend.clone(), &invoker, "ex-events-all").await;
     assert_eq!(
@@ -160,19 +175,10 @@ async fn every_lifecycle_event_reaches_the_bus_by_default() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baton_events_executions_puts_only_the_start_and_end() {
-    let (fresh, _) = fresh_recording_backend("events-exec", 3).await;
-    let mut settings = fresh.settings().clone();
-    settings.events = EventDetail::Executions;
-    let invoker = Arc::new(RecordingInvoker::default());
-    let backend = Arc::new(
-        AwsBackend::with_config(
-            &sdk_config(&endpoint()).await,
-            settings,
-            RequestCounter::new(),
-        )
-        .with_invoker(invoker.clone()),
-    );
+async fn by_default_only_the_start_and_end_reach_the_bus() {
+    let (backend, invoker) = fresh_recording_backend("events-exec", 3).await;
+    let backend = Arc::new(backend);
+    assert_eq!(backend.settings().events, EventDetail::Executions);
     let url = listen(&backend, &format!("{}-listen", backend.settings().table)).await;
     run_two_steps(backend.clone(), &invoker, "ex-events-exec").await;
     assert_eq!(

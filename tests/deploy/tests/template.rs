@@ -752,7 +752,11 @@ fn queues_and_variables_are_named_as_the_code_looks_them_up() {
     // Every value the parameter allows is one the functions accept.
     assert_eq!(reference(var("BATON_EVENTS")), Some("LifecycleEvents"));
     let events = &t.doc["Parameters"]["LifecycleEvents"];
-    assert_eq!(events["Default"], "all");
+    assert_eq!(
+        events["Default"],
+        baton_aws::config::DEFAULT_EVENTS.as_str(),
+        "the template's default is the functions' own"
+    );
     let allowed: Vec<&str> = events["AllowedValues"]
         .as_array()
         .expect("allowed values")
