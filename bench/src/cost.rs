@@ -64,6 +64,12 @@ pub struct CostArgs {
     /// Lifecycle events published (`BATON_EVENTS`): all, outcomes, executions or none.
     #[arg(long, default_value = "executions", value_parser = parse_event_detail)]
     pub events: EventDetail,
+    /// Pads every step's output to about this many bytes (0: the handlers' own, a few bytes).
+    #[arg(long, default_value_t = 0)]
+    pub output_bytes: usize,
+    /// Only these workloads (comma-separated names; default all).
+    #[arg(long, value_delimiter = ',')]
+    pub workloads: Vec<String>,
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -218,6 +224,16 @@ fn workloads() -> anyhow::Result<Vec<Workload>> {
     ])
 }
 
+/// A step's output grown to about `bytes` bytes (a realistic payload),
+/// keeping what the handler returned.
+fn padded(output: Value, bytes: usize) -> Value {
+    if bytes == 0 {
+        return output;
+    }
+    let padding = bytes.saturating_sub(output.to_string().len() + 24);
+    json!({ "result": output, "padding": "x".repeat(padding) })
+}
+
 fn placeholder_settings() -> anyhow::Result<AwsSettings> {
     let vars = [
         ("BATON_TABLE", "unused"),
@@ -292,6 +308,7 @@ struct Harness {
     coordinator_messages: u64,
     coordinator_batches: u64,
     step_invocations: u64,
+    output_bytes: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -302,7 +319,11 @@ enum Role {
 }
 
 impl Harness {
-    async fn new(workload: &Workload, events: EventDetail) -> anyhow::Result<Harness> {
+    async fn new(
+        workload: &Workload,
+        events: EventDetail,
+        output_bytes: usize,
+    ) -> anyhow::Result<Harness> {
         let meter = Meter::new();
         let dispatched = Arc::new(RecordingInvoker::default());
         let backend = fresh_backend(workload.name, &meter, events)
@@ -325,6 +346,7 @@ impl Harness {
             coordinator_messages: 0,
             coordinator_batches: 0,
             step_invocations: 0,
+            output_bytes,
             _dir: dir,
         })
     }
@@ -368,7 +390,7 @@ impl Harness {
                 .get(&event.baton.function)
                 .ok_or_else(|| anyhow!("no handler for {}", event.baton.function))?;
             let record = match handler.call(event.baton.clone(), event.input.clone()).await {
-                Ok(output) => DestinationRecord::success(event, output),
+                Ok(output) => DestinationRecord::success(event, padded(output, self.output_bytes)),
                 Err(e) => DestinationRecord::failure(event, &e.function_error_type(), &e.message),
             };
             let body = serde_json::to_string(&record)?;
@@ -720,17 +742,24 @@ pub struct CostReport {
 pub async fn run(args: &CostArgs) -> anyhow::Result<CostReport> {
     let prices = load_prices(args.prices.as_deref())?;
     println!(
-        "AWS cost model on moto server at {} ({} executions per workload, BATON_EVENTS={})",
+        "AWS cost model on moto server at {} ({} executions per workload, BATON_EVENTS={}, step outputs of {})",
         baton_aws::testing::endpoint(),
         args.executions,
-        args.events.as_str()
+        args.events.as_str(),
+        match args.output_bytes {
+            0 => "a few bytes".to_string(),
+            n => format!("about {n} bytes"),
+        }
     );
     let mut results = Vec::new();
     for workload in workloads()? {
         if args.executions == 0 {
             break;
         }
-        let mut harness = Harness::new(&workload, args.events).await?;
+        if !args.workloads.is_empty() && !args.workloads.iter().any(|w| w == workload.name) {
+            continue;
+        }
+        let mut harness = Harness::new(&workload, args.events, args.output_bytes).await?;
         let mut ids = Vec::new();
         for i in 0..args.executions {
             ids.push(harness.start(&workload, i).await?);
@@ -779,7 +808,7 @@ async fn coordinator_memory(executions: usize) -> anyhow::Result<CoordinatorMemo
         .into_iter()
         .find(|w| w.name == "sequence-10")
         .ok_or_else(|| anyhow!("no sequence workload"))?;
-    let mut harness = Harness::new(&workload, EventDetail::All).await?;
+    let mut harness = Harness::new(&workload, EventDetail::All, 0).await?;
     let endpoint = baton_aws::testing::endpoint();
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["coordinator-memory", "--endpoint", &endpoint])
