@@ -37,6 +37,7 @@ use super::{
 use crate::Timestamp;
 use crate::expr::{Scope, StepLookup, StepRefs, StepView};
 use crate::idempotency;
+use crate::limits;
 use crate::workflow::{Action, Call, Workflow};
 
 static NULL: Value = Value::Null;
@@ -871,6 +872,10 @@ impl Cx<'_> {
                                 );
                             }
                         };
+                        if let Err(e) = limits::check_for_each_len(&step.name, items.len()) {
+                            let error = ErrorInfo::new("ForEachTooLarge", e.to_string(), false);
+                            return self.fail_step(s, error);
+                        }
                         let state = &mut self.ex.steps[s];
                         state.units = Units::pending(items.len());
                         state.items = Some(items.into());
