@@ -56,9 +56,11 @@ pub const MAX_EXPRESSION_DEPTH: usize = 24;
 ///
 /// The engine's work per event does not depend on the length, but the
 /// execution's state holds the list and one unit per element, and a shell
-/// reads and writes that state whole on every event: at 10,000 elements of
-/// small items and outputs it is about 1 MB, which keeps a checkpoint in the
-/// range a store can write on every event. A larger job is split into
+/// stores that state: at 10,000 elements with small items and outputs it is
+/// about 1 MB as JSON (2 MB once every element is compensated). That is what
+/// a store that writes the state on every event, or every few events, can
+/// still afford; a store with a smaller item limit (DynamoDB's 400 KB)
+/// refuses a larger state with its own error. A larger job is split into
 /// batches (a `for_each` over lists of items) or into child executions.
 pub const MAX_FOR_EACH_ITEMS: usize = 10_000;
 
