@@ -241,7 +241,7 @@ async fn a_scheduled_start_delivered_twice_starts_once() {
     assert_eq!(ids, [expected.as_str()]);
     assert_eq!(expected, "nightly-run-2026-03-08T14:00:00Z");
     let record = backend.load(&expected).await.unwrap().unwrap();
-    assert_eq!(record.state.input, json!({ "n": 1 }));
+    assert_eq!(*record.state.input, json!({ "n": 1 }));
 
     // The next hour, the first run still waits: `overlap: skip` passes it over.
     let next = process_coordinator_batch(

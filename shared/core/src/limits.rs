@@ -14,6 +14,7 @@
 //! | [`MAX_STEPS`] | 10,000 | a definition is compiled and held in memory whole |
 //! | [`MAX_EXPRESSION_LEN`] | 4,096 bytes | the CEL parser's work grows with the text |
 //! | [`MAX_EXPRESSION_DEPTH`] | 24 | the CEL parser and evaluator recurse once per level |
+//! | [`MAX_FOR_EACH_ITEMS`] | 10,000 | each element is a unit of the execution's state, which is read and written whole on every event |
 
 use serde_json::Value;
 use thiserror::Error;
@@ -48,6 +49,20 @@ pub const MAX_EXPRESSION_LEN: usize = 4096;
 /// survives 53 nested operators on 2 MiB; at 24 levels it needs under 1 MiB
 /// (32 would need 1.25 MiB). Expressions in real workflows nest about 5.
 pub const MAX_EXPRESSION_DEPTH: usize = 24;
+
+/// The most elements a `for_each` list may have, checked when the step
+/// starts (the list is only known then); a longer one fails the step with
+/// `ForEachTooLarge`.
+///
+/// The engine's work per event does not depend on the length, but the
+/// execution's state holds the list and one unit per element, and a shell
+/// stores that state: at 10,000 elements with small items and outputs it is
+/// about 1 MB as JSON (2 MB once every element is compensated). That is what
+/// a store that writes the state on every event, or every few events, can
+/// still afford; a store with a smaller item limit (DynamoDB's 400 KB)
+/// refuses a larger state with its own error. A larger job is split into
+/// batches (a `for_each` over lists of items) or into child executions.
+pub const MAX_FOR_EACH_ITEMS: usize = 10_000;
 
 /// Something over a limit, named with the limit.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -88,6 +103,12 @@ pub enum LimitError {
         shown = truncate(.text, 60)
     )]
     ExpressionTooDeep { text: String, limit: usize },
+    #[error("`for_each` of step `{step}` gave {length} elements, more than the limit of {limit}")]
+    ForEachTooLarge {
+        step: String,
+        length: usize,
+        limit: usize,
+    },
 }
 
 impl LimitError {
@@ -98,7 +119,8 @@ impl LimitError {
             | LimitError::ExecutionIdTooLong { limit, .. }
             | LimitError::TooManySteps { limit, .. }
             | LimitError::ExpressionTooLong { limit, .. }
-            | LimitError::ExpressionTooDeep { limit, .. } => Some(*limit),
+            | LimitError::ExpressionTooDeep { limit, .. }
+            | LimitError::ForEachTooLarge { limit, .. } => Some(*limit),
             LimitError::EmptyExecutionId => Some(MAX_EXECUTION_ID_LEN),
             LimitError::BadExecutionId { .. } => None,
         }
@@ -238,6 +260,19 @@ pub fn check_step_count(steps: usize) -> Result<(), LimitError> {
         return Err(LimitError::TooManySteps {
             steps,
             limit: MAX_STEPS,
+        });
+    }
+    Ok(())
+}
+
+/// Checks the length of the list a `for_each` step `step` iterates over
+/// against [`MAX_FOR_EACH_ITEMS`].
+pub fn check_for_each_len(step: &str, length: usize) -> Result<(), LimitError> {
+    if length > MAX_FOR_EACH_ITEMS {
+        return Err(LimitError::ForEachTooLarge {
+            step: step.to_string(),
+            length,
+            limit: MAX_FOR_EACH_ITEMS,
         });
     }
     Ok(())
@@ -519,6 +554,17 @@ mod tests {
             check_step_count(MAX_STEPS + 1).unwrap_err().to_string(),
             "the workflow has 10001 steps, more than the limit of 10000"
         );
+    }
+
+    #[test]
+    fn for_each_length() {
+        assert!(check_for_each_len("each", MAX_FOR_EACH_ITEMS).is_ok());
+        let error = check_for_each_len("each", MAX_FOR_EACH_ITEMS + 1).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`for_each` of step `each` gave 10001 elements, more than the limit of 10000"
+        );
+        assert_eq!(error.limit(), Some(MAX_FOR_EACH_ITEMS));
     }
 
     #[test]

@@ -285,6 +285,44 @@ impl Tape {
 
 type UnitKey = (String, Option<u32>, TaskKind);
 
+/// The earliest timer of an execution, found by looking at every unit.
+fn next_wakeup_by_scan(ex: &Execution) -> Option<u64> {
+    if ex.status.is_terminal() {
+        return None;
+    }
+    let in_flight = |s: UnitStatus| matches!(s, UnitStatus::Running | UnitStatus::BackingOff);
+    let mut dues = Vec::new();
+    for step in &ex.steps {
+        if step.status == StepStatus::Waiting {
+            dues.extend(step.wake_at);
+        }
+        for unit in &step.units {
+            if in_flight(unit.status) {
+                dues.extend(unit.due);
+            }
+            if let Some(comp) = unit.compensation.as_deref()
+                && in_flight(comp.status)
+            {
+                dues.extend(comp.due);
+            }
+        }
+    }
+    dues.into_iter().min()
+}
+
+/// The counts the engine keeps of each step's units match the units, and the
+/// next wakeup taken from them is the one a scan of every unit finds.
+fn assert_counts_kept(ex: &Execution, t: &Transition) {
+    for step in &ex.steps {
+        assert!(
+            step.units.is_consistent(),
+            "the counts of `{}` do not match its units",
+            step.name
+        );
+    }
+    assert_eq!(t.next_wakeup, next_wakeup_by_scan(ex));
+}
+
 fn unit_key(task: &TaskRef) -> UnitKey {
     (task.step.to_string(), task.index, task.kind)
 }
@@ -341,6 +379,7 @@ impl Run {
         let before = self.ex.clone();
         let was_terminal = self.ex.status.is_terminal();
         let t = apply(&self.wf, &mut self.ex, event.clone(), self.now);
+        assert_counts_kept(&self.ex, &t);
         if let Outcome::Ignored(reason) = &t.outcome {
             assert!(
                 t.commands.is_empty(),
@@ -1153,6 +1192,7 @@ impl Chaos {
     fn apply(&mut self, event: Event) {
         let before = self.ex.clone();
         let t = apply(&self.wf, &mut self.ex, event.clone(), self.now);
+        assert_counts_kept(&self.ex, &t);
         if let Outcome::Ignored(reason) = &t.outcome {
             assert!(t.commands.is_empty(), "ignored ({reason:?}) with commands");
             assert_eq!(

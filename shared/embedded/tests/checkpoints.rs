@@ -98,8 +98,8 @@ async fn another_process_rebuilds_the_state_from_the_snapshot_and_the_history() 
     );
     let doubled: Vec<i64> = (0..200).map(|i| i * 2).collect();
     assert_eq!(
-        rebuilt.state.step("each").unwrap().output,
-        Some(json!(doubled))
+        rebuilt.state.step("each").unwrap().output.as_deref(),
+        Some(&json!(doubled))
     );
 
     // The other process moves it on; this one sees the change.

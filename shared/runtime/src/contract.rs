@@ -129,7 +129,7 @@ pub async fn create_is_idempotent<B: Backend>(backend: B) {
         .expect("create: load after create");
     assert_eq!(loaded, rec, "create: load returns what was stored");
     let mut other = rec.clone();
-    other.state.input = json!({"n": 2});
+    other.state.input = json!({"n": 2}).into();
     match backend.create(&other, &history, &outbox).await.unwrap() {
         Created::Existing(existing) => {
             assert_eq!(*existing, rec, "create: second create returns the first")
@@ -154,7 +154,7 @@ pub async fn commit_checks_the_version<B: Backend>(backend: B) {
     backend.create(&rec, &history, &outbox).await.unwrap();
     let mut next = rec.clone();
     next.version = 2;
-    next.state.input = json!({"n": "second"});
+    next.state.input = json!({"n": "second"}).into();
     let h2 = [HistoryEntry {
         seq: 2,
         at: now,
@@ -166,7 +166,7 @@ pub async fn commit_checks_the_version<B: Backend>(backend: B) {
         .expect("commit: current version commits");
     let mut stale = rec.clone();
     stale.version = 2;
-    stale.state.input = json!({"n": "lost"});
+    stale.state.input = json!({"n": "lost"}).into();
     let err = backend
         .commit(&stale, 1, &h2, &[])
         .await
@@ -178,7 +178,7 @@ pub async fn commit_checks_the_version<B: Backend>(backend: B) {
     let loaded = backend.load("ex-commit").await.unwrap().unwrap();
     assert_eq!(loaded.version, 2, "commit: version advanced once");
     assert_eq!(
-        loaded.state.input,
+        *loaded.state.input,
         json!({"n": "second"}),
         "commit: the refused write left no trace"
     );
@@ -578,7 +578,7 @@ pub async fn idempotent_start<B: Backend + 'static>(backend: B) {
         "start: the same id with another input is refused: {other:?}"
     );
     assert_eq!(
-        backend.load("ex-once").await.unwrap().unwrap().state.input,
+        *backend.load("ex-once").await.unwrap().unwrap().state.input,
         json!({"n": 1}),
         "start: the first input stands"
     );

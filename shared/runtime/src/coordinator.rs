@@ -231,7 +231,7 @@ impl<B: Backend> Coordinator<B> {
                 by: format!("by workflow `{}`", existing.workflow),
             });
         }
-        if existing.state.input != *input {
+        if *existing.state.input != *input {
             return Err(CoordinatorError::ExecutionExists {
                 id: existing.id,
                 by: "with a different input".into(),

@@ -18,7 +18,7 @@ mod transition;
 
 pub use state::{
     CompensationState, Execution, ExecutionStatus, StartMark, StepState, StepStatus, Unit, UnitRef,
-    UnitStatus,
+    UnitStatus, Units,
 };
 pub use time::{MAX_TIMESTAMP, MAX_WAIT_AHEAD_MS, wait_until_instant, wait_until_literal};
 pub use transition::apply;

@@ -1,12 +1,14 @@
 //! The checkpointed state of one execution.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Deref;
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use imbl::{OrdSet, Vector};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use super::ErrorInfo;
+use super::{ErrorInfo, TaskKind};
 use crate::Timestamp;
 use crate::workflow::Workflow;
 
@@ -116,13 +118,14 @@ pub struct Unit {
     /// Running: the attempt's deadline. Backing off: when the next attempt starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<Timestamp>,
-    /// The element's output (for `for_each` elements; a plain step's is in [`StepState::output`]).
+    /// The element's output (for `for_each` elements; a plain step's is in
+    /// [`StepState::output`]). Shared, so that copying a unit does not copy it.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    pub output: Option<Value>,
+    pub output: Option<Arc<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,20 +171,22 @@ pub struct StepState {
     pub name: Arc<str>,
     pub status: StepStatus,
     /// One for a plain step, one per element for `for_each`, none for waits.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub units: Vec<Unit>,
+    #[serde(default, skip_serializing_if = "Units::is_empty")]
+    pub units: Units,
     /// The list a `for_each` step iterates over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub items: Option<Vec<Value>>,
+    pub items: Option<Vector<Value>>,
     /// Next `for_each` element to start.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub next_item: u32,
+    /// Shared, so that cloning the execution does not copy it (a `for_each`
+    /// step's output holds every element's).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    pub output: Option<Value>,
+    pub output: Option<Arc<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
     /// When a wait ends (or a `wait_for` gives up).
@@ -191,8 +196,10 @@ pub struct StepState {
 
 /// Reads an optional value that is there, `null` included, as `Some`: an
 /// output that is `null` reads back as it was written (a missing one is `None`).
-pub(super) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
+pub(super) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -216,7 +223,7 @@ pub struct CompensationState {
     /// Units to undo, in the order they are undone: newest first, a unit that
     /// succeeded placed by when it succeeded, one whose outcome is unknown by
     /// when its attempt started.
-    pub queue: Vec<UnitRef>,
+    pub queue: Vector<UnitRef>,
     /// Position in `queue` of the compensation running now.
     pub position: u32,
     pub any_failed: bool,
@@ -228,11 +235,13 @@ pub struct Execution {
     pub id: Arc<str>,
     pub workflow: Arc<str>,
     pub status: ExecutionStatus,
-    pub input: Value,
+    /// Shared, so that cloning the execution, as a shell does for every
+    /// event, does not copy it (it often holds a `for_each` list).
+    pub input: Arc<Value>,
     pub steps: Vec<StepState>,
     /// Succeeded units that have a compensation, in completion order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub completed: Vec<UnitRef>,
+    #[serde(default, skip_serializing_if = "Vector::is_empty")]
+    pub completed: Vector<UnitRef>,
     /// Attempts of units with a compensation started so far (see [`StartMark`]).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub attempts_started: u64,
@@ -265,14 +274,14 @@ impl Execution {
             id: id.into(),
             workflow: workflow.name.clone(),
             status: ExecutionStatus::Pending,
-            input: Value::Null,
+            input: Arc::new(Value::Null),
             steps: workflow
                 .steps
                 .iter()
                 .map(|s| StepState {
                     name: s.name.clone(),
                     status: StepStatus::Pending,
-                    units: Vec::new(),
+                    units: Units::default(),
                     items: None,
                     next_item: 0,
                     output: None,
@@ -280,7 +289,7 @@ impl Execution {
                     wake_at: None,
                 })
                 .collect(),
-            completed: Vec::new(),
+            completed: Vector::new(),
             attempts_started: 0,
             compensation: None,
             failure: None,
@@ -311,17 +320,201 @@ impl Execution {
             if step.status == StepStatus::Waiting {
                 consider(step.wake_at);
             }
-            for unit in &step.units {
-                if matches!(unit.status, UnitStatus::Running | UnitStatus::BackingOff) {
-                    consider(unit.due);
-                }
-                if let Some(comp) = &unit.compensation
-                    && matches!(comp.status, UnitStatus::Running | UnitStatus::BackingOff)
-                {
-                    consider(comp.due);
-                }
-            }
+            consider(step.units.next_due());
         }
         earliest
+    }
+}
+
+/// The units of a step, with what the engine asks of them on every event
+/// (how many succeeded, how many are in flight, which timer is due first)
+/// kept up to date by each change, so that an event costs the same however
+/// many elements a `for_each` has.
+///
+/// The units are a persistent vector and the timers a persistent set: an
+/// execution is cloned for every event it takes, and these clones share
+/// them instead of copying them. Stored as the plain list of units; the
+/// counts are derived from it, rebuilt when it is read, and not compared.
+#[derive(Debug, Clone, Default)]
+pub struct Units {
+    list: Vector<Unit>,
+    succeeded: usize,
+    running: usize,
+    /// Running or backing off: what counts against `max_concurrency`.
+    active: usize,
+    /// The deadline or retry instant of each unit and compensation running
+    /// or backing off, with its index: the first is the step's next timer.
+    due: OrdSet<(Timestamp, u32, TaskKind)>,
+}
+
+/// What of a unit the counts of [`Units`] depend on.
+#[derive(Clone, Copy, PartialEq)]
+struct Tallied {
+    status: UnitStatus,
+    due: Option<Timestamp>,
+    compensation: Option<(UnitStatus, Option<Timestamp>)>,
+}
+
+impl Tallied {
+    fn of(unit: &Unit) -> Tallied {
+        Tallied {
+            status: unit.status,
+            due: unit.due,
+            compensation: unit.compensation.as_deref().map(|c| (c.status, c.due)),
+        }
+    }
+}
+
+fn in_flight(status: UnitStatus) -> bool {
+    matches!(status, UnitStatus::Running | UnitStatus::BackingOff)
+}
+
+impl Units {
+    /// `n` units not started yet.
+    pub(crate) fn pending(n: usize) -> Units {
+        // Units not started count nowhere and have no timer.
+        Units {
+            list: std::iter::repeat_n(Unit::new(), n).collect(),
+            ..Units::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// How many units succeeded.
+    pub fn succeeded(&self) -> usize {
+        self.succeeded
+    }
+
+    /// How many units are running an attempt.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// How many units are running an attempt or waiting to retry.
+    pub fn active(&self) -> usize {
+        self.active
+    }
+
+    /// The earliest deadline or retry instant of a unit or compensation in flight.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.due.get_min().map(|(at, _, _)| *at)
+    }
+
+    /// Whether the counts match the units (they always should).
+    pub fn is_consistent(&self) -> bool {
+        let rebuilt = Units::from(self.list.clone());
+        (
+            rebuilt.succeeded,
+            rebuilt.running,
+            rebuilt.active,
+            &rebuilt.due,
+        ) == (self.succeeded, self.running, self.active, &self.due)
+    }
+
+    /// Changes unit `u`. Every change of a unit goes through here, so the
+    /// counts follow whatever `change` does.
+    ///
+    /// # Panics
+    /// If there is no unit `u`.
+    pub(crate) fn update<R>(&mut self, u: usize, change: impl FnOnce(&mut Unit) -> R) -> R {
+        let unit = self.list.get_mut(u).expect("the unit exists");
+        let before = Tallied::of(unit);
+        let result = change(unit);
+        let after = Tallied::of(unit);
+        if before != after {
+            self.count(u, before, false);
+            self.count(u, after, true);
+        }
+        result
+    }
+
+    fn count(&mut self, u: usize, unit: Tallied, add: bool) {
+        let index = u32::try_from(u).expect("fewer than 2^32 units");
+        let tally = |n: &mut usize| {
+            *n = if add { *n + 1 } else { *n - 1 };
+        };
+        match unit.status {
+            UnitStatus::Succeeded => tally(&mut self.succeeded),
+            UnitStatus::Running => tally(&mut self.running),
+            _ => {}
+        }
+        let mut timers = Vec::with_capacity(2);
+        if in_flight(unit.status) {
+            tally(&mut self.active);
+            timers.extend(unit.due.map(|at| (at, index, TaskKind::Step)));
+        }
+        if let Some((status, Some(at))) = unit.compensation
+            && in_flight(status)
+        {
+            timers.push((at, index, TaskKind::Compensation));
+        }
+        for timer in timers {
+            if add {
+                self.due.insert(timer);
+            } else {
+                self.due.remove(&timer);
+            }
+        }
+    }
+}
+
+impl From<Vector<Unit>> for Units {
+    fn from(list: Vector<Unit>) -> Units {
+        let tallies: Vec<Tallied> = list.iter().map(Tallied::of).collect();
+        let mut units = Units {
+            list,
+            ..Units::default()
+        };
+        for (u, tallied) in tallies.into_iter().enumerate() {
+            units.count(u, tallied, true);
+        }
+        units
+    }
+}
+
+impl FromIterator<Unit> for Units {
+    fn from_iter<I: IntoIterator<Item = Unit>>(iter: I) -> Units {
+        Units::from(iter.into_iter().collect::<Vector<Unit>>())
+    }
+}
+
+/// Read access to the units as a vector (`len`, `iter`, `get`, indexing);
+/// changes go through [`Units::update`].
+impl Deref for Units {
+    type Target = Vector<Unit>;
+
+    fn deref(&self) -> &Vector<Unit> {
+        &self.list
+    }
+}
+
+impl<'a> IntoIterator for &'a Units {
+    type Item = &'a Unit;
+    type IntoIter = imbl::vector::Iter<'a, Unit, imbl::shared_ptr::DefaultSharedPtr>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter()
+    }
+}
+
+/// The counts are derived from the units, so only the units are compared.
+impl PartialEq for Units {
+    fn eq(&self, other: &Units) -> bool {
+        self.list == other.list
+    }
+}
+
+impl Serialize for Units {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.list.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Units {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Units, D::Error> {
+        Vector::<Unit>::deserialize(deserializer).map(Units::from)
     }
 }

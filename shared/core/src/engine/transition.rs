@@ -20,11 +20,14 @@
 //! - Anything that does not match the current state (an old attempt, a second
 //!   result, a timer whose purpose has passed) changes nothing and says why.
 
+use std::sync::Arc;
+
+use imbl::Vector;
 use serde_json::Value;
 
 use super::state::StartMark;
 use super::state::{
-    CompensationState, Execution, ExecutionStatus, StepStatus, Unit, UnitRef, UnitStatus,
+    CompensationState, Execution, ExecutionStatus, StepStatus, Unit, UnitRef, UnitStatus, Units,
 };
 use super::time::{later, type_name, wait_until_instant};
 use super::{
@@ -34,6 +37,7 @@ use super::{
 use crate::Timestamp;
 use crate::expr::{Scope, StepLookup, StepRefs, StepView};
 use crate::idempotency;
+use crate::limits;
 use crate::workflow::{Action, Call, Workflow};
 
 static NULL: Value = Value::Null;
@@ -93,7 +97,7 @@ impl StepLookup for View<'_> {
         let state = &self.ex.steps[i];
         let output = match self.own {
             Some((j, value)) if j == i => value,
-            _ => state.output.as_ref().unwrap_or(&NULL),
+            _ => state.output.as_deref().unwrap_or(&NULL),
         };
         Some(StepView {
             status: state.status.as_str(),
@@ -217,7 +221,7 @@ impl Cx<'_> {
             if self.ex.status != ExecutionStatus::Pending {
                 return Err(Ignored::AlreadyStarted);
             }
-            self.ex.input = input;
+            self.ex.input = Arc::new(input);
             self.ex.status = ExecutionStatus::Running;
             self.ex.started_at = self.now;
             self.emit(
@@ -295,14 +299,15 @@ impl Cx<'_> {
                 check_running(&self.ex.steps[s].units[u], task.attempt)?;
                 let for_each = self.is_for_each(s);
                 let has_compensation = self.call(s).compensation.is_some();
-                let unit = &mut self.ex.steps[s].units[u];
-                unit.status = UnitStatus::Succeeded;
-                unit.due = None;
-                unit.error = None;
-                unit.outcome_unknown = false;
-                unit.started = None;
+                self.unit(s, u, |unit| {
+                    unit.status = UnitStatus::Succeeded;
+                    unit.due = None;
+                    unit.error = None;
+                    unit.outcome_unknown = false;
+                    unit.started = None;
+                });
                 if has_compensation {
-                    self.ex.completed.push(UnitRef {
+                    self.ex.completed.push_back(UnitRef {
                         step: s as u32,
                         index: task.index,
                     });
@@ -316,11 +321,11 @@ impl Cx<'_> {
                     None,
                 );
                 if for_each {
-                    self.ex.steps[s].units[u].output = Some(output);
+                    self.unit(s, u, |unit| unit.output = Some(Arc::new(output)));
                     self.for_each_progress(s);
                 } else {
                     let step = &mut self.ex.steps[s];
-                    step.output = Some(output);
+                    step.output = Some(Arc::new(output));
                     if step.status == StepStatus::Running {
                         step.status = StepStatus::Succeeded;
                     }
@@ -329,12 +334,14 @@ impl Cx<'_> {
             TaskKind::Compensation => {
                 let comp = self.ex.steps[s].units[u]
                     .compensation
-                    .as_deref_mut()
+                    .as_deref()
                     .ok_or(Ignored::NotRunning)?;
                 check_running(comp, task.attempt)?;
-                comp.status = UnitStatus::Succeeded;
-                comp.due = None;
-                comp.error = None;
+                self.comp(s, u, |comp| {
+                    comp.status = UnitStatus::Succeeded;
+                    comp.due = None;
+                    comp.error = None;
+                });
                 self.emit_compensation(
                     LifecycleKind::CompensationSucceeded,
                     s,
@@ -362,13 +369,14 @@ impl Cx<'_> {
             TaskKind::Step => {
                 check_running(&self.ex.steps[s].units[u], task.attempt)?;
                 if self.call(s).compensation.is_some() {
-                    let unit = &mut self.ex.steps[s].units[u];
-                    if unknown {
-                        // Keeps the start of the first attempt whose outcome is unknown.
-                        unit.outcome_unknown = true;
-                    } else if !unit.outcome_unknown {
-                        unit.started = None;
-                    }
+                    self.unit(s, u, |unit| {
+                        if unknown {
+                            // Keeps the start of the first attempt whose outcome is unknown.
+                            unit.outcome_unknown = true;
+                        } else if !unit.outcome_unknown {
+                            unit.started = None;
+                        }
+                    });
                 }
                 // An element still in flight when its `for_each` step failed is not retried.
                 let running = running && self.ex.steps[s].status == StepStatus::Running;
@@ -377,10 +385,11 @@ impl Cx<'_> {
                     let delay =
                         policy.delay_after(task.attempt, &self.ex.id, &task.step, task.index);
                     let at = later(self.now, delay);
-                    let unit = &mut self.ex.steps[s].units[u];
-                    unit.status = UnitStatus::BackingOff;
-                    unit.due = Some(at);
-                    unit.error = Some(error.clone());
+                    self.unit(s, u, |unit| {
+                        unit.status = UnitStatus::BackingOff;
+                        unit.due = Some(at);
+                        unit.error = Some(error.clone());
+                    });
                     self.emit(
                         LifecycleKind::StepRetrying,
                         Some(s),
@@ -402,10 +411,11 @@ impl Cx<'_> {
                         );
                     }
                 } else {
-                    let unit = &mut self.ex.steps[s].units[u];
-                    unit.status = UnitStatus::Failed;
-                    unit.due = None;
-                    unit.error = Some(error.clone());
+                    self.unit(s, u, |unit| {
+                        unit.status = UnitStatus::Failed;
+                        unit.due = None;
+                        unit.error = Some(error.clone());
+                    });
                     self.unit_failed_for_good(s, u, error);
                 }
             }
@@ -425,10 +435,11 @@ impl Cx<'_> {
                     let delay =
                         policy.delay_after(task.attempt, &self.ex.id, &task.step, task.index);
                     let at = later(self.now, delay);
-                    let comp = self.comp_mut(s, u);
-                    comp.status = UnitStatus::BackingOff;
-                    comp.due = Some(at);
-                    comp.error = Some(error.clone());
+                    self.comp(s, u, |comp| {
+                        comp.status = UnitStatus::BackingOff;
+                        comp.due = Some(at);
+                        comp.error = Some(error.clone());
+                    });
                     self.emit_compensation(
                         LifecycleKind::CompensationRetrying,
                         s,
@@ -457,10 +468,39 @@ impl Cx<'_> {
         Ok(())
     }
 
-    fn comp_mut(&mut self, s: usize, u: usize) -> &mut Unit {
-        self.ex.steps[s].units[u]
-            .compensation
-            .get_or_insert_with(|| Box::new(Unit::new()))
+    /// Changes unit `u` of step `s`. Units change only through here (and so
+    /// through [`Units::update`]), so the step's counts of its units follow.
+    fn unit<R>(&mut self, s: usize, u: usize, change: impl FnOnce(&mut Unit) -> R) -> R {
+        self.ex.steps[s].units.update(u, change)
+    }
+
+    /// Changes the compensation of unit `u` of step `s`, creating it first if needed.
+    fn comp<R>(&mut self, s: usize, u: usize, change: impl FnOnce(&mut Unit) -> R) -> R {
+        self.unit(s, u, |unit| {
+            change(
+                unit.compensation
+                    .get_or_insert_with(|| Box::new(Unit::new())),
+            )
+        })
+    }
+
+    /// Cancels the units of step `s` that are not started or are waiting to
+    /// retry. Looks at every unit, so it runs once per step when the step
+    /// or the execution stops, never per event.
+    fn cancel_waiting_units(&mut self, s: usize) {
+        let waiting: Vec<usize> = self.ex.steps[s]
+            .units
+            .iter()
+            .enumerate()
+            .filter(|(_, unit)| matches!(unit.status, UnitStatus::Pending | UnitStatus::BackingOff))
+            .map(|(u, _)| u)
+            .collect();
+        for u in waiting {
+            self.unit(s, u, |unit| {
+                unit.status = UnitStatus::Cancelled;
+                unit.due = None;
+            });
+        }
     }
 
     fn unit_failed_for_good(&mut self, s: usize, u: usize, error: ErrorInfo) {
@@ -499,12 +539,7 @@ impl Cx<'_> {
         step.error = Some(error.clone());
         // A failed step starts nothing more, not even retries of its other
         // `for_each` elements (with `continue_on_failure` nothing else stops them).
-        for unit in &mut step.units {
-            if matches!(unit.status, UnitStatus::Pending | UnitStatus::BackingOff) {
-                unit.status = UnitStatus::Cancelled;
-                unit.due = None;
-            }
-        }
+        self.cancel_waiting_units(s);
         if !self.wf.steps[s].continue_on_failure && self.ex.status == ExecutionStatus::Running {
             let name = &self.wf.steps[s].name;
             self.stop(ErrorInfo::new(
@@ -530,11 +565,12 @@ impl Cx<'_> {
 
     fn compensation_failed_for_good(&mut self, s: usize, u: usize, error: ErrorInfo) {
         let index = self.is_for_each(s).then_some(u as u32);
-        let comp = self.comp_mut(s, u);
-        comp.status = UnitStatus::Failed;
-        comp.due = None;
-        comp.error = Some(error.clone());
-        let attempts = comp.attempt;
+        let attempts = self.comp(s, u, |comp| {
+            comp.status = UnitStatus::Failed;
+            comp.due = None;
+            comp.error = Some(error.clone());
+            comp.attempt
+        });
         let function = self
             .call(s)
             .compensation
@@ -677,7 +713,7 @@ impl Cx<'_> {
         let step = &mut self.ex.steps[s];
         step.status = StepStatus::Succeeded;
         step.wake_at = None;
-        step.output = Some(output);
+        step.output = Some(Arc::new(output));
         self.emit(
             LifecycleKind::StepSucceeded,
             Some(s),
@@ -692,13 +728,9 @@ impl Cx<'_> {
     fn stop(&mut self, cause: ErrorInfo) {
         self.ex.status = ExecutionStatus::Compensating;
         self.ex.failure = Some(cause);
-        for step in &mut self.ex.steps {
-            for unit in &mut step.units {
-                if matches!(unit.status, UnitStatus::Pending | UnitStatus::BackingOff) {
-                    unit.status = UnitStatus::Cancelled;
-                    unit.due = None;
-                }
-            }
+        for s in 0..self.ex.steps.len() {
+            self.cancel_waiting_units(s);
+            let step = &mut self.ex.steps[s];
             match step.status {
                 StepStatus::Pending | StepStatus::Waiting => {
                     step.status = StepStatus::Cancelled;
@@ -814,7 +846,7 @@ impl Cx<'_> {
                 self.ex.steps[s].status = StepStatus::Running;
                 match &call.for_each {
                     None => {
-                        self.ex.steps[s].units = vec![Unit::new()];
+                        self.ex.steps[s].units = Units::pending(1);
                         self.dispatch_unit(s, 0);
                     }
                     Some(list) => {
@@ -840,9 +872,13 @@ impl Cx<'_> {
                                 );
                             }
                         };
+                        if let Err(e) = limits::check_for_each_len(&step.name, items.len()) {
+                            let error = ErrorInfo::new("ForEachTooLarge", e.to_string(), false);
+                            return self.fail_step(s, error);
+                        }
                         let state = &mut self.ex.steps[s];
-                        state.units = vec![Unit::new(); items.len()];
-                        state.items = Some(items);
+                        state.units = Units::pending(items.len());
+                        state.items = Some(items.into());
                         self.emit(LifecycleKind::StepStarted, Some(s), None, None, None, None);
                         self.for_each_progress(s);
                     }
@@ -907,18 +943,14 @@ impl Cx<'_> {
             return;
         }
         let state = &self.ex.steps[s];
-        if state
-            .units
-            .iter()
-            .all(|u| u.status == UnitStatus::Succeeded)
-        {
+        if state.units.succeeded() == state.units.len() {
             let outputs = state
                 .units
                 .iter()
-                .map(|u| u.output.clone().unwrap_or(Value::Null))
+                .map(|u| u.output.as_deref().cloned().unwrap_or(Value::Null))
                 .collect();
             let state = &mut self.ex.steps[s];
-            state.output = Some(Value::Array(outputs));
+            state.output = Some(Arc::new(Value::Array(outputs)));
             state.status = StepStatus::Succeeded;
             self.emit(
                 LifecycleKind::StepSucceeded,
@@ -936,11 +968,7 @@ impl Cx<'_> {
         let limit = self.call(s).max_concurrency as usize;
         loop {
             let state = &self.ex.steps[s];
-            let active = state
-                .units
-                .iter()
-                .filter(|u| matches!(u.status, UnitStatus::Running | UnitStatus::BackingOff))
-                .count();
+            let active = state.units.active();
             let next = state.next_item as usize;
             if active >= limit || next >= state.units.len() || state.status != StepStatus::Running {
                 break;
@@ -997,9 +1025,9 @@ impl Cx<'_> {
         }
         let item = state.items.as_ref().and_then(|items| items.get(u));
         let own = if for_each {
-            state.units[u].output.as_ref().unwrap_or(&NULL)
+            state.units[u].output.as_deref().unwrap_or(&NULL)
         } else {
-            state.output.as_ref().unwrap_or(&NULL)
+            state.output.as_deref().unwrap_or(&NULL)
         };
         let view = View {
             wf: self.wf,
@@ -1015,19 +1043,21 @@ impl Cx<'_> {
     fn dispatch_unit(&mut self, s: usize, u: usize) {
         let index = self.is_for_each(s).then_some(u as u32);
         let input = self.step_input(s, u);
-        let unit = &mut self.ex.steps[s].units[u];
-        unit.attempt = unit.attempt.saturating_add(1);
-        unit.status = UnitStatus::Running;
-        unit.error = None;
-        let attempt = unit.attempt;
+        let attempt = self.unit(s, u, |unit| {
+            unit.attempt = unit.attempt.saturating_add(1);
+            unit.status = UnitStatus::Running;
+            unit.error = None;
+            unit.attempt
+        });
         let input = match input {
             Ok(v) => v,
             Err(message) => {
                 let error = ErrorInfo::new("InputError", message, false);
-                let unit = &mut self.ex.steps[s].units[u];
-                unit.status = UnitStatus::Failed;
-                unit.due = None;
-                unit.error = Some(error.clone());
+                self.unit(s, u, |unit| {
+                    unit.status = UnitStatus::Failed;
+                    unit.due = None;
+                    unit.error = Some(error.clone());
+                });
                 return self.unit_failed_for_good(s, u, error);
             }
         };
@@ -1037,7 +1067,7 @@ impl Cx<'_> {
                 seq: self.ex.attempts_started,
             };
             self.ex.attempts_started = self.ex.attempts_started.saturating_add(1);
-            self.ex.steps[s].units[u].started = Some(mark);
+            self.unit(s, u, |unit| unit.started = Some(mark));
         }
         let call = self.call(s);
         let deadline = later(self.now, call.timeout_ms);
@@ -1061,7 +1091,7 @@ impl Cx<'_> {
             timeout_ms: call.timeout_ms,
             deadline,
         };
-        self.ex.steps[s].units[u].due = Some(deadline);
+        self.unit(s, u, |unit| unit.due = Some(deadline));
         self.emit(
             LifecycleKind::StepStarted,
             Some(s),
@@ -1084,10 +1114,11 @@ impl Cx<'_> {
     fn dispatch_compensation(&mut self, s: usize, u: usize) {
         let index = self.is_for_each(s).then_some(u as u32);
         let input = self.compensation_input(s, u);
-        let comp = self.comp_mut(s, u);
-        comp.attempt = comp.attempt.saturating_add(1);
-        comp.status = UnitStatus::Running;
-        let attempt = comp.attempt;
+        let attempt = self.comp(s, u, |comp| {
+            comp.attempt = comp.attempt.saturating_add(1);
+            comp.status = UnitStatus::Running;
+            comp.attempt
+        });
         let input = match input {
             Ok(v) => v,
             Err(message) => {
@@ -1124,7 +1155,7 @@ impl Cx<'_> {
             timeout_ms: compensation.timeout_ms,
             deadline,
         };
-        self.comp_mut(s, u).due = Some(deadline);
+        self.comp(s, u, |comp| comp.due = Some(deadline));
         self.emit_compensation(
             LifecycleKind::CompensationStarted,
             s,
@@ -1177,7 +1208,7 @@ impl Cx<'_> {
     /// by when it succeeded, and each unit whose outcome is unknown by when the
     /// attempt that left it unknown started (after the units that had
     /// succeeded by then, and after the attempts started before it).
-    fn undo_order(&self) -> Vec<UnitRef> {
+    fn undo_order(&self) -> Vector<UnitRef> {
         let mut keyed: Vec<(StartMark, bool, UnitRef)> = self
             .ex
             .completed
@@ -1223,7 +1254,7 @@ impl Cx<'_> {
     fn compensate(&mut self) -> bool {
         let mut in_flight = false;
         for step in &mut self.ex.steps {
-            let active = step.units.iter().any(|u| u.status == UnitStatus::Running);
+            let active = step.units.running() > 0;
             in_flight |= active;
             if step.status == StepStatus::Running && !active {
                 step.status = StepStatus::Cancelled;
