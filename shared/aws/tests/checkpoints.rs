@@ -135,8 +135,8 @@ async fn a_coordinator_with_nothing_cached_rebuilds_the_record_from_the_snapshot
     assert_eq!(rebuilt, here, "a fresh coordinator loads the same record");
     let doubled: Vec<i64> = (0..150).map(|i| i * 2).collect();
     assert_eq!(
-        rebuilt.state.step("each").unwrap().output,
-        Some(json!(doubled))
+        rebuilt.state.step("each").unwrap().output.as_deref(),
+        Some(&json!(doubled))
     );
 
     // Another coordinator moves it on; this one catches up from the history.
