@@ -2,9 +2,10 @@
 //! own and step functions' Lambda destination records), shared by the
 //! coordinator Lambda and `baton dev`.
 //!
-//! Messages are grouped by execution and each group is applied in order, so
-//! one execution's events never race each other inside a batch; groups run
-//! concurrently. Before its events, each execution's pending outbox is
+//! Messages are grouped by execution and each group is applied in order, its
+//! results and timers in one transition (one load, one conditional write),
+//! so one execution's events never race each other inside a batch; groups
+//! run concurrently. Before its events, each execution's pending outbox is
 //! delivered: that is how commands saved by a coordinator that died after
 //! its checkpoint get sent when the message is redelivered. The ids of
 //! messages to retry are returned (SQS partial batch failures).
@@ -20,7 +21,7 @@
 
 use std::collections::BTreeMap;
 
-use baton_core::Event;
+use baton_core::{Event, Outcome};
 use baton_runtime::coordinator::{Coordinator, CoordinatorError, describe_ignored};
 use baton_runtime::ports::{Backend, DeadLetterKind, DeadLetterRecord, StoreError};
 use futures::future::join_all;
@@ -99,45 +100,66 @@ async fn process_group<B: Backend>(
         warn!(error = %e, retryable = e.is_retryable(), "outbox not delivered yet; retrying the batch's messages for this execution");
         return group.into_iter().map(|(m, _)| m.id).collect();
     }
+    // Runs of results and timers are applied together, in one transition
+    // (see `Coordinator::handle_all`); a start message stands alone.
     let mut failed = Vec::new();
-    let mut messages = group.into_iter();
-    while let Some((queued, message)) = messages.next() {
-        let id = queued.id.clone();
-        let result = match message {
-            CoordinatorMessage::Event { event, .. } => {
-                coordinator.handle(execution_id, event).await.map(Some)
-            }
-            CoordinatorMessage::Timer { timer, .. } => coordinator
-                .handle(execution_id, Event::TimerFired { timer })
-                .await
-                .map(Some),
-            CoordinatorMessage::Start {
-                workflow,
-                version,
-                execution_id,
-                input,
-            } => crate::schedules::start(coordinator, &workflow, version, &execution_id, input)
-                .await
-                .map(|_| None),
-        };
-        match result {
-            Ok(Some(baton_core::Outcome::Ignored(reason))) => {
-                tracing::debug!(reason = %describe_ignored(&reason), "message changed nothing");
-            }
-            Ok(_) => {}
-            Err(e) if may_pass(&e) => {
-                warn!(error = %e, "retrying this execution's remaining messages");
-                failed.push(id);
-                failed.extend(messages.map(|(m, _)| m.id));
-                break;
-            }
-            Err(e) => {
-                let reason = format!("coordinator message cannot be applied: {e}");
-                let kind = DeadLetterKind::Task;
-                if !dead_letter(coordinator, &queued, kind, Some(execution_id), reason).await {
-                    failed.push(id);
-                    failed.extend(messages.map(|(m, _)| m.id));
+    let mut messages = group.into_iter().peekable();
+    while messages.peek().is_some() {
+        let mut run: Vec<(QueueMessage, Event)> = Vec::new();
+        let mut start = None;
+        for (queued, message) in messages.by_ref() {
+            match message {
+                CoordinatorMessage::Event { event, .. } => run.push((queued, event)),
+                CoordinatorMessage::Timer { timer, .. } => {
+                    run.push((queued, Event::TimerFired { timer }))
+                }
+                CoordinatorMessage::Start {
+                    workflow,
+                    version,
+                    execution_id,
+                    input,
+                } => {
+                    start = Some((queued, workflow, version, execution_id, input));
                     break;
+                }
+            }
+        }
+        let (queued, events): (Vec<_>, Vec<_>) = run.into_iter().unzip();
+        let mut results: Vec<(QueueMessage, Result<Option<Outcome>, CoordinatorError>)> = queued
+            .into_iter()
+            .zip(coordinator.handle_all(execution_id, events).await)
+            .map(|(q, r)| (q, r.map(Some)))
+            .collect();
+        if let Some((queued, workflow, version, id, input)) = start {
+            let started = crate::schedules::start(coordinator, &workflow, version, &id, input)
+                .await
+                .map(|_| None);
+            results.push((queued, started));
+        }
+        let mut results = results.into_iter();
+        while let Some((queued, result)) = results.next() {
+            let id = queued.id.clone();
+            match result {
+                Ok(Some(Outcome::Ignored(reason))) => {
+                    tracing::debug!(reason = %describe_ignored(&reason), "message changed nothing");
+                }
+                Ok(_) => {}
+                Err(e) if may_pass(&e) => {
+                    warn!(error = %e, "retrying this execution's remaining messages");
+                    failed.push(id);
+                    failed.extend(results.map(|(m, _)| m.id));
+                    failed.extend(messages.map(|(m, _)| m.id));
+                    return failed;
+                }
+                Err(e) => {
+                    let reason = format!("coordinator message cannot be applied: {e}");
+                    let kind = DeadLetterKind::Task;
+                    if !dead_letter(coordinator, &queued, kind, Some(execution_id), reason).await {
+                        failed.push(id);
+                        failed.extend(results.map(|(m, _)| m.id));
+                        failed.extend(messages.map(|(m, _)| m.id));
+                        return failed;
+                    }
                 }
             }
         }

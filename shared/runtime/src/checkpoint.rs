@@ -19,13 +19,15 @@ use crate::ports::{ExecutionRecord, HistoryEntry, StoreError, StoreResult};
 pub const SNAPSHOT_EVERY: u64 = 64;
 
 /// Whether committing `record` with `history` should also write its whole
-/// state: every [`SNAPSHOT_EVERY`] versions; when the execution has ended
+/// state: when it reaches or passes a multiple of [`SNAPSHOT_EVERY`]; when the execution has ended
 /// (its final state is then read without any replay); and when a signal
 /// arrived, the one event that grows the state by what a client sends
 /// (signals wait there for the step that takes them), so that a store's
 /// size limit refuses the signal that would outgrow it.
 pub fn needs_snapshot(record: &ExecutionRecord, history: &[HistoryEntry]) -> bool {
-    record.version.is_multiple_of(SNAPSHOT_EVERY)
+    // A transition of several events may step over the multiple.
+    let first = history.first().map_or(record.version, |h| h.seq);
+    first.div_ceil(SNAPSHOT_EVERY) * SNAPSHOT_EVERY <= record.version
         || record.status().is_terminal()
         || history
             .iter()

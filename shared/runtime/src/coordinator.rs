@@ -23,6 +23,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
+use crate::mailbox::{Entered, Mailboxes};
 use crate::ports::{
     Backend, Created, DeadLetterKind, DeadLetterRecord, ExecutionRecord, HistoryEntry, OutboxEntry,
     StoreError,
@@ -32,6 +33,11 @@ use crate::ports::{
 const MAX_CONFLICT_RETRIES: usize = 32;
 /// The longest pause between two tries after a version conflict.
 const MAX_CONFLICT_PAUSE_MS: u64 = 200;
+/// Events applied together in one transition, at most.
+const MAX_BATCH: usize = 64;
+/// Transitions one writer commits before it hands its mailbox over, so
+/// that no caller waits on a stream of others' events.
+const MAX_WRITER_ROUNDS: usize = 8;
 
 #[derive(Debug, Error)]
 pub enum CoordinatorError {
@@ -88,6 +94,23 @@ pub struct Coordinator<B> {
     backend: Arc<B>,
     clock: Arc<dyn Clock>,
     workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
+    mailboxes: Mailboxes<Event, Result<Outcome, CoordinatorError>>,
+}
+
+/// Why a batch of events did not simply succeed.
+enum Failed {
+    /// Nothing was committed: each event may be tried on its own.
+    NotCommitted(CoordinatorError),
+    /// Committed, but its commands are still in the outbox.
+    Undelivered(CoordinatorError),
+}
+
+impl Failed {
+    fn into_error(self) -> CoordinatorError {
+        match self {
+            Failed::NotCommitted(e) | Failed::Undelivered(e) => e,
+        }
+    }
 }
 
 impl<B: Backend> Coordinator<B> {
@@ -96,6 +119,7 @@ impl<B: Backend> Coordinator<B> {
             backend,
             clock,
             workflows: Mutex::new(HashMap::new()),
+            mailboxes: Mailboxes::default(),
         }
     }
 
@@ -245,24 +269,91 @@ impl<B: Backend> Coordinator<B> {
     }
 
     /// Applies one event to an execution, retrying on version conflicts.
+    /// Events for the same execution handled at the same time in this
+    /// process are applied together, in one transition (see [`crate::mailbox`]).
     pub async fn handle(
         &self,
         execution_id: &str,
         event: Event,
     ) -> Result<Outcome, CoordinatorError> {
-        self.handle_after(execution_id, event, &Settled::new())
-            .await
+        let event = self.admit(execution_id, event)?;
+        loop {
+            let mut writer = match self.mailboxes.enter(execution_id, event.clone()) {
+                Entered::Waiting(answer) => match answer.await {
+                    Ok(result) => return result,
+                    // Its writer stopped before answering: try again.
+                    Err(_) => continue,
+                },
+                Entered::Writer(writer, _) => writer,
+            };
+            let mut mine = Some(event);
+            let mut my_result = None;
+            let mut rounds = 0;
+            loop {
+                let waiting = writer.take(MAX_BATCH - usize::from(mine.is_some()));
+                if mine.is_none() && waiting.is_empty() {
+                    if writer.leave_if_empty() {
+                        break;
+                    }
+                    continue;
+                }
+                let own = mine.take();
+                let has_own = own.is_some();
+                let (events, replies): (Vec<Event>, Vec<_>) = own
+                    .map(|e| (e, None))
+                    .into_iter()
+                    .chain(waiting.into_iter().map(|(e, reply)| (e, Some(reply))))
+                    .unzip();
+                let mut results = self.apply_together(execution_id, events).await.into_iter();
+                if has_own {
+                    my_result = results.next();
+                }
+                for (reply, result) in replies.into_iter().flatten().zip(results) {
+                    // A waiter that stopped waiting no longer needs its answer.
+                    let _ = reply.send(result);
+                }
+                rounds += 1;
+                if rounds >= MAX_WRITER_ROUNDS {
+                    // Hand over: the waiters left try again, one of them writes.
+                    break;
+                }
+            }
+            return my_result.expect("the writer's own event is in its first round");
+        }
     }
 
-    /// [`Coordinator::handle`] inside a delivery: the commands in `settled`
-    /// were carried out already (or their refusal is this event), so if the
-    /// transition's outbox still holds them they are not carried out again.
-    async fn handle_after(
+    /// Applies events to one execution in one transition each time it can:
+    /// every event's result, in order. Used by a coordinator that received
+    /// several messages for one execution at once.
+    pub async fn handle_all(
         &self,
         execution_id: &str,
-        event: Event,
-        settled: &Settled,
-    ) -> Result<Outcome, CoordinatorError> {
+        events: Vec<Event>,
+    ) -> Vec<Result<Outcome, CoordinatorError>> {
+        let mut results: Vec<Option<Result<Outcome, CoordinatorError>>> = Vec::new();
+        let mut admitted = Vec::new();
+        for event in events {
+            match self.admit(execution_id, event) {
+                Ok(event) => {
+                    admitted.push(event);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut applied = self
+            .apply_together(execution_id, admitted)
+            .await
+            .into_iter();
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| applied.next().expect("one result per admitted event")))
+            .collect()
+    }
+
+    /// What an event becomes before it is applied: an output too large or
+    /// too deep to keep is the step's failure; a signal too large is refused.
+    fn admit(&self, execution_id: &str, event: Event) -> Result<Event, CoordinatorError> {
         // An output too large to keep is the step's failure, not a lost
         // message: the workflow's compensation takes over at once.
         let event = match event {
@@ -292,6 +383,79 @@ impl<B: Backend> Coordinator<B> {
             baton_core::limits::check_json_depth(payload, "a signal payload")?;
             self.check_size("a signal payload", payload)?;
         }
+        Ok(event)
+    }
+
+    /// Admitted events in one transition; if that cannot be committed, one
+    /// transition each, so each event gets its own answer.
+    async fn apply_together(
+        &self,
+        execution_id: &str,
+        events: Vec<Event>,
+    ) -> Vec<Result<Outcome, CoordinatorError>> {
+        let n = events.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let single = n == 1;
+        match self
+            .apply_batch(execution_id, events.clone(), &Settled::new())
+            .await
+        {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(Failed::Undelivered(e)) if !single => {
+                // Committed, so every event took effect; its commands wait in
+                // the outbox, and each message must come back to deliver them.
+                let message = e.to_string();
+                std::iter::once(Err(e))
+                    .chain((1..n).map(|_| {
+                        Err(CoordinatorError::Store(StoreError::Unavailable(
+                            message.clone(),
+                        )))
+                    }))
+                    .collect()
+            }
+            Err(Failed::Undelivered(e) | Failed::NotCommitted(e)) if single => vec![Err(e)],
+            Err(Failed::NotCommitted(_)) | Err(Failed::Undelivered(_)) => {
+                let mut results = Vec::with_capacity(n);
+                for event in events {
+                    results.push(
+                        self.apply_batch(execution_id, vec![event], &Settled::new())
+                            .await
+                            .map(|mut outcomes| outcomes.remove(0))
+                            .map_err(Failed::into_error),
+                    );
+                }
+                results
+            }
+        }
+    }
+
+    /// [`Coordinator::handle`] inside a delivery: the commands in `settled`
+    /// were carried out already (or their refusal is this event), so if the
+    /// transition's outbox still holds them they are not carried out again.
+    async fn handle_after(
+        &self,
+        execution_id: &str,
+        event: Event,
+        settled: &Settled,
+    ) -> Result<Outcome, CoordinatorError> {
+        let event = self.admit(execution_id, event)?;
+        self.apply_batch(execution_id, vec![event], settled)
+            .await
+            .map(|mut outcomes| outcomes.remove(0))
+            .map_err(Failed::into_error)
+    }
+
+    /// Applies `events` in order to one loaded state and commits every one
+    /// that changed something in one transition (a history entry each),
+    /// retrying on version conflicts; then delivers its commands.
+    async fn apply_batch(
+        &self,
+        execution_id: &str,
+        events: Vec<Event>,
+        settled: &Settled,
+    ) -> Result<Vec<Outcome>, Failed> {
         for conflicts in 0..MAX_CONFLICT_RETRIES {
             if conflicts > 0 {
                 tokio::time::sleep(conflict_pause(conflicts)).await;
@@ -299,47 +463,65 @@ impl<B: Backend> Coordinator<B> {
             let record = self
                 .backend
                 .load(execution_id)
-                .await?
-                .ok_or_else(|| CoordinatorError::NotFound(execution_id.to_string()))?;
+                .await
+                .map_err(|e| Failed::NotCommitted(e.into()))?
+                .ok_or_else(|| {
+                    Failed::NotCommitted(CoordinatorError::NotFound(execution_id.to_string()))
+                })?;
             let (_, compiled) = self
                 .workflow(&record.workflow, Some(record.workflow_version))
-                .await?;
+                .await
+                .map_err(Failed::NotCommitted)?;
             let now = self.clock.now().max(record.updated_at);
             let mut state = record.state.clone();
-            let transition = engine::apply(&compiled, &mut state, event.clone(), now);
-            if let Outcome::Ignored(reason) = &transition.outcome {
-                debug!(workflow.execution.id = %execution_id, ?reason, "event changed nothing");
-                return Ok(transition.outcome);
+            let mut outcomes = Vec::with_capacity(events.len());
+            let mut history = Vec::new();
+            let mut commands = Vec::new();
+            for event in &events {
+                let transition = engine::apply(&compiled, &mut state, event.clone(), now);
+                if let Outcome::Ignored(reason) = &transition.outcome {
+                    debug!(workflow.execution.id = %execution_id, ?reason, "event changed nothing");
+                } else {
+                    history.push(HistoryEntry {
+                        seq: record.version + history.len() as u64 + 1,
+                        at: now,
+                        event: event.clone(),
+                    });
+                    commands.extend(transition.commands);
+                }
+                outcomes.push(transition.outcome);
+            }
+            if history.is_empty() {
+                return Ok(outcomes);
             }
             let next = ExecutionRecord {
-                version: record.version + 1,
+                version: record.version + history.len() as u64,
                 state,
                 updated_at: now,
                 ..record
             };
-            let history = [HistoryEntry {
-                seq: next.version,
-                at: now,
-                event: event.clone(),
-            }];
             match self
                 .backend
-                .commit(&next, next.version - 1, &history, &transition.commands)
+                .commit(&next, record.version, &history, &commands)
                 .await
             {
                 Ok(outbox) => {
-                    log_finish(&next, &transition.commands);
-                    self.deliver_after(&outbox, settled).await?;
-                    return Ok(Outcome::Applied);
+                    log_finish(&next, &commands);
+                    self.deliver_after(&outbox, settled)
+                        .await
+                        .map_err(Failed::Undelivered)?;
+                    return Ok(outcomes);
                 }
                 Err(StoreError::VersionConflict { .. }) => {
                     debug!(workflow.execution.id = %execution_id, "version conflict; reloading");
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(Failed::NotCommitted(e.into())),
             }
         }
-        Err(CoordinatorError::Contended(execution_id.to_string()))
+        Err(Failed::NotCommitted(CoordinatorError::Contended(
+            execution_id.to_string(),
+        )))
     }
 
     /// Delivers outbox entries left by a coordinator that died after committing.

@@ -16,6 +16,7 @@ pub mod contract;
 pub mod coordinator;
 #[cfg(feature = "testkit")]
 pub mod faults;
+mod mailbox;
 pub mod ports;
 pub mod step;
 pub mod targets;
