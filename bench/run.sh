@@ -2,7 +2,7 @@
 # Runs every benchmark and prints the figures BENCHMARKS.md reports:
 #
 #   bench/run.sh            # everything (about 20 minutes on 2 cores)
-#   bench/run.sh engine     # one part: machine | engine | embedded | timers | peers | compare | cost
+#   bench/run.sh engine     # one part: machine | engine | embedded | map | timers | peers | compare | cost
 #
 # Results also go to target/bench/*.json. Nothing here fails on a timing;
 # run on a quiet machine (no build running) or the figures are distorted:
@@ -15,7 +15,7 @@ mkdir -p "$out"
 bench="$root/target/release/baton-bench"
 
 build() {
-  cargo build --release -p baton-bench --quiet
+  cargo build --release -p baton-bench -p baton-cli --quiet
 }
 
 part_machine() { "$bench" machine --dir "$out" --json "$out/machine.json"; }
@@ -26,6 +26,20 @@ part_engine() {
 }
 
 part_embedded() { "$bench" embedded --dir "$out" --json "$out/embedded.json" ${EMBEDDED_ARGS:-}; }
+
+part_map() {
+  # `baton run` of a for_each over N no-op elements on a fresh database,
+  # start to end: wall time and the process's peak memory.
+  local dir
+  dir=$(mktemp -d)
+  for n in 1000 4000 10000; do
+    python3 -c "import json; print(json.dumps({'items': list(range($n))}))" >"$dir/input.json"
+    rm -rf "$dir/.baton"
+    (cd "$dir" && /usr/bin/time -f "for_each of $n elements: %e s, peak RSS %M KB" \
+      "$root/target/release/baton" run "$root/bench/workflows/big-map.yaml" --input @input.json >/dev/null)
+  done
+  rm -rf "$dir"
+}
 
 part_timers() { "$bench" timers --dir "$out" --json "$out/timers.json"; }
 
@@ -43,7 +57,7 @@ part_cost() {
 }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(machine engine embedded timers peers compare cost)
+[ ${#parts[@]} -gt 0 ] || parts=(machine engine embedded map timers peers compare cost)
 build
 for part in "${parts[@]}"; do
   echo "== $part (load average $(cut -d' ' -f1 /proc/loadavg))"

@@ -19,9 +19,9 @@
 //! write per transition, where a transaction of two items bills each twice.
 //!
 //! The state is not rewritten by every transition (see
-//! [`baton_runtime::checkpoint`]): the snapshot item is written after every
-//! 64th transition, a signal, and the end; a load replays the history after
-//! it, or catches up a state this process already holds.
+//! [`baton_runtime::checkpoint`]): the snapshot item is written every 64
+//! transitions and on a signal; a load replays the history after it (from
+//! the start without one), or catches up a state this process holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -459,7 +459,6 @@ impl DynamoStore {
                 self.tails
                     .remember(&record.id, record.version, &tail, false);
                 self.states.remember(record);
-                self.put_snapshot(&record.id, record.version, state).await;
                 Ok(Created::New(tail.entries(&record.id)))
             }
             Err(e) if is_put_condition_failure(&e) => match self.load(&record.id).await? {

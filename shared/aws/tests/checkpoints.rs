@@ -153,9 +153,8 @@ async fn a_coordinator_with_nothing_cached_rebuilds_the_record_from_the_snapshot
     let caught_up = store.load("m-1").await.unwrap().unwrap();
     assert_eq!(caught_up.status(), ExecutionStatus::Cancelled);
     assert_eq!(caught_up.version, here.version + 1);
-    assert_eq!(
-        snapshot_version(store, "m-1").await,
-        caught_up.version,
-        "an execution that ended has its final state as its snapshot"
+    assert!(
+        snapshot_version(store, "m-1").await < caught_up.version,
+        "the end writes no snapshot (it would write every output again)"
     );
 }

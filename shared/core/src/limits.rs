@@ -14,7 +14,7 @@
 //! | [`MAX_STEPS`] | 10,000 | a definition is compiled and held in memory whole |
 //! | [`MAX_EXPRESSION_LEN`] | 4,096 bytes | the CEL parser's work grows with the text |
 //! | [`MAX_EXPRESSION_DEPTH`] | 24 | the CEL parser and evaluator recurse once per level |
-//! | [`MAX_FOR_EACH_ITEMS`] | 10,000 | each element is a unit of the execution's state, which is read and written whole on every event |
+//! | [`MAX_FOR_EACH_ITEMS`] | 10,000 | each element is a unit of the execution's state, which a snapshot writes whole |
 
 use serde_json::Value;
 use thiserror::Error;

@@ -19,16 +19,17 @@ use crate::ports::{ExecutionRecord, HistoryEntry, StoreError, StoreResult};
 pub const SNAPSHOT_EVERY: u64 = 64;
 
 /// Whether committing `record` with `history` should also write its whole
-/// state: when it reaches or passes a multiple of [`SNAPSHOT_EVERY`]; when the execution has ended
-/// (its final state is then read without any replay); and when a signal
-/// arrived, the one event that grows the state by what a client sends
-/// (signals wait there for the step that takes them), so that a store's
-/// size limit refuses the signal that would outgrow it.
+/// state: when it reaches or passes a multiple of [`SNAPSHOT_EVERY`], and
+/// when a signal arrived, the one event that grows the state by what a
+/// client sends (signals wait there for the step that takes them), so that a
+/// store's size limit refuses the signal that would outgrow it. Not at the
+/// start (the start event holds the input) nor at the end: a load replays
+/// fewer than [`SNAPSHOT_EVERY`] entries either way, where a final snapshot
+/// would write every output again.
 pub fn needs_snapshot(record: &ExecutionRecord, history: &[HistoryEntry]) -> bool {
     // A transition of several events may step over the multiple.
     let first = history.first().map_or(record.version, |h| h.seq);
     first.div_ceil(SNAPSHOT_EVERY) * SNAPSHOT_EVERY <= record.version
-        || record.status().is_terminal()
         || history
             .iter()
             .any(|h| matches!(h.event, Event::SignalReceived { .. }))
