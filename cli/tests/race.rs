@@ -101,15 +101,25 @@ fn four_workers_run_200_executions_exactly_once() {
         assert_eq!(steps, if is_saga(i) { 5 } else { 3 }, "steps of {id}");
     }
 
-    // Each execution got its own results.
-    let mut stmt = conn
-        .prepare("SELECT id, json_extract(state, '$.output') FROM executions")
-        .unwrap();
-    let outputs: BTreeMap<String, String> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    // Each execution got its own results (the stored state is a snapshot
+    // and the history after it, so it is read through the backend).
+    let backend = baton_embedded::SqliteBackend::open(
+        &sb.db_path(),
+        baton_embedded::SqliteOptions::default(),
+    )
+    .expect("open the database");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let outputs: BTreeMap<String, String> = ids
+        .iter()
+        .map(|id| {
+            let record = runtime
+                .block_on(baton_runtime::ports::ExecutionStore::load(&backend, id))
+                .unwrap()
+                .unwrap();
+            let output = record.state.output.clone().unwrap_or(Value::Null);
+            (id.clone(), output.to_string())
+        })
+        .collect();
     for (i, id) in ids.iter().enumerate() {
         let output: Value = serde_json::from_str(&outputs[id]).unwrap();
         if is_saga(i) {
