@@ -59,8 +59,10 @@ pub fn replay(
     Ok(())
 }
 
-/// Executions whose state a process keeps; beyond it the cache starts again.
-const KNOWN_STATES: usize = 1024;
+/// Executions whose state a process keeps; beyond it the cache starts
+/// again. Enough for the executions a worker or a coordinator batch has in
+/// flight; each held state costs memory (tens of KB for a small execution).
+const KNOWN_STATES: usize = 128;
 
 /// The newest records this process committed or loaded, by execution: a
 /// load whose stored version matches needs no snapshot and no replay, and
