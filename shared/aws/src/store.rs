@@ -238,6 +238,14 @@ fn execution_key(id: &str) -> Item {
     ])
 }
 
+/// Which items of a partition a query reads.
+enum SortKeys<'a> {
+    All,
+    Prefix(&'a str),
+    /// From the first key to the second, both included.
+    Between(String, String),
+}
+
 /// The sort key of an execution's snapshot item.
 const SNAPSHOT_SK: &str = "C";
 
@@ -403,20 +411,23 @@ impl DynamoStore {
     async fn query_all(
         &self,
         pk: &str,
-        sk_prefix: &str,
+        sort_keys: SortKeys<'_>,
         forward: bool,
         limit: Option<i32>,
     ) -> StoreResult<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let mut query = self.client.query().table_name(&self.table);
-            query = if sk_prefix.is_empty() {
-                query.key_condition_expression("pk = :pk")
-            } else {
-                query
+            let query = self.client.query().table_name(&self.table);
+            let query = match &sort_keys {
+                SortKeys::All => query.key_condition_expression("pk = :pk"),
+                SortKeys::Prefix(prefix) => query
                     .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                    .expression_attribute_values(":p", s(sk_prefix))
+                    .expression_attribute_values(":p", s(*prefix)),
+                SortKeys::Between(from, to) => query
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                    .expression_attribute_values(":from", s(from))
+                    .expression_attribute_values(":to", s(to)),
             };
             let out = query
                 .expression_attribute_values(":pk", s(pk))
@@ -578,29 +589,16 @@ impl DynamoStore {
         let mut entries: BTreeMap<u64, HistoryEntry> = BTreeMap::new();
         let first_in_tail = tail.history.first().map_or(upto + 1, |e| e.seq);
         if after + 1 < first_in_tail {
-            let mut start: Option<Item> = None;
-            loop {
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                    .expression_attribute_values(":pk", s(format!("X#{id}")))
-                    .expression_attribute_values(":from", s(history_sk(after + 1)))
-                    .expression_attribute_values(":to", s(history_sk(upto.min(first_in_tail - 1))))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(sdk_error)?;
-                for item in out.items() {
-                    let entry = Self::history_entry(item)?;
-                    entries.insert(entry.seq, entry);
-                }
-                match out.last_evaluated_key() {
-                    Some(key) => start = Some(key.clone()),
-                    None => break,
-                }
+            let range = SortKeys::Between(
+                history_sk(after + 1),
+                history_sk(upto.min(first_in_tail - 1)),
+            );
+            for item in self
+                .query_all(&format!("X#{id}"), range, true, None)
+                .await?
+            {
+                let entry = Self::history_entry(&item)?;
+                entries.insert(entry.seq, entry);
             }
         }
         for entry in &tail.history {
@@ -813,7 +811,7 @@ impl DynamoStore {
         // among the items read after it.
         let tail = self.read_tail(id).await?.map(|(_, tail)| tail);
         let mut entries = self
-            .query_all(&format!("X#{id}"), "H#", true, None)
+            .query_all(&format!("X#{id}"), SortKeys::Prefix("H#"), true, None)
             .await?
             .iter()
             .map(Self::history_entry)
@@ -935,7 +933,7 @@ impl DynamoStore {
                 .item
                 .clone(),
             None => self
-                .query_all(&format!("W#{name}"), "V#", false, Some(1))
+                .query_all(&format!("W#{name}"), SortKeys::Prefix("V#"), false, Some(1))
                 .await?
                 .into_iter()
                 .next(),
@@ -1052,7 +1050,7 @@ impl DynamoStore {
     }
 
     pub async fn dead_letters(&self) -> StoreResult<Vec<DeadLetterRecord>> {
-        self.query_all("D", "", true, None)
+        self.query_all("D", SortKeys::All, true, None)
             .await?
             .iter()
             .map(|item| {

@@ -1095,34 +1095,9 @@ impl ExecutionStore for SqliteBackend {
 
     async fn history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {
         let id = id.to_string();
-        self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT seq, at, event FROM history WHERE execution_id = ?1 ORDER BY seq",
-                )
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map([id], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                })
-                .map_err(unavailable)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(unavailable)?;
-            rows.into_iter()
-                .map(|(seq, at, event)| {
-                    Ok(HistoryEntry {
-                        seq: seq as u64,
-                        at: at as Timestamp,
-                        event: from_json("history event", &event)?,
-                    })
-                })
-                .collect()
-        })
-        .await
+        // Sequence numbers start at 1: everything after 0 is all of it.
+        self.read(move |conn| crate::checkpoints::history_after(conn, &id, 0))
+            .await
     }
 
     async fn list(

@@ -399,7 +399,7 @@ impl<B: Backend> Coordinator<B> {
         }
         let single = n == 1;
         match self
-            .apply_batch(execution_id, events.clone(), &Settled::new())
+            .apply_batch(execution_id, &events, &Settled::new())
             .await
         {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
@@ -420,10 +420,14 @@ impl<B: Backend> Coordinator<B> {
                 let mut results = Vec::with_capacity(n);
                 for event in events {
                     results.push(
-                        self.apply_batch(execution_id, vec![event], &Settled::new())
-                            .await
-                            .map(|mut outcomes| outcomes.remove(0))
-                            .map_err(Failed::into_error),
+                        self.apply_batch(
+                            execution_id,
+                            std::slice::from_ref(&event),
+                            &Settled::new(),
+                        )
+                        .await
+                        .map(|mut outcomes| outcomes.remove(0))
+                        .map_err(Failed::into_error),
                     );
                 }
                 results
@@ -441,7 +445,7 @@ impl<B: Backend> Coordinator<B> {
         settled: &Settled,
     ) -> Result<Outcome, CoordinatorError> {
         let event = self.admit(execution_id, event)?;
-        self.apply_batch(execution_id, vec![event], settled)
+        self.apply_batch(execution_id, std::slice::from_ref(&event), settled)
             .await
             .map(|mut outcomes| outcomes.remove(0))
             .map_err(Failed::into_error)
@@ -453,7 +457,7 @@ impl<B: Backend> Coordinator<B> {
     async fn apply_batch(
         &self,
         execution_id: &str,
-        events: Vec<Event>,
+        events: &[Event],
         settled: &Settled,
     ) -> Result<Vec<Outcome>, Failed> {
         for conflicts in 0..MAX_CONFLICT_RETRIES {
@@ -473,11 +477,12 @@ impl<B: Backend> Coordinator<B> {
                 .await
                 .map_err(Failed::NotCommitted)?;
             let now = self.clock.now().max(record.updated_at);
-            let mut state = record.state.clone();
+            // The loaded record is this transition's own: apply to it in place.
+            let mut state = record.state;
             let mut outcomes = Vec::with_capacity(events.len());
             let mut history = Vec::new();
             let mut commands = Vec::new();
-            for event in &events {
+            for event in events {
                 let transition = engine::apply(&compiled, &mut state, event.clone(), now);
                 if let Outcome::Ignored(reason) = &transition.outcome {
                     debug!(workflow.execution.id = %execution_id, ?reason, "event changed nothing");
