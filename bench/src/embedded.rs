@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use baton_core::ExecutionStatus;
 use baton_embedded::{SqliteBackend, SqliteOptions, Worker, WorkerOptions};
-use baton_runtime::ports::{ExecutionStore, WorkflowStore};
+use baton_runtime::ports::{ExecutionStore, ListQuery, WorkflowStore};
 use baton_runtime::step::{Registry, StepContext, handler_fn};
 use baton_runtime::targets::{Targets, TargetsConfig};
 use baton_runtime::{Clock, Coordinator, SystemClock};
@@ -287,8 +287,9 @@ pub async fn run_workload(
     }
 
     let succeeded = backend
-        .list(Some(ExecutionStatus::Succeeded), executions + 1)
+        .list(&ListQuery::newest(executions + 1).status(ExecutionStatus::Succeeded))
         .await?
+        .executions
         .len();
     if succeeded != executions {
         bail!(

@@ -11,7 +11,7 @@ use baton_core::{Event, ExecutionStatus, Workflow};
 use baton_embedded::{SqliteBackend, SqliteOptions, Worker, WorkerOptions};
 use baton_examples::Ledger;
 use baton_runtime::coordinator::describe_ignored;
-use baton_runtime::ports::{Backend, StoreError, WorkflowStore};
+use baton_runtime::ports::{Backend, ListCursor, ListQuery, StoreError, WorkflowStore};
 use baton_runtime::step::Registry;
 use baton_runtime::targets::{Targets, TargetsConfig};
 use baton_runtime::{Clock, Coordinator, CoordinatorError, SystemClock};
@@ -525,13 +525,18 @@ pub async fn history<B: Backend>(
     Ok(0)
 }
 
-pub async fn list<B: Backend>(
-    backend: &B,
-    status: Option<&str>,
-    limit: usize,
-    json: bool,
-) -> anyhow::Result<u8> {
-    let status = status
+/// What `baton list` asks for.
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub workflow: Option<String>,
+    pub limit: usize,
+    pub after: Option<String>,
+}
+
+pub async fn list<B: Backend>(backend: &B, filter: &ListFilter, json: bool) -> anyhow::Result<u8> {
+    let status = filter
+        .status
+        .as_deref()
         .map(|s| {
             ExecutionStatus::parse(s).ok_or_else(|| {
                 bad(format!(
@@ -540,13 +545,48 @@ pub async fn list<B: Backend>(
             })
         })
         .transpose()?;
-    let rows = backend.list(status, limit).await?;
+    let after = filter
+        .after
+        .as_deref()
+        .map(|text| {
+            ListCursor::parse(text).ok_or_else(|| {
+                bad(format!(
+                    "`--after {text}` is not a cursor a previous `baton list` printed"
+                ))
+            })
+        })
+        .transpose()?;
+    let page = backend
+        .list(&ListQuery {
+            status,
+            workflow: filter.workflow.clone(),
+            after,
+            ..ListQuery::newest(filter.limit)
+        })
+        .await?;
     if json {
-        for row in &rows {
+        for row in &page.executions {
             println!("{}", serde_json::to_string(row)?);
         }
     } else {
-        print!("{}", display::list_text(&rows));
+        print!("{}", display::list_text(&page.executions));
+    }
+    if let Some(next) = &page.next {
+        // On stderr, so the rows stay the whole of stdout.
+        eprintln!("more: baton list --after {}", next.key());
+    }
+    Ok(0)
+}
+
+pub async fn gc(backend: &SqliteBackend, json: bool) -> anyhow::Result<u8> {
+    let swept = backend.sweep_expired(SystemClock.now()).await?;
+    if json {
+        println!("{}", serde_json::to_string(&swept)?);
+    } else {
+        println!(
+            "deleted {} expired executions ({} history entries, {} lifecycle events)",
+            swept.executions, swept.history, swept.events
+        );
     }
     Ok(0)
 }

@@ -154,8 +154,21 @@ enum Commands {
     List {
         #[arg(long)]
         status: Option<String>,
+        /// Only executions of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Continue a listing: the cursor the previous page printed.
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete finished executions whose retention has passed (embedded backend
+    /// only; a worker also does this every 10 minutes, and on AWS DynamoDB's
+    /// time to live does).
+    Gc {
         #[arg(long)]
         json: bool,
     },
@@ -345,20 +358,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         },
         Commands::List {
             status,
+            workflow,
             limit,
+            after,
             json,
-        } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
-            Some(b) => app::list(b.as_ref(), status.as_deref(), limit, json).await,
-            None => {
-                app::list(
-                    app::open_backend(&db)?.as_ref(),
-                    status.as_deref(),
-                    limit,
-                    json,
-                )
-                .await
+        } => {
+            let filter = app::ListFilter {
+                status,
+                workflow,
+                limit,
+                after,
+            };
+            match aws_backend(aws, endpoint.as_deref(), &db).await? {
+                Some(b) => app::list(b.as_ref(), &filter, json).await,
+                None => app::list(app::open_backend(&db)?.as_ref(), &filter, json).await,
             }
-        },
+        }
+        Commands::Gc { json } => {
+            embedded_only(
+                aws,
+                "gc",
+                "on AWS, DynamoDB deletes a finished execution's items once their `expires` time passes",
+            )?;
+            app::gc(app::open_backend(&db)?.as_ref(), json).await
+        }
         Commands::Cancel { id, reason } => {
             match aws_backend(aws, endpoint.as_deref(), &db).await? {
                 Some(b) => app::cancel(b, &id, reason).await,

@@ -125,6 +125,7 @@ impl From<CoordinatorError> for ApiError {
                 ApiError::Refused { what, problems }
             }
             CoordinatorError::ExecutionExists { .. } => ApiError::Conflict(e.to_string()),
+            CoordinatorError::InvalidRetention(_) => ApiError::BadRequest(e.to_string()),
             CoordinatorError::Limit(limit) => ApiError::Limit(limit),
             // The payload is the client's: say which limit it broke.
             CoordinatorError::PayloadTooLarge { limit, .. }

@@ -6,9 +6,9 @@ use std::time::Instant;
 use baton_core::definition::Format;
 use baton_core::engine::Ignored;
 use baton_core::limits::{self, LimitError, MAX_JSON_DEPTH};
-use baton_core::{Event, ExecutionStatus, Outcome, Workflow};
+use baton_core::{Event, ExecutionStatus, Outcome, Timestamp, Workflow};
 use baton_runtime::coordinator::describe_ignored;
-use baton_runtime::ports::{Backend, ExecutionRecord};
+use baton_runtime::ports::{Backend, ExecutionRecord, ListCursor, ListQuery};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use serde::Deserialize;
@@ -20,7 +20,7 @@ use crate::api::Api;
 use crate::error::ApiError;
 use crate::routes::{Route, query_pairs, resolve};
 use crate::views::{
-    DeployedView, ExecutionSummaryView, ExecutionView, OutcomeView, StartedView, WorkflowView,
+    DeployedView, ExecutionPageView, ExecutionView, OutcomeView, StartedView, WorkflowView,
     json_response,
 };
 
@@ -363,6 +363,10 @@ struct StartRequest {
     /// A workflow version; the latest when absent.
     #[serde(default)]
     version: Option<u32>,
+    /// How long to keep the finished execution (`90d`); the workflow's
+    /// retention when absent.
+    #[serde(default)]
+    retention: Option<String>,
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -409,9 +413,17 @@ async fn start_execution<B: Backend>(
     };
     let id = execution_id(api, request.id, headers)?;
     note_execution(execution, &id);
+    let retention = request
+        .retention
+        .as_deref()
+        .map(|text| {
+            baton_core::duration::parse_millis(text)
+                .map_err(|e| ApiError::BadRequest(format!("`retention`: {e}")))
+        })
+        .transpose()?;
     let started = api
         .coordinator()
-        .start(workflow, request.version, &id, request.input)
+        .start_retained(workflow, request.version, &id, request.input, retention)
         .await?;
     if !started.created && started.record.workflow != workflow {
         return Err(ApiError::IdInUse {
@@ -435,19 +447,35 @@ async fn list_executions<B: Backend>(
     api: &Api<B>,
     query: Option<&str>,
 ) -> Result<Response<Bytes>, ApiError> {
-    let mut status = None;
-    let mut limit = DEFAULT_LIST_LIMIT;
+    let mut list = ListQuery::newest(DEFAULT_LIST_LIMIT);
+    let time = |key: &str, value: &str| {
+        value.parse::<Timestamp>().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "`{key}` must be a time in epoch milliseconds, not `{value}`"
+            ))
+        })
+    };
     for (key, value) in query_pairs(query)? {
         match key.as_str() {
             "status" => {
-                status = Some(ExecutionStatus::parse(&value).ok_or_else(|| {
+                list.status = Some(ExecutionStatus::parse(&value).ok_or_else(|| {
                     ApiError::BadRequest(format!(
                         "unknown status `{value}` (pending, running, compensating, succeeded, failed, compensated, compensation_failed, cancelled)"
                     ))
                 })?)
             }
+            "workflow" => list.workflow = Some(value),
+            "since" => list.since = Some(time("since", &value)?),
+            "until" => list.until = Some(time("until", &value)?),
+            "after" => {
+                list.after = Some(ListCursor::parse(&value).ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "`after` must be the `next` of a previous page, not `{value}`"
+                    ))
+                })?)
+            }
             "limit" => {
-                limit = value
+                list.limit = value
                     .parse::<usize>()
                     .ok()
                     .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
@@ -460,9 +488,11 @@ async fn list_executions<B: Backend>(
             _ => {}
         }
     }
-    let rows = api.backend().list(status, limit).await?;
-    let views: Vec<ExecutionSummaryView> = rows.into_iter().map(Into::into).collect();
-    Ok(json_response(StatusCode::OK, &views))
+    let page = api.backend().list(&list).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &ExecutionPageView::from(page),
+    ))
 }
 
 async fn get_execution<B: Backend>(api: &Api<B>, id: &str) -> Result<Response<Bytes>, ApiError> {

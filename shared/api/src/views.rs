@@ -3,7 +3,7 @@
 
 use baton_core::engine::{StepState, StepStatus, UnitStatus};
 use baton_core::{ErrorInfo, ExecutionStatus, Timestamp};
-use baton_runtime::ports::{ExecutionRecord, ExecutionSummary, StoredWorkflow};
+use baton_runtime::ports::{ExecutionPage, ExecutionRecord, ExecutionSummary, StoredWorkflow};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
@@ -170,6 +170,24 @@ pub struct ExecutionSummaryView {
     pub status: ExecutionStatus,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// A page of executions; `next`, when present, is passed as `after` for the
+/// page that follows.
+#[derive(Debug, Serialize)]
+pub struct ExecutionPageView {
+    pub executions: Vec<ExecutionSummaryView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+impl From<ExecutionPage> for ExecutionPageView {
+    fn from(page: ExecutionPage) -> Self {
+        ExecutionPageView {
+            executions: page.executions.into_iter().map(Into::into).collect(),
+            next: page.next.map(|c| c.key()),
+        }
+    }
 }
 
 impl From<ExecutionSummary> for ExecutionSummaryView {

@@ -2,6 +2,7 @@
 
 mod common;
 
+use baton_runtime::ports::ListQuery;
 use std::sync::Arc;
 
 use baton_api::ApiOptions;
@@ -237,7 +238,13 @@ async fn starting_twice_with_an_idempotency_key_starts_one_execution() {
     assert_eq!(again.body["id"], "order-7");
     assert_eq!(again.body["created"], false);
 
-    let all = h.api.backend().list(None, 100).await.expect("list");
+    let all = h
+        .api
+        .backend()
+        .list(&ListQuery::newest(100))
+        .await
+        .expect("list")
+        .executions;
     assert_eq!(all.len(), 1);
     let r = get(api, "/executions").await;
     assert_eq!(r.body.as_array().map(Vec::len), Some(1));
@@ -349,7 +356,16 @@ async fn bad_start_requests_say_what_is_wrong() {
     assert!(r.error().contains("4096-byte limit"), "{}", r.error());
     assert_eq!(r.body["limit"], 4096);
 
-    assert_eq!(h.api.backend().list(None, 10).await.expect("list").len(), 0);
+    assert_eq!(
+        h.api
+            .backend()
+            .list(&ListQuery::newest(10))
+            .await
+            .expect("list")
+            .executions
+            .len(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -418,9 +434,14 @@ async fn status_and_history_of_an_execution() {
     }
 
     let r = get(api, "/executions?status=succeeded").await;
-    assert_eq!(r.body, json!([]));
+    assert_eq!(r.body, json!({"executions": []}));
     let r = get(api, "/executions?status=running&limit=1").await;
-    assert_eq!(r.body[0]["id"], "e1");
+    assert_eq!(r.body["executions"][0]["id"], "e1");
+    let r = get(api, "/executions?workflow=no-such&since=0").await;
+    assert_eq!(r.body, json!({"executions": []}));
+    let r = get(api, "/executions?after=yesterday").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error().contains("`after`"), "{}", r.error());
     let r = get(api, "/executions?status=done").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.error().contains("unknown status `done`"), "{}", r.error());
@@ -661,7 +682,16 @@ async fn input_nested_too_deep_gets_422_and_nothing_is_stored() {
     let r = post(api, path, &body).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     assert_eq!(r.error(), too_deep);
-    assert_eq!(h.api.backend().list(None, 10).await.expect("list").len(), 0);
+    assert_eq!(
+        h.api
+            .backend()
+            .list(&ListQuery::newest(10))
+            .await
+            .expect("list")
+            .executions
+            .len(),
+        0
+    );
 
     // At the limit it starts, and stays readable.
     let body = json!({ "id": "at-limit", "input": nested(64) }).to_string();
@@ -804,7 +834,16 @@ async fn execution_ids_follow_one_rule() {
     )
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
-    assert_eq!(h.api.backend().list(None, 10).await.expect("list").len(), 0);
+    assert_eq!(
+        h.api
+            .backend()
+            .list(&ListQuery::newest(10))
+            .await
+            .expect("list")
+            .executions
+            .len(),
+        0
+    );
 
     for id in [
         "order-1001",

@@ -13,13 +13,11 @@ use std::sync::Arc;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use baton_core::engine::Dispatch;
-use baton_core::{
-    Command, ExecutionStatus, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition,
-};
+use baton_core::{Command, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition};
 use baton_runtime::ports::{
-    Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink,
-    ExecutionRecord, ExecutionStore, ExecutionSummary, HistoryEntry, OutboxEntry, StoreError,
-    StoreResult, StoredWorkflow, TaskDispatcher, TimerService, WorkflowStore,
+    Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink, ExecutionPage,
+    ExecutionRecord, ExecutionStore, HistoryEntry, ListQuery, OutboxEntry, StoreError, StoreResult,
+    StoredWorkflow, TaskDispatcher, TimerService, WorkflowStore,
 };
 use baton_runtime::step::StepEvent;
 use baton_runtime::{Clock, SystemClock};
@@ -328,12 +326,8 @@ impl ExecutionStore for AwsBackend {
     async fn history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {
         self.store.history(id).await
     }
-    async fn list(
-        &self,
-        status: Option<ExecutionStatus>,
-        limit: usize,
-    ) -> StoreResult<Vec<ExecutionSummary>> {
-        self.store.list(status, limit).await
+    async fn list(&self, query: &ListQuery) -> StoreResult<ExecutionPage> {
+        self.store.list(query).await
     }
 }
 

@@ -4,14 +4,15 @@
 //! template instead.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use baton_runtime::ports::{StoreError, StoreResult};
 
 use crate::config::{AwsSettings, DEFAULT_EVENTS, DEFAULT_PAYLOAD_LIMIT};
 use crate::queues::Clients;
-use crate::store::sdk_error;
+use crate::store::{EXPIRES, STATUS_INDEX, sdk_error};
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -105,15 +106,47 @@ async fn create_table(clients: &Clients, table: &str) -> StoreResult<()> {
         .key_schema(key("sk", KeyType::Range)?)
         .attribute_definitions(attribute("pk")?)
         .attribute_definitions(attribute("sk")?)
+        .attribute_definitions(attribute("status")?)
+        .attribute_definitions(attribute("ord")?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(STATUS_INDEX)
+                .key_schema(key("status", KeyType::Hash)?)
+                .key_schema(key("ord", KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .non_key_attributes("workflow")
+                        .build(),
+                )
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        )
         .send()
         .await;
     match result {
-        Ok(_) => Ok(()),
-        Err(e) if matches!(&e, aws_sdk_dynamodb::error::SdkError::ServiceError(s) if s.err().is_resource_in_use_exception()) => {
-            Ok(())
+        Ok(_) => {}
+        Err(e) if matches!(&e, aws_sdk_dynamodb::error::SdkError::ServiceError(s) if s.err().is_resource_in_use_exception()) =>
+        {
+            return Ok(());
         }
-        Err(e) => Err(sdk_error(e)),
+        Err(e) => return Err(sdk_error(e)),
     }
+    clients
+        .dynamodb
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(EXPIRES)
+                .enabled(true)
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(sdk_error)?;
+    Ok(())
 }
 
 /// Creates `name` and `name-dlq` with a redrive policy between them; returns the main queue's URL and ARN.

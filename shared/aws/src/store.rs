@@ -3,10 +3,11 @@
 //!
 //! | item | pk | sk |
 //! |---|---|---|
-//! | execution (version, status, tail; not the state) | `X#{id}` | `S` |
+//! | execution (version, status, tail; not the state; `ord` for the status index) | `X#{id}` | `S` |
 //! | snapshot of the state, as of a version | `X#{id}` | `C` |
 //! | history entry (written once its commands are delivered) | `X#{id}` | `H#{seq:012}` |
 //! | workflow version | `W#{name}` | `V#{version:08}` |
+//! | workflow catalog (newest version of each) | `W` | `{name}` |
 //! | step result | `R#{idempotency key}` | `R` |
 //! | compensation dead letter | `D` | `{id}` |
 //!
@@ -33,8 +34,8 @@ use baton_core::engine::Execution;
 use baton_core::{Command, ExecutionStatus, Timestamp, Workflow, WorkflowDefinition};
 use baton_runtime::checkpoint::{self, CompiledWorkflows, KnownStates};
 use baton_runtime::ports::{
-    Created, DeadLetterKind, DeadLetterRecord, ExecutionRecord, ExecutionSummary, HistoryEntry,
-    OutboxEntry, StoreError, StoreResult, StoredWorkflow,
+    Created, DeadLetterKind, DeadLetterRecord, ExecutionPage, ExecutionRecord, ExecutionSummary,
+    HistoryEntry, ListCursor, ListQuery, OutboxEntry, StoreError, StoreResult, StoredWorkflow,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,10 @@ struct Tail {
     history: Vec<HistoryEntry>,
     #[serde(default, rename = "o")]
     outbox: Vec<TailCommand>,
+    /// The execution's retention, for the `expires` of the history items
+    /// written from this tail.
+    #[serde(default, rename = "r", skip_serializing_if = "Option::is_none")]
+    retention_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,6 +251,26 @@ enum SortKeys<'a> {
     Between(String, String),
 }
 
+/// The index that lists executions: partition `status`, sort `ord` (see
+/// [`ListCursor::key`]), projecting `workflow` for the workflow filter. The
+/// execution item's other attributes change on every commit; left out of
+/// the index, a commit that keeps the status writes nothing to it.
+pub const STATUS_INDEX: &str = "by-status";
+
+/// The attribute DynamoDB's time to live reads: epoch seconds after which
+/// the item may be deleted. A running execution's own item and snapshot do
+/// not carry it; its history items do (see [`checkpoint::SNAPSHOT_IDLE_MS`]
+/// for why a load never needs one that expired).
+pub const EXPIRES: &str = "expires";
+
+fn expires_value(at_ms: Timestamp) -> AttributeValue {
+    n(at_ms.div_ceil(1000))
+}
+
+/// The partition naming every workflow with its newest version, so listing
+/// workflows is a query.
+const CATALOG_PK: &str = "W";
+
 /// The sort key of an execution's snapshot item.
 const SNAPSHOT_SK: &str = "C";
 
@@ -292,17 +317,36 @@ impl DynamoStore {
         item.insert("status".into(), s(record.status().as_str()));
         item.insert("tail".into(), s(tail));
         item.insert("created".into(), n(record.created_at));
+        item.insert("retention".into(), n(record.retention_ms));
+        if let Some(at) = record.expires_at() {
+            item.insert(EXPIRES.into(), expires_value(at));
+        }
+        item.insert(
+            "ord".into(),
+            s(ListCursor {
+                created_at: record.created_at,
+                id: record.id.clone(),
+            }
+            .key()),
+        );
         item.insert("updated".into(), n(record.updated_at));
         item
     }
 
-    fn history_item(id: &str, entry: &HistoryEntry) -> Item {
-        HashMap::from([
+    fn history_item(id: &str, entry: &HistoryEntry, retention_ms: Option<u64>) -> Item {
+        let mut item = HashMap::from([
             ("pk".to_string(), s(format!("X#{id}"))),
             ("sk".to_string(), s(history_sk(entry.seq))),
             ("at".to_string(), n(entry.at)),
             ("event".to_string(), s(json(&entry.event))),
-        ])
+        ]);
+        if let Some(retention) = retention_ms {
+            item.insert(
+                EXPIRES.into(),
+                expires_value(entry.at.saturating_add(retention)),
+            );
+        }
+        item
     }
 
     /// The execution item's record, with `state` in place of the state
@@ -317,6 +361,10 @@ impl DynamoStore {
             state,
             created_at: get_n(item, "created")?,
             updated_at: get_n(item, "updated")?,
+            retention_ms: match item.get("retention") {
+                Some(_) => get_n(item, "retention")?,
+                None => baton_core::workflow::DEFAULT_RETENTION_MS,
+            },
         })
     }
 
@@ -397,7 +445,7 @@ impl DynamoStore {
             self.client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(Self::history_item(id, entry)))
+                .set_item(Some(Self::history_item(id, entry, tail.retention_ms)))
                 .send()
                 .await
                 .map_err(sdk_error)?;
@@ -455,7 +503,10 @@ impl DynamoStore {
     ) -> StoreResult<Created> {
         let state = json(&record.state);
         Self::check_size("the execution state", state.len())?;
-        let tail = Tail::default().then(history, outbox)?;
+        let tail = Tail {
+            retention_ms: Some(record.retention_ms),
+            ..Tail::default().then(history, outbox)?
+        };
         let tail_text = Self::tail_text(&tail)?;
         let written = self
             .client
@@ -470,6 +521,11 @@ impl DynamoStore {
                 self.tails
                     .remember(&record.id, record.version, &tail, false);
                 self.states.remember(record);
+                // An execution that starts by waiting keeps its state at
+                // hand (see `checkpoint::SNAPSHOT_IDLE_MS`).
+                if checkpoint::needs_snapshot(record, history) {
+                    self.put_snapshot(&record.id, record.version, state).await;
+                }
                 Ok(Created::New(tail.entries(&record.id)))
             }
             Err(e) if is_put_condition_failure(&e) => match self.load(&record.id).await? {
@@ -490,7 +546,9 @@ impl DynamoStore {
             return Ok(None);
         };
         let version = get_n(&item, "version")?;
-        let known = self.states.at_or_before(id, version);
+        let known = self
+            .states
+            .at_or_before(id, get_n(&item, "created")?, version);
         if let Some(known) = known.as_ref().filter(|k| k.version == version) {
             return Ok(Some(known.clone()));
         }
@@ -573,6 +631,31 @@ impl DynamoStore {
             Err(e) if is_put_condition_failure(&e) => {}
             Err(e) => {
                 tracing::warn!(workflow.execution.id = %id, version, error = %sdk_error(e), "snapshot not written; loads replay from the previous one");
+            }
+        }
+    }
+
+    /// Gives a finished execution's snapshot, if it has one, its expiry.
+    /// Best effort: a snapshot left without it is a stray item, not a wrong
+    /// answer.
+    async fn expire_snapshot(&self, id: &str, at: Timestamp) {
+        let written = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("X#{id}")))
+            .key("sk", s(SNAPSHOT_SK))
+            .update_expression("SET #exp = :exp")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#exp", EXPIRES)
+            .expression_attribute_values(":exp", expires_value(at))
+            .send()
+            .await;
+        match written {
+            Ok(_) => {}
+            Err(e) if is_update_condition_failure(&e) => {}
+            Err(e) => {
+                tracing::warn!(workflow.execution.id = %id, error = %sdk_error(e), "snapshot of a finished execution left without an expiry");
             }
         }
     }
@@ -675,17 +758,33 @@ impl DynamoStore {
             (tail, false) if self.is_flushed(&record.id, &tail).await? => Tail::default(),
             (tail, false) => tail,
         };
-        let tail = carried.then(history, outbox)?;
+        let tail = Tail {
+            retention_ms: Some(record.retention_ms),
+            ..carried.then(history, outbox)?
+        };
         let tail_text = Self::tail_text(&tail)?;
-        let written = self
+        let expires = record.expires_at();
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(execution_key(&record.id)))
+            .set_key(Some(execution_key(&record.id)));
+        if let Some(at) = expires {
+            update = update
+                .expression_attribute_names("#exp", EXPIRES)
+                .expression_attribute_values(":exp", expires_value(at));
+        }
+        let written = update
             // The state is not rewritten: the history rebuilds it, and a
             // snapshot is written now and then (`REMOVE` drops the state an
-            // item written before snapshots still holds).
-            .update_expression("SET #v = :v, #st = :st, #u = :u, #tail = :tail REMOVE #state")
+            // item written before snapshots still holds). A finished
+            // execution's item expires after its retention.
+            .update_expression(match expires {
+                None => "SET #v = :v, #st = :st, #u = :u, #tail = :tail REMOVE #state",
+                Some(_) => {
+                    "SET #v = :v, #st = :st, #u = :u, #tail = :tail, #exp = :exp REMOVE #state"
+                }
+            })
             .condition_expression("#v = :expected")
             .expression_attribute_names("#v", "version")
             .expression_attribute_names("#st", "status")
@@ -706,6 +805,9 @@ impl DynamoStore {
                 self.states.remember(record);
                 if let Some(state) = snapshot {
                     self.put_snapshot(&record.id, record.version, state).await;
+                }
+                if let Some(at) = expires {
+                    self.expire_snapshot(&record.id, at).await;
                 }
                 if let (true, Some(last)) = (tail.outbox.is_empty(), tail.last_seq()) {
                     // Nothing to deliver: the history can be written now. The
@@ -828,56 +930,158 @@ impl DynamoStore {
         Ok(entries)
     }
 
-    /// Lists executions by scanning: an operator's command, not a hot path.
-    pub async fn list(
+    /// A page of executions, newest first, through the status index: one
+    /// query per status (just the one asked for, when a status is), merged by
+    /// creation order; then the page's execution items, for what the index
+    /// does not project. Never a scan.
+    pub async fn list(&self, query: &ListQuery) -> StoreResult<ExecutionPage> {
+        let statuses: Vec<ExecutionStatus> = match query.status {
+            Some(status) => vec![status],
+            None => ExecutionStatus::ALL.to_vec(),
+        };
+        let low = query
+            .since
+            .map_or_else(|| "0".to_string(), |t| format!("{t:015}#"));
+        let mut high = query
+            .until
+            .map_or_else(|| "~".to_string(), |t| format!("{t:015}#"));
+        if let Some(after) = &query.after {
+            high = high.min(after.key());
+        }
+        let mut keys: Vec<(String, ExecutionStatus)> = Vec::new();
+        if low <= high {
+            for status in statuses {
+                keys.extend(
+                    self.list_status(status, query, &low, &high)
+                        .await?
+                        .into_iter()
+                        .map(|ord| (ord, status)),
+                );
+            }
+        }
+        // Each status gave up to one more than the page: merged, that
+        // extra one says whether another page follows.
+        keys.sort_by(|a, b| b.0.cmp(&a.0));
+        let more = keys.len() > query.limit;
+        keys.truncate(query.limit);
+        let rows = self.summaries(&keys).await?;
+        Ok(ExecutionPage::of(rows, query.limit, more))
+    }
+
+    /// The ordering keys of up to `limit + 1` executions in one status
+    /// partition of the index between `low` and `high` (excluded), newest first.
+    async fn list_status(
         &self,
-        status: Option<ExecutionStatus>,
-        limit: usize,
-    ) -> StoreResult<Vec<ExecutionSummary>> {
-        let mut rows = Vec::new();
+        status: ExecutionStatus,
+        query: &ListQuery,
+        low: &str,
+        high: &str,
+    ) -> StoreResult<Vec<String>> {
+        let wanted = query.limit + 1;
+        let mut found = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let mut scan = self
+            let mut request = self
                 .client
-                .scan()
+                .query()
                 .table_name(&self.table)
-                .filter_expression(if status.is_some() {
-                    "sk = :s AND #st = :status"
-                } else {
-                    "sk = :s"
-                })
-                .expression_attribute_values(":s", s("S"))
-                .projection_expression("pk, workflow, wv, #st, created, updated")
+                .index_name(STATUS_INDEX)
+                .key_condition_expression("#st = :st AND #ord BETWEEN :low AND :high")
                 .expression_attribute_names("#st", "status")
+                .expression_attribute_names("#ord", "ord")
+                .expression_attribute_values(":st", s(status.as_str()))
+                .expression_attribute_values(":low", s(low))
+                .expression_attribute_values(":high", s(high))
+                .scan_index_forward(false)
+                .limit(wanted.min(1000) as i32)
                 .set_exclusive_start_key(start.take());
-            if let Some(status) = status {
-                scan = scan.expression_attribute_values(":status", s(status.as_str()));
+            if let Some(workflow) = &query.workflow {
+                request = request
+                    .filter_expression("#wf = :wf")
+                    .expression_attribute_names("#wf", "workflow")
+                    .expression_attribute_values(":wf", s(workflow));
             }
-            let out = scan.send().await.map_err(sdk_error)?;
+            let out = request.send().await.map_err(sdk_error)?;
             for item in out.items() {
-                let status_text = get_s(item, "status")?;
-                rows.push(ExecutionSummary {
-                    id: get_s(item, "pk")?.trim_start_matches("X#").to_string(),
-                    workflow: get_s(item, "workflow")?.to_string(),
-                    workflow_version: get_n(item, "wv")? as u32,
-                    status: ExecutionStatus::parse(status_text)
-                        .ok_or_else(|| corrupt(format!("unknown status `{status_text}`")))?,
-                    created_at: get_n(item, "created")?,
-                    updated_at: get_n(item, "updated")?,
-                });
+                let ord = get_s(item, "ord")?;
+                // BETWEEN includes `high`, which is the cursor's own key.
+                if ord < high {
+                    found.push(ord.to_string());
+                }
+                if found.len() == wanted {
+                    return Ok(found);
+                }
             }
             match out.last_evaluated_key() {
                 Some(key) => start = Some(key.clone()),
-                None => break,
+                None => return Ok(found),
             }
         }
-        rows.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| b.id.cmp(&a.id))
-        });
-        rows.truncate(limit);
-        Ok(rows)
+    }
+
+    /// The execution items behind ordering keys, in their order.
+    async fn summaries(
+        &self,
+        keys: &[(String, ExecutionStatus)],
+    ) -> StoreResult<Vec<ExecutionSummary>> {
+        let mut found: HashMap<String, ExecutionSummary> = HashMap::new();
+        for chunk in keys.chunks(100) {
+            let mut pending = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(
+                    chunk
+                        .iter()
+                        .filter_map(|(ord, _)| ListCursor::parse(ord))
+                        .map(|c| execution_key(&c.id))
+                        .collect(),
+                ))
+                .projection_expression("pk, workflow, wv, #st, created, updated")
+                .expression_attribute_names("#st", "status")
+                .consistent_read(true)
+                .build()
+                .map_err(|e| corrupt(e.to_string()))?;
+            loop {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                for item in out
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    let status_text = get_s(item, "status")?;
+                    let summary = ExecutionSummary {
+                        id: get_s(item, "pk")?.trim_start_matches("X#").to_string(),
+                        workflow: get_s(item, "workflow")?.to_string(),
+                        workflow_version: get_n(item, "wv")? as u32,
+                        status: ExecutionStatus::parse(status_text)
+                            .ok_or_else(|| corrupt(format!("unknown status `{status_text}`")))?,
+                        created_at: get_n(item, "created")?,
+                        updated_at: get_n(item, "updated")?,
+                    };
+                    found.insert(summary.id.clone(), summary);
+                }
+                match out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .filter(|k| !k.keys().is_empty())
+                {
+                    Some(rest) => pending = rest.clone(),
+                    None => break,
+                }
+            }
+        }
+        // An execution read between the index and here may have moved on
+        // (its status changed, or it expired): it is listed as it is now, or
+        // not at all.
+        Ok(keys
+            .iter()
+            .filter_map(|(ord, _)| found.remove(&ListCursor::parse(ord)?.id))
+            .collect())
     }
 
     pub async fn put_workflow(
@@ -890,7 +1094,12 @@ impl DynamoStore {
         loop {
             let latest = self.get_workflow(&definition.name, None).await?;
             let version = match latest {
-                Some(l) if json(&l.definition) == text => return Ok(l.version),
+                Some(l) if json(&l.definition) == text => {
+                    // A put that stored the version but died before the
+                    // catalog entry completes it now.
+                    self.catalog(&definition.name, l.version).await?;
+                    return Ok(l.version);
+                }
                 Some(l) => l.version + 1,
                 None => 1,
             };
@@ -906,7 +1115,10 @@ impl DynamoStore {
                 .send()
                 .await;
             match put {
-                Ok(_) => return Ok(version),
+                Ok(_) => {
+                    self.catalog(&definition.name, version).await?;
+                    return Ok(version);
+                }
                 // Someone stored this version first: look again.
                 Err(e) if is_put_condition_failure(&e) => continue,
                 Err(e) => return Err(sdk_error(e)),
@@ -954,33 +1166,42 @@ impl DynamoStore {
         })
     }
 
+    /// Notes `version` as the newest of workflow `name` in the catalog
+    /// partition, unless a newer one is there.
+    async fn catalog(&self, name: &str, version: u32) -> StoreResult<()> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(CATALOG_PK))
+            .item("sk", s(name))
+            .item("version", n(version))
+            .condition_expression("attribute_not_exists(pk) OR version < :v")
+            .expression_attribute_values(":v", n(version))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) if is_put_condition_failure(&e) => Ok(()),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// The newest version of every workflow: the catalog partition, then
+    /// each version it names.
     pub async fn list_workflows(&self) -> StoreResult<Vec<StoredWorkflow>> {
-        let mut latest: std::collections::BTreeMap<String, StoredWorkflow> = Default::default();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("begins_with(pk, :w)")
-                .expression_attribute_values(":w", s("W#"))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            for item in out.items() {
-                let name = get_s(item, "pk")?.trim_start_matches("W#").to_string();
-                let stored = Self::workflow_from_item(&name, item)?;
-                if latest.get(&name).is_none_or(|w| w.version < stored.version) {
-                    latest.insert(name, stored);
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(key) => start = Some(key.clone()),
-                None => break,
+        let mut latest = Vec::new();
+        for item in self
+            .query_all(CATALOG_PK, SortKeys::All, true, None)
+            .await?
+        {
+            let name = get_s(&item, "sk")?;
+            let version = get_n(&item, "version")? as u32;
+            if let Some(stored) = self.get_workflow(name, Some(version)).await? {
+                latest.push(stored);
             }
         }
-        Ok(latest.into_values().collect())
+        Ok(latest)
     }
 
     /// The recorded successful output for an idempotency key, if any.
@@ -1017,6 +1238,11 @@ impl DynamoStore {
             .item("sk", s("R"))
             .item("output", s(text))
             .item("at", n(now))
+            // Kept as long as a finished execution is by default.
+            .item(
+                EXPIRES,
+                expires_value(now.saturating_add(baton_core::workflow::DEFAULT_RETENTION_MS)),
+            )
             .condition_expression("attribute_not_exists(pk)")
             .return_values(ReturnValue::None)
             .send()

@@ -26,7 +26,7 @@ steps:
     input: "${ item }"
     mutates: false
     max_concurrency: 1
-  after: { needs: [each], wait: 1h }
+  after: { needs: [each], wait: 10m }
 "#;
 
 /// An item's attributes as stored, by sort key.

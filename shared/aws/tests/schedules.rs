@@ -4,6 +4,7 @@
 //! (moto accepts schedules but never fires them: firing is tested on the
 //! embedded backend.)
 
+use baton_runtime::ports::ListQuery;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -230,7 +231,11 @@ async fn a_scheduled_start_delivered_twice_starts_once() {
     )
     .await;
     assert!(again.is_empty(), "{again:?}");
-    let executions = backend.list(None, 100).await.unwrap();
+    let executions = backend
+        .list(&ListQuery::newest(100))
+        .await
+        .unwrap()
+        .executions;
     let ids: Vec<&str> = executions.iter().map(|e| e.id.as_str()).collect();
     // The id the embedded worker derives for the same instant.
     let expected = baton_core::schedule::execution_id(
@@ -250,7 +255,15 @@ async fn a_scheduled_start_delivered_twice_starts_once() {
     )
     .await;
     assert!(next.is_empty());
-    assert_eq!(backend.list(None, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        backend
+            .list(&ListQuery::newest(100))
+            .await
+            .unwrap()
+            .executions
+            .len(),
+        1
+    );
 
     // Once it is over, the next instant starts; the skipped one is passed over.
     coordinator
@@ -275,9 +288,10 @@ async fn a_scheduled_start_delivered_twice_starts_once() {
     )
     .await;
     let mut ids: Vec<String> = backend
-        .list(None, 100)
+        .list(&ListQuery::newest(100))
         .await
         .unwrap()
+        .executions
         .into_iter()
         .map(|e| e.id)
         .collect();

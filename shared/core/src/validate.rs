@@ -722,6 +722,16 @@ fn validate_here(definition: WorkflowDefinition) -> Result<Workflow, ValidationE
         .unwrap_or_else(Template::null);
 
     let schedules = validate_schedules(&mut c, &definition);
+    let retention_ms = c
+        .duration(None, "retention", definition.retention.as_deref())
+        .and_then(|ms| match crate::workflow::check_retention(ms) {
+            Ok(ms) => Some(ms),
+            Err(message) => {
+                c.add(None, Some("retention"), message);
+                None
+            }
+        })
+        .unwrap_or(crate::workflow::DEFAULT_RETENTION_MS);
 
     let allowed = if cycle_count == 0 {
         let queries: Vec<(usize, usize)> = c.reads.iter().map(|r| (r.reader, r.read)).collect();
@@ -745,6 +755,7 @@ fn validate_here(definition: WorkflowDefinition) -> Result<Workflow, ValidationE
         steps,
         output,
         schedules,
+        retention_ms,
         by_name,
     })
 }

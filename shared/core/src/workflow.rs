@@ -15,6 +15,28 @@ use crate::validate::{self, ValidationErrors};
 /// Default per-attempt timeout when neither the step nor `defaults` sets one
 /// (the longest a Lambda invocation can run).
 pub const DEFAULT_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+/// How long a finished execution's records are kept when neither the
+/// workflow nor the start says.
+pub const DEFAULT_RETENTION_MS: u64 = 30 * DAY_MS;
+/// The shortest retention: a running execution's history is kept at least
+/// this long, which the snapshot policy relies on (see the runtime's
+/// `checkpoint` module).
+pub const MIN_RETENTION_MS: u64 = DAY_MS;
+pub const MAX_RETENTION_MS: u64 = 3650 * DAY_MS;
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// A retention in range, or why not.
+pub fn check_retention(ms: u64) -> Result<u64, String> {
+    if (MIN_RETENTION_MS..=MAX_RETENTION_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(format!(
+            "must be from 1 day to 3650 days, not {}",
+            crate::duration::format_millis(ms)
+        ))
+    }
+}
+
 /// Default `max_concurrency` of a `for_each` step.
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 10;
 
@@ -26,6 +48,8 @@ pub struct Workflow {
     pub output: Template,
     /// Every schedule, enabled or not, in declaration order.
     pub schedules: Vec<Schedule>,
+    /// How long a finished execution's records are kept.
+    pub retention_ms: u64,
     pub(crate) by_name: HashMap<String, usize>,
 }
 

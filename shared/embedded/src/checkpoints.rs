@@ -32,6 +32,11 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Checkpoints {
+    /// Drops what is known of a deleted execution.
+    pub(crate) fn forget(&self, id: &str) {
+        self.states.forget(id);
+    }
+
     /// Remembers a record that was just committed.
     pub(crate) fn remember(&self, record: &ExecutionRecord) {
         self.states.remember(record);
@@ -41,7 +46,7 @@ impl Checkpoints {
     pub(crate) fn load(&self, conn: &Connection, id: &str) -> StoreResult<Option<ExecutionRecord>> {
         let head = conn
             .prepare_cached(
-                "SELECT workflow, workflow_version, version, state_version FROM executions WHERE id = ?1",
+                "SELECT workflow, workflow_version, version, state_version, created_at FROM executions WHERE id = ?1",
             )
             .map_err(unavailable)?
             .query_row([id], |r| {
@@ -50,15 +55,18 @@ impl Checkpoints {
                     r.get::<_, i64>(1)?,
                     r.get::<_, i64>(2)?,
                     r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })
             .optional()
             .map_err(unavailable)?;
-        let Some((workflow, workflow_version, version, state_version)) = head else {
+        let Some((workflow, workflow_version, version, state_version, created_at)) = head else {
             return Ok(None);
         };
         let (version, state_version) = (version as u64, state_version as u64);
-        let cached = self.states.at_or_before(id, version);
+        let cached = self
+            .states
+            .at_or_before(id, created_at as Timestamp, version);
         let mut record = match cached {
             Some(known) if known.version == version => return Ok(Some(known)),
             // Another process committed since: catch up from here unless the
@@ -85,9 +93,9 @@ impl Checkpoints {
     }
 
     fn read_snapshot(&self, conn: &Connection, id: &str) -> StoreResult<ExecutionRecord> {
-        let (workflow, workflow_version, state_version, state, created_at, updated_at) = conn
+        let (workflow, workflow_version, state_version, state, created_at, updated_at, retention) = conn
             .prepare_cached(
-                "SELECT workflow, workflow_version, state_version, state, created_at, updated_at
+                "SELECT workflow, workflow_version, state_version, state, created_at, updated_at, retention_ms
                  FROM executions WHERE id = ?1",
             )
             .map_err(unavailable)?
@@ -99,6 +107,7 @@ impl Checkpoints {
                     r.get::<_, String>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
                 ))
             })
             .map_err(unavailable)?;
@@ -112,6 +121,7 @@ impl Checkpoints {
             state: serde_json::from_str(&state).map_err(|e| corrupt("execution state", e))?,
             created_at: created_at as Timestamp,
             updated_at: updated_at as Timestamp,
+            retention_ms: retention as u64,
         })
     }
 

@@ -17,6 +17,7 @@
 mod checkpoints;
 mod group;
 pub mod local;
+pub mod retention;
 pub mod schedules;
 pub mod store;
 pub mod worker;

@@ -26,9 +26,9 @@ use baton_core::{
 use baton_runtime::checkpoint;
 use baton_runtime::coordinator::compensation_dead_letter;
 use baton_runtime::ports::{
-    Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink,
-    ExecutionRecord, ExecutionStore, ExecutionSummary, HistoryEntry, LeasedTask, OutboxEntry,
-    StoreError, StoreResult, StoredWorkflow, TaskDispatcher, TaskQueue, TimerService,
+    Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink, ExecutionPage,
+    ExecutionRecord, ExecutionStore, ExecutionSummary, HistoryEntry, LeasedTask, ListQuery,
+    OutboxEntry, StoreError, StoreResult, StoredWorkflow, TaskDispatcher, TaskQueue, TimerService,
     WorkflowStore,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -59,9 +59,14 @@ CREATE TABLE IF NOT EXISTS executions (
     state TEXT NOT NULL,
     state_version INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    -- How long it is kept once finished; when it finished, the time it may go.
+    retention_ms INTEGER NOT NULL DEFAULT 2592000000,
+    expires_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status, created_at);
+CREATE INDEX IF NOT EXISTS executions_by_created ON executions (created_at, id);
+CREATE INDEX IF NOT EXISTS executions_by_workflow ON executions (workflow, created_at);
 CREATE TABLE IF NOT EXISTS history (
     execution_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -209,25 +214,44 @@ pub struct SqliteBackend {
     options: SqliteOptions,
 }
 
-/// Databases made before snapshots: their state is current.
-fn add_snapshot_version(conn: &Connection) -> StoreResult<()> {
+/// Brings a database made by an older Baton to this schema.
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    // Before snapshots: the state is current.
+    add_column(
+        conn,
+        "state_version",
+        "ALTER TABLE executions ADD COLUMN state_version INTEGER NOT NULL DEFAULT 0;
+         UPDATE executions SET state_version = version;",
+    )?;
+    // Before retention: finished executions are kept the default 30 days from now.
+    add_column(
+        conn,
+        "expires_at",
+        "ALTER TABLE executions ADD COLUMN retention_ms INTEGER NOT NULL DEFAULT 2592000000;
+         ALTER TABLE executions ADD COLUMN expires_at INTEGER;
+         UPDATE executions SET expires_at = updated_at + retention_ms
+          WHERE status NOT IN ('pending', 'running', 'compensating');",
+    )?;
+    // After the column exists, old file or new.
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS executions_by_expiry ON executions (expires_at) WHERE expires_at IS NOT NULL;",
+    )
+    .map_err(unavailable)
+}
+
+fn add_column(conn: &Connection, column: &str, statements: &str) -> StoreResult<()> {
     let has: bool = conn
         .query_row(
-            "SELECT 1 FROM pragma_table_info('executions') WHERE name = 'state_version'",
-            [],
+            "SELECT 1 FROM pragma_table_info('executions') WHERE name = ?1",
+            [column],
             |_| Ok(true),
         )
         .optional()
         .map_err(unavailable)?
         .unwrap_or(false);
     if !has {
-        conn.execute_batch(
-            "BEGIN IMMEDIATE;
-             ALTER TABLE executions ADD COLUMN state_version INTEGER NOT NULL DEFAULT 0;
-             UPDATE executions SET state_version = version;
-             COMMIT;",
-        )
-        .map_err(unavailable)?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {statements} COMMIT;"))
+            .map_err(unavailable)?;
     }
     Ok(())
 }
@@ -431,7 +455,7 @@ impl SqliteBackend {
             .map_err(unavailable)?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
             .map_err(unavailable)?;
-        add_snapshot_version(&conn)?;
+        migrate(&conn)?;
         let reader = open_connection(path, busy_timeout)?;
         let checkpointer = open_connection(path, busy_timeout)?;
         checkpointer
@@ -485,6 +509,10 @@ impl SqliteBackend {
     /// sharing the transaction with other writes, see [`crate::group`]).
     /// `f` must fail with nothing but [`StoreError::Unavailable`] once it
     /// has written something.
+    pub(crate) fn checkpoints(&self) -> &Checkpoints {
+        &self.checkpoints
+    }
+
     pub(crate) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
@@ -977,8 +1005,8 @@ impl ExecutionStore for SqliteBackend {
                     return Ok(Err(existing));
                 }
                 tx.prepare_cached(
-                    "INSERT INTO executions (id, workflow, workflow_version, version, status, state, state_version, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?7, ?8)",
+                    "INSERT INTO executions (id, workflow, workflow_version, version, status, state, state_version, created_at, updated_at, retention_ms, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?7, ?8, ?9, ?10)",
                 )
                 .and_then(|mut stmt| {
                     stmt.execute(params![
@@ -989,7 +1017,9 @@ impl ExecutionStore for SqliteBackend {
                         record.status().as_str(),
                         state,
                         record.created_at as i64,
-                        record.updated_at as i64
+                        record.updated_at as i64,
+                        record.retention_ms as i64,
+                        record.expires_at().map(|t| t as i64)
                     ])
                 })
                 .map_err(unavailable)?;
@@ -1041,24 +1071,25 @@ impl ExecutionStore for SqliteBackend {
         let version = record.version as i64;
         let status = record.status().as_str();
         let updated_at = record.updated_at as i64;
+        let expires_at = record.expires_at().map(|t| t as i64);
         let Ok(()) = self
             .write_transition::<std::convert::Infallible>(rows, move |tx| {
                 let updated = match &snapshot {
                     Some(state) => tx
                         .prepare_cached(
-                            "UPDATE executions SET version = ?1, status = ?2, state = ?3, state_version = ?1, updated_at = ?4
+                            "UPDATE executions SET version = ?1, status = ?2, state = ?3, state_version = ?1, updated_at = ?4, expires_at = ?7
                              WHERE id = ?5 AND version = ?6",
                         )
                         .and_then(|mut stmt| {
-                            stmt.execute(params![version, status, state, updated_at, id, expected_version as i64])
+                            stmt.execute(params![version, status, state, updated_at, id, expected_version as i64, expires_at])
                         }),
                     None => tx
                         .prepare_cached(
-                            "UPDATE executions SET version = ?1, status = ?2, updated_at = ?3
+                            "UPDATE executions SET version = ?1, status = ?2, updated_at = ?3, expires_at = ?6
                              WHERE id = ?4 AND version = ?5",
                         )
                         .and_then(|mut stmt| {
-                            stmt.execute(params![version, status, updated_at, id, expected_version as i64])
+                            stmt.execute(params![version, status, updated_at, id, expected_version as i64, expires_at])
                         }),
                 }
                 .map_err(unavailable)?;
@@ -1100,33 +1131,47 @@ impl ExecutionStore for SqliteBackend {
             .await
     }
 
-    async fn list(
-        &self,
-        status: Option<ExecutionStatus>,
-        limit: usize,
-    ) -> StoreResult<Vec<ExecutionSummary>> {
+    async fn list(&self, query: &ListQuery) -> StoreResult<ExecutionPage> {
+        let query = query.clone();
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT id, workflow, workflow_version, status, created_at, updated_at FROM executions
-                     WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, id DESC LIMIT ?2",
+                     WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
+                       AND (?3 IS NULL OR created_at >= ?3) AND (?4 IS NULL OR created_at < ?4)
+                       AND (?5 IS NULL OR (created_at, id) < (?5, ?6))
+                     ORDER BY created_at DESC, id DESC LIMIT ?7",
                 )
                 .map_err(unavailable)?;
+            let after = query.after.as_ref();
             let rows = stmt
-                .query_map(params![status.map(|s| s.as_str()), limit as i64], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, i64>(5)?,
-                    ))
-                })
+                .query_map(
+                    params![
+                        query.status.map(|s| s.as_str()),
+                        query.workflow,
+                        query.since.map(|t| t as i64),
+                        query.until.map(|t| t as i64),
+                        after.map(|c| c.created_at as i64),
+                        after.map(|c| c.id.as_str()),
+                        // One more than asked says whether a next page exists.
+                        query.limit as i64 + 1,
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, i64>(5)?,
+                        ))
+                    },
+                )
                 .map_err(unavailable)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable)?;
-            rows.into_iter()
+            let rows = rows
+                .into_iter()
                 .map(|(id, workflow, wv, status, created, updated)| {
                     Ok(ExecutionSummary {
                         id,
@@ -1140,7 +1185,8 @@ impl ExecutionStore for SqliteBackend {
                         updated_at: updated as Timestamp,
                     })
                 })
-                .collect()
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(ExecutionPage::of(rows, query.limit, false))
         })
         .await
     }

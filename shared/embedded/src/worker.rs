@@ -121,7 +121,12 @@ pub struct Worker {
     /// Timers whose firing failed for a reason a retry may fix, by
     /// `execution/timer key`: how many times, and when to try again.
     timer_retries: Mutex<HashMap<String, (u32, Instant)>>,
+    /// When this worker last swept expired executions.
+    swept_at: Mutex<Option<Instant>>,
 }
+
+/// How often a worker sweeps executions whose retention has passed.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 impl Drop for Worker {
     fn drop(&mut self) {
@@ -209,6 +214,7 @@ impl Worker {
             local,
             stopping: AtomicBool::new(false),
             timer_retries: Mutex::new(HashMap::new()),
+            swept_at: Mutex::new(None),
         }
     }
 
@@ -297,10 +303,34 @@ impl Worker {
         });
     }
 
+    /// Deletes expired executions on the first round and every
+    /// [`SWEEP_EVERY`] after; a failure waits for the next time.
+    async fn sweep_now_and_then(&self) {
+        {
+            let mut swept_at = self.swept_at.lock().unwrap_or_else(|p| p.into_inner());
+            if swept_at.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+                return;
+            }
+            *swept_at = Some(Instant::now());
+        }
+        match self.backend().sweep_expired(self.coordinator.now()).await {
+            Ok(swept) if swept.executions > 0 => {
+                info!(
+                    executions = swept.executions,
+                    history = swept.history,
+                    "expired executions swept"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "expired executions not swept; trying again later"),
+        }
+    }
+
     /// One round: fire due timers and start as many tasks as there are free
     /// slots. Returns whether it found any work.
     pub async fn poll_once(self: Arc<Self>) -> Result<bool, CoordinatorError> {
         let fired = self.fire_timers().await? + crate::schedules::tick(&self.coordinator).await;
+        self.sweep_now_and_then().await;
         // Tasks already leased here first: they wait for nothing but a slot.
         let mut started = self.clone().start_local();
         let free = self.slots.available_permits();

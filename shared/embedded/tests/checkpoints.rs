@@ -27,7 +27,7 @@ steps:
     max_concurrency: 4
   after:
     needs: [each]
-    wait: 1h
+    wait: 10m
 ";
 
 fn doubling() -> Registry {

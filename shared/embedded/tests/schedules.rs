@@ -2,6 +2,7 @@
 //! several workers over one database start each instant once; first sight,
 //! catch-up, overlap and disabling behave as documented.
 
+use baton_runtime::ports::ListQuery;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -50,9 +51,10 @@ async fn deploy(node: &Node, text: &str, now: u64) {
 async fn ids(node: &Node) -> BTreeSet<String> {
     node.coordinator
         .backend()
-        .list(None, 10_000)
+        .list(&ListQuery::newest(10_000))
         .await
         .expect("list")
+        .executions
         .into_iter()
         .map(|e| e.id)
         .collect()

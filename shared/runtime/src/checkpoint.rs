@@ -11,28 +11,48 @@ use baton_core::engine;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use baton_core::{Event, Workflow, WorkflowDefinition};
+use baton_core::{Event, Timestamp, Workflow, WorkflowDefinition};
 
 use crate::ports::{ExecutionRecord, HistoryEntry, StoreError, StoreResult};
 
 /// A snapshot at least every this many transitions: a load replays fewer.
 pub const SNAPSHOT_EVERY: u64 = 64;
 
+/// A transition after which the execution may take longer than this to
+/// move again (nothing of it is due sooner) writes a snapshot.
+///
+/// Why: a store may expire each history entry its retention after it was
+/// written (DynamoDB's TTL), while a load needs the entries after the newest
+/// snapshot. Between snapshots there are fewer than [`SNAPSHOT_EVERY`]
+/// transitions, each at most this long after the one before, so those
+/// entries are younger than 64 × 20 minutes, less than the shortest
+/// retention (a day), however long the execution runs or waits.
+pub const SNAPSHOT_IDLE_MS: u64 = 20 * 60 * 1000;
+
 /// Whether committing `record` with `history` should also write its whole
-/// state: when it reaches or passes a multiple of [`SNAPSHOT_EVERY`], and
-/// when a signal arrived, the one event that grows the state by what a
-/// client sends (signals wait there for the step that takes them), so that a
-/// store's size limit refuses the signal that would outgrow it. Not at the
-/// start (the start event holds the input) nor at the end: a load replays
-/// fewer than [`SNAPSHOT_EVERY`] entries either way, where a final snapshot
-/// would write every output again.
+/// state: when it reaches or passes a multiple of [`SNAPSHOT_EVERY`]; when a
+/// signal arrived, the one event that grows the state by what a client sends
+/// (signals wait there for the step that takes them), so that a store's size
+/// limit refuses the signal that would outgrow it; and when the execution is
+/// left idle (see [`SNAPSHOT_IDLE_MS`]), the start included. Not at the end:
+/// a load replays fewer than
+/// [`SNAPSHOT_EVERY`] entries either way, where a final snapshot would write
+/// every output again.
 pub fn needs_snapshot(record: &ExecutionRecord, history: &[HistoryEntry]) -> bool {
     // A transition of several events may step over the multiple.
     let first = history.first().map_or(record.version, |h| h.seq);
+    let idle = || {
+        !record.status().is_terminal()
+            && record
+                .state
+                .next_wakeup()
+                .is_none_or(|t| t > record.updated_at.saturating_add(SNAPSHOT_IDLE_MS))
+    };
     first.div_ceil(SNAPSHOT_EVERY) * SNAPSHOT_EVERY <= record.version
         || history
             .iter()
             .any(|h| matches!(h.event, Event::SignalReceived { .. }))
+        || idle()
 }
 
 /// Brings `record` forward through the history entries that follow it, in
@@ -88,12 +108,24 @@ impl KnownStates {
         records.insert(record.id.clone(), record.clone());
     }
 
-    /// The record known for `id` at `version` or before it.
-    pub fn at_or_before(&self, id: &str, version: u64) -> Option<ExecutionRecord> {
+    /// The record known for `id` at `version` or before it, of the
+    /// execution created at `created_at` (not an earlier one with the same
+    /// id, since swept).
+    pub fn at_or_before(
+        &self,
+        id: &str,
+        created_at: Timestamp,
+        version: u64,
+    ) -> Option<ExecutionRecord> {
         self.lock()
             .get(id)
-            .filter(|known| known.version <= version)
+            .filter(|known| known.version <= version && known.created_at == created_at)
             .cloned()
+    }
+
+    /// Drops what is known of `id` (it was deleted).
+    pub fn forget(&self, id: &str) {
+        self.lock().remove(id);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, ExecutionRecord>> {

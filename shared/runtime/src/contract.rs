@@ -21,8 +21,8 @@ use serde_json::json;
 use crate::clock::{Clock, SystemClock};
 use crate::coordinator::Coordinator;
 use crate::ports::{
-    Backend, Created, DeadLetterKind, DeadLetterRecord, ExecutionRecord, HistoryEntry, StoreError,
-    TaskQueue,
+    Backend, Created, DeadLetterKind, DeadLetterRecord, ExecutionPage, ExecutionRecord,
+    HistoryEntry, ListQuery, StoreError, TaskQueue,
 };
 
 pub struct ContractConfig {
@@ -67,6 +67,7 @@ fn record(id: &str, now: u64) -> (ExecutionRecord, Vec<HistoryEntry>, Vec<baton_
             state,
             created_at: now,
             updated_at: now,
+            retention_ms: wf.retention_ms,
         },
         vec![HistoryEntry {
             seq: 1,
@@ -230,23 +231,74 @@ pub async fn history_in_order_and_list_by_status<B: Backend>(backend: B) {
         vec![1, 2, 3, 4],
         "history: every applied event, in order"
     );
-    let all: Vec<String> = backend
-        .list(None, 10)
+    let ids = |page: &ExecutionPage| {
+        page.executions
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>()
+    };
+    let all = backend.list(&ListQuery::newest(10)).await.unwrap();
+    assert_eq!(
+        ids(&all),
+        vec!["ex-c", "ex-b", "ex-a"],
+        "list: newest first"
+    );
+    assert_eq!(all.next, None, "list: nothing after the last page");
+    let cancelled = backend
+        .list(&ListQuery::newest(10).status(ExecutionStatus::Cancelled))
         .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
-    assert_eq!(all, vec!["ex-c", "ex-b", "ex-a"], "list: newest first");
-    let cancelled: Vec<String> = backend
-        .list(Some(ExecutionStatus::Cancelled), 10)
+        .unwrap();
+    assert_eq!(ids(&cancelled), vec!["ex-b"], "list: filtered by status");
+    let first = backend.list(&ListQuery::newest(2)).await.unwrap();
+    assert_eq!(ids(&first), vec!["ex-c", "ex-b"], "list: limit");
+    let rest = backend
+        .list(&ListQuery {
+            after: first.next.clone(),
+            ..ListQuery::newest(2)
+        })
         .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
-    assert_eq!(cancelled, vec!["ex-b"], "list: filtered by status");
-    assert_eq!(backend.list(None, 2).await.unwrap().len(), 2, "list: limit");
+        .unwrap();
+    assert_eq!(
+        ids(&rest),
+        vec!["ex-a"],
+        "list: the next page continues after the first"
+    );
+    let by_workflow = backend
+        .list(&ListQuery {
+            workflow: Some("no-such-workflow".into()),
+            ..ListQuery::newest(10)
+        })
+        .await
+        .unwrap();
+    assert!(
+        by_workflow.executions.is_empty(),
+        "list: filtered by workflow"
+    );
+    let contract = backend
+        .list(&ListQuery {
+            workflow: Some("contract".into()),
+            ..ListQuery::newest(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&contract),
+        vec!["ex-c", "ex-b", "ex-a"],
+        "list: filtered by workflow"
+    );
+    let window = backend
+        .list(&ListQuery {
+            since: Some(now + 1),
+            until: Some(now + 2),
+            ..ListQuery::newest(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&window),
+        vec!["ex-b"],
+        "list: filtered by creation time"
+    );
 }
 
 pub async fn outbox_until_cleared<B: Backend>(backend: B) {

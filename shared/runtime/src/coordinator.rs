@@ -69,6 +69,9 @@ pub enum CoordinatorError {
     /// A start named an existing execution with a different workflow or input.
     #[error("execution id `{id}` is already used {by}")]
     ExecutionExists { id: String, by: String },
+    /// A start asked to keep the execution's records for a time out of range.
+    #[error("retention {0}")]
+    InvalidRetention(String),
 }
 
 impl CoordinatorError {
@@ -194,11 +197,29 @@ impl<B: Backend> Coordinator<B> {
         execution_id: &str,
         input: Value,
     ) -> Result<Started, CoordinatorError> {
+        self.start_retained(workflow, version, execution_id, input, None)
+            .await
+    }
+
+    /// [`Coordinator::start`], keeping the finished execution's records for
+    /// `retention_ms` instead of the workflow's retention.
+    pub async fn start_retained(
+        &self,
+        workflow: &str,
+        version: Option<u32>,
+        execution_id: &str,
+        input: Value,
+        retention_ms: Option<u64>,
+    ) -> Result<Started, CoordinatorError> {
         // One id rule and one nesting limit for every path that creates an
         // execution (API, CLI, schedules, coordinator start messages).
         baton_core::limits::check_execution_id(execution_id)?;
         baton_core::limits::check_json_depth(&input, "the execution input")?;
         self.check_size("the execution input", &input)?;
+        if let Some(ms) = retention_ms {
+            baton_core::workflow::check_retention(ms)
+                .map_err(CoordinatorError::InvalidRetention)?;
+        }
         if let Some(existing) = self.backend.load(execution_id).await? {
             return self.started_before(existing, workflow, &input).await;
         }
@@ -215,6 +236,7 @@ impl<B: Backend> Coordinator<B> {
             state,
             created_at: now,
             updated_at: now,
+            retention_ms: retention_ms.unwrap_or(compiled.retention_ms),
         };
         let history = [HistoryEntry {
             seq: 1,

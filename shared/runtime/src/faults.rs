@@ -34,14 +34,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use baton_core::engine::Dispatch;
-use baton_core::{
-    Command, ExecutionStatus, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition,
-};
+use baton_core::{Command, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition};
 
 use crate::ports::{
-    Backend, Created, DeadLetterRecord, DeadLetterStore, EventSink, ExecutionRecord,
-    ExecutionStore, ExecutionSummary, HistoryEntry, LeasedTask, OutboxEntry, StoreError,
-    StoreResult, StoredWorkflow, TaskDispatcher, TaskQueue, TimerService, WorkflowStore,
+    Backend, Created, DeadLetterRecord, DeadLetterStore, EventSink, ExecutionPage, ExecutionRecord,
+    ExecutionStore, HistoryEntry, LeasedTask, ListQuery, OutboxEntry, StoreError, StoreResult,
+    StoredWorkflow, TaskDispatcher, TaskQueue, TimerService, WorkflowStore,
 };
 
 /// One operation of the ports, as a plan names it.
@@ -665,13 +663,8 @@ impl<B: ExecutionStore> ExecutionStore for FaultyBackend<B> {
             .await
     }
 
-    async fn list(
-        &self,
-        status: Option<ExecutionStatus>,
-        limit: usize,
-    ) -> StoreResult<Vec<ExecutionSummary>> {
-        self.run(Op::List, None, self.inner.list(status, limit))
-            .await
+    async fn list(&self, query: &ListQuery) -> StoreResult<ExecutionPage> {
+        self.run(Op::List, None, self.inner.list(query)).await
     }
 }
 

@@ -29,9 +29,24 @@ pub struct ExecutionRecord {
     pub state: Execution,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// How long the execution's records are kept once it has finished.
+    #[serde(default = "default_retention")]
+    pub retention_ms: u64,
+}
+
+fn default_retention() -> u64 {
+    baton_core::workflow::DEFAULT_RETENTION_MS
 }
 
 impl ExecutionRecord {
+    /// When a finished execution's records may go (epoch milliseconds);
+    /// `None` while it runs.
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.status()
+            .is_terminal()
+            .then(|| self.updated_at.saturating_add(self.retention_ms))
+    }
+
     pub fn status(&self) -> ExecutionStatus {
         self.state.status
     }
@@ -54,6 +69,114 @@ pub struct ExecutionSummary {
     pub status: ExecutionStatus,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// Which executions a listing returns: newest first, each filter optional.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    pub status: Option<ExecutionStatus>,
+    pub workflow: Option<String>,
+    /// Created at or after this time.
+    pub since: Option<Timestamp>,
+    /// Created before this time.
+    pub until: Option<Timestamp>,
+    pub limit: usize,
+    /// The `next` of the page before; the listing continues after it.
+    pub after: Option<ListCursor>,
+}
+
+impl ListQuery {
+    pub fn newest(limit: usize) -> ListQuery {
+        ListQuery {
+            status: None,
+            workflow: None,
+            since: None,
+            until: None,
+            limit,
+            after: None,
+        }
+    }
+
+    pub fn status(self, status: ExecutionStatus) -> ListQuery {
+        ListQuery {
+            status: Some(status),
+            ..self
+        }
+    }
+
+    /// Whether `summary` passes the filters (not the position or limit).
+    pub fn admits(&self, summary: &ExecutionSummary) -> bool {
+        self.status.is_none_or(|s| s == summary.status)
+            && self
+                .workflow
+                .as_deref()
+                .is_none_or(|w| w == summary.workflow)
+            && self.since.is_none_or(|t| summary.created_at >= t)
+            && self.until.is_none_or(|t| summary.created_at < t)
+    }
+}
+
+/// A place in the newest-first order of executions: creation time, then id
+/// (both descending), so pages neither skip nor repeat an execution created
+/// while a client pages. Its text form is what clients pass back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListCursor {
+    pub created_at: Timestamp,
+    pub id: String,
+}
+
+impl ListCursor {
+    pub fn of(summary: &ExecutionSummary) -> ListCursor {
+        ListCursor {
+            created_at: summary.created_at,
+            id: summary.id.clone(),
+        }
+    }
+
+    /// The sort key both backends order by: fixed-width time, then id.
+    pub fn key(&self) -> String {
+        format!("{:015}#{}", self.created_at, self.id)
+    }
+
+    pub fn parse(text: &str) -> Option<ListCursor> {
+        let (created, id) = text.split_once('#')?;
+        if created.len() != 15 || id.is_empty() {
+            return None;
+        }
+        Some(ListCursor {
+            created_at: created.parse().ok()?,
+            id: id.to_string(),
+        })
+    }
+
+    /// Whether `summary` comes after this place in the listing.
+    pub fn precedes(&self, summary: &ExecutionSummary) -> bool {
+        (summary.created_at, summary.id.as_str()) < (self.created_at, self.id.as_str())
+    }
+}
+
+/// One page of a listing; `next` is set when more may follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionPage {
+    pub executions: Vec<ExecutionSummary>,
+    pub next: Option<ListCursor>,
+}
+
+impl ExecutionPage {
+    /// The first `limit` of `rows` (newest first), with a cursor when the
+    /// source said more remain or rows were cut.
+    pub fn of(mut rows: Vec<ExecutionSummary>, limit: usize, more: bool) -> ExecutionPage {
+        let cut = rows.len() > limit;
+        rows.truncate(limit);
+        let next = match (cut || more, rows.last()) {
+            (true, Some(last)) => Some(ListCursor::of(last)),
+            _ => None,
+        };
+        ExecutionPage {
+            executions: rows,
+            next,
+        }
+    }
 }
 
 /// A command saved with a transition that still has to be carried out.
@@ -209,12 +332,9 @@ pub trait ExecutionStore: Send + Sync {
 
     fn history(&self, id: &str) -> impl Future<Output = StoreResult<Vec<HistoryEntry>>> + Send;
 
-    /// Newest first.
-    fn list(
-        &self,
-        status: Option<ExecutionStatus>,
-        limit: usize,
-    ) -> impl Future<Output = StoreResult<Vec<ExecutionSummary>>> + Send;
+    /// Newest first, filtered and paged by `query`; never a full scan of
+    /// the store.
+    fn list(&self, query: &ListQuery) -> impl Future<Output = StoreResult<ExecutionPage>> + Send;
 }
 
 pub trait WorkflowStore: Send + Sync {

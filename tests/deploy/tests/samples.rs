@@ -5,6 +5,7 @@
 //! the coordinator's SQS batches (Baton's own messages and step functions'
 //! Lambda destination records) through `baton_lambda::coordinator::handle`.
 
+use baton_runtime::ports::ListQuery;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -288,7 +289,11 @@ async fn cron_trigger_sample_starts_exactly_one_execution_even_when_delivered_tw
         assert_eq!(failures(&response), Vec::<String>::new());
     }
 
-    let executions = backend.list(None, 100).await.expect("list");
+    let executions = backend
+        .list(&ListQuery::newest(100))
+        .await
+        .expect("list")
+        .executions;
     let ids: Vec<&str> = executions.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, [id]);
     assert_eq!(executions[0].workflow, "order-processing");

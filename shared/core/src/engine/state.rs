@@ -33,6 +33,17 @@ pub enum ExecutionStatus {
 }
 
 impl ExecutionStatus {
+    pub const ALL: [ExecutionStatus; 8] = [
+        ExecutionStatus::Pending,
+        ExecutionStatus::Running,
+        ExecutionStatus::Compensating,
+        ExecutionStatus::Succeeded,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Compensated,
+        ExecutionStatus::CompensationFailed,
+        ExecutionStatus::Cancelled,
+    ];
+
     pub fn is_terminal(self) -> bool {
         !matches!(
             self,
@@ -54,18 +65,7 @@ impl ExecutionStatus {
     }
 
     pub fn parse(text: &str) -> Option<ExecutionStatus> {
-        [
-            ExecutionStatus::Pending,
-            ExecutionStatus::Running,
-            ExecutionStatus::Compensating,
-            ExecutionStatus::Succeeded,
-            ExecutionStatus::Failed,
-            ExecutionStatus::Compensated,
-            ExecutionStatus::CompensationFailed,
-            ExecutionStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 
