@@ -113,8 +113,16 @@ type Sizes = BTreeMap<String, usize>;
 #[derive(Default)]
 struct State {
     items: HashMap<ItemKey, Sizes>,
+    /// The `status` of each item in the store's status index (one with an
+    /// `ord`): the index is written when it appears, changes or goes.
+    indexed: HashMap<ItemKey, String>,
     snapshot: Snapshot,
 }
+
+/// Where index writes are reported: DynamoDB bills a write to a global
+/// secondary index like one to the table (a key change as a delete and a
+/// put), with no request of its own.
+pub const INDEX_WRITES: &str = "DynamoDB.IndexWrite";
 
 #[derive(Clone, Default)]
 pub struct Meter {
@@ -211,6 +219,12 @@ impl State {
             .or_default()
     }
 
+    fn index_writes(&mut self, units: u64) {
+        if units > 0 {
+            self.usage(INDEX_WRITES).write_units += units;
+        }
+    }
+
     /// Applies a write; returns its write units (before doubling) and item bytes.
     fn write(&mut self, kind: &str, body: &Value) -> (u64, usize) {
         let table = str_field(body, "TableName");
@@ -220,6 +234,20 @@ impl State {
                     return (1, 0);
                 };
                 let key = key_of(table, item);
+                if item.contains_key("ord") {
+                    let status = item
+                        .get("status")
+                        .and_then(|v| v.get("S"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    let writes = match self.indexed.insert(key.clone(), status.clone()) {
+                        Some(before) if before == status => 0,
+                        Some(_) => 2,
+                        None => 1,
+                    };
+                    self.index_writes(writes);
+                }
                 let after = sizes_of(item);
                 let before = self.items.get(&key).map_or(0, total);
                 let bytes = total(&after);
@@ -231,6 +259,13 @@ impl State {
                     return (1, 0);
                 };
                 let key = key_of(table, key_attrs);
+                if let Some(status) = set_value(body, "status")
+                    && let Some(before) = self.indexed.get_mut(&key)
+                    && *before != status
+                {
+                    *before = status;
+                    self.index_writes(2);
+                }
                 let before_sizes = self.items.get(&key).cloned();
                 let before = before_sizes.as_ref().map_or(0, total);
                 let mut after = before_sizes.unwrap_or_else(|| sizes_of(key_attrs));
@@ -243,10 +278,11 @@ impl State {
                 let Some(key_attrs) = object(body, "Key") else {
                     return (1, 0);
                 };
-                let before = self
-                    .items
-                    .remove(&key_of(table, key_attrs))
-                    .map_or(0, |s| total(&s));
+                let key = key_of(table, key_attrs);
+                if self.indexed.remove(&key).is_some() {
+                    self.index_writes(1);
+                }
+                let before = self.items.remove(&key).map_or(0, |s| total(&s));
                 (units(before, KB), 0)
             }
             // A condition check in a transaction is billed as a write of the item's size.
@@ -418,6 +454,33 @@ impl State {
 /// Applies the `SET a = :v, ...` and `REMOVE a, ...` clauses of an update to
 /// the item's sizes. Values of other forms (functions, arithmetic) are sized
 /// by the first placeholder they name.
+/// The string an update's `SET` gives `attribute`, if it sets one.
+fn set_value(body: &Value, attribute: &str) -> Option<String> {
+    let names = object(body, "ExpressionAttributeNames");
+    let values = object(body, "ExpressionAttributeValues")?;
+    let expression = str_field(body, "UpdateExpression");
+    let set = expression
+        .split_once("SET ")
+        .map(|(_, rest)| rest.split(" REMOVE ").next().unwrap_or(rest))?;
+    set.split(',').find_map(|part| {
+        let (name, value) = part.split_once('=')?;
+        let name = name.trim();
+        let resolved = names
+            .and_then(|n| n.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or(name);
+        (resolved == attribute)
+            .then(|| {
+                values
+                    .get(value.trim())?
+                    .get("S")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .flatten()
+    })
+}
+
 fn apply_update(sizes: &mut Sizes, body: &Value) {
     let expression = str_field(body, "UpdateExpression");
     let names = object(body, "ExpressionAttributeNames");
@@ -611,5 +674,38 @@ mod tests {
             state.snapshot.operations["DynamoDB.TransactWriteItems"].write_units,
             4
         );
+    }
+
+    #[test]
+    fn the_status_index_is_written_when_the_status_appears_or_changes() {
+        let mut state = State::default();
+        let key = json!({"pk": {"S": "X#e"}, "sk": {"S": "S"}});
+        state.observe_dynamodb(
+            "PutItem",
+            &json!({"TableName": "t", "Item": {"pk": {"S": "X#e"}, "sk": {"S": "S"},
+                "status": {"S": "running"}, "ord": {"S": "000000000000001#e"}}}),
+        );
+        let commit = |status: &str| {
+            json!({"TableName": "t", "Key": key,
+                "UpdateExpression": "SET #v = :v, #st = :st REMOVE #state",
+                "ExpressionAttributeNames": {"#v": "version", "#st": "status", "#state": "state"},
+                "ExpressionAttributeValues": {":v": {"N": "2"}, ":st": {"S": status}}})
+        };
+        state.observe_dynamodb("UpdateItem", &commit("running"));
+        assert_eq!(
+            state.snapshot.operations[INDEX_WRITES].write_units, 1,
+            "a commit that keeps the status writes no index entry"
+        );
+        state.observe_dynamodb("UpdateItem", &commit("succeeded"));
+        assert_eq!(
+            state.snapshot.operations[INDEX_WRITES].write_units, 3,
+            "a status change is a delete and a put"
+        );
+        // An item outside the index (no `ord`) never writes it.
+        state.observe_dynamodb(
+            "PutItem",
+            &json!({"TableName": "t", "Item": {"pk": {"S": "X#e"}, "sk": {"S": "H#1"}, "status": {"S": "x"}}}),
+        );
+        assert_eq!(state.snapshot.operations[INDEX_WRITES].write_units, 3);
     }
 }

@@ -247,8 +247,8 @@ async fn starting_twice_with_an_idempotency_key_starts_one_execution() {
         .executions;
     assert_eq!(all.len(), 1);
     let r = get(api, "/executions").await;
-    assert_eq!(r.body.as_array().map(Vec::len), Some(1));
-    assert_eq!(r.body[0]["id"], "order-7");
+    assert_eq!(r.body["executions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(r.body["executions"][0]["id"], "order-7");
 }
 
 #[tokio::test]
