@@ -63,8 +63,8 @@ struct Tail {
     history: Vec<HistoryEntry>,
     #[serde(default, rename = "o")]
     outbox: Vec<TailCommand>,
-    /// The execution's retention, for the `expires` of the history items
-    /// written from this tail.
+    /// How long the history items written from this tail are kept: the
+    /// execution's retention, or the longest a load may need them.
     #[serde(default, rename = "r", skip_serializing_if = "Option::is_none")]
     retention_ms: Option<u64>,
 }
@@ -270,6 +270,58 @@ fn expires_value(at_ms: Timestamp) -> AttributeValue {
 /// The partition naming every workflow with its newest version, so listing
 /// workflows is a query.
 const CATALOG_PK: &str = "W";
+
+/// How long a history item is kept: the retention, and at least as long as
+/// a load of the execution may replay it (see
+/// [`checkpoint::replay_window_ms`]).
+fn keep_history_ms(record: &ExecutionRecord) -> u64 {
+    record
+        .retention_ms
+        .max(checkpoint::replay_window_ms(&record.state))
+}
+
+/// The largest part of a snapshot one item holds.
+const SNAPSHOT_PART_BYTES: usize = 350 * 1024;
+
+/// The largest state an execution may hold (its snapshot, in parts).
+pub const MAX_STATE_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long the parts of a replaced snapshot stay readable.
+const SUPERSEDED_PARTS_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// A state too large to snapshot is refused, as the embedded backend
+/// refuses it.
+fn check_state_size(bytes: usize) -> StoreResult<()> {
+    if bytes > MAX_STATE_BYTES {
+        return Err(StoreError::TooLarge {
+            what: "the execution state".into(),
+            size: bytes,
+            limit: MAX_STATE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn snapshot_part_sk(version: u64, part: usize) -> String {
+    format!("C#{version:012}#{part:04}")
+}
+
+/// `text` cut into pieces of at most `max` bytes, on character boundaries.
+fn split_at_most(text: &str, max: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (part, tail) = rest.split_at(cut);
+        parts.push(part);
+        rest = tail;
+    }
+    parts.push(rest);
+    parts
+}
 
 /// The sort key of an execution's snapshot item.
 const SNAPSHOT_SK: &str = "C";
@@ -502,9 +554,9 @@ impl DynamoStore {
         outbox: &[Command],
     ) -> StoreResult<Created> {
         let state = json(&record.state);
-        Self::check_size("the execution state", state.len())?;
+        check_state_size(state.len())?;
         let tail = Tail {
-            retention_ms: Some(record.retention_ms),
+            retention_ms: Some(keep_history_ms(record)),
             ..Tail::default().then(history, outbox)?
         };
         let tail_text = Self::tail_text(&tail)?;
@@ -524,7 +576,8 @@ impl DynamoStore {
                 // An execution that starts by waiting keeps its state at
                 // hand (see `checkpoint::SNAPSHOT_IDLE_MS`).
                 if checkpoint::needs_snapshot(record, history) {
-                    self.put_snapshot(&record.id, record.version, state).await;
+                    self.put_snapshot(&record.id, record.version, state, record.updated_at)
+                        .await;
                 }
                 Ok(Created::New(tail.entries(&record.id)))
             }
@@ -605,32 +658,120 @@ impl DynamoStore {
         if at > version {
             return Ok(None);
         }
-        Ok(Some((
-            at,
-            parse("execution state", get_s(&item, "state")?)?,
-        )))
+        let text = match item.get("state") {
+            Some(_) => get_s(&item, "state")?.to_string(),
+            None => {
+                let parts = get_n(&item, "parts")? as usize;
+                let items = self
+                    .query_all(
+                        &format!("X#{id}"),
+                        SortKeys::Between(snapshot_part_sk(at, 0), snapshot_part_sk(at, parts - 1)),
+                        true,
+                        None,
+                    )
+                    .await?;
+                if items.len() != parts {
+                    return Err(corrupt(format!(
+                        "snapshot {at} of execution `{id}` has {} of its {parts} parts",
+                        items.len()
+                    )));
+                }
+                let mut text = String::new();
+                for item in &items {
+                    text.push_str(get_s(item, "part")?);
+                }
+                text
+            }
+        };
+        Ok(Some((at, parse("execution state", &text)?)))
     }
 
     /// Writes the state as of `version` as the execution's snapshot, unless
     /// a newer one is there. Best effort: the history holds the same.
-    async fn put_snapshot(&self, id: &str, version: u64, state: String) {
-        let written = self
+    ///
+    /// A state larger than an item is written in parts first, then the
+    /// snapshot item that names them; the parts of the snapshot it replaces
+    /// expire a day later (a load that read the old snapshot item just before
+    /// still finds them).
+    async fn put_snapshot(&self, id: &str, version: u64, state: String, now: Timestamp) {
+        let parts = split_at_most(&state, SNAPSHOT_PART_BYTES);
+        let mut pointer = self
             .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(format!("X#{id}")))
             .item("sk", s(SNAPSHOT_SK))
-            .item("version", n(version))
-            .item("state", s(state))
+            .item("version", n(version));
+        if parts.len() == 1 {
+            pointer = pointer.item("state", s(&state));
+        } else {
+            for (i, part) in parts.iter().enumerate() {
+                let written = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .item("pk", s(format!("X#{id}")))
+                    .item("sk", s(snapshot_part_sk(version, i)))
+                    .item("part", s(*part))
+                    .send()
+                    .await;
+                if let Err(e) = written {
+                    tracing::warn!(workflow.execution.id = %id, version, error = %sdk_error(e), "snapshot not written; loads replay from the previous one");
+                    return;
+                }
+            }
+            pointer = pointer.item("parts", n(parts.len()));
+        }
+        let written = pointer
             .condition_expression("attribute_not_exists(pk) OR version < :v")
             .expression_attribute_values(":v", n(version))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match written {
-            Ok(_) => {}
-            Err(e) if is_put_condition_failure(&e) => {}
+            Ok(out) => {
+                let replaced = out
+                    .attributes()
+                    .and_then(|old| Some((get_n(old, "version").ok()?, get_n(old, "parts").ok()?)));
+                if let Some((old, count)) = replaced {
+                    self.expire_parts(id, old, count as usize, now + SUPERSEDED_PARTS_MS)
+                        .await;
+                }
+            }
+            Err(e) if is_put_condition_failure(&e) => {
+                if parts.len() > 1 {
+                    self.expire_parts(id, version, parts.len(), now + SUPERSEDED_PARTS_MS)
+                        .await;
+                }
+            }
             Err(e) => {
                 tracing::warn!(workflow.execution.id = %id, version, error = %sdk_error(e), "snapshot not written; loads replay from the previous one");
+            }
+        }
+    }
+
+    /// Sets `expires` on the parts of snapshot `version`. Best effort: a
+    /// part left without it is a stray item, not a wrong answer.
+    async fn expire_parts(&self, id: &str, version: u64, parts: usize, at: Timestamp) {
+        for i in 0..parts {
+            let written = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(format!("X#{id}")))
+                .key("sk", s(snapshot_part_sk(version, i)))
+                .update_expression("SET #exp = :exp")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#exp", EXPIRES)
+                .expression_attribute_values(":exp", expires_value(at))
+                .send()
+                .await;
+            match written {
+                Ok(_) => {}
+                Err(e) if is_update_condition_failure(&e) => {}
+                Err(e) => {
+                    tracing::warn!(workflow.execution.id = %id, version, error = %sdk_error(e), "a snapshot part left without an expiry");
+                }
             }
         }
     }
@@ -649,10 +790,18 @@ impl DynamoStore {
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#exp", EXPIRES)
             .expression_attribute_values(":exp", expires_value(at))
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match written {
-            Ok(_) => {}
+            Ok(out) => {
+                let parts = out.attributes().and_then(|item| {
+                    Some((get_n(item, "version").ok()?, get_n(item, "parts").ok()?))
+                });
+                if let Some((version, count)) = parts {
+                    self.expire_parts(id, version, count as usize, at).await;
+                }
+            }
             Err(e) if is_update_condition_failure(&e) => {}
             Err(e) => {
                 tracing::warn!(workflow.execution.id = %id, error = %sdk_error(e), "snapshot of a finished execution left without an expiry");
@@ -735,7 +884,7 @@ impl DynamoStore {
         let snapshot = match checkpoint::needs_snapshot(record, history) {
             true => {
                 let state = json(&record.state);
-                Self::check_size("the execution state", state.len())?;
+                check_state_size(state.len())?;
                 Some(state)
             }
             false => None,
@@ -759,7 +908,7 @@ impl DynamoStore {
             (tail, false) => tail,
         };
         let tail = Tail {
-            retention_ms: Some(record.retention_ms),
+            retention_ms: Some(keep_history_ms(record)),
             ..carried.then(history, outbox)?
         };
         let tail_text = Self::tail_text(&tail)?;
@@ -804,7 +953,8 @@ impl DynamoStore {
                     .remember(&record.id, record.version, &tail, false);
                 self.states.remember(record);
                 if let Some(state) = snapshot {
-                    self.put_snapshot(&record.id, record.version, state).await;
+                    self.put_snapshot(&record.id, record.version, state, record.updated_at)
+                        .await;
                 }
                 if let Some(at) = expires {
                     self.expire_snapshot(&record.id, at).await;
@@ -1321,4 +1471,22 @@ fn is_update_condition_failure<R>(
     e: &SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
 ) -> bool {
     matches!(e, SdkError::ServiceError(s) if s.err().is_conditional_check_failed_exception())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_at_most;
+
+    #[test]
+    fn a_state_is_cut_into_parts_that_fit_and_join_back() {
+        let text = "é".repeat(1000) + &"x".repeat(1001);
+        let parts = split_at_most(&text, 300);
+        assert!(parts.iter().all(|p| p.len() <= 300 && !p.is_empty()));
+        assert_eq!(
+            parts.concat(),
+            text,
+            "cut on character boundaries, nothing lost"
+        );
+        assert_eq!(split_at_most("small", 300), vec!["small"]);
+    }
 }

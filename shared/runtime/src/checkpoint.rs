@@ -11,26 +11,47 @@ use baton_core::engine;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use baton_core::{Event, Timestamp, Workflow, WorkflowDefinition};
+use baton_core::{Event, Execution, Timestamp, Workflow, WorkflowDefinition};
 
 use crate::ports::{ExecutionRecord, HistoryEntry, StoreError, StoreResult};
 
 /// A snapshot at least every this many transitions: a load replays fewer.
 pub const SNAPSHOT_EVERY: u64 = 64;
 
+/// The most transitions between two snapshots of a big execution.
+pub const SNAPSHOT_EVERY_AT_MOST: u64 = 2048;
+
+/// Transitions between snapshots of `state`: [`SNAPSHOT_EVERY`], or one per
+/// eight units for a big `for_each` (up to [`SNAPSHOT_EVERY_AT_MOST`]). A
+/// snapshot's size grows with the units, so spacing snapshots out as it
+/// grows keeps the bytes they write proportional to the history's, and a
+/// map's cost linear in its elements.
+pub fn snapshot_interval(state: &Execution) -> u64 {
+    let units: usize = state.steps.iter().map(|s| s.units.len()).sum();
+    (units as u64 / 8).clamp(SNAPSHOT_EVERY, SNAPSHOT_EVERY_AT_MOST)
+}
+
+/// How old the history a load of `state` replays can be: fewer than
+/// [`snapshot_interval`] transitions, each less than [`SNAPSHOT_IDLE_MS`]
+/// after the one before. A store that expires history items keeps each at
+/// least this long.
+pub fn replay_window_ms(state: &Execution) -> u64 {
+    snapshot_interval(state) * SNAPSHOT_IDLE_MS
+}
+
 /// A transition after which the execution may take longer than this to
 /// move again (nothing of it is due sooner) writes a snapshot.
 ///
-/// Why: a store may expire each history entry its retention after it was
+/// Why: a store may expire each history entry some time after it was
 /// written (DynamoDB's TTL), while a load needs the entries after the newest
-/// snapshot. Between snapshots there are fewer than [`SNAPSHOT_EVERY`]
+/// snapshot. Between snapshots there are fewer than [`snapshot_interval`]
 /// transitions, each at most this long after the one before, so those
-/// entries are younger than 64 × 20 minutes, less than the shortest
-/// retention (a day), however long the execution runs or waits.
+/// entries are younger than [`replay_window_ms`] however long the execution
+/// runs or waits; a store keeps history at least that long.
 pub const SNAPSHOT_IDLE_MS: u64 = 20 * 60 * 1000;
 
 /// Whether committing `record` with `history` should also write its whole
-/// state: when it reaches or passes a multiple of [`SNAPSHOT_EVERY`]; when a
+/// state: when it reaches or passes a multiple of [`snapshot_interval`]; when a
 /// signal arrived, the one event that grows the state by what a client sends
 /// (signals wait there for the step that takes them), so that a store's size
 /// limit refuses the signal that would outgrow it; and when the execution is
@@ -48,7 +69,8 @@ pub fn needs_snapshot(record: &ExecutionRecord, history: &[HistoryEntry]) -> boo
                 .next_wakeup()
                 .is_none_or(|t| t > record.updated_at.saturating_add(SNAPSHOT_IDLE_MS))
     };
-    first.div_ceil(SNAPSHOT_EVERY) * SNAPSHOT_EVERY <= record.version
+    let every = snapshot_interval(&record.state);
+    first.div_ceil(every) * every <= record.version
         || history
             .iter()
             .any(|h| matches!(h.event, Event::SignalReceived { .. }))
