@@ -15,6 +15,7 @@
 //! fix (busy, I/O) is [`StoreError::Unavailable`].
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -205,6 +206,10 @@ pub struct SqliteBackend {
     /// Workers of this process that lease the tasks its transitions create.
     local: Mutex<Vec<Arc<LocalQueue>>>,
     checkpoints: Arc<Checkpoints>,
+    /// Commits refused because the stored version had moved: contention
+    /// that batching per execution is meant to remove, counted so that a
+    /// benchmark can report it from the store rather than guess it.
+    version_conflicts: AtomicU64,
     path: PathBuf,
     options: SqliteOptions,
 }
@@ -447,9 +452,15 @@ impl SqliteBackend {
             read_permits: Arc::new(Semaphore::new(READERS)),
             local: Mutex::new(Vec::new()),
             checkpoints: Arc::default(),
+            version_conflicts: AtomicU64::new(0),
             path: path.to_path_buf(),
             options,
         })
+    }
+
+    /// Commits this backend refused with [`StoreError::VersionConflict`] since it was opened.
+    pub fn version_conflicts(&self) -> u64 {
+        self.version_conflicts.load(Ordering::Relaxed)
     }
 
     /// Lets a worker of this process lease the tasks this process's
@@ -1041,7 +1052,7 @@ impl ExecutionStore for SqliteBackend {
         let version = record.version as i64;
         let status = record.status().as_str();
         let updated_at = record.updated_at as i64;
-        let Ok(()) = self
+        let written = self
             .write_transition::<std::convert::Infallible>(rows, move |tx| {
                 let updated = match &snapshot {
                     Some(state) => tx
@@ -1079,7 +1090,11 @@ impl ExecutionStore for SqliteBackend {
                 }
                 Ok(Ok(()))
             })
-            .await?;
+            .await;
+        if let Err(StoreError::VersionConflict { .. }) = &written {
+            self.version_conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+        let Ok(()) = written?;
         self.checkpoints.remember(record);
         Ok(Vec::new())
     }
