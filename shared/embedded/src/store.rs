@@ -353,8 +353,15 @@ impl TransitionRows {
                 params![id, key],
             )?;
         }
+        // A task or timer that a later event of this same transition consumes
+        // (a result for an attempt an earlier event dispatched) is not
+        // written: applied one by one, that event would delete the row the
+        // earlier one wrote, and a task leased here would run for nothing.
         let mut claimed = Vec::new();
         for task in self.tasks {
+            if self.done_tasks.contains(&task.dedup_key) {
+                continue;
+            }
             // A task leased here is written as a receive would leave it.
             let (lease_until, receive_count) = match task.claim {
                 Some(_) => (Some(self.now + self.visibility_ms), 1),
@@ -388,6 +395,9 @@ impl TransitionRows {
             }
         }
         for (key, timer, fire_at) in &self.timers {
+            if self.done_timers.contains(key) {
+                continue;
+            }
             run(
                 "INSERT OR REPLACE INTO timers (execution_id, timer_key, timer, fire_at) VALUES (?1, ?2, ?3, ?4)",
                 params![id, key, timer, fire_at],
