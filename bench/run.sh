@@ -3,6 +3,12 @@
 #
 #   bench/run.sh            # everything (about 20 minutes on 2 cores)
 #   bench/run.sh engine     # one part: machine | engine | embedded | map | timers | peers | compare | cost
+#   bench/run.sh fanout     # (not in "everything") Restate, then Baton's embedded sequence and
+#                           # fan-out at 8, 64 and 256 in flight, then one table with the ratios
+#
+# `fanout` takes EXECUTIONS (Baton's, default 2000), FANOUT_IN_FLIGHT (default
+# 8,64,256), RESTATE_EXECUTIONS (default 2000) and RESTATE_IN_FLIGHT (default
+# "8 16 64 128 256"); it writes target/bench/fanout/{embedded.json,restate.jsonl}.
 #
 # Results also go to target/bench/*.json. Nothing here fails on a timing;
 # run on a quiet machine (no build running) or the figures are distorted:
@@ -54,6 +60,19 @@ part_peers() { "$root/bench/peers/run.sh" "$out"; }
 
 part_compare() {
   "$bench" compare --baton "$out/embedded.json" --peer "$out/restate.jsonl" --peer "$out/dbos.jsonl"
+}
+
+part_fanout() {
+  # Restate first: its script stops the server and lets the load settle
+  # before Baton runs. Conflicts per execution are read from the store.
+  local dir="$out/fanout"
+  mkdir -p "$dir"
+  PEERS=restate EXECUTIONS="${RESTATE_EXECUTIONS:-2000}" IN_FLIGHT="${RESTATE_IN_FLIGHT:-8 16 64 128 256}" \
+    "$root/bench/peers/run.sh" "$dir"
+  echo "-- baton embedded (load average $(cut -d' ' -f1 /proc/loadavg))"
+  "$bench" embedded --dir "$out" --json "$dir/embedded.json" --executions "${EXECUTIONS:-2000}" \
+    --in-flight "${FANOUT_IN_FLIGHT:-8,64,256}" --unloaded-executions 0
+  "$bench" compare --baton "$dir/embedded.json" --peer "$dir/restate.jsonl"
 }
 
 part_cost() {

@@ -68,6 +68,10 @@ pub struct WorkloadResult {
     pub steps_per_s: f64,
     /// Milliseconds from a step's handler returning to the next step's handler starting.
     pub overhead_ms: Percentiles,
+    /// Commits the store refused because the execution's version had moved
+    /// (read from the backend's own counter), over the run and per execution.
+    pub version_conflicts: u64,
+    pub conflicts_per_execution: f64,
     pub peak_rss_mb: f64,
     pub load_before: f64,
     pub load_after: f64,
@@ -76,12 +80,13 @@ pub struct WorkloadResult {
 impl WorkloadResult {
     pub fn print(&self) {
         println!(
-            "  {:<12} {:>6} executions, {:>3} in flight: {:>8.1} executions/s {:>9.0} steps/s  overhead/step p50 {:.3} ms p99 {:.3} ms (max {:.1})  peak RSS {:.1} MB  load {:.2}->{:.2}",
+            "  {:<12} {:>6} executions, {:>3} in flight: {:>8.1} executions/s {:>9.0} steps/s  {:.3} conflicts/execution  overhead/step p50 {:.3} ms p99 {:.3} ms (max {:.1})  peak RSS {:.1} MB  load {:.2}->{:.2}",
             self.workload,
             self.executions,
             self.in_flight,
             self.executions_per_s,
             self.steps_per_s,
+            self.conflicts_per_execution,
             self.overhead_ms.p50,
             self.overhead_ms.p99,
             self.overhead_ms.max,
@@ -253,6 +258,7 @@ pub async fn run_workload(
 
     sys::reset_peak_rss();
     let load_before = sys::load_average();
+    let conflicts_before = backend.version_conflicts();
     let started_at = Instant::now();
     let mut started = 0;
     loop {
@@ -281,6 +287,7 @@ pub async fn run_workload(
     }
     let seconds = started_at.elapsed().as_secs_f64();
     let load_after = sys::load_average();
+    let version_conflicts = backend.version_conflicts() - conflicts_before;
     stop.send(true).ok();
     for worker in running {
         worker.await??;
@@ -309,6 +316,8 @@ pub async fn run_workload(
         executions_per_s: executions as f64 / seconds,
         steps_per_s: (executions * shape.steps()) as f64 / seconds,
         overhead_ms: Percentiles::of(recorder.overheads_ms()),
+        version_conflicts,
+        conflicts_per_execution: version_conflicts as f64 / executions as f64,
         peak_rss_mb: sys::peak_rss_mb(),
         load_before,
         load_after,

@@ -15,6 +15,7 @@
 //! fix (busy, I/O) is [`StoreError::Unavailable`].
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -210,6 +211,10 @@ pub struct SqliteBackend {
     /// Workers of this process that lease the tasks its transitions create.
     local: Mutex<Vec<Arc<LocalQueue>>>,
     checkpoints: Arc<Checkpoints>,
+    /// Commits refused because the stored version had moved: contention
+    /// that batching per execution is meant to remove, counted so that a
+    /// benchmark can report it from the store rather than guess it.
+    version_conflicts: AtomicU64,
     path: PathBuf,
     options: SqliteOptions,
 }
@@ -372,8 +377,15 @@ impl TransitionRows {
                 params![id, key],
             )?;
         }
+        // A task or timer that a later event of this same transition consumes
+        // (a result for an attempt an earlier event dispatched) is not
+        // written: applied one by one, that event would delete the row the
+        // earlier one wrote, and a task leased here would run for nothing.
         let mut claimed = Vec::new();
         for task in self.tasks {
+            if self.done_tasks.contains(&task.dedup_key) {
+                continue;
+            }
             // A task leased here is written as a receive would leave it.
             let (lease_until, receive_count) = match task.claim {
                 Some(_) => (Some(self.now + self.visibility_ms), 1),
@@ -407,6 +419,9 @@ impl TransitionRows {
             }
         }
         for (key, timer, fire_at) in &self.timers {
+            if self.done_timers.contains(key) {
+                continue;
+            }
             run(
                 "INSERT OR REPLACE INTO timers (execution_id, timer_key, timer, fire_at) VALUES (?1, ?2, ?3, ?4)",
                 params![id, key, timer, fire_at],
@@ -471,9 +486,15 @@ impl SqliteBackend {
             read_permits: Arc::new(Semaphore::new(READERS)),
             local: Mutex::new(Vec::new()),
             checkpoints: Arc::default(),
+            version_conflicts: AtomicU64::new(0),
             path: path.to_path_buf(),
             options,
         })
+    }
+
+    /// Commits this backend refused with [`StoreError::VersionConflict`] since it was opened.
+    pub fn version_conflicts(&self) -> u64 {
+        self.version_conflicts.load(Ordering::Relaxed)
     }
 
     /// Lets a worker of this process lease the tasks this process's
@@ -1072,7 +1093,7 @@ impl ExecutionStore for SqliteBackend {
         let status = record.status().as_str();
         let updated_at = record.updated_at as i64;
         let expires_at = record.expires_at().map(|t| t as i64);
-        let Ok(()) = self
+        let written = self
             .write_transition::<std::convert::Infallible>(rows, move |tx| {
                 let updated = match &snapshot {
                     Some(state) => tx
@@ -1110,7 +1131,11 @@ impl ExecutionStore for SqliteBackend {
                 }
                 Ok(Ok(()))
             })
-            .await?;
+            .await;
+        if let Err(StoreError::VersionConflict { .. }) = &written {
+            self.version_conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+        let Ok(()) = written?;
         self.checkpoints.remember(record);
         Ok(Vec::new())
     }
