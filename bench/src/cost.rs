@@ -221,7 +221,34 @@ fn workloads() -> anyhow::Result<Vec<Workload>> {
             sfn_retry_wait_ms: 0.0,
             durable_operations: 12,
         },
+        Workload {
+            name: "map-1000",
+            definition: map(MAP_ELEMENTS)?,
+            input: |_| json!({ "items": (0..MAP_ELEMENTS).collect::<Vec<_>>() }),
+            steps: MAP_ELEMENTS,
+            attempts: MAP_ELEMENTS,
+            // Each iteration's Task state, the Map state and its end.
+            sfn_transitions: MAP_ELEMENTS + 2,
+            sfn_sequential_tasks: MAP_ELEMENTS.div_ceil(MAP_CONCURRENCY),
+            sfn_retry_wait_ms: 0.0,
+            durable_operations: MAP_ELEMENTS,
+        },
     ])
+}
+
+/// Elements of the `map-1000` workload, and how many run at once.
+const MAP_ELEMENTS: usize = 1000;
+const MAP_CONCURRENCY: usize = 64;
+
+/// A `for_each` of `n` no-op elements: an element costs what a step does,
+/// if the map scales.
+fn map(n: usize) -> anyhow::Result<WorkflowDefinition> {
+    let text = format!(
+        "name: map-{n}\ndefaults: {{ retry: {{ max_attempts: 3, backoff: exponential, delay: 1s }}, timeout: {TIMEOUT} }}\nsteps:\n  each: {{ for_each: \"${{ input.items }}\", function: {}, mutates: false, max_concurrency: {MAP_CONCURRENCY} }}\n",
+        baton_examples::handlers::NOOP
+    );
+    WorkflowDefinition::parse(&text, baton_core::definition::Format::Yaml)
+        .map_err(|e| anyhow!("{e}"))
 }
 
 /// A step's output grown to about `bytes` bytes (a realistic payload),
