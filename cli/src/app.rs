@@ -192,6 +192,7 @@ pub fn map_coordinator_error(e: CoordinatorError) -> anyhow::Error {
         | CoordinatorError::UnknownWorkflow { .. }
         | CoordinatorError::ExecutionExists { .. }
         | CoordinatorError::Limit(_)
+        | CoordinatorError::InvalidRetention(_)
         | CoordinatorError::NotFound(_) => bad(e.to_string()),
         other => anyhow!(other),
     }
@@ -329,10 +330,12 @@ pub async fn start(
     workflow: &str,
     input: &str,
     id: Option<String>,
+    retention: Option<&str>,
     json: bool,
 ) -> anyhow::Result<u8> {
     let input = parse_json_arg("the input", input)?;
     check_id(id.as_deref())?;
+    let retention = parse_retention(retention)?;
     let targets = targets(db, config)?;
     let backend = open_backend(db)?;
     check_size("the input", &input, backend.options().payload_limit)?;
@@ -340,11 +343,22 @@ pub async fn start(
     let id = id.unwrap_or_else(|| new_execution_id(&name));
     let coordinator = coordinator(backend);
     let started = coordinator
-        .start(&name, Some(version), &id, input)
+        .start_retained(&name, Some(version), &id, input, retention)
         .await
         .map_err(map_coordinator_error)?;
     print_started(&id, &name, version, &started, json);
     Ok(0)
+}
+
+/// `--retention 90d` in milliseconds, checked before anything is stored.
+fn parse_retention(text: Option<&str>) -> anyhow::Result<Option<u64>> {
+    text.map(|text| {
+        baton_core::duration::parse_millis(text)
+            .map_err(|e| e.to_string())
+            .and_then(baton_core::workflow::check_retention)
+            .map_err(|e| bad(format!("--retention {e}")))
+    })
+    .transpose()
 }
 
 /// What `start` prints, the same on both backends.
@@ -410,16 +424,18 @@ pub async fn start_aws(
     workflow: &str,
     input: &str,
     id: Option<String>,
+    retention: Option<&str>,
     json: bool,
 ) -> anyhow::Result<u8> {
     let input = parse_json_arg("the input", input)?;
     check_id(id.as_deref())?;
+    let retention = parse_retention(retention)?;
     check_size("the input", &input, backend.payload_limit())?;
     let (name, version) = deployed_workflow(backend.as_ref(), workflow).await?;
     let id = id.unwrap_or_else(|| new_execution_id(&name));
     let coordinator = Coordinator::new(backend, Arc::new(SystemClock));
     let started = coordinator
-        .start(&name, Some(version), &id, input)
+        .start_retained(&name, Some(version), &id, input, retention)
         .await
         .map_err(map_coordinator_error)?;
     print_started(&id, &name, version, &started, json);

@@ -123,6 +123,9 @@ enum Commands {
         /// Execution id (default: generated). Starting an existing id creates nothing.
         #[arg(long)]
         id: Option<String>,
+        /// Keep the finished execution this long (`7d`) instead of the workflow's `retention`.
+        #[arg(long)]
+        retention: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -325,10 +328,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             workflow,
             input,
             id,
+            retention,
             json,
         } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
-            Some(b) => app::start_aws(b, &workflow, &input, id, json).await,
-            None => app::start(&db, &config, &workflow, &input, id, json).await,
+            Some(b) => app::start_aws(b, &workflow, &input, id, retention.as_deref(), json).await,
+            None => {
+                let retention = retention.as_deref();
+                app::start(&db, &config, &workflow, &input, id, retention, json).await
+            }
         },
         Commands::Worker {
             concurrency,

@@ -431,3 +431,39 @@ fn a_definition_nested_too_deep_is_refused_naming_the_limit() {
         assert_nothing_written(&sb);
     }
 }
+
+#[test]
+fn a_retention_out_of_range_is_rejected_before_anything_is_stored() {
+    for (retention, expected) in [
+        ("1m", "from 1 day to 3650 days"),
+        ("soon", "not a duration"),
+    ] {
+        let sb = Sandbox::new();
+        let outcome = sb.baton(&["start", &saga(), "--retention", retention]);
+        assert_rejected(&outcome, &["--retention", expected]);
+        assert_nothing_written(&sb);
+    }
+    let sb = Sandbox::new();
+    sb.baton(&[
+        "start",
+        &saga(),
+        "--retention",
+        "7d",
+        "--id",
+        "kept",
+        "--input",
+        r#"{"orderId":"o-1"}"#,
+    ])
+    .expect_code(0);
+    assert_eq!(
+        sb.count("SELECT retention_ms FROM executions WHERE id = 'kept'"),
+        7 * 24 * 60 * 60 * 1000
+    );
+    let gc = sb.baton(&["gc"]);
+    gc.expect_code(0);
+    assert!(
+        gc.stdout.starts_with("deleted 0 expired executions"),
+        "a running execution is not swept: {}",
+        gc.stdout
+    );
+}
