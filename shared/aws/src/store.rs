@@ -902,6 +902,10 @@ impl DynamoStore {
                 Some((_, tail)) => (tail, false),
             },
         };
+        // The update replaces the item's tail; the item must hold the old
+        // and the new one while it does (as DynamoDB emulators count it), so
+        // both together are held to the item limit.
+        let replaced = json(&previous.0).len();
         let carried = match previous {
             (_, true) => Tail::default(),
             (tail, false) if self.is_flushed(&record.id, &tail).await? => Tail::default(),
@@ -912,6 +916,10 @@ impl DynamoStore {
             ..carried.then(history, outbox)?
         };
         let tail_text = Self::tail_text(&tail)?;
+        Self::check_size(
+            "the execution's newest history and outbox",
+            replaced + tail_text.len(),
+        )?;
         let expires = record.expires_at();
         let mut update = self
             .client
