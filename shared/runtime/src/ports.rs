@@ -103,17 +103,6 @@ impl ListQuery {
             ..self
         }
     }
-
-    /// Whether `summary` passes the filters (not the position or limit).
-    pub fn admits(&self, summary: &ExecutionSummary) -> bool {
-        self.status.is_none_or(|s| s == summary.status)
-            && self
-                .workflow
-                .as_deref()
-                .is_none_or(|w| w == summary.workflow)
-            && self.since.is_none_or(|t| summary.created_at >= t)
-            && self.until.is_none_or(|t| summary.created_at < t)
-    }
 }
 
 /// A place in the newest-first order of executions: creation time, then id
@@ -147,11 +136,6 @@ impl ListCursor {
             created_at: created.parse().ok()?,
             id: id.to_string(),
         })
-    }
-
-    /// Whether `summary` comes after this place in the listing.
-    pub fn precedes(&self, summary: &ExecutionSummary) -> bool {
-        (summary.created_at, summary.id.as_str()) < (self.created_at, self.id.as_str())
     }
 }
 
