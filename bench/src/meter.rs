@@ -458,69 +458,75 @@ impl State {
 fn set_value(body: &Value, attribute: &str) -> Option<String> {
     let names = object(body, "ExpressionAttributeNames");
     let values = object(body, "ExpressionAttributeValues")?;
-    let expression = str_field(body, "UpdateExpression");
-    let set = expression
-        .split_once("SET ")
-        .map(|(_, rest)| rest.split(" REMOVE ").next().unwrap_or(rest))?;
-    set.split(',').find_map(|part| {
-        let (name, value) = part.split_once('=')?;
-        let name = name.trim();
-        let resolved = names
-            .and_then(|n| n.get(name))
-            .and_then(Value::as_str)
-            .unwrap_or(name);
-        (resolved == attribute)
-            .then(|| {
-                values
-                    .get(value.trim())?
-                    .get("S")?
-                    .as_str()
-                    .map(str::to_string)
+    clauses(str_field(body, "UpdateExpression"))
+        .into_iter()
+        .filter(|(section, _)| *section == "SET")
+        .find_map(|(_, text)| {
+            text.split(',').find_map(|part| {
+                let (path, value) = part.split_once('=')?;
+                (attribute_name(names, path) == attribute)
+                    .then(|| {
+                        values
+                            .get(value.trim())?
+                            .get("S")?
+                            .as_str()
+                            .map(str::to_string)
+                    })
+                    .flatten()
             })
-            .flatten()
-    })
+        })
 }
 
-fn apply_update(sizes: &mut Sizes, body: &Value) {
-    let expression = str_field(body, "UpdateExpression");
-    let names = object(body, "ExpressionAttributeNames");
-    let values = object(body, "ExpressionAttributeValues");
-    let resolve = |token: &str| -> String {
-        let top = token.trim().split(['.', '[']).next().unwrap_or_default();
-        names
-            .and_then(|n| n.get(top))
-            .and_then(Value::as_str)
-            .unwrap_or(top)
-            .to_string()
-    };
+/// The top-level attribute a path in an expression names.
+fn attribute_name(names: Option<&serde_json::Map<String, Value>>, token: &str) -> String {
+    let top = token.trim().split(['.', '[']).next().unwrap_or_default();
+    names
+        .and_then(|n| n.get(top))
+        .and_then(Value::as_str)
+        .unwrap_or(top)
+        .to_string()
+}
+
+/// An update expression's clauses: section (`SET`, `REMOVE`, `ADD`,
+/// `DELETE`) and its text.
+fn clauses(expression: &str) -> Vec<(&'static str, String)> {
     let mut section = "";
     let mut clause = String::new();
-    let mut clauses: Vec<(String, String)> = Vec::new();
+    let mut clauses = Vec::new();
     for word in expression.split_whitespace() {
-        match word.to_ascii_uppercase().as_str() {
-            "SET" | "REMOVE" | "ADD" | "DELETE" => {
+        let keyword = match word.to_ascii_uppercase().as_str() {
+            "SET" => Some("SET"),
+            "REMOVE" => Some("REMOVE"),
+            "ADD" => Some("ADD"),
+            "DELETE" => Some("DELETE"),
+            _ => None,
+        };
+        match keyword {
+            Some(keyword) => {
                 if !clause.trim().is_empty() {
-                    clauses.push((section.to_string(), std::mem::take(&mut clause)));
+                    clauses.push((section, std::mem::take(&mut clause)));
                 }
-                section = match word.to_ascii_uppercase().as_str() {
-                    "SET" => "SET",
-                    "REMOVE" => "REMOVE",
-                    "ADD" => "ADD",
-                    _ => "DELETE",
-                };
+                section = keyword;
             }
-            _ => {
+            None => {
                 clause.push(' ');
                 clause.push_str(word);
             }
         }
     }
     if !clause.trim().is_empty() {
-        clauses.push((section.to_string(), clause));
+        clauses.push((section, clause));
     }
-    for (section, text) in clauses {
+    clauses
+}
+
+fn apply_update(sizes: &mut Sizes, body: &Value) {
+    let names = object(body, "ExpressionAttributeNames");
+    let values = object(body, "ExpressionAttributeValues");
+    let resolve = |token: &str| attribute_name(names, token);
+    for (section, text) in clauses(str_field(body, "UpdateExpression")) {
         for part in text.split(',') {
-            match section.as_str() {
+            match section {
                 "SET" => {
                     let Some((path, rhs)) = part.split_once('=') else {
                         continue;
