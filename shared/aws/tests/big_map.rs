@@ -15,6 +15,8 @@ use baton_runtime::ports::{ExecutionStore, WorkflowStore};
 use baton_runtime::{Clock, Coordinator, SystemClock};
 use serde_json::{Value, json};
 
+mod common;
+
 const MAP: &str = r#"
 name: big-map
 defaults: { retry: { max_attempts: 1 }, timeout: 5m }
@@ -40,36 +42,6 @@ fn item_bytes(item: &std::collections::HashMap<String, AttributeValue>) -> usize
                 }
         })
         .sum()
-}
-
-/// Sort key and size of every item of the execution's partition.
-async fn items(backend: &AwsBackend, id: &str) -> Vec<(String, usize)> {
-    let store = backend.store();
-    let mut found = Vec::new();
-    let mut start = None;
-    loop {
-        let out = store
-            .client()
-            .query()
-            .table_name(store.table())
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(format!("X#{id}")))
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .expect("query the partition");
-        for item in out.items() {
-            let sk = match item.get("sk") {
-                Some(AttributeValue::S(sk)) => sk.clone(),
-                other => panic!("no sort key: {other:?}"),
-            };
-            found.push((sk, item_bytes(item)));
-        }
-        match out.last_evaluated_key() {
-            Some(key) => start = Some(key.clone()),
-            None => return found,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +114,11 @@ async fn a_for_each_of_ten_thousand_elements_finishes_with_every_item_far_below_
     let expected: Vec<Value> = (0..n).map(|i| json!({ "n": i })).collect();
     assert_eq!(done.state.output, Some(Value::Array(expected)));
 
-    let stored = items(&backend, "big").await;
+    let stored: Vec<(String, usize)> = common::partition(&backend, "big")
+        .await
+        .into_iter()
+        .map(|(sk, item)| (sk, item_bytes(&item)))
+        .collect();
     let (largest_sk, largest) = stored
         .iter()
         .max_by_key(|(_, bytes)| *bytes)

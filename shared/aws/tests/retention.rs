@@ -29,24 +29,10 @@ fn two_steps(name: &str, retention: &str) -> WorkflowDefinition {
 
 /// Every item of an execution's partition: sort key and `expires`, if any.
 async fn partition(backend: &AwsBackend, id: &str) -> Vec<(String, Option<u64>)> {
-    let store = backend.store();
-    let out = store
-        .client()
-        .query()
-        .table_name(store.table())
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", AttributeValue::S(format!("X#{id}")))
-        .consistent_read(true)
-        .send()
+    common::partition(backend, id)
         .await
-        .expect("query the partition");
-    out.items()
-        .iter()
-        .map(|item| {
-            let sk = match item.get("sk") {
-                Some(AttributeValue::S(sk)) => sk.clone(),
-                other => panic!("no sort key: {other:?}"),
-            };
+        .into_iter()
+        .map(|(sk, item)| {
             let expires = match item.get("expires") {
                 Some(AttributeValue::N(n)) => Some(n.parse().expect("a number")),
                 None => None,

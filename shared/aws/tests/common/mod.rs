@@ -1,6 +1,13 @@
-//! What the AWS backend's integration tests share: a two-step workflow and
-//! the attempts a backend dispatched to its functions.
+//! What the AWS backend's integration tests share: a two-step workflow, the
+//! attempts a backend dispatched to its functions, and the items stored for
+//! an execution.
 
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use baton_aws::AwsBackend;
 use baton_aws::testing::RecordingInvoker;
 use baton_runtime::step::StepEvent;
 
@@ -22,4 +29,39 @@ steps:
 /// Every attempt dispatched to `function` since the last look.
 pub fn take_task(invoker: &RecordingInvoker, function: &str) -> Vec<StepEvent> {
     invoker.take(function)
+}
+
+/// Every item of an execution's partition, each with its sort key, as
+/// stored now (consistent reads, every page).
+pub async fn partition(
+    backend: &AwsBackend,
+    id: &str,
+) -> Vec<(String, HashMap<String, AttributeValue>)> {
+    let store = backend.store();
+    let mut found = Vec::new();
+    let mut start = None;
+    loop {
+        let out = store
+            .client()
+            .query()
+            .table_name(store.table())
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("X#{id}")))
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .expect("query the partition");
+        for item in out.items() {
+            let sk = match item.get("sk") {
+                Some(AttributeValue::S(sk)) => sk.clone(),
+                other => panic!("no sort key: {other:?}"),
+            };
+            found.push((sk, item.clone()));
+        }
+        match out.last_evaluated_key() {
+            Some(key) => start = Some(key.clone()),
+            None => return found,
+        }
+    }
 }
