@@ -304,8 +304,10 @@ impl Worker {
     }
 
     /// Deletes expired executions on the first round and every
-    /// [`SWEEP_EVERY`] after; a failure waits for the next time.
-    async fn sweep_now_and_then(&self) {
+    /// [`SWEEP_EVERY`] after, beside the rounds rather than in them (a
+    /// large backlog would otherwise hold up the first one); a failure waits
+    /// for the next time.
+    fn sweep_now_and_then(self: &Arc<Self>) {
         {
             let mut swept_at = self.swept_at.lock().unwrap_or_else(|p| p.into_inner());
             if swept_at.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
@@ -313,24 +315,31 @@ impl Worker {
             }
             *swept_at = Some(Instant::now());
         }
-        match self.backend().sweep_expired(self.coordinator.now()).await {
-            Ok(swept) if swept.executions > 0 => {
-                info!(
-                    executions = swept.executions,
-                    history = swept.history,
-                    "expired executions swept"
-                );
+        let worker = self.clone();
+        tokio::spawn(async move {
+            match worker
+                .backend()
+                .sweep_expired(worker.coordinator.now())
+                .await
+            {
+                Ok(swept) if swept.executions > 0 => {
+                    info!(
+                        executions = swept.executions,
+                        history = swept.history,
+                        "expired executions swept"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "expired executions not swept; trying again later"),
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "expired executions not swept; trying again later"),
-        }
+        });
     }
 
     /// One round: fire due timers and start as many tasks as there are free
     /// slots. Returns whether it found any work.
     pub async fn poll_once(self: Arc<Self>) -> Result<bool, CoordinatorError> {
         let fired = self.fire_timers().await? + crate::schedules::tick(&self.coordinator).await;
-        self.sweep_now_and_then().await;
+        self.sweep_now_and_then();
         // Tasks already leased here first: they wait for nothing but a slot.
         let mut started = self.clone().start_local();
         let free = self.slots.available_permits();
