@@ -16,8 +16,8 @@ use baton_core::engine::Dispatch;
 use baton_core::{Command, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition};
 use baton_runtime::ports::{
     Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink, ExecutionPage,
-    ExecutionRecord, ExecutionStore, HistoryEntry, ListQuery, OutboxEntry, StoreError, StoreResult,
-    StoredWorkflow, TaskDispatcher, TimerService, WorkflowStore,
+    ExecutionRecord, ExecutionStore, HistoryEntry, ListQuery, OutboxEntry, ScheduledTimer,
+    StoreError, StoreResult, StoredWorkflow, TaskDispatcher, TimerService, WorkflowStore,
 };
 use baton_runtime::step::StepEvent;
 use baton_runtime::{Clock, SystemClock};
@@ -414,6 +414,10 @@ impl TimerService for AwsBackend {
         self.queues
             .schedule_timer(execution_id, timer, fire_at, self.clock.now())
             .await
+    }
+
+    async fn schedule_all(&self, timers: &[ScheduledTimer]) -> StoreResult<()> {
+        self.queues.schedule_timers(timers, self.clock.now()).await
     }
 }
 

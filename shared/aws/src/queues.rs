@@ -10,8 +10,9 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_scheduler::types::{
     ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target,
 };
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use baton_core::{LifecycleEvent, TimerId, Timestamp};
-use baton_runtime::ports::{StoreError, StoreResult};
+use baton_runtime::ports::{ScheduledTimer, StoreError, StoreResult};
 
 use crate::config::AwsSettings;
 use crate::messages::CoordinatorMessage;
@@ -19,6 +20,9 @@ use crate::store::sdk_error;
 
 /// SQS cannot delay a message longer than this; later timers become schedules.
 pub const MAX_SQS_DELAY_MS: u64 = 15 * 60 * 1000;
+
+/// The most messages one `SendMessageBatch` carries.
+const SQS_BATCH: usize = 10;
 
 #[derive(Clone)]
 pub struct Clients {
@@ -148,6 +152,77 @@ impl Queues {
         }
         self.create_one_time_schedule(&schedule_name(execution_id, timer), fire_at, &message)
             .await
+    }
+
+    /// Several timers: those within SQS's delay go ten to a `SendMessageBatch`
+    /// (one billed request for a fan-out's ten attempt timeouts), later ones
+    /// become schedules. Every timer is attempted; the first error is returned.
+    pub async fn schedule_timers(
+        &self,
+        timers: &[ScheduledTimer],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let (soon, later): (Vec<_>, Vec<_>) = timers
+            .iter()
+            .partition(|t| t.fire_at.saturating_sub(now) <= MAX_SQS_DELAY_MS);
+        let mut first_error = None;
+        for batch in soon.chunks(SQS_BATCH) {
+            if let Err(e) = self.send_timer_batch(batch, now).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        for t in later {
+            if let Err(e) = self
+                .schedule_timer(&t.execution_id, &t.timer, t.fire_at, now)
+                .await
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn send_timer_batch(&self, batch: &[&ScheduledTimer], now: Timestamp) -> StoreResult<()> {
+        let entries = batch
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let message = CoordinatorMessage::Timer {
+                    execution_id: t.execution_id.clone(),
+                    timer: t.timer.clone(),
+                };
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(message.to_json())
+                    .delay_seconds(t.fire_at.saturating_sub(now).div_ceil(1000) as i32)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let sent = self
+            .clients
+            .sqs
+            .send_message_batch()
+            .queue_url(&self.settings.coordinator_queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        // A batch can succeed with some entries refused: the sender's fault
+        // will not pass by itself; anything else may on redelivery.
+        match sent.failed().first() {
+            None => Ok(()),
+            Some(failed) if failed.sender_fault() => Err(StoreError::Rejected {
+                code: failed.code().to_string(),
+                message: failed.message().unwrap_or_default().to_string(),
+            }),
+            Some(failed) => Err(StoreError::Unavailable(format!(
+                "{} of {} timers not sent: {}",
+                sent.failed().len(),
+                batch.len(),
+                failed.code()
+            ))),
+        }
     }
 
     /// An EventBridge Scheduler `at()` schedule that sends `message` to the

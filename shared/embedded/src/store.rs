@@ -29,8 +29,8 @@ use baton_runtime::coordinator::compensation_dead_letter;
 use baton_runtime::ports::{
     Backend, Created, DeadLetterKind, DeadLetterRecord, DeadLetterStore, EventSink, ExecutionPage,
     ExecutionRecord, ExecutionStore, ExecutionSummary, HistoryEntry, LeasedTask, ListQuery,
-    OutboxEntry, StoreError, StoreResult, StoredWorkflow, TaskDispatcher, TaskQueue, TimerService,
-    WorkflowStore,
+    OutboxEntry, ScheduledTimer, StoreError, StoreResult, StoredWorkflow, TaskDispatcher,
+    TaskQueue, TimerService, WorkflowStore,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
@@ -1449,6 +1449,17 @@ impl TimerService for SqliteBackend {
         let timer = timer.clone();
         self.write(move |tx| Self::insert_timer(tx, &execution_id, &timer, fire_at))
             .await
+    }
+
+    /// One write for all of a delivery's timers.
+    async fn schedule_all(&self, timers: &[ScheduledTimer]) -> StoreResult<()> {
+        let timers = timers.to_vec();
+        self.write(move |tx| {
+            timers
+                .iter()
+                .try_for_each(|t| Self::insert_timer(tx, &t.execution_id, &t.timer, t.fire_at))
+        })
+        .await
     }
 }
 

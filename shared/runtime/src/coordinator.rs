@@ -26,7 +26,7 @@ use crate::clock::Clock;
 use crate::mailbox::{Entered, Mailboxes};
 use crate::ports::{
     Backend, Created, DeadLetterKind, DeadLetterRecord, ExecutionRecord, HistoryEntry, OutboxEntry,
-    StoreError,
+    ScheduledTimer, StoreError,
 };
 
 /// How many times a transition is re-applied after version conflicts before giving up.
@@ -581,6 +581,7 @@ impl<B: Backend> Coordinator<B> {
         }
         let now = self.clock.now();
         let mut events = Vec::new();
+        let mut timers = Vec::new();
         let mut undelivered: Option<StoreError> = None;
         let mut refused: Vec<(&Dispatch, ErrorInfo)> = Vec::new();
         for entry in entries {
@@ -606,9 +607,12 @@ impl<B: Backend> Coordinator<B> {
                     Ok(()) => Ok(()),
                 },
                 Command::StartTimer { timer, fire_at } => {
-                    self.backend
-                        .schedule(&entry.execution_id, timer, *fire_at)
-                        .await
+                    timers.push(ScheduledTimer {
+                        execution_id: entry.execution_id.clone(),
+                        timer: timer.clone(),
+                        fire_at: *fire_at,
+                    });
+                    Ok(())
                 }
                 Command::Emit(event) => {
                     events.push(event.clone());
@@ -624,6 +628,12 @@ impl<B: Backend> Coordinator<B> {
                 warn!(workflow.execution.id = %entry.execution_id, seq = entry.seq, error = %e, "command not delivered; the outbox keeps it");
                 undelivered.get_or_insert(e);
             }
+        }
+        if !timers.is_empty()
+            && let Err(e) = self.backend.schedule_all(&timers).await
+        {
+            warn!(timers = timers.len(), error = %e, "timers not scheduled; the outbox keeps them");
+            undelivered.get_or_insert(e);
         }
         if !events.is_empty()
             && let Err(e) = self.backend.publish(&events).await

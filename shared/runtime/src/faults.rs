@@ -38,8 +38,8 @@ use baton_core::{Command, LifecycleEvent, TimerId, Timestamp, WorkflowDefinition
 
 use crate::ports::{
     Backend, Created, DeadLetterRecord, DeadLetterStore, EventSink, ExecutionPage, ExecutionRecord,
-    ExecutionStore, HistoryEntry, LeasedTask, ListQuery, OutboxEntry, StoreError, StoreResult,
-    StoredWorkflow, TaskDispatcher, TaskQueue, TimerService, WorkflowStore,
+    ExecutionStore, HistoryEntry, LeasedTask, ListQuery, OutboxEntry, ScheduledTimer, StoreError,
+    StoreResult, StoredWorkflow, TaskDispatcher, TaskQueue, TimerService, WorkflowStore,
 };
 
 /// One operation of the ports, as a plan names it.
@@ -732,6 +732,12 @@ impl<B: TimerService> TimerService for FaultyBackend<B> {
     ) -> StoreResult<()> {
         let call = self.inner.schedule(execution_id, timer, fire_at);
         self.run(Op::Schedule, Some(execution_id), call).await
+    }
+
+    async fn schedule_all(&self, timers: &[ScheduledTimer]) -> StoreResult<()> {
+        let id = timers.first().map(|t| t.execution_id.as_str());
+        self.run(Op::Schedule, id, self.inner.schedule_all(timers))
+            .await
     }
 }
 

@@ -384,6 +384,33 @@ pub trait TimerService: Send + Sync {
         timer: &TimerId,
         fire_at: Timestamp,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Arranges every timer of one delivery, each as [`TimerService::schedule`]
+    /// does. All are attempted; the first error is returned. A backend
+    /// that can send several in one request (a fan-out's attempt timeouts)
+    /// overrides this.
+    fn schedule_all(
+        &self,
+        timers: &[ScheduledTimer],
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        async move {
+            let mut first_error = None;
+            for t in timers {
+                if let Err(e) = self.schedule(&t.execution_id, &t.timer, t.fire_at).await {
+                    first_error.get_or_insert(e);
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        }
+    }
+}
+
+/// One timer a transition asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledTimer {
+    pub execution_id: String,
+    pub timer: TimerId,
+    pub fire_at: Timestamp,
 }
 
 pub trait EventSink: Send + Sync {
