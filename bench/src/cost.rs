@@ -84,6 +84,7 @@ pub struct Prices {
     pub sqs: SqsPrices,
     pub dynamodb: DynamoPrices,
     pub eventbridge: EventBridgePrices,
+    pub s3: S3Prices,
     pub scheduler: SchedulerPrices,
     pub lambda: LambdaPrices,
     pub step_functions: StepFunctionsPrices,
@@ -102,6 +103,14 @@ pub struct DynamoPrices {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct EventBridgePrices {
     pub usd_per_million_events: f64,
+}
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct S3Prices {
+    /// PUT, COPY, POST and LIST requests.
+    pub usd_per_million_put_requests: f64,
+    /// GET, SELECT, HEAD and every other request.
+    pub usd_per_million_get_requests: f64,
+    pub usd_per_gb_month: f64,
 }
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SchedulerPrices {
@@ -526,6 +535,8 @@ pub struct Breakdown {
     pub sqs: f64,
     pub sqs_event_source_polling: f64,
     pub dynamodb: f64,
+    /// S3 requests for payloads kept by reference (not their storage).
+    pub s3: f64,
     pub eventbridge: f64,
     pub scheduler: f64,
     pub lambda_requests: f64,
@@ -572,6 +583,18 @@ fn cost(
     };
     let sqs_billed = per_execution(sum_ops("SQS.", |u| u.billed), n);
     let events = per_execution(sum_ops("EventBridge.", |u| u.billed), n);
+    // S3 bills requests at two prices. Calls on the bucket itself
+    // (`S3.Other`, made when it is set up) are priced as PUTs, the dearer.
+    let s3_requests = |ops: &[&str]| {
+        let requests = ops
+            .iter()
+            .filter_map(|op| usage.operations.get(*op))
+            .map(|u| u.requests)
+            .sum();
+        per_execution(requests, n)
+    };
+    let s3_puts = s3_requests(&["S3.PutObject", "S3.Other"]);
+    let s3_gets = s3_requests(&["S3.GetObject", "S3.HeadObject"]);
     let schedules = per_execution(
         all_counts
             .get("Scheduler.CreateSchedule")
@@ -610,6 +633,10 @@ fn cost(
             sqs_event_source_polling: polling * prices.sqs.usd_per_million_requests,
             dynamodb: wu * prices.dynamodb.usd_per_million_write_units
                 + ru * prices.dynamodb.usd_per_million_read_units,
+            // Requests only: storage is paid per month for as long as the
+            // lifecycle rule keeps a payload, which no count of steps gives.
+            s3: s3_puts * prices.s3.usd_per_million_put_requests
+                + s3_gets * prices.s3.usd_per_million_get_requests,
             eventbridge: events * prices.eventbridge.usd_per_million_events,
             scheduler: schedules * prices.scheduler.usd_per_million_invocations,
             lambda_requests: invocations * prices.lambda.usd_per_million_requests,
@@ -621,6 +648,7 @@ fn cost(
             &mut b.sqs,
             &mut b.sqs_event_source_polling,
             &mut b.dynamodb,
+            &mut b.s3,
             &mut b.eventbridge,
             &mut b.scheduler,
             &mut b.lambda_requests,
@@ -631,6 +659,7 @@ fn cost(
         b.total = b.sqs
             + b.sqs_event_source_polling
             + b.dynamodb
+            + b.s3
             + b.eventbridge
             + b.scheduler
             + b.lambda_requests
@@ -731,7 +760,7 @@ fn print_cost(c: &WorkloadCost) {
         ("batches of 10 (busy)", &c.usd_per_million_steps_batch_10),
     ] {
         println!(
-            "  Baton, {label}: ${:.2} per million steps = SQS {:.2} + polling {:.2} + DynamoDB {:.2} + EventBridge {:.2} + Scheduler {:.2} + Lambda requests {:.2} + coordinator time {:.2}",
+            "  Baton, {label}: ${:.2} per million steps = SQS {:.2} + polling {:.2} + DynamoDB {:.2} + EventBridge {:.2} + Scheduler {:.2} + Lambda requests {:.2} + coordinator time {:.2} + S3 {:.2}",
             b.total,
             b.sqs,
             b.sqs_event_source_polling,
@@ -739,7 +768,8 @@ fn print_cost(c: &WorkloadCost) {
             b.eventbridge,
             b.scheduler,
             b.lambda_requests,
-            b.lambda_duration
+            b.lambda_duration,
+            b.s3
         );
     }
     println!(

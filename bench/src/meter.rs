@@ -11,6 +11,9 @@
 //! - SQS: billed requests (each 64 KB of a message is one more) and messages
 //!   per queue, so the event source mappings' polling can be modelled.
 //! - EventBridge: `PutEvents` entries (billed per event, per 64 KB).
+//! - S3: object requests by kind (`PutObject`, `GetObject`, `HeadObject`,
+//!   billed per request at two prices) and the bytes put. Calls on a bucket
+//!   itself (creating it, its lifecycle) are `S3.Other`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -34,7 +37,8 @@ pub struct Usage {
     pub read_units: f64,
     /// SQS requests as billed (64 KB chunks) and EventBridge events.
     pub billed: u64,
-    /// Bytes of the items written (DynamoDB) or messages sent (SQS, EventBridge).
+    /// Bytes of the items written (DynamoDB), messages sent (SQS,
+    /// EventBridge) or objects put (S3).
     pub bytes: u64,
 }
 
@@ -449,6 +453,66 @@ impl State {
         }
         self.usage(&format!("EventBridge.{operation}")).add(&usage);
     }
+
+    fn observe_s3(&mut self, operation: &str, bytes: u64) {
+        let usage = Usage {
+            requests: 1,
+            bytes,
+            ..Usage::default()
+        };
+        self.usage(&format!("S3.{operation}")).add(&usage);
+    }
+}
+
+/// The service a request is signed for: the fourth part of its SigV4
+/// credential scope (`Credential=AKID/20261130/us-east-1/s3/aws4_request`).
+fn signing_service(authorization: &str) -> Option<&str> {
+    let (_, credential) = authorization.split_once("Credential=")?;
+    let scope = credential.split([',', ' ']).next()?;
+    scope.split('/').nth(3)
+}
+
+/// The operation of an S3 request, read off its method and URI. Path-style
+/// (`/{bucket}/{key}`), as against the emulator: a key after the bucket makes
+/// an object request. A virtual-hosted request (`/{key}`) reads the same for
+/// a key holding a `/`, as every payload key does. A subresource in the query
+/// (`?tagging`, `?uploads`) or a call on the bucket itself is `Other`; the
+/// SDK's `x-id` parameter only names the operation.
+fn s3_operation(method: &str, uri: &str) -> &'static str {
+    let path = match uri.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("", |at| &rest[at..]),
+        None => uri,
+    };
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let object = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .is_some_and(|(bucket, key)| !bucket.is_empty() && !key.is_empty());
+    let plain = query
+        .split('&')
+        .all(|p| p.is_empty() || p.starts_with("x-id="));
+    match (method, object && plain) {
+        ("PUT", true) => "PutObject",
+        ("GET", true) => "GetObject",
+        ("HEAD", true) => "HeadObject",
+        _ => "Other",
+    }
+}
+
+/// Bytes of an S3 request's object: the decoded length when the body is sent
+/// in aws-chunked encoding (its framing and trailing checksum are not the
+/// object), else the body's, else the declared length.
+fn s3_body_bytes(request: &HttpRequest) -> u64 {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    header("x-amz-decoded-content-length")
+        .or_else(|| request.body().bytes().map(|b| b.len() as u64))
+        .or_else(|| header("content-length"))
+        .unwrap_or(0)
 }
 
 /// Applies the `SET a = :v, ...` and `REMOVE a, ...` clauses of an update to
@@ -564,6 +628,25 @@ impl Meter {
     }
 
     fn observe(&self, request: &HttpRequest) {
+        // S3 is REST: no `X-Amz-Target`, and its bodies (objects, XML) are
+        // no service's JSON, so it is known by the service the request is
+        // signed for.
+        if request
+            .headers()
+            .get("authorization")
+            .and_then(signing_service)
+            == Some("s3")
+        {
+            let operation = s3_operation(request.method(), request.uri());
+            let bytes = if operation == "PutObject" {
+                s3_body_bytes(request)
+            } else {
+                0
+            };
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.observe_s3(operation, bytes);
+            return;
+        }
         let Some(target) = request.headers().get("x-amz-target") else {
             return;
         };
@@ -713,5 +796,75 @@ mod tests {
             &json!({"TableName": "t", "Item": {"pk": {"S": "X#e"}, "sk": {"S": "H#1"}, "status": {"S": "x"}}}),
         );
         assert_eq!(state.snapshot.operations[INDEX_WRITES].write_units, 3);
+    }
+
+    /// A request as the S3 client sends it to the emulator, signed.
+    fn s3_request(method: &str, path: &str, body: &str) -> HttpRequest {
+        let mut request = HttpRequest::get(format!("http://localhost:5000{path}")).unwrap();
+        request.set_method(method).unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261130/us-east-1/s3/aws4_request, \
+             SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=0f1e",
+        );
+        *request.body_mut() = body.to_string().into();
+        request
+    }
+
+    #[test]
+    fn s3_object_requests_are_counted_by_kind_with_the_bytes_put() {
+        let meter = Meter::new();
+        let payload = format!("{{\"blob\":\"{}\"}}", "x".repeat(5_000));
+        let key = "/baton-payloads/payloads/ex-1/9f86d081884c7d65";
+        meter.observe(&s3_request(
+            "PUT",
+            &format!("{key}?x-id=PutObject"),
+            &payload,
+        ));
+        meter.observe(&s3_request("GET", &format!("{key}?x-id=GetObject"), ""));
+        meter.observe(&s3_request("HEAD", key, ""));
+        // Setting up the bucket is not an object request, and its XML body
+        // is not read as DynamoDB's or SQS's JSON.
+        meter.observe(&s3_request("PUT", "/baton-payloads", ""));
+        meter.observe(&s3_request(
+            "PUT",
+            "/baton-payloads?lifecycle",
+            "<LifecycleConfiguration><Rule><Prefix>payloads/</Prefix></Rule></LifecycleConfiguration>",
+        ));
+        let ops = meter.snapshot().operations;
+        assert_eq!(
+            ops.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["S3.GetObject", "S3.HeadObject", "S3.Other", "S3.PutObject"]
+        );
+        let put = ops["S3.PutObject"];
+        assert_eq!((put.requests, put.bytes), (1, payload.len() as u64));
+        let get = ops["S3.GetObject"];
+        assert_eq!((get.requests, get.bytes), (1, 0));
+        assert_eq!(ops["S3.HeadObject"].requests, 1);
+        assert_eq!(ops["S3.Other"].requests, 2);
+        assert_eq!(ops["S3.Other"].bytes, 0);
+    }
+
+    #[test]
+    fn an_s3_put_in_aws_chunked_encoding_counts_the_objects_bytes() {
+        let meter = Meter::new();
+        let mut request = s3_request(
+            "PUT",
+            "/b/payloads/ex-1/k?x-id=PutObject",
+            "1000;chunk-signature=0\r\n...",
+        );
+        request
+            .headers_mut()
+            .insert("x-amz-decoded-content-length", "4096");
+        meter.observe(&request);
+        assert_eq!(meter.snapshot().operations["S3.PutObject"].bytes, 4096);
+        // A request signed for another service is not S3's, whatever its path.
+        let mut other = s3_request("PUT", "/b/k", "");
+        other.headers_mut().insert(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKID/20261130/us-east-1/sqs/aws4_request, Signature=0",
+        );
+        meter.observe(&other);
+        assert_eq!(meter.snapshot().operations.len(), 1);
     }
 }

@@ -27,6 +27,7 @@ use crate::config::AwsSettings;
 use crate::counter::RequestCounter;
 use crate::dispatch::{LambdaInvoker, StepInvoker};
 use crate::messages::CoordinatorMessage;
+use crate::payloads::{self, INLINE_INVOKE_BYTES, PayloadStore};
 use crate::queues::{Clients, Queues};
 use crate::store::{DynamoStore, sdk_error};
 
@@ -99,14 +100,25 @@ impl AwsBackend {
                     .interceptor(counter.clone())
                     .build(),
             ),
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(shared)
+                    // Emulators serve buckets by path, not by host name.
+                    .force_path_style(shared.endpoint_url().is_some())
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
         };
         let invoker = Arc::new(LambdaInvoker::new(
             clients.lambda.clone(),
             settings.step_function_prefix.clone(),
             settings.coordinator_queue_arn.clone(),
         ));
+        let mut store = DynamoStore::new(clients.dynamodb.clone(), settings.table.clone());
+        if let Some(bucket) = &settings.payload_bucket {
+            store = store.with_payloads(Arc::new(PayloadStore::new(clients.s3.clone(), bucket)));
+        }
         AwsBackend {
-            store: DynamoStore::new(clients.dynamodb.clone(), settings.table.clone()),
+            store,
             queues: Arc::new(Queues::new(clients.clone(), settings)),
             clients,
             invoker,
@@ -383,8 +395,16 @@ impl WorkflowStore for AwsBackend {
 }
 
 impl TaskDispatcher for AwsBackend {
+    /// An input too large for Lambda's asynchronous invoke reaches the
+    /// function as a payload reference (see [`crate::payloads`]).
     async fn send(&self, task: &Dispatch, _now: Timestamp) -> StoreResult<()> {
-        self.invoker.invoke(&StepEvent::of(task)).await
+        let mut event = StepEvent::of(task);
+        if let Some(payloads) = self.store.payloads()
+            && serde_json::to_vec(&event.input).map_or(0, |v| v.len()) > INLINE_INVOKE_BYTES
+        {
+            event.input = Box::pin(payloads.put_value(&task.execution_id, &event.input)).await?;
+        }
+        self.invoker.invoke(&event).await
     }
     async fn check_functions(&self, functions: &[String]) -> StoreResult<Vec<String>> {
         self.invoker.check(functions).await
@@ -546,5 +566,22 @@ impl DeadLetterStore for AwsBackend {
 impl Backend for AwsBackend {
     fn payload_limit(&self) -> usize {
         self.settings().payload_limit
+    }
+
+    async fn resolve_output(&self, execution_id: &str, output: Value) -> StoreResult<Value> {
+        let Some(key) = payloads::referenced_key(&output) else {
+            return Ok(output);
+        };
+        match self.store.payloads() {
+            Some(payloads) => {
+                payloads
+                    .output(execution_id, key, self.settings().payload_limit)
+                    .await
+            }
+            None => Err(StoreError::Rejected {
+                code: "PayloadMissing".into(),
+                message: format!("payload `{key}`: no payload bucket is configured"),
+            }),
+        }
     }
 }

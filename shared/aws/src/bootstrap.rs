@@ -1,5 +1,5 @@
 //! Creates the table, the coordinator queue (with a DLQ and redrive policy),
-//! event bus and schedule group on an emulator (moto server, LocalStack) or an account,
+//! payload bucket, event bus and schedule group on an emulator (moto server, LocalStack) or an account,
 //! for local development and tests. Deployed stacks get them from the SAM
 //! template instead.
 
@@ -10,7 +10,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use baton_runtime::ports::{StoreError, StoreResult};
 
-use crate::config::{AwsSettings, DEFAULT_EVENTS, DEFAULT_PAYLOAD_LIMIT};
+use crate::config::{AwsSettings, BUCKET_PAYLOAD_LIMIT, DEFAULT_EVENTS};
+use crate::payloads::PREFIX;
 use crate::queues::Clients;
 use crate::store::{EXPIRES, STATUS_INDEX, sdk_error};
 
@@ -24,6 +25,8 @@ pub struct Plan {
     pub visibility_timeout_s: u32,
     /// Role the scheduler assumes (any ARN on an emulator).
     pub scheduler_role_arn: String,
+    /// Days a payload object is kept (the bucket's lifecycle rule).
+    pub payload_retention_days: i32,
 }
 
 impl Plan {
@@ -33,6 +36,7 @@ impl Plan {
             max_receives: 5,
             visibility_timeout_s: 60,
             scheduler_role_arn: "arn:aws:iam::123456789012:role/baton-scheduler".into(),
+            payload_retention_days: 400,
         }
     }
 }
@@ -69,6 +73,8 @@ pub async fn bootstrap(clients: &Clients, plan: &Plan) -> StoreResult<AwsSetting
             {}
         Err(e) => return Err(sdk_error(e)),
     }
+    let bucket = format!("{}-payloads", plan.prefix.to_lowercase());
+    create_payload_bucket(clients, &bucket, plan.payload_retention_days).await?;
     Ok(AwsSettings {
         table,
         coordinator_queue_url: coordinator_url,
@@ -77,9 +83,47 @@ pub async fn bootstrap(clients: &Clients, plan: &Plan) -> StoreResult<AwsSetting
         event_bus: bus,
         schedule_group: group,
         scheduler_role_arn: Some(plan.scheduler_role_arn.clone()),
-        payload_limit: DEFAULT_PAYLOAD_LIMIT,
+        payload_limit: BUCKET_PAYLOAD_LIMIT,
+        payload_bucket: Some(bucket),
         events: DEFAULT_EVENTS,
     })
+}
+
+/// The payload bucket, its objects expiring after `days` (as the template's
+/// lifecycle rule does).
+async fn create_payload_bucket(clients: &Clients, bucket: &str, days: i32) -> StoreResult<()> {
+    use aws_sdk_s3::types::{
+        BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+        LifecycleRuleFilter,
+    };
+    match clients.s3.create_bucket().bucket(bucket).send().await {
+        Ok(_) => {}
+        Err(e) if matches!(&e, aws_sdk_s3::error::SdkError::ServiceError(s) if s.err().is_bucket_already_owned_by_you() || s.err().is_bucket_already_exists()) =>
+            {}
+        Err(e) => return Err(sdk_error(e)),
+    }
+    let invalid = |e: aws_sdk_s3::error::BuildError| StoreError::Unavailable(e.to_string());
+    let rule = LifecycleRule::builder()
+        .id("payloads-expire")
+        .filter(LifecycleRuleFilter::builder().prefix(PREFIX).build())
+        .status(ExpirationStatus::Enabled)
+        .expiration(LifecycleExpiration::builder().days(days).build())
+        .build()
+        .map_err(invalid)?;
+    clients
+        .s3
+        .put_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .lifecycle_configuration(
+            BucketLifecycleConfiguration::builder()
+                .rules(rule)
+                .build()
+                .map_err(invalid)?,
+        )
+        .send()
+        .await
+        .map_err(sdk_error)?;
+    Ok(())
 }
 
 async fn create_table(clients: &Clients, table: &str) -> StoreResult<()> {

@@ -32,8 +32,13 @@ pub struct AwsSettings {
     pub schedule_group: String,
     /// `BATON_SCHEDULER_ROLE_ARN`: the role EventBridge Scheduler assumes to send to the coordinator queue.
     pub scheduler_role_arn: Option<String>,
-    /// `BATON_PAYLOAD_LIMIT` in bytes (default 256 KiB).
+    /// `BATON_PAYLOAD_LIMIT` in bytes: the largest input, output or signal
+    /// payload (default 10 MiB with a payload bucket, 256 KiB without).
     pub payload_limit: usize,
+    /// `BATON_PAYLOAD_BUCKET`: where payloads larger than an item should
+    /// hold are kept (see [`crate::payloads`]). Unset: every payload stays
+    /// in DynamoDB, and is limited by its item size.
+    pub payload_bucket: Option<String>,
     /// `BATON_EVENTS`: which lifecycle events go to EventBridge (`all`,
     /// `outcomes`, `executions` or `none`; default `executions`: each
     /// execution's start and end and every failure, since every event is
@@ -42,6 +47,10 @@ pub struct AwsSettings {
 }
 
 pub const DEFAULT_PAYLOAD_LIMIT: usize = 256 * 1024;
+
+/// The payload limit with a payload bucket: beyond Step Functions' 256 KiB
+/// and Temporal's 2 MB.
+pub const BUCKET_PAYLOAD_LIMIT: usize = 10 * 1024 * 1024;
 
 /// Lifecycle events published unless `BATON_EVENTS` says otherwise.
 pub const DEFAULT_EVENTS: EventDetail = EventDetail::Executions;
@@ -56,7 +65,9 @@ impl AwsSettings {
     pub fn from_map(vars: &BTreeMap<String, String>) -> Result<AwsSettings, ConfigError> {
         let get = |name: &str| vars.get(name).filter(|v| !v.trim().is_empty()).cloned();
         let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+        let payload_bucket = get("BATON_PAYLOAD_BUCKET");
         let payload_limit = match get("BATON_PAYLOAD_LIMIT") {
+            None if payload_bucket.is_some() => BUCKET_PAYLOAD_LIMIT,
             None => DEFAULT_PAYLOAD_LIMIT,
             Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
                 name: "BATON_PAYLOAD_LIMIT",
@@ -86,6 +97,7 @@ impl AwsSettings {
             schedule_group: get("BATON_SCHEDULE_GROUP").unwrap_or_else(|| "default".into()),
             scheduler_role_arn: get("BATON_SCHEDULER_ROLE_ARN"),
             payload_limit,
+            payload_bucket,
             events,
         })
     }
@@ -117,6 +129,9 @@ impl AwsSettings {
         }
         if let Some(arn) = &self.scheduler_role_arn {
             env.push(("BATON_SCHEDULER_ROLE_ARN".to_string(), arn.clone()));
+        }
+        if let Some(bucket) = &self.payload_bucket {
+            env.push(("BATON_PAYLOAD_BUCKET".to_string(), bucket.clone()));
         }
         env
     }

@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use tracing::warn;
 
 use crate::messages::CoordinatorMessage;
+use crate::payloads::PayloadStore;
 use crate::queues::Queues;
 use crate::store::sdk_error;
 
@@ -210,12 +211,46 @@ pub type HandlerLookup = dyn Fn(&str) -> Option<Arc<dyn StepHandler>> + Send + S
 pub struct LocalInvoker {
     handlers: Arc<HandlerLookup>,
     queues: Arc<Queues>,
+    /// The payload bucket, for inputs and outputs passed by reference as
+    /// Baton's step SDK passes them.
+    payloads: Option<Arc<PayloadStore>>,
 }
 
 impl LocalInvoker {
     pub fn new(handlers: Arc<HandlerLookup>, queues: Arc<Queues>) -> LocalInvoker {
-        LocalInvoker { handlers, queues }
+        let payloads = queues
+            .settings()
+            .payload_bucket
+            .as_ref()
+            .map(|bucket| Arc::new(PayloadStore::new(queues.clients().s3.clone(), bucket)));
+        LocalInvoker {
+            handlers,
+            queues,
+            payloads,
+        }
     }
+}
+
+/// A handler's call with payload references read and written at its edges.
+async fn call_with_payloads(
+    handler: &dyn StepHandler,
+    payloads: Option<&PayloadStore>,
+    event: &StepEvent,
+) -> Result<Value, baton_runtime::step::StepError> {
+    use baton_runtime::step::StepError;
+    let unavailable = |e: StoreError| StepError::retryable("PayloadUnavailable", e.to_string());
+    let Some(payloads) = payloads else {
+        return handler.call(event.baton.clone(), event.input.clone()).await;
+    };
+    let input = payloads
+        .function_input(event.input.clone())
+        .await
+        .map_err(unavailable)?;
+    let output = handler.call(event.baton.clone(), input).await?;
+    payloads
+        .function_output(&event.baton.execution_id, output)
+        .await
+        .map_err(unavailable)
 }
 
 impl StepInvoker for LocalInvoker {
@@ -232,6 +267,7 @@ impl StepInvoker for LocalInvoker {
             };
             let event = event.clone();
             let queues = self.queues.clone();
+            let payloads = self.payloads.clone();
             tokio::spawn(async move {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -240,7 +276,7 @@ impl StepInvoker for LocalInvoker {
                 let budget = std::time::Duration::from_millis(
                     event.baton.deadline.saturating_sub(now).max(1),
                 );
-                let call = handler.call(event.baton.clone(), event.input.clone());
+                let call = call_with_payloads(handler.as_ref(), payloads.as_deref(), &event);
                 let record = match tokio::time::timeout(budget, call).await {
                     Ok(Ok(output)) => DestinationRecord::success(&event, output),
                     Ok(Err(error)) => DestinationRecord::failure(

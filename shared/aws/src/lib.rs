@@ -28,6 +28,7 @@ pub mod dispatch;
 pub mod errors;
 pub mod lambda_target;
 pub mod messages;
+pub mod payloads;
 pub mod queues;
 pub mod schedules;
 pub mod store;

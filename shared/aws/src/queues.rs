@@ -31,6 +31,7 @@ pub struct Clients {
     pub eventbridge: aws_sdk_eventbridge::Client,
     pub scheduler: aws_sdk_scheduler::Client,
     pub lambda: aws_sdk_lambda::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 pub struct Queues {
@@ -57,6 +58,10 @@ impl Queues {
 
     pub fn settings(&self) -> &AwsSettings {
         &self.settings
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 
     /// The URL of a queue by name, cached after the first lookup.

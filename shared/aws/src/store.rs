@@ -51,6 +51,9 @@ pub struct DynamoStore {
     tails: TailCache,
     states: Arc<KnownStates>,
     workflows: Arc<CompiledWorkflows>,
+    /// Where payloads too large to keep inline go; `None` keeps every
+    /// payload in the items (and limits them accordingly).
+    payloads: Option<Arc<PayloadStore>>,
 }
 
 /// A transition's history entries and commands, kept on the execution item
@@ -235,6 +238,7 @@ fn parse<T: DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
 }
 
 pub(crate) use crate::errors::sdk_error;
+use crate::payloads::PayloadStore;
 
 fn execution_key(id: &str) -> Item {
     HashMap::from([
@@ -338,6 +342,42 @@ impl DynamoStore {
             tails: TailCache::default(),
             states: Arc::default(),
             workflows: Arc::default(),
+            payloads: None,
+        }
+    }
+
+    /// Keeps payloads larger than an item should hold in `payloads`.
+    pub fn with_payloads(mut self, payloads: Arc<PayloadStore>) -> DynamoStore {
+        self.payloads = Some(payloads);
+        self
+    }
+
+    pub fn payloads(&self) -> Option<&Arc<PayloadStore>> {
+        self.payloads.as_ref()
+    }
+
+    /// `value`'s JSON text as an item holds it: large payloads put in S3
+    /// first and referenced.
+    async fn stored_text<T: Serialize>(&self, id: &str, value: &T) -> StoreResult<String> {
+        match &self.payloads {
+            None => Ok(json(value)),
+            Some(payloads) => {
+                let document = serde_json::to_value(value).map_err(|e| StoreError::Corrupt {
+                    what: "a document to store".into(),
+                    message: e.to_string(),
+                })?;
+                // Boxed: S3 requests are large futures, and this sits
+                // inside every commit.
+                Box::pin(payloads.store(&document, id)).await
+            }
+        }
+    }
+
+    /// Parses an item's JSON text, its payload references resolved.
+    async fn parse_stored<T: DeserializeOwned>(&self, what: &str, text: &str) -> StoreResult<T> {
+        match &self.payloads {
+            None => parse(what, text),
+            Some(payloads) => Box::pin(payloads.parse(what, text)).await,
         }
     }
 
@@ -385,12 +425,17 @@ impl DynamoStore {
         item
     }
 
-    fn history_item(id: &str, entry: &HistoryEntry, retention_ms: Option<u64>) -> Item {
+    fn history_item(
+        id: &str,
+        entry: &HistoryEntry,
+        event: String,
+        retention_ms: Option<u64>,
+    ) -> Item {
         let mut item = HashMap::from([
             ("pk".to_string(), s(format!("X#{id}"))),
             ("sk".to_string(), s(history_sk(entry.seq))),
             ("at".to_string(), n(entry.at)),
-            ("event".to_string(), s(json(&entry.event))),
+            ("event".to_string(), s(event)),
         ]);
         if let Some(retention) = retention_ms {
             item.insert(
@@ -420,9 +465,9 @@ impl DynamoStore {
         })
     }
 
-    fn tail_from_item(item: &Item) -> StoreResult<Tail> {
+    async fn tail_from_item(&self, item: &Item) -> StoreResult<Tail> {
         match item.get("tail") {
-            Some(AttributeValue::S(text)) => parse("execution tail", text),
+            Some(AttributeValue::S(text)) => self.parse_stored("execution tail", text).await,
             _ => Ok(Tail::default()),
         }
     }
@@ -447,7 +492,7 @@ impl DynamoStore {
         let Some(item) = out.item else {
             return Ok(None);
         };
-        let tail = Self::tail_from_item(&item)?;
+        let tail = self.tail_from_item(&item).await?;
         self.tails
             .remember(id, get_n(&item, "version")?, &tail, false);
         Ok(Some(item))
@@ -458,15 +503,15 @@ impl DynamoStore {
         match self.read_execution(id, Some("version, tail")).await? {
             Some(item) => Ok(Some((
                 get_n(&item, "version")?,
-                Self::tail_from_item(&item)?,
+                self.tail_from_item(&item).await?,
             ))),
             None => Ok(None),
         }
     }
 
     /// A checkpoint's tail as text, refused if the item would be too large.
-    fn tail_text(tail: &Tail) -> StoreResult<String> {
-        let tail = json(tail);
+    async fn tail_text(&self, id: &str, tail: &Tail) -> StoreResult<String> {
+        let tail = self.stored_text(id, tail).await?;
         Self::check_size("the execution's newest history and outbox", tail.len())?;
         Ok(tail)
     }
@@ -497,7 +542,12 @@ impl DynamoStore {
             self.client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(Self::history_item(id, entry, tail.retention_ms)))
+                .set_item(Some(Self::history_item(
+                    id,
+                    entry,
+                    self.stored_text(id, &entry.event).await?,
+                    tail.retention_ms,
+                )))
                 .send()
                 .await
                 .map_err(sdk_error)?;
@@ -553,13 +603,13 @@ impl DynamoStore {
         history: &[HistoryEntry],
         outbox: &[Command],
     ) -> StoreResult<Created> {
-        let state = json(&record.state);
+        let state = self.stored_text(&record.id, &record.state).await?;
         check_state_size(state.len())?;
         let tail = Tail {
             retention_ms: Some(keep_history_ms(record)),
             ..Tail::default().then(history, outbox)?
         };
-        let tail_text = Self::tail_text(&tail)?;
+        let tail_text = self.tail_text(&record.id, &tail).await?;
         let written = self
             .client
             .put_item()
@@ -622,7 +672,12 @@ impl DynamoStore {
             },
         };
         let entries = self
-            .history_between(id, record.version, version, &Self::tail_from_item(&item)?)
+            .history_between(
+                id,
+                record.version,
+                version,
+                &self.tail_from_item(&item).await?,
+            )
             .await?;
         checkpoint::replay(&compiled, &mut record, &entries)?;
         if record.version != version {
@@ -683,7 +738,10 @@ impl DynamoStore {
                 text
             }
         };
-        Ok(Some((at, parse("execution state", &text)?)))
+        Ok(Some((
+            at,
+            self.parse_stored("execution state", &text).await?,
+        )))
     }
 
     /// Writes the state as of `version` as the execution's snapshot, unless
@@ -829,7 +887,7 @@ impl DynamoStore {
                 .query_all(&format!("X#{id}"), range, true, None)
                 .await?
             {
-                let entry = Self::history_entry(&item)?;
+                let entry = self.history_entry(&item).await?;
                 entries.insert(entry.seq, entry);
             }
         }
@@ -841,14 +899,16 @@ impl DynamoStore {
         Ok(entries.into_values().collect())
     }
 
-    fn history_entry(item: &Item) -> StoreResult<HistoryEntry> {
+    async fn history_entry(&self, item: &Item) -> StoreResult<HistoryEntry> {
         Ok(HistoryEntry {
             seq: get_s(item, "sk")?
                 .trim_start_matches("H#")
                 .parse()
                 .map_err(|_| corrupt("history key is not a sequence number".into()))?,
             at: get_n(item, "at")?,
-            event: parse("history event", get_s(item, "event")?)?,
+            event: self
+                .parse_stored("history event", get_s(item, "event")?)
+                .await?,
         })
     }
 
@@ -883,7 +943,7 @@ impl DynamoStore {
         // longer fits in an item, as the embedded backend refuses it.
         let snapshot = match checkpoint::needs_snapshot(record, history) {
             true => {
-                let state = json(&record.state);
+                let state = self.stored_text(&record.id, &record.state).await?;
                 check_state_size(state.len())?;
                 Some(state)
             }
@@ -905,7 +965,7 @@ impl DynamoStore {
         // The update replaces the item's tail; the item must hold the old
         // and the new one while it does (as DynamoDB emulators count it), so
         // both together are held to the item limit.
-        let replaced = json(&previous.0).len();
+        let replaced = self.stored_text(&record.id, &previous.0).await?.len();
         let carried = match previous {
             (_, true) => Tail::default(),
             (tail, false) if self.is_flushed(&record.id, &tail).await? => Tail::default(),
@@ -915,7 +975,7 @@ impl DynamoStore {
             retention_ms: Some(keep_history_ms(record)),
             ..carried.then(history, outbox)?
         };
-        let tail_text = Self::tail_text(&tail)?;
+        let tail_text = self.tail_text(&record.id, &tail).await?;
         Self::check_size(
             "the execution's newest history and outbox",
             replaced + tail_text.len(),
@@ -1070,12 +1130,13 @@ impl DynamoStore {
         // The tail first: whatever it held and was written since shows up
         // among the items read after it.
         let tail = self.read_tail(id).await?.map(|(_, tail)| tail);
-        let mut entries = self
+        let mut entries = Vec::new();
+        for item in self
             .query_all(&format!("X#{id}"), SortKeys::Prefix("H#"), true, None)
             .await?
-            .iter()
-            .map(Self::history_entry)
-            .collect::<StoreResult<Vec<_>>>()?;
+        {
+            entries.push(self.history_entry(&item).await?);
+        }
         if let Some(tail) = tail {
             let written: BTreeSet<u64> = entries.iter().map(|e| e.seq).collect();
             entries.extend(

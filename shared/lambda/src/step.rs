@@ -36,14 +36,20 @@
 //! - turning a panic into the retryable error type `HandlerPanicked`, so the
 //!   instance lives on.
 //!
-//! It reads no settings and talks to no AWS service: idempotency is the
-//! handler's to keep, by passing `context.idempotency_key` (the same on every
-//! retry and redelivery of the step) on to the service it calls.
+//! - with `BATON_PAYLOAD_BUCKET` set (the stack's payload bucket), reading an
+//!   input that arrives by reference and writing an output too large for a
+//!   destination record to the bucket, returning its reference (see
+//!   `baton_aws::payloads`); the handler sees and returns plain JSON.
+//!
+//! Idempotency is the handler's to keep, by passing `context.idempotency_key`
+//! (the same on every retry and redelivery of the step) on to the service it
+//! calls.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_aws::payloads::PayloadStore;
 use baton_core::Timestamp;
 use baton_runtime::step::{StepError, StepEvent, StepHandler};
 use baton_runtime::{Clock, SystemClock};
@@ -71,15 +77,54 @@ pub const LAMBDA_LEDGER_PATH: &str = "/tmp/ledger.db";
 pub async fn run(handler: Arc<dyn StepHandler>) -> Result<(), lambda_runtime::Error> {
     crate::telemetry::init_tracing();
     let handler = handler.as_ref();
+    let payloads = payload_store().await;
+    let payloads = payloads.as_ref();
     // Boxed: the runtime's future is nested deeply enough to overflow the
     // compiler's layout query depth inside a binary's `main`.
     Box::pin(lambda_runtime::run(service_fn(
         move |event: LambdaEvent<Value>| async move {
-            let event = decode_event(event.payload)?;
-            handle(handler, event, SystemClock.now()).await
+            let mut event = decode_event(event.payload)?;
+            let Some(payloads) = payloads else {
+                return handle(handler, event, SystemClock.now()).await;
+            };
+            event.input = payloads
+                .function_input(event.input)
+                .await
+                .map_err(payload_unavailable)?;
+            let execution_id = event.baton.execution_id.clone();
+            let output = handle(handler, event, SystemClock.now()).await?;
+            payloads
+                .function_output(&execution_id, output)
+                .await
+                .map_err(payload_unavailable)
         },
     )))
     .await
+}
+
+/// Error type of an attempt whose input or output could not be read from or
+/// written to the payload bucket (retryable).
+pub const PAYLOAD_UNAVAILABLE: &str = "PayloadUnavailable";
+
+/// The payload bucket named by `BATON_PAYLOAD_BUCKET`, if any: an input
+/// passed by reference is read from it, and an output too large for a
+/// destination record is written to it and returned by reference.
+async fn payload_store() -> Option<PayloadStore> {
+    let bucket = std::env::var("BATON_PAYLOAD_BUCKET")
+        .ok()
+        .filter(|b| !b.trim().is_empty())?;
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(config.endpoint_url().is_some())
+            .build(),
+    );
+    Some(PayloadStore::new(s3, bucket))
+}
+
+fn payload_unavailable(e: baton_runtime::ports::StoreError) -> Diagnostic {
+    error!(error = %e, "payload bucket unavailable");
+    diagnostic(PAYLOAD_UNAVAILABLE, e.to_string())
 }
 
 /// Runs the step function of one of the order saga's example handlers

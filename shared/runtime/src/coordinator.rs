@@ -298,7 +298,7 @@ impl<B: Backend> Coordinator<B> {
         execution_id: &str,
         event: Event,
     ) -> Result<Outcome, CoordinatorError> {
-        let event = self.admit(execution_id, event)?;
+        let event = self.receive(execution_id, event).await?;
         loop {
             let mut writer = match self.mailboxes.enter(execution_id, event.clone()) {
                 Entered::Waiting(answer) => match answer.await {
@@ -355,7 +355,7 @@ impl<B: Backend> Coordinator<B> {
         let mut results: Vec<Option<Result<Outcome, CoordinatorError>>> = Vec::new();
         let mut admitted = Vec::new();
         for event in events {
-            match self.admit(execution_id, event) {
+            match self.receive(execution_id, event).await {
                 Ok(event) => {
                     admitted.push(event);
                     results.push(None);
@@ -371,6 +371,34 @@ impl<B: Backend> Coordinator<B> {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| applied.next().expect("one result per admitted event")))
             .collect()
+    }
+
+    /// An event as it arrived, its output fetched if the function stored it
+    /// by reference, then admitted. An output that cannot be fetched for
+    /// good (too large, missing, not JSON) is the step's failure.
+    async fn receive(&self, execution_id: &str, event: Event) -> Result<Event, CoordinatorError> {
+        let Event::TaskSucceeded { task, output } = event else {
+            return self.admit(execution_id, event);
+        };
+        // Boxed: a backend's fetch is a large future, and this one sits
+        // inside every event's handling.
+        let resolved = Box::pin(self.backend.resolve_output(execution_id, output)).await;
+        let (name, message) = match resolved {
+            Ok(output) => return self.admit(execution_id, Event::TaskSucceeded { task, output }),
+            Err(e @ StoreError::TooLarge { .. }) => ("PayloadTooLarge".to_string(), e.to_string()),
+            Err(StoreError::Rejected { code, message }) => (code, message),
+            Err(e) => return Err(e.into()),
+        };
+        warn!(workflow.execution.id = %execution_id, workflow.step = %task.step, error.name = %name, error = %message, "step output cannot be fetched; the attempt fails");
+        let event = Event::TaskFailed {
+            error: ErrorInfo::new(
+                name,
+                format!("step `{}`'s output: {message}", task.step),
+                false,
+            ),
+            task,
+        };
+        self.admit(execution_id, event)
     }
 
     /// What an event becomes before it is applied: an output too large or
@@ -466,7 +494,7 @@ impl<B: Backend> Coordinator<B> {
         event: Event,
         settled: &Settled,
     ) -> Result<Outcome, CoordinatorError> {
-        let event = self.admit(execution_id, event)?;
+        let event = self.receive(execution_id, event).await?;
         self.apply_batch(execution_id, std::slice::from_ref(&event), settled)
             .await
             .map(|mut outcomes| outcomes.remove(0))

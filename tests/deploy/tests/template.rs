@@ -4,8 +4,10 @@
 //! stacks), the coordinator queue dead-letters after a numeric number of
 //! receives, its DLQ alarms at a numeric threshold, the coordinator runs as
 //! at least two instances, IAM grants no wildcard action and reaches the step
-//! functions by their name prefix only, and the names, variables, outputs and
-//! binaries the template wires up are the ones the code uses.
+//! functions by their name prefix only and the payload bucket under
+//! `payloads/` only, the bucket is private and expires what it holds, and the
+//! names, variables, outputs and binaries the template wires up are the ones
+//! the code uses.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +30,14 @@ const RESOURCE_STAR_ALLOWED: &[(&str, &str, &str)] = &[(
 /// qualified (`name:alias`, `name:version`) or not.
 const STEP_FUNCTIONS_ARN: &str =
     "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${StepFunctionPrefix}*";
+
+/// Where the functions keep large payloads: under `payloads/`, the prefix
+/// the bucket's lifecycle rule expires.
+const PAYLOAD_PREFIX: &str = "payloads/";
+
+/// The resource the payload permissions name: the bucket's objects under
+/// [`PAYLOAD_PREFIX`].
+const PAYLOAD_OBJECTS_ARN: &str = "${PayloadBucket.Arn}/payloads/*";
 
 /// The Lambda functions: `(logical id, resource)`.
 fn functions(t: &Template) -> Vec<(&str, &Value)> {
@@ -351,21 +361,27 @@ fn iam_matches(pattern: &str, arn: &str) -> bool {
     go(pattern.as_bytes(), arn.as_bytes())
 }
 
-/// A `!Sub` string with the pseudo parameters and `StepFunctionPrefix` of a
-/// stack in us-east-1 of account 123456789012, deployed with prefix `orders-`.
+/// A `!Sub` string with the pseudo parameters, `StepFunctionPrefix` and
+/// payload bucket of a stack in us-east-1 of account 123456789012, deployed
+/// with prefix `orders-` and given bucket `demo-payloadbucket-1a2b`.
 fn resolve_sub(text: &str) -> String {
     text.replace("${AWS::Partition}", "aws")
         .replace("${AWS::Region}", "us-east-1")
         .replace("${AWS::AccountId}", "123456789012")
         .replace("${StepFunctionPrefix}", "orders-")
+        .replace(
+            "${PayloadBucket.Arn}",
+            "arn:aws:s3:::demo-payloadbucket-1a2b",
+        )
 }
 
 #[test]
 fn iam_is_least_privilege_and_reaches_step_functions_by_their_prefix_only() {
     let t = Template::load();
     let statements = statements(&t);
-    // (role, action, resource) of every Lambda grant.
+    // (role, action, resource) of every Lambda grant, and of every S3 grant.
     let mut lambda_grants: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut s3_grants: BTreeSet<(String, String, String)> = BTreeSet::new();
     for (role, statement) in &statements {
         assert_eq!(statement["Effect"], "Allow", "{role}: {statement}");
         let actions = as_list(&statement["Action"]);
@@ -382,9 +398,11 @@ fn iam_is_least_privilege_and_reaches_step_functions_by_their_prefix_only() {
                 action != "*" && name != "*" && !service.is_empty(),
                 "{role} grants `{action}`"
             );
-            if service != "lambda" {
-                continue;
-            }
+            let grants = match service {
+                "lambda" => &mut lambda_grants,
+                "s3" => &mut s3_grants,
+                _ => continue,
+            };
             assert!(
                 !resources.iter().any(|r| *r == "*"),
                 "{role}: `{action}` on Resource \"*\""
@@ -393,7 +411,7 @@ fn iam_is_least_privilege_and_reaches_step_functions_by_their_prefix_only() {
                 let resource = resource["Fn::Sub"]
                     .as_str()
                     .unwrap_or_else(|| panic!("{role}: `{action}` on {resource}"));
-                lambda_grants.insert((role.clone(), action.to_string(), resource.to_string()));
+                grants.insert((role.clone(), action.to_string(), resource.to_string()));
             }
         }
     }
@@ -414,6 +432,24 @@ fn iam_is_least_privilege_and_reaches_step_functions_by_their_prefix_only() {
             grant("ApiRole", "lambda:GetFunction"),
             grant("ApiRole", "lambda:GetFunctionEventInvokeConfig"),
             grant("ApiRole", "lambda:InvokeFunction"),
+        ])
+    );
+    // Both functions put and read payloads (HeadObject is authorised by
+    // s3:GetObject) under the payload prefix, and do nothing else in S3.
+    let payload_grant = |role: &str, action: &str| {
+        (
+            role.to_string(),
+            action.to_string(),
+            PAYLOAD_OBJECTS_ARN.to_string(),
+        )
+    };
+    assert_eq!(
+        s3_grants,
+        BTreeSet::from([
+            payload_grant("ApiRole", "s3:GetObject"),
+            payload_grant("ApiRole", "s3:PutObject"),
+            payload_grant("CoordinatorRole", "s3:GetObject"),
+            payload_grant("CoordinatorRole", "s3:PutObject"),
         ])
     );
     for (binary, role) in [("coordinator", "CoordinatorRole"), ("api", "ApiRole")] {
@@ -441,6 +477,22 @@ fn iam_is_least_privilege_and_reaches_step_functions_by_their_prefix_only() {
         "arn:aws:lambda:eu-west-1:123456789012:function:orders-validate".to_string(),
         "arn:aws:lambda:us-east-1:210987654321:function:orders-validate".to_string(),
         "arn:aws:lambda:us-east-1:123456789012:layer:orders-validate".to_string(),
+    ] {
+        assert!(!iam_matches(&arn, &other), "{other}");
+    }
+    // The payload grant reaches the bucket's objects under the prefix only:
+    // not the bucket itself, its other keys, or another bucket.
+    let arn = resolve_sub(PAYLOAD_OBJECTS_ARN);
+    let bucket = "arn:aws:s3:::demo-payloadbucket-1a2b";
+    for key in ["payloads/ex-1/4f2a", "payloads/nightly-2026-03-09/ab/cd"] {
+        assert!(iam_matches(&arn, &format!("{bucket}/{key}")), "{key}");
+    }
+    for other in [
+        bucket.to_string(),
+        format!("{bucket}/"),
+        format!("{bucket}/other/ex-1/4f2a"),
+        format!("{bucket}/payloads"),
+        "arn:aws:s3:::demo-payloadbucket-1a2b-copy/payloads/ex-1/4f2a".to_string(),
     ] {
         assert!(!iam_matches(&arn, &other), "{other}");
     }
@@ -484,6 +536,7 @@ fn the_stack_holds_baton_only_no_step_queues_or_functions() {
         ids("AWS::Logs::LogGroup"),
         set(&["ApiLogGroup", "CoordinatorLogGroup"])
     );
+    assert_eq!(ids("AWS::S3::Bucket"), set(&["PayloadBucket"]));
     // The step functions' event-invoke configs, event sources and
     // permissions belong to the stacks that own the functions.
     for (id, resource) in t.resources() {
@@ -733,6 +786,10 @@ fn queues_and_variables_are_named_as_the_code_looks_them_up() {
     );
     assert_eq!(reference(var("BATON_TABLE")), Some("Table"));
     assert_eq!(
+        reference(var("BATON_PAYLOAD_BUCKET")),
+        Some("PayloadBucket")
+    );
+    assert_eq!(
         reference(var("BATON_COORDINATOR_QUEUE_URL")),
         Some("CoordinatorQueue")
     );
@@ -806,6 +863,7 @@ fn outputs_name_the_settings_they_hold_and_export_what_an_app_stack_imports() {
         BTreeSet::from([
             "ApiUrl",
             "TableName",
+            "PayloadBucket",
             "CoordinatorQueueUrl",
             "CoordinatorQueueArn",
             "CoordinatorDlqUrl",
@@ -854,21 +912,30 @@ fn outputs_name_the_settings_they_hold_and_export_what_an_app_stack_imports() {
         outputs["TableName"]["Description"],
         "The DynamoDB table (BATON_TABLE)."
     );
+    assert_eq!(
+        settings.get("BATON_PAYLOAD_BUCKET").map(String::as_str),
+        Some("PayloadBucket")
+    );
     // What an app's stack imports to point its step functions' destinations
-    // at the coordinator queue and name them for the coordinator's grant.
-    for key in ["CoordinatorQueueArn", "StepFunctionPrefix"] {
+    // at the coordinator queue, name them for the coordinator's grant, and
+    // let them pass large payloads by reference.
+    for key in ["CoordinatorQueueArn", "PayloadBucket", "StepFunctionPrefix"] {
         assert_eq!(
             names(&outputs[key]["Export"]["Name"]).as_deref(),
             Some(format!("${{AWS::StackName}}-{key}").as_str()),
             "{key}"
         );
     }
-    let exported: Vec<&String> = outputs
+    let mut exported: Vec<&String> = outputs
         .iter()
         .filter(|(_, o)| o.get("Export").is_some())
         .map(|(k, _)| k)
         .collect();
-    assert_eq!(exported, ["CoordinatorQueueArn", "StepFunctionPrefix"]);
+    exported.sort();
+    assert_eq!(
+        exported,
+        ["CoordinatorQueueArn", "PayloadBucket", "StepFunctionPrefix"]
+    );
 }
 
 fn names(value: &Value) -> Option<String> {
@@ -898,6 +965,88 @@ fn the_table_is_on_demand_with_point_in_time_recovery_and_ttl() {
             (&Value::from("pk"), &Value::from("HASH")),
             (&Value::from("sk"), &Value::from("RANGE"))
         ]
+    );
+}
+
+#[test]
+fn the_payload_bucket_is_private_encrypted_and_expires_payloads_after_their_retention() {
+    let t = Template::load();
+    let buckets: Vec<_> = t.resources_of_type("AWS::S3::Bucket").collect();
+    assert_eq!(buckets.len(), 1);
+    let (id, bucket) = buckets[0];
+    // Kept, like the table, whose items refer to its objects.
+    for policy in ["DeletionPolicy", "UpdateReplacePolicy"] {
+        assert_eq!(bucket[policy], "Retain", "{id}: {policy}");
+    }
+    let p = &bucket["Properties"];
+    let block = &p["PublicAccessBlockConfiguration"];
+    for setting in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[setting], true, "{id}: {setting}");
+    }
+    assert!(p.get("AccessControl").is_none(), "{id}: a canned ACL");
+    assert_eq!(
+        t.resources_of_type("AWS::S3::BucketPolicy").count(),
+        0,
+        "the roles' statements are the bucket's only grants"
+    );
+    let encryption = as_list(&p["BucketEncryption"]["ServerSideEncryptionConfiguration"]);
+    assert_eq!(encryption.len(), 1, "{id}");
+    assert_eq!(
+        encryption[0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"], "AES256",
+        "{id}: SSE-S3"
+    );
+    // An expiry on a versioned bucket only hides objects behind delete
+    // markers: the bucket is not versioned, so it deletes them.
+    assert_ne!(
+        p["VersioningConfiguration"]["Status"], "Enabled",
+        "{id} is versioned"
+    );
+    // One rule over the payload prefix: expire after the retention, and
+    // drop the parts of an upload nobody finished.
+    let rules = as_list(&p["LifecycleConfiguration"]["Rules"]);
+    assert_eq!(rules.len(), 1, "{id}: {rules:?}");
+    let rule = rules[0];
+    assert_eq!(rule["Status"], "Enabled");
+    assert_eq!(rule["Prefix"], PAYLOAD_PREFIX);
+    assert!(
+        rule.get("TagFilters").is_none()
+            && rule.get("ObjectSizeGreaterThan").is_none()
+            && rule.get("ObjectSizeLessThan").is_none(),
+        "every payload expires, whatever its tags or size: {rule}"
+    );
+    let days = t
+        .number(&rule["ExpirationInDays"])
+        .unwrap_or_else(|| panic!("{id}: ExpirationInDays is not numeric"));
+    assert_eq!(days.parameter.as_deref(), Some("PayloadRetentionDays"));
+    assert_eq!(days.value, 400.0);
+    assert_eq!(days.min, Some(1.0), "{days:?}");
+    assert_eq!(
+        rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"],
+        1
+    );
+    let retention = t
+        .parameter("PayloadRetentionDays")
+        .expect("a PayloadRetentionDays parameter");
+    assert!(
+        retention["Description"]
+            .as_str()
+            .is_some_and(|d| d.contains("longest execution") && d.contains("retention")),
+        "{retention}"
+    );
+    // Every object the functions may write is one the rule expires.
+    let granted = resolve_sub(PAYLOAD_OBJECTS_ARN);
+    let expired = format!(
+        "arn:aws:s3:::demo-payloadbucket-1a2b/{}",
+        rule["Prefix"].as_str().unwrap()
+    );
+    assert!(
+        granted.starts_with(&expired),
+        "{granted} is not under {expired}"
     );
 }
 
