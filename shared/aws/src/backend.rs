@@ -101,9 +101,7 @@ impl AwsBackend {
                     .build(),
             ),
             s3: aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(shared)
-                    // Emulators serve buckets by path, not by host name.
-                    .force_path_style(shared.endpoint_url().is_some())
+                payloads::s3_config(shared)
                     .interceptor(counter.clone())
                     .build(),
             ),

@@ -206,6 +206,12 @@ fn restore(value: &mut Value, texts: &HashMap<String, Value>) {
     }
 }
 
+/// An S3 client's configuration from the shared one: emulators serve
+/// buckets by path, not by host name.
+pub fn s3_config(shared: &aws_config::SdkConfig) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::from(shared).force_path_style(shared.endpoint_url().is_some())
+}
+
 impl PayloadStore {
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> PayloadStore {
         PayloadStore {

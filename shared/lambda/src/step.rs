@@ -114,11 +114,7 @@ async fn payload_store() -> Option<PayloadStore> {
         .ok()
         .filter(|b| !b.trim().is_empty())?;
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(config.endpoint_url().is_some())
-            .build(),
-    );
+    let s3 = aws_sdk_s3::Client::from_conf(baton_aws::payloads::s3_config(&config).build());
     Some(PayloadStore::new(s3, bucket))
 }
 
