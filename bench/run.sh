@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark and prints the figures BENCHMARKS.md reports:
 #
-#   bench/run.sh            # everything (about 20 minutes on 2 cores)
+#   bench/run.sh            # everything (about 90 minutes on 2 cores, the cost sweep most of it)
 #   bench/run.sh engine     # one part: machine | engine | embedded | map | timers | peers | compare | cost
 #   bench/run.sh fanout     # (not in "everything") Restate, then Baton's embedded sequence and
 #                           # fan-out at 8, 64 and 256 in flight, then one table with the ratios
@@ -80,6 +80,14 @@ part_cost() {
   # The same workloads publishing every step's lifecycle events too
   # (BATON_EVENTS=all, opt-in).
   "$bench" cost --events all --memory-executions 0 --json "$out/cost-all-events.json" ${COST_ARGS:-}
+  # By output size: 0.1, 1, 4 and 32 KiB, and 1 MiB (kept in S3 by reference).
+  for bytes in 100 1024 4096 32768 1048576; do
+    "$bench" cost --workloads sequence-10 --output-bytes "$bytes" --memory-executions 0 \
+      --json "$out/cost-output-$bytes.json" ${COST_ARGS:-}
+  done
+  # A for_each of 10,000 elements, once (about half an hour on moto).
+  "$bench" cost --workloads map-10000 --executions 1 --memory-executions 0 \
+    --json "$out/cost-map-10000.json"
 }
 
 parts=("$@")

@@ -67,6 +67,10 @@ pub struct CostArgs {
     /// Pads every step's output to about this many bytes (0: the handlers' own, a few bytes).
     #[arg(long, default_value_t = 0)]
     pub output_bytes: usize,
+    /// Coordinators taking batches in turn, each with its own caches, as
+    /// concurrent coordinator Lambdas do.
+    #[arg(long, default_value_t = 3)]
+    pub coordinators: usize,
     /// Only these workloads (comma-separated names; default all).
     #[arg(long, value_delimiter = ',')]
     pub workloads: Vec<String>,
@@ -89,6 +93,14 @@ pub struct Prices {
     pub lambda: LambdaPrices,
     pub step_functions: StepFunctionsPrices,
     pub lambda_durable: DurablePrices,
+    pub cloudwatch_logs: LogPrices,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LogPrices {
+    pub usd_per_gb_ingested: f64,
+    /// Lambda's own lines per invocation (START, END, REPORT).
+    pub platform_bytes_per_invocation: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -99,6 +111,9 @@ pub struct SqsPrices {
 pub struct DynamoPrices {
     pub usd_per_million_write_units: f64,
     pub usd_per_million_read_units: f64,
+    pub usd_per_gb_month: f64,
+    /// Bytes DynamoDB adds to each item for storage.
+    pub storage_overhead_bytes_per_item: f64,
 }
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct EventBridgePrices {
@@ -152,7 +167,7 @@ pub fn load_prices(path: Option<&Path>) -> anyhow::Result<Prices> {
 struct Workload {
     name: &'static str,
     definition: WorkflowDefinition,
-    input: fn(usize) -> Value,
+    input: Box<dyn Fn(usize) -> Value>,
     /// Steps that run in one execution (retries not counted).
     steps: usize,
     /// Step attempts, retries counted.
@@ -164,6 +179,8 @@ struct Workload {
     sfn_retry_wait_ms: f64,
     /// Lambda durable functions: checkpointed operations (steps, retried attempts).
     durable_operations: usize,
+    /// Run when no workloads are named.
+    by_default: bool,
 }
 
 fn order_saga() -> anyhow::Result<WorkflowDefinition> {
@@ -186,7 +203,7 @@ fn workloads() -> anyhow::Result<Vec<Workload>> {
         Workload {
             name: "order-saga",
             definition: order_saga()?,
-            input: |i| json!({"orderId": format!("o-{i}")}),
+            input: Box::new(|i| json!({"orderId": format!("o-{i}")})),
             steps: 5,
             attempts: 5,
             // Five Task states and the Choice that `reserve`'s `if` needs.
@@ -194,11 +211,14 @@ fn workloads() -> anyhow::Result<Vec<Workload>> {
             sfn_sequential_tasks: 5,
             sfn_retry_wait_ms: 0.0,
             durable_operations: 5,
+            by_default: true,
         },
         Workload {
             name: "order-saga-retry",
             definition: order_saga()?,
-            input: |i| json!({"orderId": format!("o-{i}"), "fail": {"process-payment": {"first": 1}}}),
+            input: Box::new(
+                |i| json!({"orderId": format!("o-{i}"), "fail": {"process-payment": {"first": 1}}}),
+            ),
             steps: 5,
             attempts: 6,
             sfn_transitions: 7,
@@ -206,22 +226,24 @@ fn workloads() -> anyhow::Result<Vec<Workload>> {
             // Step Functions' default retry interval.
             sfn_retry_wait_ms: 1000.0,
             durable_operations: 6,
+            by_default: true,
         },
         Workload {
             name: "sequence-10",
             definition: Shape::Sequence.definition(baton_examples::handlers::NOOP, TIMEOUT),
-            input: |i| json!({"n": i}),
+            input: Box::new(|i| json!({"n": i})),
             steps: 10,
             attempts: 10,
             sfn_transitions: 10,
             sfn_sequential_tasks: 10,
             sfn_retry_wait_ms: 0.0,
             durable_operations: 10,
+            by_default: true,
         },
         Workload {
             name: "fan-out-10",
             definition: Shape::FanOut.definition(baton_examples::handlers::NOOP, TIMEOUT),
-            input: |i| json!({"n": i}),
+            input: Box::new(|i| json!({"n": i})),
             steps: 12,
             attempts: 12,
             // Root, a Parallel state, ten branch Tasks, the join.
@@ -229,24 +251,31 @@ fn workloads() -> anyhow::Result<Vec<Workload>> {
             sfn_sequential_tasks: 3,
             sfn_retry_wait_ms: 0.0,
             durable_operations: 12,
+            by_default: true,
         },
-        Workload {
-            name: "map-1000",
-            definition: map(MAP_ELEMENTS)?,
-            input: |_| json!({ "items": (0..MAP_ELEMENTS).collect::<Vec<_>>() }),
-            steps: MAP_ELEMENTS,
-            attempts: MAP_ELEMENTS,
-            // Each iteration's Task state, the Map state and its end.
-            sfn_transitions: MAP_ELEMENTS + 2,
-            sfn_sequential_tasks: MAP_ELEMENTS.div_ceil(MAP_CONCURRENCY),
-            sfn_retry_wait_ms: 0.0,
-            durable_operations: MAP_ELEMENTS,
-        },
+        map_workload("map-1000", 1_000, true)?,
+        // Ten times the elements: about half an hour on moto, so only when named.
+        map_workload("map-10000", 10_000, false)?,
     ])
 }
 
-/// Elements of the `map-1000` workload, and how many run at once.
-const MAP_ELEMENTS: usize = 1000;
+fn map_workload(name: &'static str, elements: usize, by_default: bool) -> anyhow::Result<Workload> {
+    Ok(Workload {
+        name,
+        definition: map(elements)?,
+        input: Box::new(move |_| json!({ "items": (0..elements).collect::<Vec<_>>() })),
+        steps: elements,
+        attempts: elements,
+        // Each iteration's Task state, the Map state and its end.
+        sfn_transitions: elements + 2,
+        sfn_sequential_tasks: elements.div_ceil(MAP_CONCURRENCY),
+        sfn_retry_wait_ms: 0.0,
+        durable_operations: elements,
+        by_default,
+    })
+}
+
+/// Elements of a map workload that run at once.
 const MAP_CONCURRENCY: usize = 64;
 
 /// A `for_each` of `n` no-op elements: an element costs what a step does,
@@ -289,12 +318,13 @@ async fn metered_config(endpoint: &str, meter: &Meter) -> anyhow::Result<aws_con
     Ok(base.to_builder().http_client(meter.client(inner)).build())
 }
 
-/// A backend on fresh resources, its requests counted and metered.
-async fn fresh_backend(
+/// Fresh resources whose requests are counted and metered: the SDK
+/// configuration, settings and counter each backend over them is built from.
+async fn fresh_resources(
     name: &str,
     meter: &Meter,
     events: EventDetail,
-) -> anyhow::Result<AwsBackend> {
+) -> anyhow::Result<(aws_config::SdkConfig, AwsSettings, RequestCounter)> {
     let config = metered_config(&baton_aws::testing::endpoint(), meter).await?;
     let counter = RequestCounter::new();
     let mut plan = Plan::new(baton_aws::testing::unique_prefix(name));
@@ -302,7 +332,7 @@ async fn fresh_backend(
     let throwaway = AwsBackend::with_config(&config, placeholder_settings()?, counter.clone());
     let mut settings = bootstrap(throwaway.clients(), &plan).await?;
     settings.events = events;
-    Ok(AwsBackend::with_config(&config, settings, counter))
+    Ok((config, settings, counter))
 }
 
 type Counts = BTreeMap<String, u64>;
@@ -335,8 +365,15 @@ pub struct Roles {
 }
 
 struct Harness {
+    /// Sends the destination records and watches the executions; its
+    /// requests are not charged to any role.
     backend: AwsBackend,
-    coordinator: Coordinator<AwsBackend>,
+    /// Coordinators taking batches in turn, each over its own backend (its
+    /// own caches), as separate coordinator Lambdas.
+    coordinators: Vec<Coordinator<AwsBackend>>,
+    next_coordinator: usize,
+    /// Bytes logged by the start path and the coordinators.
+    log_bytes: u64,
     registry: Registry,
     dispatched: Arc<RecordingInvoker>,
     meter: Meter,
@@ -346,6 +383,13 @@ struct Harness {
     step_invocations: u64,
     output_bytes: usize,
     _dir: tempfile::TempDir,
+}
+
+/// Where the counters stood before a charged call.
+struct Mark {
+    counts: Counts,
+    usage: Snapshot,
+    log_bytes: u64,
 }
 
 enum Role {
@@ -359,12 +403,16 @@ impl Harness {
         workload: &Workload,
         events: EventDetail,
         output_bytes: usize,
+        coordinators: usize,
     ) -> anyhow::Result<Harness> {
         let meter = Meter::new();
         let dispatched = Arc::new(RecordingInvoker::default());
-        let backend = fresh_backend(workload.name, &meter, events)
-            .await?
-            .with_invoker(dispatched.clone());
+        let (config, settings, counter) = fresh_resources(workload.name, &meter, events).await?;
+        let backend_over = || {
+            AwsBackend::with_config(&config, settings.clone(), counter.clone())
+                .with_invoker(dispatched.clone())
+        };
+        let backend = backend_over();
         backend
             .put_workflow(&workload.definition, SystemClock.now())
             .await?;
@@ -373,7 +421,11 @@ impl Harness {
         let mut registry = Registry::new();
         register_all_with(&mut registry, HandlerEnv::new(ledger));
         Ok(Harness {
-            coordinator: Coordinator::new(Arc::new(backend.clone()), Arc::new(SystemClock)),
+            coordinators: (0..coordinators.max(1))
+                .map(|_| Coordinator::new(Arc::new(backend_over()), Arc::new(SystemClock)))
+                .collect(),
+            next_coordinator: 0,
+            log_bytes: 0,
             backend,
             registry,
             dispatched,
@@ -387,13 +439,20 @@ impl Harness {
         })
     }
 
-    fn mark(&self) -> (Counts, Snapshot) {
-        (self.backend.counter().snapshot(), self.meter.snapshot())
+    fn mark(&self) -> Mark {
+        Mark {
+            counts: self.backend.counter().snapshot(),
+            usage: self.meter.snapshot(),
+            log_bytes: crate::logs::bytes(),
+        }
     }
 
-    fn charge(&mut self, role: Role, before: (Counts, Snapshot)) {
-        let counts = counts_since(&self.backend.counter().snapshot(), &before.0);
-        let usage = self.meter.snapshot().since(&before.1);
+    fn charge(&mut self, role: Role, before: Mark) {
+        let counts = counts_since(&self.backend.counter().snapshot(), &before.counts);
+        let usage = self.meter.snapshot().since(&before.usage);
+        if !matches!(role, Role::Destinations) {
+            self.log_bytes += crate::logs::bytes() - before.log_bytes;
+        }
         let into = match role {
             Role::Start => &mut self.roles.start,
             Role::Coordinator => &mut self.roles.coordinator,
@@ -406,8 +465,7 @@ impl Harness {
     async fn start(&mut self, workload: &Workload, i: usize) -> anyhow::Result<String> {
         let id = format!("{}-{i:05}", workload.name);
         let before = self.mark();
-        let started = self
-            .coordinator
+        let started = self.coordinators[i % self.coordinators.len()]
             .start(&workload.definition.name, None, &id, (workload.input)(i))
             .await;
         self.charge(Role::Start, before);
@@ -451,7 +509,9 @@ impl Harness {
         }
         let batch = received.iter().map(QueueMessage::from).collect();
         let before = self.mark();
-        let failed = process_coordinator_batch(&self.coordinator, batch).await;
+        let coordinator = &self.coordinators[self.next_coordinator % self.coordinators.len()];
+        self.next_coordinator += 1;
+        let failed = process_coordinator_batch(coordinator, batch).await;
         self.charge(Role::Coordinator, before);
         self.coordinator_batches += 1;
         self.coordinator_messages += received.len() as u64;
@@ -522,6 +582,14 @@ pub struct WorkloadCost {
     pub sqs_billed_requests: f64,
     pub eventbridge_events: f64,
     pub scheduler_schedules: f64,
+    /// Log bytes ingested per step: the start path's and coordinators' own
+    /// lines, measured, and Lambda's lines per coordinator invocation.
+    pub log_bytes_per_step: f64,
+    /// Bytes the table holds per step once the executions have ended, with
+    /// DynamoDB's per-item overhead, kept for the workflow's retention.
+    pub dynamodb_stored_bytes_per_step: f64,
+    /// Bytes of payload objects put per step, kept for the bucket's lifecycle.
+    pub s3_stored_bytes_per_step: f64,
     /// Orchestration cost per million steps, for event source mapping batches of 1 and 10.
     pub usd_per_million_steps_batch_1: Breakdown,
     pub usd_per_million_steps_batch_10: Breakdown,
@@ -535,12 +603,16 @@ pub struct Breakdown {
     pub sqs: f64,
     pub sqs_event_source_polling: f64,
     pub dynamodb: f64,
-    /// S3 requests for payloads kept by reference (not their storage).
+    /// S3 requests for payloads kept by reference (their storage is in `storage`).
     pub s3: f64,
     pub eventbridge: f64,
     pub scheduler: f64,
     pub lambda_requests: f64,
     pub lambda_duration: f64,
+    /// CloudWatch Logs ingestion.
+    pub logs: f64,
+    /// DynamoDB and S3 storage for as long as an execution's records are kept.
+    pub storage: f64,
     pub total: f64,
 }
 
@@ -620,6 +692,24 @@ fn cost(
     let coordinator_requests: u64 = roles.coordinator.0.values().sum::<u64>() + h.step_invocations;
     let start_requests: u64 = roles.start.0.values().sum();
 
+    let steps = workload.steps as f64;
+    let (items, item_bytes) = h.meter.stored_items();
+    let dynamodb_stored = per_execution(item_bytes, n)
+        + per_execution(items, n) * prices.dynamodb.storage_overhead_bytes_per_item;
+    let s3_stored = per_execution(
+        usage.operations.get("S3.PutObject").map_or(0, |u| u.bytes),
+        n,
+    );
+    const GB: f64 = 1024.0 * 1024.0 * 1024.0;
+    const DAYS_PER_MONTH: f64 = 365.25 / 12.0;
+    let retention_months =
+        baton_core::workflow::DEFAULT_RETENTION_MS as f64 / 86_400_000.0 / DAYS_PER_MONTH;
+    let lifecycle_months = Plan::new("unused").payload_retention_days as f64 / DAYS_PER_MONTH;
+    // Per execution; divided by the steps below like every other figure.
+    let storage = dynamodb_stored / GB * retention_months * prices.dynamodb.usd_per_gb_month
+        + s3_stored / GB * lifecycle_months * prices.s3.usd_per_gb_month;
+    let measured_log_bytes = per_execution(h.log_bytes, n);
+
     let breakdown = |batch: f64| -> Breakdown {
         let per_exec = |m: u64| m as f64 / n as f64;
         // Each batch a mapping delivers costs a receive, and a delete of the batch.
@@ -641,6 +731,12 @@ fn cost(
             scheduler: schedules * prices.scheduler.usd_per_million_invocations,
             lambda_requests: invocations * prices.lambda.usd_per_million_requests,
             lambda_duration: gb_seconds * prices.lambda.usd_per_gb_second * 1e6,
+            logs: (measured_log_bytes
+                + invocations * prices.cloudwatch_logs.platform_bytes_per_invocation)
+                / GB
+                * prices.cloudwatch_logs.usd_per_gb_ingested
+                * 1e6,
+            storage: storage * 1e6,
             total: 0.0,
         };
         // Per execution so far (in millionths of a dollar = dollars per million executions); per million steps:
@@ -653,8 +749,10 @@ fn cost(
             &mut b.scheduler,
             &mut b.lambda_requests,
             &mut b.lambda_duration,
+            &mut b.logs,
+            &mut b.storage,
         ] {
-            *v /= workload.steps as f64;
+            *v /= steps;
         }
         b.total = b.sqs
             + b.sqs_event_source_polling
@@ -663,7 +761,9 @@ fn cost(
             + b.eventbridge
             + b.scheduler
             + b.lambda_requests
-            + b.lambda_duration;
+            + b.lambda_duration
+            + b.logs
+            + b.storage;
         b
     };
     let sf = &prices.step_functions;
@@ -702,6 +802,12 @@ fn cost(
         sqs_billed_requests: sqs_billed,
         eventbridge_events: events,
         scheduler_schedules: schedules,
+        log_bytes_per_step: (measured_log_bytes
+            + (per_execution(messages_to_coordinator, n) / 10.0 + 1.0)
+                * prices.cloudwatch_logs.platform_bytes_per_invocation)
+            / steps,
+        dynamodb_stored_bytes_per_step: dynamodb_stored / steps,
+        s3_stored_bytes_per_step: s3_stored / steps,
         usd_per_million_steps_batch_1: breakdown(1.0),
         usd_per_million_steps_batch_10: breakdown(10.0),
         step_functions_standard_per_million_steps: workload.sfn_transitions as f64
@@ -755,12 +861,16 @@ fn print_cost(c: &WorkloadCost) {
         c.coordinator_messages,
         c.step_invocations,
     );
+    println!(
+        "  per step: {:.0} log bytes (busy), {:.0} bytes kept in DynamoDB for the retention, {:.0} bytes in S3 for the bucket's lifecycle",
+        c.log_bytes_per_step, c.dynamodb_stored_bytes_per_step, c.s3_stored_bytes_per_step
+    );
     for (label, b) in [
         ("batches of 1 (quiet)", &c.usd_per_million_steps_batch_1),
         ("batches of 10 (busy)", &c.usd_per_million_steps_batch_10),
     ] {
         println!(
-            "  Baton, {label}: ${:.2} per million steps = SQS {:.2} + polling {:.2} + DynamoDB {:.2} + EventBridge {:.2} + Scheduler {:.2} + Lambda requests {:.2} + coordinator time {:.2} + S3 {:.2}",
+            "  Baton, {label}: ${:.2} per million steps = SQS {:.2} + polling {:.2} + DynamoDB {:.2} + EventBridge {:.2} + Scheduler {:.2} + Lambda requests {:.2} + coordinator time {:.2} + S3 {:.2} + logs {:.2} + storage {:.2}",
             b.total,
             b.sqs,
             b.sqs_event_source_polling,
@@ -769,7 +879,9 @@ fn print_cost(c: &WorkloadCost) {
             b.scheduler,
             b.lambda_requests,
             b.lambda_duration,
-            b.s3
+            b.s3,
+            b.logs,
+            b.storage
         );
     }
     println!(
@@ -813,10 +925,16 @@ pub async fn run(args: &CostArgs) -> anyhow::Result<CostReport> {
         if args.executions == 0 {
             break;
         }
-        if !args.workloads.is_empty() && !args.workloads.iter().any(|w| w == workload.name) {
+        let chosen = if args.workloads.is_empty() {
+            workload.by_default
+        } else {
+            args.workloads.iter().any(|w| w == workload.name)
+        };
+        if !chosen {
             continue;
         }
-        let mut harness = Harness::new(&workload, args.events, args.output_bytes).await?;
+        let mut harness =
+            Harness::new(&workload, args.events, args.output_bytes, args.coordinators).await?;
         let mut ids = Vec::new();
         for i in 0..args.executions {
             ids.push(harness.start(&workload, i).await?);
@@ -865,7 +983,7 @@ async fn coordinator_memory(executions: usize) -> anyhow::Result<CoordinatorMemo
         .into_iter()
         .find(|w| w.name == "sequence-10")
         .ok_or_else(|| anyhow!("no sequence workload"))?;
-    let mut harness = Harness::new(&workload, EventDetail::All, 0).await?;
+    let mut harness = Harness::new(&workload, EventDetail::All, 0, 1).await?;
     let endpoint = baton_aws::testing::endpoint();
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["coordinator-memory", "--endpoint", &endpoint])

@@ -5,6 +5,7 @@ mod compare;
 mod cost;
 mod disk;
 mod embedded;
+mod logs;
 mod meter;
 mod sys;
 mod workloads;
@@ -75,7 +76,10 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Embedded(args) => embedded::run(&args).await.map(drop),
             Command::Timers(args) => embedded::timers(&args).await.map(drop),
-            Command::Cost(args) => cost::run(&args).await.map(drop),
+            Command::Cost(args) => {
+                logs::install();
+                cost::run(&args).await.map(drop)
+            }
             Command::Compare(args) => compare::run(&args),
             Command::WorkerMemory(args) => embedded::worker_memory(&args).await,
             Command::CoordinatorMemory(args) => cost::coordinator_process(&args).await,

@@ -619,6 +619,13 @@ impl Meter {
         Meter::default()
     }
 
+    /// Items the table holds now, and their billed bytes.
+    pub fn stored_items(&self) -> (u64, u64) {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = state.items.values().map(|s| total(s) as u64).sum();
+        (state.items.len() as u64, bytes)
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         self.state
             .lock()
