@@ -348,11 +348,21 @@ async fn aws_start_starts_a_deployed_workflow_and_dispatches_its_first_step() {
     out.expect_code(2);
     assert!(out.stderr.contains("different input"), "{}", out.stderr);
 
-    // Over the payload limit: refused before anything is written.
+    // An input the table cannot hold goes to the payload bucket.
     let big = sb.path().join("big.json");
     std::fs::write(&big, json!({"blob": "x".repeat(300 * 1024)}).to_string()).unwrap();
     let big = format!("@{}", path_arg(&big));
-    let out = sb.baton(&["--aws", "start", &workflow, "--input", &big]);
+    sb.baton(&["--aws", "start", &workflow, "--input", &big])
+        .expect_code(0);
+    // Over the payload limit (10 MiB with a bucket): refused before anything is written.
+    let huge = sb.path().join("huge.json");
+    std::fs::write(
+        &huge,
+        json!({"blob": "x".repeat(10 * 1024 * 1024)}).to_string(),
+    )
+    .unwrap();
+    let huge = format!("@{}", path_arg(&huge));
+    let out = sb.baton(&["--aws", "start", &workflow, "--input", &huge]);
     out.expect_code(2);
     assert!(out.stderr.contains("byte limit"), "{}", out.stderr);
 }
