@@ -1,5 +1,6 @@
 //! Shared set-up (backend, targets, input parsing) and the short commands.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use baton_runtime::{Clock, Coordinator, CoordinatorError, SystemClock};
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
-use crate::display;
+use crate::display::{self, errln, out, outln};
 
 /// An error in what the user gave us; exits with code 2.
 #[derive(Debug)]
@@ -36,12 +37,15 @@ pub fn bad(message: impl Into<String>) -> anyhow::Error {
     BadInput(message.into()).into()
 }
 
-/// Logs go to stderr; `BATON_LOG` sets the filter, `BATON_LOG_FORMAT=json` the format.
+/// Logs go to stderr, so stdout holds only the command's output, with colour
+/// only when stderr is a terminal (a log file or pipe gets plain text);
+/// `BATON_LOG` sets the filter, `BATON_LOG_FORMAT=json` the format.
 pub fn init_tracing(default: &str) {
     let filter = EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if std::env::var("BATON_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -204,12 +208,12 @@ pub fn validate(file: &Path, json: bool) -> anyhow::Result<u8> {
     match Workflow::from_text(&text, Format::from_path(&file.to_string_lossy())) {
         Ok(workflow) => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "valid": true, "workflow": &*workflow.name, "steps": workflow.steps.len() })
                 );
             } else {
-                println!(
+                outln!(
                     "{}: workflow `{}` is valid ({} steps)",
                     file.display(),
                     workflow.name,
@@ -220,12 +224,12 @@ pub fn validate(file: &Path, json: bool) -> anyhow::Result<u8> {
         }
         Err(errors) => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "valid": false, "problems": errors.problems })
                 );
             } else {
-                eprint!("{}: {}", file.display(), errors);
+                errln!("{}: {}", file.display(), errors.to_string().trim_end());
             }
             Ok(2)
         }
@@ -246,9 +250,9 @@ pub async fn deploy<B: WorkflowStore>(backend: &B, file: &Path) -> anyhow::Resul
         }
         Err(e) => return Err(e.into()),
     };
-    println!("workflow `{}` version {version}", workflow.name);
+    outln!("workflow `{}` version {version}", workflow.name);
     for schedule in &workflow.schedules {
-        println!(
+        outln!(
             "  schedule `{}`: `{}` in {}{}",
             schedule.name,
             schedule.cron,
@@ -269,17 +273,17 @@ pub fn schedules(file: &Path, next: usize, after: Option<&str>) -> anyhow::Resul
         None => SystemClock.now(),
     };
     if workflow.schedules.is_empty() {
-        println!("workflow `{}` has no schedules", workflow.name);
+        outln!("workflow `{}` has no schedules", workflow.name);
         return Ok(0);
     }
     for (i, s) in workflow.schedules.iter().enumerate() {
         if i > 0 {
-            println!();
+            outln!();
         }
         let eventbridge = s
             .eventbridge_expression()
             .unwrap_or_else(|e| format!("not expressible: {e}"));
-        println!(
+        outln!(
             "{}: `{}` in {} (EventBridge: {eventbridge}), overlap {:?}, catch-up {:?}{}",
             s.name,
             s.cron,
@@ -289,7 +293,7 @@ pub fn schedules(file: &Path, next: usize, after: Option<&str>) -> anyhow::Resul
             if s.enabled { "" } else { ", disabled" }
         );
         for instant in s.upcoming(after, next) {
-            println!(
+            outln!(
                 "  {}  {}  {}",
                 s.local_time(instant),
                 schedule::scheduled_time(instant),
@@ -346,7 +350,7 @@ pub async fn start(
         .start_retained(&name, Some(version), &id, input, retention)
         .await
         .map_err(map_coordinator_error)?;
-    print_started(&id, &name, version, &started, json);
+    print_started(&id, &name, version, &started, json)?;
     Ok(0)
 }
 
@@ -368,17 +372,18 @@ fn print_started(
     version: u32,
     started: &baton_runtime::coordinator::Started,
     json: bool,
-) {
+) -> anyhow::Result<()> {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "id": id, "created": started.created, "status": started.record.status().as_str() })
         );
     } else if started.created {
-        println!("started {id} (workflow `{name}` version {version})");
+        outln!("started {id} (workflow `{name}` version {version})");
     } else {
-        println!("{id} already exists ({})", started.record.status().as_str());
+        outln!("{id} already exists ({})", started.record.status().as_str());
     }
+    Ok(())
 }
 
 /// The deployed workflow `workflow` names: a deployed name, or a definition
@@ -407,7 +412,7 @@ async fn deployed_workflow<B: WorkflowStore>(
         ))
     })?;
     if stored.definition != compiled.definition {
-        eprintln!(
+        errln!(
             "note: {} differs from the deployed version {} of `{name}`, which is the one started (`baton --aws deploy {}` deploys the file)",
             path.display(),
             stored.version,
@@ -438,7 +443,7 @@ pub async fn start_aws(
         .start_retained(&name, Some(version), &id, input, retention)
         .await
         .map_err(map_coordinator_error)?;
-    print_started(&id, &name, version, &started, json);
+    print_started(&id, &name, version, &started, json)?;
     Ok(0)
 }
 
@@ -497,9 +502,9 @@ pub async fn status<B: Backend>(backend: &B, id: &str, json: bool) -> anyhow::Re
         .await?
         .ok_or_else(|| bad(format!("no execution `{id}`")))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&record)?);
+        outln!("{}", serde_json::to_string_pretty(&record)?);
     } else {
-        print!("{}", display::status_text(&record));
+        out!("{}", display::status_text(&record));
     }
     Ok(0)
 }
@@ -524,18 +529,18 @@ pub async fn history<B: Backend>(
         let events = events_db.events_after(Some(id), 0, usize::MAX >> 1)?;
         for (_, event) in events {
             if json {
-                println!("{}", serde_json::to_string(&event)?);
+                outln!("{}", serde_json::to_string(&event)?);
             } else {
-                println!("{}", display::event_line(&event, record.created_at, false));
+                outln!("{}", display::event_line(&event, record.created_at, false));
             }
         }
         return Ok(0);
     }
     for entry in backend.history(id).await? {
         if json {
-            println!("{}", serde_json::to_string(&entry)?);
+            outln!("{}", serde_json::to_string(&entry)?);
         } else {
-            println!("{}", display::history_line(&entry, record.created_at));
+            outln!("{}", display::history_line(&entry, record.created_at));
         }
     }
     Ok(0)
@@ -582,14 +587,14 @@ pub async fn list<B: Backend>(backend: &B, filter: &ListFilter, json: bool) -> a
         .await?;
     if json {
         for row in &page.executions {
-            println!("{}", serde_json::to_string(row)?);
+            outln!("{}", serde_json::to_string(row)?);
         }
     } else {
-        print!("{}", display::list_text(&page.executions));
+        out!("{}", display::list_text(&page.executions));
     }
     if let Some(next) = &page.next {
         // On stderr, so the rows stay the whole of stdout.
-        eprintln!("more: baton list --after {}", next.key());
+        errln!("more: baton list --after {}", next.key());
     }
     Ok(0)
 }
@@ -597,11 +602,13 @@ pub async fn list<B: Backend>(backend: &B, filter: &ListFilter, json: bool) -> a
 pub async fn gc(backend: &SqliteBackend, json: bool) -> anyhow::Result<u8> {
     let swept = backend.sweep_expired(SystemClock.now()).await?;
     if json {
-        println!("{}", serde_json::to_string(&swept)?);
+        outln!("{}", serde_json::to_string(&swept)?);
     } else {
-        println!(
+        outln!(
             "deleted {} expired executions ({} history entries, {} lifecycle events)",
-            swept.executions, swept.history, swept.events
+            swept.executions,
+            swept.history,
+            swept.events
         );
     }
     Ok(0)
@@ -625,10 +632,10 @@ pub async fn cancel<B: Backend>(
     reason: Option<String>,
 ) -> anyhow::Result<u8> {
     match send_event(backend, id, Event::CancelRequested { reason }).await? {
-        Outcome::Applied => println!(
-            "cancelling {id}: new work stopped; compensations run on the next worker round"
-        ),
-        Outcome::Ignored(reason) => println!("nothing to cancel: {}", describe_ignored(&reason)),
+        Outcome::Applied => {
+            outln!("cancelling {id}: new work stopped; compensations run on the next worker round")
+        }
+        Outcome::Ignored(reason) => outln!("nothing to cancel: {}", describe_ignored(&reason)),
     }
     Ok(0)
 }
@@ -645,11 +652,15 @@ pub async fn signal<B: Backend>(
         payload,
     };
     match send_event(backend, id, event).await? {
-        Outcome::Applied => println!("signal `{name}` delivered to {id}"),
-        Outcome::Ignored(reason) => println!(
-            "signal `{name}` not delivered: {}",
+        Outcome::Applied => {
+            outln!("signal `{name}` delivered to {id}");
+            Ok(0)
+        }
+        // Refused by the execution's state: a script must not go on as if
+        // the step it meant to release will run.
+        Outcome::Ignored(reason) => Err(anyhow!(
+            "signal `{name}` not delivered to {id}: {}",
             describe_ignored(&reason)
-        ),
+        )),
     }
-    Ok(0)
 }

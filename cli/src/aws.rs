@@ -11,6 +11,7 @@ use baton_aws::bootstrap::{Plan, bootstrap};
 use baton_aws::{AwsBackend, AwsSettings, RequestCounter};
 
 use crate::app::bad;
+use crate::display::{errln, outln};
 
 /// Where `baton bootstrap` writes the settings it created, for later commands.
 pub fn settings_file(db: &Path) -> PathBuf {
@@ -129,14 +130,14 @@ pub async fn bootstrap_command(
 ) -> anyhow::Result<u8> {
     let (_, settings) = create(endpoint, prefix, max_receives).await?;
     let (file, lines) = write_settings(db, &settings, endpoint)?;
-    eprintln!(
+    errln!(
         "created table {}, coordinator queue (with a DLQ, maxReceiveCount {max_receives}), bus {}; settings in {}",
         settings.table,
         settings.event_bus,
         file.display()
     );
     for line in lines {
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(0)
 }
@@ -287,14 +288,14 @@ pub async fn bootstrap_from_stack(
         other => bad(format!("stack `{stack}`: {other}")),
     })?;
     let (file, lines) = write_settings(db, &settings, endpoint)?;
-    eprintln!(
+    errln!(
         "read table {}, coordinator queue, bus {} from stack `{stack}`; settings in {}",
         settings.table,
         settings.event_bus,
         file.display()
     );
     for line in lines {
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(0)
 }

@@ -1,8 +1,64 @@
-//! Text rendering of events, executions and lists for the terminal.
+//! Text rendering of events, executions and lists for the terminal, and the
+//! one way the command writes to stdout ([`outln!`], [`out!`]).
+
+use std::io::Write;
 
 use baton_core::engine::{Event, LifecycleKind, StepStatus, TaskKind};
 use baton_core::{LifecycleEvent, Timestamp};
 use baton_runtime::ports::{ExecutionRecord, ExecutionSummary, HistoryEntry};
+
+/// Stdout was closed by its reader (`baton list | head -1` has what it
+/// wanted). The command stops quietly with exit code 141, what a shell reports
+/// for a process stopped by SIGPIPE: the output was cut short, not wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct StdoutClosed;
+
+/// The exit code for [`StdoutClosed`] (128 + SIGPIPE).
+pub const STDOUT_CLOSED_CODE: u8 = 141;
+
+/// Writes to stdout; a closed pipe becomes [`StdoutClosed`] rather than the
+/// panic `println!` gives.
+pub fn write_out(text: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_fmt(text) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+    }
+}
+
+/// Writes to stderr, for notes and errors; a closed stderr has no reader to
+/// tell, so a failed write is dropped instead of panicking as `eprintln!` does.
+pub fn note(text: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// `print!` that returns [`StdoutClosed`] (through `?`) when the reader is gone.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::display::write_out(format_args!($($arg)*))?
+    };
+}
+
+/// `println!` that returns [`StdoutClosed`] (through `?`) when the reader is gone.
+macro_rules! outln {
+    () => {
+        $crate::display::write_out(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {
+        $crate::display::write_out(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// `eprintln!` that never panics (see [`note`]).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::display::note(format_args!($($arg)*))
+    };
+}
+
+pub(crate) use {errln, out, outln};
 
 fn elapsed(at: Timestamp, start: Timestamp) -> String {
     let ms = at.saturating_sub(start);

@@ -12,6 +12,7 @@ use baton_runtime::{Clock, SystemClock};
 use clap::Subcommand;
 
 use crate::app::{self, bad};
+use crate::display::{errln, outln};
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
@@ -69,14 +70,14 @@ pub async fn dlq<B: Backend>(
             let records = backend.list_dead_letters().await?;
             if json {
                 for r in &records {
-                    println!("{}", serde_json::to_string(r)?);
+                    outln!("{}", serde_json::to_string(r)?);
                 }
             } else if records.is_empty() {
-                println!("no dead letters");
+                outln!("no dead letters");
             } else {
-                println!("{:<40} {:<13} {:<36} REASON", "ID", "KIND", "EXECUTION");
+                outln!("{:<40} {:<13} {:<36} REASON", "ID", "KIND", "EXECUTION");
                 for r in &records {
-                    println!(
+                    outln!(
                         "{:<40} {:<13} {:<36} {}",
                         r.id,
                         r.kind.as_str(),
@@ -92,12 +93,12 @@ pub async fn dlq<B: Backend>(
                 .get_dead_letter(&id)
                 .await?
                 .ok_or_else(|| bad(format!("no dead letter `{id}`")))?;
-            println!("{}", serde_json::to_string_pretty(&record)?);
+            outln!("{}", serde_json::to_string_pretty(&record)?);
             Ok(0)
         }
         DlqCommand::Discard { id } => {
             if backend.remove_dead_letter(&id).await? {
-                println!("discarded {id}");
+                outln!("discarded {id}");
                 Ok(0)
             } else {
                 Err(bad(format!("no dead letter `{id}`")))
@@ -111,7 +112,7 @@ pub async fn dlq<B: Backend>(
             match record.kind {
                 DeadLetterKind::Task => {
                     backend.redrive_dead_letter(&id).await?;
-                    println!("redriven: {id} is back on its queue");
+                    outln!("redriven: {id} is back on its queue");
                     Ok(0)
                 }
                 DeadLetterKind::Compensation => {
@@ -137,14 +138,15 @@ pub async fn dlq<B: Backend>(
                     match targets.invoke(context, dead.input.clone(), timeout).await {
                         Ok(output) => {
                             backend.remove_dead_letter(&id).await?;
-                            println!(
+                            outln!(
                                 "compensation `{}` of step `{}` succeeded: {output}",
-                                dead.function, dead.step
+                                dead.function,
+                                dead.step
                             );
                             Ok(0)
                         }
                         Err(e) => {
-                            eprintln!(
+                            errln!(
                                 "compensation `{}` failed again: {e}; the dead letter stays",
                                 dead.function
                             );

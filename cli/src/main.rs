@@ -2,7 +2,9 @@
 //!
 //! Exit codes: 0 success; 1 an operational error; 2 bad input (a malformed
 //! definition, input, unknown function, oversized payload: nothing written);
-//! for `run`: 3 failed, 4 compensated, 5 compensation_failed, 6 cancelled.
+//! for `run`: 3 failed, 4 compensated, 5 compensation_failed, 6 cancelled;
+//! `signal` exits 1 when the signal was not delivered. A command whose stdout
+//! is closed by its reader (`baton list | head -1`) stops quietly with 141.
 
 mod app;
 mod aws;
@@ -241,18 +243,21 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            display::errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            if let Some(bad) = error.downcast_ref::<BadInput>() {
-                eprintln!("error: {bad}");
+            if error.downcast_ref::<display::StdoutClosed>().is_some() {
+                // The reader has what it wanted; there is no one to tell.
+                ExitCode::from(display::STDOUT_CLOSED_CODE)
+            } else if let Some(bad) = error.downcast_ref::<BadInput>() {
+                display::errln!("error: {bad}");
                 ExitCode::from(2)
             } else {
-                eprintln!("error: {error:#}");
+                display::errln!("error: {error:#}");
                 ExitCode::from(1)
             }
         }
@@ -298,11 +303,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 GraphFormatArg::Mermaid => baton_core::graph::GraphFormat::Mermaid,
                 GraphFormatArg::Dot => baton_core::graph::GraphFormat::Dot,
             };
-            print!("{}", baton_core::graph::render(&workflow, format));
+            display::out!("{}", baton_core::graph::render(&workflow, format));
             Ok(0)
         }
         Commands::Schema => {
-            print!("{}", baton_core::schema::workflow_schema_json());
+            display::out!("{}", baton_core::schema::workflow_schema_json());
             Ok(0)
         }
         Commands::Deploy { file } => match aws_backend(aws, endpoint.as_deref(), &db).await? {

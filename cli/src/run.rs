@@ -10,7 +10,7 @@ use baton_embedded::{Worker, WorkerOptions};
 use baton_runtime::ports::ExecutionStore;
 
 use crate::app::{self, check_size, map_coordinator_error, parse_json_arg};
-use crate::display;
+use crate::display::{self, errln, outln};
 
 /// Exit code for each way an execution ends.
 pub fn exit_code(status: ExecutionStatus) -> u8 {
@@ -57,7 +57,7 @@ pub async fn run(
         } else {
             "resuming"
         };
-        println!("{verb} {id} (workflow `{name}` version {version})");
+        outln!("{verb} {id} (workflow `{name}` version {version})");
     }
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -77,9 +77,9 @@ pub async fn run(
         for (row, event) in backend.events_after(Some(&id), last_event, 1000)? {
             last_event = row;
             if json {
-                println!("{}", serde_json::to_string(&event)?);
+                outln!("{}", serde_json::to_string(&event)?);
             } else {
-                println!("{}", display::event_line(&event, start, color));
+                outln!("{}", display::event_line(&event, start, color));
             }
         }
         let record = backend
@@ -90,9 +90,9 @@ pub async fn run(
             // Print events committed with the final transition.
             for (_, event) in backend.events_after(Some(&id), last_event, 1000)? {
                 if json {
-                    println!("{}", serde_json::to_string(&event)?);
+                    outln!("{}", serde_json::to_string(&event)?);
                 } else {
-                    println!("{}", display::event_line(&event, start, color));
+                    outln!("{}", display::event_line(&event, start, color));
                 }
             }
             let _ = stop.send(true);
@@ -101,7 +101,7 @@ pub async fn run(
             }
             let status = record.status();
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "id": id,
@@ -111,7 +111,7 @@ pub async fn run(
                     })
                 );
             } else {
-                println!("{}", summary(&record));
+                outln!("{}", summary(&record));
             }
             return Ok(exit_code(status));
         }
@@ -122,7 +122,7 @@ pub async fn run(
     };
     if interrupted {
         let _ = stop.send(true);
-        eprintln!(
+        errln!(
             "interrupted: {id} is saved; `baton worker` or `baton run` with --id {id} resumes it"
         );
     }

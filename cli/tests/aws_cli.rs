@@ -365,4 +365,24 @@ async fn aws_start_starts_a_deployed_workflow_and_dispatches_its_first_step() {
     let out = sb.baton(&["--aws", "start", &workflow, "--input", &huge]);
     out.expect_code(2);
     assert!(out.stderr.contains("byte limit"), "{}", out.stderr);
+
+    // A signal the execution refuses fails the command, naming why: after a
+    // cancel, with no step waiting for it, nothing would ever read it.
+    sb.baton(&["--aws", "cancel", "order-1"]).expect_code(0);
+    let out = sb.baton(&["--aws", "signal", "order-1", "approval"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("signal `approval` not delivered to order-1")
+            && out.stderr.contains("stopping"),
+        "{}",
+        out.stderr
+    );
+    let out = sb.baton(&["--aws", "signal", "no-such-execution", "approval"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("no execution `no-such-execution`"),
+        "{}",
+        out.stderr
+    );
 }

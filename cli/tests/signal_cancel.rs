@@ -60,7 +60,8 @@ fn signal_completes_the_waiting_step_with_its_payload() {
         "nothing is undone after a success"
     );
 
-    // A second signal finds nothing waiting and changes nothing.
+    // A second signal finds the execution finished: it changes nothing, and
+    // says so with a failing exit code and the reason on stderr.
     let late = sb.baton(&[
         "signal",
         "approve-me",
@@ -68,10 +69,23 @@ fn signal_completes_the_waiting_step_with_its_payload() {
         "--data",
         r#"{"ok":false}"#,
     ]);
+    late.expect_code(1);
     assert!(
-        late.expect_code(0).stdout.contains("not delivered"),
+        late.stderr.contains(
+            "signal `approval` not delivered to approve-me: the execution already finished"
+        ),
         "{}",
-        late.stdout
+        late.stderr
+    );
+    assert!(!late.stdout.contains("delivered"), "{}", late.stdout);
+
+    // An execution that does not exist is named as such (bad input: exit 2).
+    let nowhere = sb.baton(&["signal", "no-such-execution", "approval"]);
+    nowhere.expect_code(2);
+    assert!(
+        nowhere.stderr.contains("no execution `no-such-execution`"),
+        "{}",
+        nowhere.stderr
     );
     let record = sb
         .baton(&["status", "approve-me", "--json"])
@@ -182,10 +196,11 @@ fn cancel_of_a_waiting_execution_compensates_its_mutating_steps() {
         "--data",
         r#"{"ok":true}"#,
     ]);
+    late.expect_code(1);
     assert!(
-        late.expect_code(0).stdout.contains("not delivered"),
+        late.stderr.contains("not delivered to cancel-me"),
         "{}",
-        late.stdout
+        late.stderr
     );
     assert_eq!(sb.status("cancel-me").as_deref(), Some("cancelled"));
 }
