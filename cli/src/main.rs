@@ -12,6 +12,7 @@ mod dev;
 mod display;
 mod dlq;
 mod run;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -211,6 +212,14 @@ enum Commands {
         /// code, or AWS) instead of running them in this process.
         #[arg(long)]
         lambda: bool,
+    },
+    /// Serve the web console on 127.0.0.1: executions (graph, timeline, history, actions),
+    /// workflows and dead letters, with the HTTP API under /api. Over the embedded database,
+    /// or with `--aws` over the AWS backend with your own credentials.
+    Ui {
+        /// Port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 3100)]
+        port: u16,
     },
     /// Create the table, the coordinator queue with its DLQ, event bus and schedule group on an
     /// emulator or account; or, with `--from-stack`, read them from a deployed stack. Either way
@@ -435,6 +444,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 lambda,
             };
             dev::dev(&db, &config, options).await
+        }
+        Commands::Ui { port } => {
+            let redrive = ui::Redrive {
+                db: db.clone(),
+                config: config.clone(),
+                aws,
+                endpoint: endpoint.clone(),
+            };
+            match aws_backend(aws, endpoint.as_deref(), &db).await? {
+                Some(b) => ui::ui(b, None, redrive, port).await,
+                None => {
+                    let b = app::open_backend(&db)?;
+                    ui::ui(b.clone(), Some(b), redrive, port).await
+                }
+            }
         }
         Commands::Bootstrap {
             prefix,
