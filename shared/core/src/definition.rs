@@ -444,12 +444,25 @@ pub enum ParseError {
         column: usize,
         message: String,
     },
+    /// Fields the format does not have, every one of them.
+    #[error("{}", unknown_fields_message(.0))]
+    UnknownFields(Vec<crate::fields::UnknownField>),
     /// Nested deeper than [`MAX_JSON_DEPTH`]; `line` is where, when known.
     #[error("{error}{}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
     TooDeep {
         error: LimitError,
         line: Option<u64>,
     },
+}
+
+fn unknown_fields_message(fields: &[crate::fields::UnknownField]) -> String {
+    let list: Vec<String> = fields.iter().map(|f| format!("  - {f}")).collect();
+    format!(
+        "the definition has {} unknown field{}:\n{}",
+        fields.len(),
+        if fields.len() == 1 { "" } else { "s" },
+        list.join("\n")
+    )
 }
 
 impl ParseError {
@@ -502,6 +515,34 @@ impl WorkflowDefinition {
     /// Reads a definition. Either format may nest at most
     /// [`MAX_JSON_DEPTH`] levels of maps and lists.
     pub fn parse(text: &str, format: Format) -> Result<WorkflowDefinition, ParseError> {
+        Self::parse_shape(text, format).map_err(|e| match e {
+            ParseError::Yaml(_) | ParseError::Json { .. } => Self::unknown_fields(text, format)
+                .map(ParseError::UnknownFields)
+                .unwrap_or(e),
+            e => e,
+        })
+    }
+
+    /// The definition's unknown fields, if it reads as a document and has
+    /// any: reported all at once, where deserialising names only the first.
+    fn unknown_fields(text: &str, format: Format) -> Option<Vec<crate::fields::UnknownField>> {
+        let document: Value = match format {
+            Format::Json => serde_json::from_str(text).ok()?,
+            Format::Yaml => serde_saphyr::from_str_with_options(
+                text,
+                serde_saphyr::options! {
+                    duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+                    budget: serde_saphyr::budget! { max_depth: MAX_JSON_DEPTH },
+                },
+            )
+            .ok()?,
+        };
+        let mut found = crate::fields::unknown_fields(&document);
+        crate::fields::locate(&mut found, text);
+        (!found.is_empty()).then_some(found)
+    }
+
+    fn parse_shape(text: &str, format: Format) -> Result<WorkflowDefinition, ParseError> {
         match format {
             Format::Json => {
                 if limits::json_text_depth(text.as_bytes(), MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH {

@@ -96,6 +96,10 @@ pub struct Expr {
     program: Program,
     variables: Vec<String>,
     steps: StepRefs,
+    /// `(step, field)` for every `steps.NAME.FIELD` it reads.
+    step_fields: Vec<(String, String)>,
+    /// Identifiers it names at its root that no comprehension binds.
+    free: Vec<String>,
 }
 
 /// Which step outputs an expression reads.
@@ -142,11 +146,17 @@ impl Expr {
         } else {
             StepRefs::Named(named)
         };
+        let mut names = Names::default();
+        names.walk(program.expression(), &mut Vec::new());
+        names.free.sort();
+        names.free.dedup();
         Ok(Expr {
             source: source.to_string(),
             program,
             variables,
             steps,
+            step_fields: names.step_fields,
+            free: names.free,
         })
     }
 
@@ -161,6 +171,17 @@ impl Expr {
 
     pub fn step_refs(&self) -> &StepRefs {
         &self.steps
+    }
+
+    /// `(step, field)` for every `steps.NAME.FIELD` the expression reads.
+    pub fn step_fields(&self) -> &[(String, String)] {
+        &self.step_fields
+    }
+
+    /// Identifiers at the root the expression names that no comprehension
+    /// within it binds: each must be one of [`ROOT_VARIABLES`].
+    pub fn free_variables(&self) -> &[String] {
+        &self.free
     }
 
     pub fn eval(&self, scope: &Scope<'_>) -> Result<Value, EvalError> {
@@ -330,6 +351,76 @@ fn collect_step_refs(node: &IdedExpr, named: &mut Vec<String>, dynamic: &mut boo
             }
         }
         Ast::Literal(_) | Ast::Unspecified => {}
+    }
+}
+
+/// The names an expression uses: free root identifiers and the fields of
+/// `steps.NAME` it selects.
+#[derive(Default)]
+struct Names {
+    free: Vec<String>,
+    step_fields: Vec<(String, String)>,
+}
+
+impl Names {
+    fn walk(&mut self, node: &IdedExpr, bound: &mut Vec<String>) {
+        match &node.expr {
+            Ast::Select(select) => {
+                if let Ast::Select(inner) = &select.operand.expr
+                    && matches!(&inner.operand.expr, Ast::Ident(root) if root == "steps" && !bound.contains(root))
+                {
+                    self.step_fields
+                        .push((inner.field.clone(), select.field.clone()));
+                }
+                self.walk(&select.operand, bound);
+            }
+            Ast::Ident(name) => {
+                if !bound.contains(name) {
+                    self.free.push(name.clone());
+                }
+            }
+            Ast::Call(call) => {
+                if let Some(target) = &call.target {
+                    self.walk(target, bound);
+                }
+                for arg in &call.args {
+                    self.walk(arg, bound);
+                }
+            }
+            Ast::Comprehension(c) => {
+                self.walk(&c.iter_range, bound);
+                self.walk(&c.accu_init, bound);
+                let before = bound.len();
+                bound.push(c.iter_var.clone());
+                bound.extend(c.iter_var2.clone());
+                bound.push(c.accu_var.clone());
+                for part in [&c.loop_cond, &c.loop_step, &c.result] {
+                    self.walk(part, bound);
+                }
+                bound.truncate(before);
+            }
+            Ast::List(list) => {
+                for element in &list.elements {
+                    self.walk(element, bound);
+                }
+            }
+            Ast::Map(map) => {
+                for entry in &map.entries {
+                    if let EntryExpr::MapEntry(e) = &entry.expr {
+                        self.walk(&e.key, bound);
+                        self.walk(&e.value, bound);
+                    }
+                }
+            }
+            Ast::Struct(s) => {
+                for entry in &s.entries {
+                    if let EntryExpr::StructField(f) = &entry.expr {
+                        self.walk(&f.value, bound);
+                    }
+                }
+            }
+            Ast::Literal(_) | Ast::Unspecified => {}
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::definition::{
     Backoff, Compensate, Jitter, RetryDefinition, StepDefinition, WorkflowDefinition,
 };
 use crate::duration::parse_millis;
-use crate::expr::{self, Expr, StepRefs, Template};
+use crate::expr::{self, Expr, ROOT_VARIABLES, StepRefs, Template};
 use crate::limits::{self, MAX_EXECUTION_ID_LEN};
 use crate::retry::{MAX_ATTEMPTS_CAP, RetryPolicy};
 use crate::schedule::{self, CatchUp, CronExpr, DEFAULT_MAX_CATCH_UP, MAX_CATCH_UP_CAP, Schedule};
@@ -230,6 +230,16 @@ enum Reads {
     Any,
 }
 
+/// What an expression can read of `steps.NAME`.
+const STEP_FIELDS: &[&str] = &["output", "status"];
+
+/// ` (did you mean `x`?)` for the closest of `known` to `name`, if close.
+fn did_you_mean(name: &str, known: &[&str]) -> String {
+    crate::fields::closest(name, known.iter().copied())
+        .map(|k| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
 struct ExprCheck<'a> {
     by_name: &'a HashMap<&'a str, usize>,
     step: Option<&'a str>,
@@ -238,6 +248,37 @@ struct ExprCheck<'a> {
 
 impl ExprCheck<'_> {
     fn check(&self, c: &mut Collector, field: &str, e: &Expr, reads: Reads) {
+        for variable in e.free_variables() {
+            if !ROOT_VARIABLES.contains(&variable.as_str()) {
+                c.add(
+                    self.step,
+                    Some(field),
+                    format!(
+                        "`{}` names `{variable}`, which is not defined{}; an expression may start with {}",
+                        e.source(),
+                        did_you_mean(variable, ROOT_VARIABLES),
+                        ROOT_VARIABLES
+                            .iter()
+                            .map(|v| format!("`{v}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+        for (step, step_field) in e.step_fields() {
+            if !STEP_FIELDS.contains(&step_field.as_str()) {
+                c.add(
+                    self.step,
+                    Some(field),
+                    format!(
+                        "`{}` reads `steps.{step}.{step_field}`, but a step has only `output` and `status`{}",
+                        e.source(),
+                        did_you_mean(step_field, STEP_FIELDS)
+                    ),
+                );
+            }
+        }
         for variable in e.variables() {
             let v = variable.as_str();
             if (v == "item" || v == "index") && !self.for_each {

@@ -240,6 +240,10 @@ fn example_workflows_conform_to_the_schema() {
         let json = serde_json::to_string(&definition).expect("serialises");
         let again = WorkflowDefinition::parse(&json, Format::Json).expect("round trip");
         assert_eq!(again, definition);
+        // And every example passes validation, expressions included.
+        if let Err(e) = baton_core::Workflow::from_text(&text, Format::Yaml) {
+            panic!("{}: {e}", path.display());
+        }
     }
 }
 

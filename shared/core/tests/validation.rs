@@ -389,3 +389,49 @@ fn unknown_fields_are_rejected_with_their_line() {
     assert!(message.contains("unknown field `retires`"), "{message}");
     assert!(message.contains("line 6"), "{message}");
 }
+
+#[test]
+fn every_unknown_field_is_reported_at_once_with_a_suggestion_and_its_line() {
+    let text = "name: x\ndesciption: typo\nsteps:\n  a:\n    function: f\n    mutates: false\n    retires: 3\n  b:\n    functoin: g\n    mutates: false\n";
+    let errors = Workflow::from_text(text, Format::Yaml).expect_err("typos");
+    let message = &errors.problems[0].message;
+    assert!(message.contains("3 unknown fields"), "{message}");
+    for expected in [
+        "unknown field `desciption` (did you mean `description`?) (line 2)",
+        "steps.a: unknown field `retires` (did you mean `retry`?) (line 7)",
+        "steps.b: unknown field `functoin` (did you mean `function`?) (line 9)",
+    ] {
+        assert!(message.contains(expected), "{expected} in {message}");
+    }
+    assert!(!message.contains("invalid YAML"), "{message}");
+}
+
+#[test]
+fn expressions_naming_what_does_not_exist_are_refused_before_running() {
+    let text = r#"
+name: x
+defaults: { retry: { max_attempts: 1 } }
+steps:
+  a: { function: f, mutates: false, input: "${ inputs.orderId }" }
+  b: { function: f, mutates: false, needs: [a], input: "${ steps.a.outputs.total }" }
+  c: { function: f, mutates: false, needs: [a], if: "${ step.a.output.ok }" }
+  d: { function: f, mutates: false, needs: [a], input: "${ input.items.map(x, x.id) }" }
+output: "${ steps.a.status == 'succeeded' && steps.a.output.ok }"
+"#;
+    let errors = Workflow::from_text(text, Format::Yaml).expect_err("misspelt names");
+    let all = errors.to_string();
+    assert!(
+        all.contains("names `inputs`, which is not defined (did you mean `input`?)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("reads `steps.a.outputs`, but a step has only `output` and `status` (did you mean `output`?)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("names `step`, which is not defined (did you mean `steps`?)"),
+        "{all}"
+    );
+    // A comprehension's own variable is not a root name; the output is fine.
+    assert_eq!(errors.problems.len(), 3, "{all}");
+}
