@@ -65,6 +65,13 @@ done
 export BATON_TEST_MINISTACK_ENDPOINT="http://127.0.0.1:$ministack_port"
 echo "==> MiniStack on $BATON_TEST_MINISTACK_ENDPOINT"
 
+# Chromium and chromedriver for the console's browser test (cli/tests/ui_browser.rs),
+# which fails without them unless BATON_SKIP_BROWSER=1.
+if [ "${BATON_SKIP_BROWSER:-0}" != 1 ]; then
+  echo "==> browser for the console test"
+  tests/browser/install.sh
+fi
+
 echo "==> cargo test"
 cargo test --workspace --all-features -- --test-threads="${BATON_TEST_THREADS:-4}"
 

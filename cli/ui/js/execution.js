@@ -138,7 +138,7 @@ export function render(root, id) {
       el('td', {}, a.error ? `${a.error.name}: ${a.error.message}` : '')));
     const isComp = selected.kind === 'compensation';
     const c = step && step.compensation;
-    clear(panel).append(
+    const parts = [
       el('h3', { id: 'panel-title' }, isComp ? `undo ${selected.step}` : selected.step, ' ',
         isComp ? (c ? badge(c.status) : el('span', { class: 'muted' }, 'not run')) : badge(step ? step.status : 'pending')),
       el('p', { class: 'meta' }, `${selected.kind}${selected.function ? ` · function ${selected.function}` : ''}${selected.condition ? ` · if ${selected.condition}` : ''}`),
@@ -151,7 +151,8 @@ export function render(root, id) {
       el('h4', {}, 'Attempts'),
       rows.length ? el('table', { class: 'list compact' }, el('thead', {}, el('tr', {}, el('th', {}, 'attempt'), el('th', {}, 'outcome'), el('th', {}, 'started'), el('th', {}, 'took'), el('th', {}, 'error'))), el('tbody', {}, rows))
         : el('p', { class: 'muted' }, 'none'),
-    );
+    ];
+    clear(panel).append(...parts.flat().filter((p) => p !== ''));
   }
 
   function drawActions(execution, letters) {
