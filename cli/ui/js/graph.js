@@ -85,7 +85,7 @@ export function createGraph(container, graph, onSelect) {
         const s = statusOf(node) || { status: 'pending', text: 'pending' };
         group.setAttribute('data-status', s.status);
         group.setAttribute('class', `node kind-${node.kind} status-${s.status}`);
-        status.textContent = s.text || s.status;
+        status.textContent = s.text ?? s.status;
         order.textContent = s.order ? `#${s.order}` : '';
       }
     },
