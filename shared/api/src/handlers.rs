@@ -24,6 +24,10 @@ use crate::views::{
     json_response,
 };
 
+/// The OpenAPI document of every route, served at `GET /openapi.json`. It is
+/// the checked-in file itself, so what is reviewed is what is served.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
 /// How many executions `GET /executions` returns unless `limit` says otherwise.
 const DEFAULT_LIST_LIMIT: usize = 100;
 const MAX_LIST_LIMIT: usize = 1000;
@@ -113,6 +117,7 @@ async fn dispatch<B: Backend>(
         Route::History { id } => history(api, &id, query).await,
         Route::Cancel { id } => cancel(api, &id, &body).await,
         Route::Signal { id, name } => signal(api, &id, &name, &body).await,
+        Route::OpenApi => Ok(openapi()),
     }
 }
 
@@ -167,6 +172,15 @@ async fn load<B: Backend>(api: &Api<B>, id: &str) -> Result<ExecutionRecord, Api
         .load(id)
         .await?
         .ok_or_else(|| ApiError::UnknownExecution(id.to_string()))
+}
+
+fn openapi() -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from_static(OPENAPI_JSON.as_bytes()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 // ---- workflows ----

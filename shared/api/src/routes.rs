@@ -1,8 +1,14 @@
 //! Routing: which path and method reach which handler.
 //!
+//! [`ROUTES`] is the one list of what the API serves: the router matches
+//! requests against it, and the OpenAPI document's test checks the document
+//! against it, so a route cannot be served without being documented.
+//!
 //! Routes go by the raw request path (minus a configured base path such as
-//! an API Gateway stage), so the same table serves `baton serve` locally and
+//! an API Gateway stage), so the same table serves `baton dev` locally and
 //! API Gateway on Lambda, whose own path parameters are not needed.
+
+use std::vec::IntoIter;
 
 use http::Method;
 
@@ -28,6 +34,8 @@ pub enum Route {
     Cancel { id: String },
     /// `POST /executions/{id}/signals/{name}`
     Signal { id: String, name: String },
+    /// `GET /openapi.json`
+    OpenApi,
 }
 
 impl Route {
@@ -40,6 +48,100 @@ impl Route {
             | Route::Signal { id, .. } => Some(id),
             _ => None,
         }
+    }
+}
+
+/// One entry of [`ROUTES`]: a method, a path template whose `{param}`
+/// segments each match one non-empty segment, and how the matched
+/// parameters (in path order) make the [`Route`].
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    build: fn(&mut IntoIter<String>) -> Option<Route>,
+}
+
+/// Every route the API serves, in the order `Allow` lists methods.
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        method: "GET",
+        path: "/workflows",
+        build: |_| Some(Route::ListWorkflows),
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/workflows/{name}",
+        build: |p| Some(Route::GetWorkflow { name: p.next()? }),
+    },
+    RouteSpec {
+        method: "PUT",
+        path: "/workflows/{name}",
+        build: |p| Some(Route::PutWorkflow { name: p.next()? }),
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/workflows/{name}/executions",
+        build: |p| {
+            Some(Route::StartExecution {
+                workflow: p.next()?,
+            })
+        },
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/executions",
+        build: |_| Some(Route::ListExecutions),
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/executions/{id}",
+        build: |p| Some(Route::GetExecution { id: p.next()? }),
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/executions/{id}/history",
+        build: |p| Some(Route::History { id: p.next()? }),
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/executions/{id}/cancel",
+        build: |p| Some(Route::Cancel { id: p.next()? }),
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/executions/{id}/signals/{name}",
+        build: |p| {
+            Some(Route::Signal {
+                id: p.next()?,
+                name: p.next()?,
+            })
+        },
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/openapi.json",
+        build: |_| Some(Route::OpenApi),
+    },
+];
+
+impl RouteSpec {
+    /// The parameters of `segments` (decoded) if they fit this path template.
+    fn matches(&self, segments: &[String]) -> Option<Vec<String>> {
+        let template: Vec<&str> = self.path.trim_start_matches('/').split('/').collect();
+        if template.len() != segments.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (part, segment) in template.iter().zip(segments) {
+            if part.starts_with('{') && part.ends_with('}') {
+                if segment.is_empty() {
+                    return None;
+                }
+                params.push(segment.clone());
+            } else if part != segment {
+                return None;
+            }
+        }
+        Some(params)
     }
 }
 
@@ -58,49 +160,28 @@ pub fn resolve(method: &Method, path: &str, base_path: Option<&str>) -> Result<R
         .map(|s| percent_decode(s, false))
         .collect::<Result<Vec<String>, String>>()
         .map_err(|e| ApiError::BadRequest(format!("the path {path} {e}")))?;
-    let s: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let own = |s: &str| s.to_string();
-    let candidates: Vec<(Method, Route)> = match s.as_slice() {
-        ["workflows"] => vec![(Method::GET, Route::ListWorkflows)],
-        ["workflows", name] if !name.is_empty() => vec![
-            (Method::GET, Route::GetWorkflow { name: own(name) }),
-            (Method::PUT, Route::PutWorkflow { name: own(name) }),
-        ],
-        ["workflows", name, "executions"] if !name.is_empty() => vec![(
-            Method::POST,
-            Route::StartExecution {
-                workflow: own(name),
-            },
-        )],
-        ["executions"] => vec![(Method::GET, Route::ListExecutions)],
-        ["executions", id] if !id.is_empty() => {
-            vec![(Method::GET, Route::GetExecution { id: own(id) })]
+    let mut allowed: Vec<Method> = Vec::new();
+    for spec in ROUTES {
+        let Some(params) = spec.matches(&segments) else {
+            continue;
+        };
+        if spec.method == method.as_str() {
+            // Every template's parameters fit its builder (a unit test checks
+            // each), so a miss here is a bug in ROUTES: treat it as no route.
+            return (spec.build)(&mut params.into_iter()).ok_or_else(not_found);
         }
-        ["executions", id, "history"] if !id.is_empty() => {
-            vec![(Method::GET, Route::History { id: own(id) })]
+        if let Ok(m) = Method::from_bytes(spec.method.as_bytes()) {
+            allowed.push(m);
         }
-        ["executions", id, "cancel"] if !id.is_empty() => {
-            vec![(Method::POST, Route::Cancel { id: own(id) })]
-        }
-        ["executions", id, "signals", name] if !id.is_empty() && !name.is_empty() => vec![(
-            Method::POST,
-            Route::Signal {
-                id: own(id),
-                name: own(name),
-            },
-        )],
-        _ => return Err(not_found()),
-    };
-    let allowed: Vec<Method> = candidates.iter().map(|(m, _)| m.clone()).collect();
-    candidates
-        .into_iter()
-        .find(|(m, _)| m == method)
-        .map(|(_, route)| route)
-        .ok_or_else(|| ApiError::MethodNotAllowed {
-            method: method.clone(),
-            path: path.to_string(),
-            allowed,
-        })
+    }
+    if allowed.is_empty() {
+        return Err(not_found());
+    }
+    Err(ApiError::MethodNotAllowed {
+        method: method.clone(),
+        path: path.to_string(),
+        allowed,
+    })
 }
 
 fn strip_base<'a>(path: &'a str, base_path: Option<&str>) -> &'a str {
@@ -191,6 +272,35 @@ mod tests {
             get("/executions/%zz"),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    /// Every entry of ROUTES reaches a route: a sample path made from its
+    /// template resolves with its method (a builder that does not fit its
+    /// template would make it a 404).
+    #[test]
+    fn every_listed_route_resolves() {
+        for spec in ROUTES {
+            let sample = spec
+                .path
+                .split('/')
+                .map(|part| match part.strip_prefix('{') {
+                    Some(rest) => format!("p-{}", rest.trim_end_matches('}')),
+                    None => part.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let method = Method::from_bytes(spec.method.as_bytes()).expect("a method");
+            let route = resolve(&method, &sample, None);
+            assert!(route.is_ok(), "{} {sample}: {route:?}", spec.method);
+        }
+        assert_eq!(
+            resolve(&Method::POST, "/executions/e/signals/go", None).ok(),
+            Some(Route::Signal {
+                id: "e".into(),
+                name: "go".into()
+            })
+        );
+        assert_eq!(get("/openapi.json").ok(), Some(Route::OpenApi));
     }
 
     #[test]
