@@ -139,8 +139,25 @@ pub fn history_line(entry: &HistoryEntry, start: Timestamp) -> String {
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         ),
+        Event::DeadLetterRedriven { dead_letter } => {
+            format!("dead letter {} redriven", dead_letter_what(dead_letter))
+        }
+        Event::DeadLetterDiscarded { dead_letter } => format!(
+            "dead letter {} discarded (resolved by hand)",
+            dead_letter_what(dead_letter)
+        ),
     };
     format!("{:>4}  {:>9}  {what}", entry.seq, elapsed(entry.at, start))
+}
+
+/// `ID (compensation of STEP[i])`: which dead letter, and of what.
+fn dead_letter_what(dead: &baton_core::engine::DeadLetterRef) -> String {
+    let step = match (&dead.step, dead.index) {
+        (Some(step), Some(i)) => format!(" of {step}[{i}]"),
+        (Some(step), None) => format!(" of {step}"),
+        (None, _) => String::new(),
+    };
+    format!("{} ({}{step})", dead.id, dead.kind.as_str())
 }
 
 fn task_name(task: &baton_core::TaskRef) -> String {
@@ -183,6 +200,9 @@ pub fn status_text(record: &ExecutionRecord) -> String {
             .filter_map(|u| u.compensation.as_ref())
             .map(|c| match c.status {
                 baton_core::engine::UnitStatus::Succeeded => "compensated",
+                baton_core::engine::UnitStatus::Failed if c.resolved => {
+                    "compensation failed, resolved by hand"
+                }
                 baton_core::engine::UnitStatus::Failed => "compensation failed",
                 _ => "compensating",
             })

@@ -418,14 +418,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Commands::Dlq { command } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
             Some(b) => {
                 let endpoint = aws::resolved_endpoint(endpoint.as_deref(), &db);
-                dlq::dlq(b.as_ref(), dlq::Runner::Lambda { endpoint }, command).await
+                dlq::dlq(b, dlq::Runner::Lambda { endpoint }, command).await
             }
             None => {
                 let runner = dlq::Runner::Local {
                     db: &db,
                     config: &config,
                 };
-                dlq::dlq(app::open_backend(&db)?.as_ref(), runner, command).await
+                dlq::dlq(app::open_backend(&db)?, runner, command).await
             }
         },
         Commands::Dev {

@@ -185,6 +185,16 @@ fn poison_pill_is_dead_lettered_and_can_be_redriven() {
         payment_dead_letter(&sb, "poisoned").is_none(),
         "the dead letter is still listed"
     );
+    // The execution's history keeps the trace of the redrive.
+    let history = sb
+        .baton(&["history", "poisoned", "--json"])
+        .expect_code(0)
+        .json_lines();
+    let event = &history.last().unwrap()["event"];
+    assert_eq!(event["type"], "dead_letter_redriven", "{event}");
+    assert_eq!(event["dead_letter"]["id"], dead_id.as_str());
+    assert_eq!(event["dead_letter"]["kind"], "task");
+    assert_eq!(event["dead_letter"]["step"], "charge");
     let listed = sb.baton(&["dlq", "list"]);
     assert!(
         !listed

@@ -783,6 +783,102 @@ fn a_compensation_that_fails_for_good_is_dead_lettered_and_the_rest_still_run() 
 }
 
 #[test]
+fn resolving_every_dead_letter_of_a_compensation_failed_execution_makes_it_compensated() {
+    use baton_core::engine::{DeadLetterKind, DeadLetterRef};
+    let mut shell = Shell::new(SAGA);
+    shell.start(json!({}));
+    shell.run(|d| match &*d.function {
+        "ship-order" => Reply::Fail(fatal("AddressInvalid")),
+        "release-inventory" | "refund-payment" => Reply::Fail(fatal("Offline")),
+        _ => saga_function(d),
+    });
+    assert_eq!(shell.ex.status, ExecutionStatus::CompensationFailed);
+    assert_eq!(shell.dead_letters().len(), 2);
+    let letter = |step: &str, id: &str| DeadLetterRef {
+        id: id.into(),
+        kind: DeadLetterKind::Compensation,
+        step: Some(step.into()),
+        index: None,
+    };
+    let compensation = |shell: &Shell, step: &str| {
+        shell.ex.step(step).unwrap().units[0]
+            .compensation
+            .clone()
+            .unwrap()
+    };
+
+    // A task's dead letter only leaves its trace in the history.
+    let t = shell.apply(Event::DeadLetterRedriven {
+        dead_letter: DeadLetterRef {
+            id: "task-1".into(),
+            kind: DeadLetterKind::Task,
+            step: Some("pay".into()),
+            index: None,
+        },
+    });
+    assert_eq!(t.outcome, Outcome::Applied);
+    assert!(t.commands.is_empty(), "{:?}", t.commands);
+
+    // Discarded: resolved by hand, one still open, so nothing else changes.
+    let t = shell.apply(Event::DeadLetterDiscarded {
+        dead_letter: letter("reserve", "d-1"),
+    });
+    assert_eq!(t.outcome, Outcome::Applied);
+    assert!(t.commands.is_empty(), "{:?}", t.commands);
+    assert!(compensation(&shell, "reserve").resolved);
+    assert_eq!(shell.ex.status, ExecutionStatus::CompensationFailed);
+    assert_ignored(
+        &mut shell,
+        Event::DeadLetterRedriven {
+            dead_letter: letter("reserve", "d-1"),
+        },
+        Ignored::NothingToResolve {
+            step: "reserve".into(),
+            index: None,
+        },
+    );
+
+    // Redriven with success: the last one, so the execution is compensated.
+    let t = shell.apply(Event::DeadLetterRedriven {
+        dead_letter: letter("pay", "d-2"),
+    });
+    assert_eq!(t.outcome, Outcome::Applied);
+    let pay = compensation(&shell, "pay");
+    assert_eq!((pay.status, pay.attempt), (UnitStatus::Succeeded, 2));
+    assert_eq!(shell.ex.status, ExecutionStatus::Compensated);
+    let life = shell.lifecycle();
+    assert_eq!(
+        life[life.len() - 3..],
+        [
+            "execution.compensation_failed",
+            "compensation.succeeded pay#2",
+            "execution.compensated"
+        ]
+    );
+    assert!(t.commands.iter().any(|c| matches!(
+        c,
+        Command::Finish {
+            status: ExecutionStatus::Compensated,
+            ..
+        }
+    )));
+    // Resolving again, or a compensation that never failed, changes nothing.
+    for step in ["pay", "create_order"] {
+        assert_ignored(
+            &mut shell,
+            Event::DeadLetterRedriven {
+                dead_letter: letter(step, "d-3"),
+            },
+            Ignored::NothingToResolve {
+                step: step.into(),
+                index: None,
+            },
+        );
+    }
+    shell.assert_replays();
+}
+
+#[test]
 fn the_failing_step_is_never_compensated_and_nothing_to_undo_means_failed() {
     let mut shell = Shell::new(SAGA);
     shell.start(json!({}));

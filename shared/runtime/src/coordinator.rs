@@ -832,5 +832,9 @@ pub fn describe_ignored(reason: &Ignored) -> String {
         Ignored::SignalNotExpected => {
             "no step waits for that signal and the execution is stopping".into()
         }
+        Ignored::NothingToResolve { step, index } => {
+            let element = index.map(|i| format!(" element {i}")).unwrap_or_default();
+            format!("the compensation of step `{step}`{element} has no failure left to resolve")
+        }
     }
 }

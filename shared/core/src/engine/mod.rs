@@ -114,6 +114,50 @@ pub enum Event {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// A person put one of the execution's dead letters back (`baton dlq
+    /// redrive`): a task went back on its queue, or a compensation was run
+    /// again and succeeded. Applied after the execution finished too, so its
+    /// history keeps the trace, and its status follows once nothing is left
+    /// unresolved.
+    DeadLetterRedriven {
+        dead_letter: DeadLetterRef,
+    },
+    /// A person resolved one of the execution's dead letters by hand and
+    /// dropped it (`baton dlq discard`).
+    DeadLetterDiscarded {
+        dead_letter: DeadLetterRef,
+    },
+}
+
+/// Names a dead letter of an execution, for the events that resolve it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterRef {
+    /// The dead letter's id in the store.
+    pub id: String,
+    pub kind: DeadLetterKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+}
+
+/// What was dead-lettered, as far as the engine cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterKind {
+    /// A compensation that failed for good ([`Command::DeadLetter`]).
+    Compensation,
+    /// A task or timer the shell could not deliver or apply.
+    Task,
+}
+
+impl DeadLetterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterKind::Compensation => "compensation",
+            DeadLetterKind::Task => "task",
+        }
+    }
 }
 
 /// What a durable timer is for; the engine checks on firing that it still matters.
@@ -392,6 +436,12 @@ pub enum Ignored {
     AlreadyStopping,
     /// A signal nobody waits for, arriving while the execution is stopping.
     SignalNotExpected,
+    /// A dead letter's compensation that is not failed and unresolved (it was
+    /// resolved already, or it never failed for good).
+    NothingToResolve {
+        step: String,
+        index: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -24,9 +24,11 @@ pub enum ExecutionStatus {
     Succeeded,
     /// Failed with nothing to undo.
     Failed,
-    /// Failed, and every compensation succeeded.
+    /// Failed, and every compensation succeeded (or, having failed for good,
+    /// was redriven or resolved by hand).
     Compensated,
-    /// At least one compensation failed for good and was dead-lettered.
+    /// At least one compensation failed for good and was dead-lettered, and
+    /// not every such dead letter has been resolved (redriven or discarded).
     CompensationFailed,
     /// Cancelled, and every compensation (if any) succeeded.
     Cancelled,
@@ -139,6 +141,10 @@ pub struct Unit {
     /// the saga (kept from the first attempt whose outcome is unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<StartMark>,
+    /// For a compensation that failed for good: a person resolved it by hand
+    /// and discarded its dead letter, so it no longer counts as unresolved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resolved: bool,
 }
 
 impl Unit {
@@ -152,6 +158,7 @@ impl Unit {
             compensation: None,
             outcome_unknown: false,
             started: None,
+            resolved: false,
         }
     }
 }

@@ -31,8 +31,8 @@ use super::state::{
 };
 use super::time::{later, type_name, wait_until_instant};
 use super::{
-    Command, DeadLetter, Dispatch, ErrorInfo, Event, Ignored, LifecycleEvent, LifecycleKind,
-    Outcome, TaskKind, TaskRef, TimerId, TimerKind, Transition,
+    Command, DeadLetter, DeadLetterKind, DeadLetterRef, Dispatch, ErrorInfo, Event, Ignored,
+    LifecycleEvent, LifecycleKind, Outcome, TaskKind, TaskRef, TimerId, TimerKind, Transition,
 };
 use crate::Timestamp;
 use crate::expr::{Scope, StepLookup, StepRefs, StepView};
@@ -237,11 +237,24 @@ impl Cx<'_> {
         if self.ex.status == ExecutionStatus::Pending {
             return Err(Ignored::NotStarted);
         }
+        // Dead letters are mostly resolved after the execution ended, and
+        // their resolution is what can change how it ended.
+        match event {
+            Event::DeadLetterRedriven { dead_letter } => {
+                return self.dead_letter_resolved(dead_letter, true);
+            }
+            Event::DeadLetterDiscarded { dead_letter } => {
+                return self.dead_letter_resolved(dead_letter, false);
+            }
+            _ => {}
+        }
         if self.ex.status.is_terminal() {
             return Err(Ignored::ExecutionFinished);
         }
         match event {
-            Event::Started { .. } => unreachable!("handled above"),
+            Event::Started { .. }
+            | Event::DeadLetterRedriven { .. }
+            | Event::DeadLetterDiscarded { .. } => unreachable!("handled above"),
             Event::TaskSucceeded { task, output } => self.task_succeeded(task, output),
             Event::TaskFailed { task, error } => {
                 let unknown = error.outcome_unknown;
@@ -605,6 +618,80 @@ impl Cx<'_> {
         if let Some(c) = self.ex.compensation.as_mut() {
             c.any_failed = true;
         }
+    }
+
+    /// A person redrove or discarded a dead letter. A task's changes nothing
+    /// here (a redriven task comes back as a result); the event is its trace.
+    /// A compensation redriven succeeded; one discarded was resolved by hand.
+    /// Once no compensation of a `compensation_failed` execution is left
+    /// unresolved, it ends as if none had failed.
+    fn dead_letter_resolved(&mut self, dead: DeadLetterRef, redriven: bool) -> Result<(), Ignored> {
+        if dead.kind == DeadLetterKind::Task {
+            return Ok(());
+        }
+        let step = dead.step.as_deref().ok_or_else(|| Ignored::UnknownStep {
+            step: "(a compensation's dead letter names no step)".into(),
+        })?;
+        let (s, u) = self.locate(step, dead.index)?;
+        let failed = self.ex.steps[s].units[u]
+            .compensation
+            .as_deref()
+            .and_then(|c| (c.status == UnitStatus::Failed && !c.resolved).then_some(c.attempt));
+        let Some(attempt) = failed else {
+            return Err(Ignored::NothingToResolve {
+                step: step.to_string(),
+                index: dead.index,
+            });
+        };
+        if redriven {
+            // The redrive ran one more attempt with the same idempotency key.
+            self.comp(s, u, |comp| {
+                comp.status = UnitStatus::Succeeded;
+                comp.attempt = attempt + 1;
+            });
+            self.emit_compensation(
+                LifecycleKind::CompensationSucceeded,
+                s,
+                u,
+                attempt + 1,
+                None,
+                None,
+            );
+        } else {
+            self.comp(s, u, |comp| comp.resolved = true);
+        }
+        let unresolved = self.ex.steps.iter().any(|step| {
+            step.units.iter().any(|unit| {
+                unit.compensation
+                    .as_deref()
+                    .is_some_and(|c| c.status == UnitStatus::Failed && !c.resolved)
+            })
+        });
+        if self.ex.status == ExecutionStatus::CompensationFailed && !unresolved {
+            if let Some(c) = self.ex.compensation.as_mut() {
+                c.any_failed = false;
+            }
+            let (status, kind) = if self.ex.cancel_requested {
+                (
+                    ExecutionStatus::Cancelled,
+                    LifecycleKind::ExecutionCancelled,
+                )
+            } else {
+                (
+                    ExecutionStatus::Compensated,
+                    LifecycleKind::ExecutionCompensated,
+                )
+            };
+            self.ex.status = status;
+            let error = self.ex.failure.clone();
+            self.emit(kind, None, None, None, error.clone(), None);
+            self.commands.push(Command::Finish {
+                status,
+                output: None,
+                error,
+            });
+        }
+        Ok(())
     }
 
     fn timer_fired(&mut self, timer: TimerId) -> Result<(), Ignored> {
