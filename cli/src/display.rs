@@ -186,36 +186,7 @@ pub fn status_text(record: &ExecutionRecord) -> String {
     }
     out.push_str("steps\n");
     for step in &state.steps {
-        let attempts: u32 = step.units.iter().map(|u| u.attempt).sum();
-        let mut line = format!("  {:<20} {:<10}", step.name, step.status.as_str());
-        if attempts > 0 {
-            line.push_str(&format!(" attempts {attempts}"));
-        }
-        if step.units.len() > 1 {
-            line.push_str(&format!(" elements {}", step.units.len()));
-        }
-        let compensations: Vec<&str> = step
-            .units
-            .iter()
-            .filter_map(|u| u.compensation.as_ref())
-            .map(|c| match c.status {
-                baton_core::engine::UnitStatus::Succeeded => "compensated",
-                baton_core::engine::UnitStatus::Failed if c.resolved => {
-                    "compensation failed, resolved by hand"
-                }
-                baton_core::engine::UnitStatus::Failed => "compensation failed",
-                _ => "compensating",
-            })
-            .collect();
-        if let Some(c) = compensations.first() {
-            line.push_str(&format!(" ({c})"));
-        }
-        if step.status == StepStatus::Failed
-            && let Some(e) = &step.error
-        {
-            line.push_str(&format!(" — {}: {}", e.name, e.message));
-        }
-        out.push_str(line.trim_end());
+        out.push_str(&step_line(step));
         out.push('\n');
     }
     if let Some(output) = &state.output {
@@ -228,6 +199,40 @@ pub fn status_text(record: &ExecutionRecord) -> String {
         ));
     }
     out
+}
+
+/// One step's progress: status, attempts, elements, compensation, error.
+pub fn step_line(step: &baton_core::engine::StepState) -> String {
+    let attempts: u32 = step.units.iter().map(|u| u.attempt).sum();
+    let mut line = format!("  {:<20} {:<10}", step.name, step.status.as_str());
+    if attempts > 0 {
+        line.push_str(&format!(" attempts {attempts}"));
+    }
+    if step.units.len() > 1 {
+        line.push_str(&format!(" elements {}", step.units.len()));
+    }
+    let compensations: Vec<&str> = step
+        .units
+        .iter()
+        .filter_map(|u| u.compensation.as_ref())
+        .map(|c| match c.status {
+            baton_core::engine::UnitStatus::Succeeded => "compensated",
+            baton_core::engine::UnitStatus::Failed if c.resolved => {
+                "compensation failed, resolved by hand"
+            }
+            baton_core::engine::UnitStatus::Failed => "compensation failed",
+            _ => "compensating",
+        })
+        .collect();
+    if let Some(c) = compensations.first() {
+        line.push_str(&format!(" ({c})"));
+    }
+    if step.status == StepStatus::Failed
+        && let Some(e) = &step.error
+    {
+        line.push_str(&format!(" — {}: {}", e.name, e.message));
+    }
+    line.trim_end().to_string()
 }
 
 pub fn list_text(rows: &[ExecutionSummary]) -> String {

@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success; 1 an operational error; 2 bad input (a malformed
 //! definition, input, unknown function, oversized payload: nothing written);
-//! for `run`: 3 failed, 4 compensated, 5 compensation_failed, 6 cancelled;
+//! for `run` and `follow`: 3 failed, 4 compensated, 5 compensation_failed, 6 cancelled;
 //! `signal` exits 1 when the signal was not delivered. A command whose stdout
 //! is closed by its reader (`baton list | head -1`) stops quietly with 141.
 
@@ -11,6 +11,7 @@ mod aws;
 mod dev;
 mod display;
 mod dlq;
+mod follow;
 mod run;
 mod ui;
 
@@ -146,6 +147,15 @@ enum Commands {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Show an execution's progress until it ends (redrawn on a terminal; elsewhere one line per
+    /// change). Exits as `run` does: 0 succeeded, 3 failed, 4 compensated, 5 compensation_failed,
+    /// 6 cancelled.
+    Follow {
+        id: String,
+        /// How often to look, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
     },
     /// Show the events an execution went through.
     History {
@@ -366,6 +376,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Some(b) => app::status(b.as_ref(), &id, json).await,
             None => app::status(app::open_backend(&db)?.as_ref(), &id, json).await,
         },
+        Commands::Follow { id, interval_ms } => {
+            let interval = std::time::Duration::from_millis(interval_ms.max(10));
+            match aws_backend(aws, endpoint.as_deref(), &db).await? {
+                Some(b) => follow::follow(b.as_ref(), &id, interval).await,
+                None => follow::follow(app::open_backend(&db)?.as_ref(), &id, interval).await,
+            }
+        }
         Commands::History {
             id,
             json,
