@@ -435,3 +435,24 @@ output: "${ steps.a.status == 'succeeded' && steps.a.output.ok }"
     // A comprehension's own variable is not a root name; the output is fine.
     assert_eq!(errors.problems.len(), 3, "{all}");
 }
+
+#[test]
+fn many_problems_reports_each_at_once() {
+    assert_problems(
+        "many-problems.yaml",
+        &[
+            (Some("charge"), Some("needs"), "unknown step `reserve`"),
+            (Some("charge"), Some("timeout"), "`soon` is not a duration"),
+            (Some("charge"), Some("compensate"), "has no compensation"),
+            (
+                Some("ship"),
+                Some("retry.max_attempts"),
+                "between 1 and 100",
+            ),
+            (Some("ship"), Some("input"), "does not compile"),
+            (Some("notify"), Some("needs"), "cannot need itself"),
+            (Some("notify"), Some("reason"), "needs a `reason`"),
+            (Some("wait"), None, "exactly one of these"),
+        ],
+    );
+}
