@@ -36,6 +36,10 @@ pub struct WorkflowDefinition {
     /// Cron schedules that start executions of this workflow.
     #[serde(default, skip_serializing_if = "Schedules::is_empty")]
     pub schedules: Schedules,
+    /// Events that start executions of this workflow: each trigger's
+    /// EventBridge-style pattern, and the input it gives (see [`crate::trigger`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<crate::trigger::TriggerDefinition>,
     /// How long a finished execution's records are kept, e.g. `90d`
     /// (default 30 days; 1 day to 10 years). A start may override it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

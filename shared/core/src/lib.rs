@@ -18,6 +18,7 @@ pub mod lint;
 pub mod retry;
 pub mod schedule;
 pub mod schema;
+pub mod trigger;
 pub mod validate;
 pub mod workflow;
 
