@@ -290,13 +290,15 @@ fn map(n: usize) -> anyhow::Result<WorkflowDefinition> {
 }
 
 /// A step's output grown to about `bytes` bytes (a realistic payload),
-/// keeping what the handler returned.
-fn padded(output: Value, bytes: usize) -> Value {
+/// keeping what the handler returned. The padding starts with `unique` (the
+/// attempt's idempotency key): payloads kept by reference are stored by
+/// their content, and identical ones would be stored once.
+fn padded(output: Value, bytes: usize, unique: &str) -> Value {
     if bytes == 0 {
         return output;
     }
-    let padding = bytes.saturating_sub(output.to_string().len() + 24);
-    json!({ "result": output, "padding": "x".repeat(padding) })
+    let padding = bytes.saturating_sub(output.to_string().len() + 24 + unique.len());
+    json!({ "result": output, "padding": format!("{unique}{}", "x".repeat(padding)) })
 }
 
 fn placeholder_settings() -> anyhow::Result<AwsSettings> {
@@ -360,7 +362,8 @@ pub struct Roles {
     pub start: (Counts, Snapshot),
     /// The coordinator Lambda.
     pub coordinator: (Counts, Snapshot),
-    /// Lambda delivering the steps' results to the coordinator queue.
+    /// Lambda delivering the steps' results to the coordinator queue, and
+    /// the step SDK putting outputs too large for it in the payload bucket.
     pub destinations: (Counts, Snapshot),
 }
 
@@ -483,12 +486,25 @@ impl Harness {
                 .registry
                 .get(&event.baton.function)
                 .ok_or_else(|| anyhow!("no handler for {}", event.baton.function))?;
+            let before = self.mark();
             let record = match handler.call(event.baton.clone(), event.input.clone()).await {
-                Ok(output) => DestinationRecord::success(event, padded(output, self.output_bytes)),
+                Ok(output) => {
+                    let output = padded(output, self.output_bytes, &event.baton.idempotency_key);
+                    // As the step SDK returns an output too large for the
+                    // destination record: put in the bucket, by reference.
+                    let output = match self.backend.store().payloads() {
+                        Some(payloads) => {
+                            payloads
+                                .function_output(&event.baton.execution_id, output)
+                                .await?
+                        }
+                        None => output,
+                    };
+                    DestinationRecord::success(event, output)
+                }
                 Err(e) => DestinationRecord::failure(event, &e.function_error_type(), &e.message),
             };
             let body = serde_json::to_string(&record)?;
-            let before = self.mark();
             self.backend
                 .queues()
                 .send_raw_to_coordinator(&body, 0)
@@ -521,8 +537,10 @@ impl Harness {
 
     /// Runs rounds until every execution has ended and every timer sent for
     /// them has come back and been applied.
-    async fn run(&mut self, ids: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
-        let deadline = Instant::now() + Duration::from_secs(300);
+    async fn run(&mut self, ids: &[String], steps: usize) -> anyhow::Result<BTreeMap<String, u64>> {
+        // moto serves one request at a time: allow for the steps to run.
+        let allowed = Duration::from_millis(200 * (steps * ids.len()) as u64);
+        let deadline = Instant::now() + Duration::from_secs(300).max(allowed);
         let mut open: Vec<String> = ids.to_vec();
         let mut statuses = BTreeMap::new();
         let mut quiet_since: Option<Instant> = None;
@@ -939,7 +957,7 @@ pub async fn run(args: &CostArgs) -> anyhow::Result<CostReport> {
         for i in 0..args.executions {
             ids.push(harness.start(&workload, i).await?);
         }
-        let statuses = harness.run(&ids).await?;
+        let statuses = harness.run(&ids, workload.steps).await?;
         if statuses.get("succeeded").copied().unwrap_or(0) != args.executions as u64 {
             bail!("{}: executions ended {:?}", workload.name, statuses);
         }
