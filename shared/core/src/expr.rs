@@ -233,6 +233,30 @@ impl Expr {
     }
 }
 
+impl Expr {
+    /// Evaluates with only `variables` bound at the root: for expressions
+    /// read outside an execution, such as a trigger's input over `event`.
+    pub fn eval_with(&self, variables: &[(&str, &Value)]) -> Result<Value, EvalError> {
+        let err = |message: String| EvalError {
+            text: self.source.clone(),
+            message,
+        };
+        let mut context = Context::with_env(ENV.clone());
+        for (name, value) in variables {
+            if self.variables.iter().any(|v| v == name) {
+                context.add_variable_from_value(*name, to_cel(value).map_err(err)?);
+            }
+        }
+        let value = self
+            .program
+            .execute(&context)
+            .map_err(|e| err(e.to_string()))?;
+        let value = value.json().map_err(|e| err(e.to_string()))?;
+        check_value_depth(&value).map_err(err)?;
+        Ok(value)
+    }
+}
+
 /// Refuses a value nested deeper than [`limits::MAX_JSON_DEPTH`]: stored, it could
 /// not be read back.
 fn check_value_depth(value: &Value) -> Result<(), String> {

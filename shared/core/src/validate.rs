@@ -763,6 +763,7 @@ fn validate_here(definition: WorkflowDefinition) -> Result<Workflow, ValidationE
         .unwrap_or_else(Template::null);
 
     let schedules = validate_schedules(&mut c, &definition);
+    validate_triggers(&mut c, &definition);
     let retention_ms = c
         .duration(None, "retention", definition.retention.as_deref())
         .and_then(|ms| match crate::workflow::check_retention(ms) {
@@ -921,6 +922,33 @@ fn validate_schedules(c: &mut Collector, definition: &WorkflowDefinition) -> Vec
         }
     }
     schedules
+}
+
+/// Checks every trigger's name, pattern and input; problems name it as
+/// `triggers.NAME.FIELD` (see [`crate::trigger`]).
+fn validate_triggers(c: &mut Collector, definition: &WorkflowDefinition) {
+    let mut seen = HashSet::new();
+    for (position, trigger) in definition.triggers.iter().enumerate() {
+        let name = trigger.name.as_str();
+        let at = if crate::trigger::is_trigger_name(name) {
+            format!("triggers.{name}")
+        } else {
+            c.add(
+                None,
+                Some(&format!("triggers[{position}].name")),
+                format!("`{name}` is not a trigger name: use 1 to 64 letters, digits, `-` and `_`"),
+            );
+            format!("triggers[{position}]")
+        };
+        if !name.is_empty() && !seen.insert(name) {
+            c.add(None, Some(&at), "duplicate trigger name");
+        }
+        if let Err(problems) = crate::trigger::Trigger::compile(trigger) {
+            for p in problems {
+                c.add(None, Some(&format!("{at}.{}", p.field)), p.message);
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
