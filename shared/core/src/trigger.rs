@@ -719,6 +719,32 @@ fn eval_template(template: &Template, event: &Value) -> Result<Value, EvalError>
     }
 }
 
+/// The `id` of an EventBridge event, or why `event` is not one Baton can
+/// start from: a map with a non-empty string `id`, string `source` and
+/// `detail-type`, and a `detail` map.
+pub fn event_id(event: &Value) -> Result<&str, String> {
+    let Value::Object(map) = event else {
+        return Err(format!("an event is a JSON object, not `{event}`"));
+    };
+    let id = match map.get("id") {
+        Some(Value::String(id)) if !id.is_empty() => id.as_str(),
+        Some(other) => return Err(format!("`id` must be a non-empty string, not `{other}`")),
+        None => return Err("the event has no `id`".into()),
+    };
+    for field in ["source", "detail-type"] {
+        match map.get(field) {
+            Some(Value::String(_)) => {}
+            Some(other) => return Err(format!("`{field}` must be a string, not `{other}`")),
+            None => return Err(format!("the event has no `{field}`")),
+        }
+    }
+    match map.get("detail") {
+        Some(Value::Object(_)) => Ok(id),
+        Some(other) => Err(format!("`detail` must be a JSON object, not `{other}`")),
+        None => Err("the event has no `detail`".into()),
+    }
+}
+
 /// Whether `name` can name a trigger: 1 to 64 letters, digits, `-` and `_`.
 pub fn is_trigger_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -1127,6 +1153,29 @@ mod tests {
                 "input: `evnt.detail` names `evnt` (did you mean `event`?); a trigger's input may read only `event`, such as `${ event.detail }`",
             ]
         );
+    }
+
+    #[test]
+    fn events_need_an_id_a_source_a_detail_type_and_a_detail() {
+        assert_eq!(
+            event_id(&ec2_event()),
+            Ok("6a7e8feb-b491-4cf7-a9f1-bf3703467718")
+        );
+        let mut e = ec2_event();
+        e["detail"] = json!("text");
+        assert_eq!(
+            event_id(&e),
+            Err("`detail` must be a JSON object, not `\"text\"`".into())
+        );
+        for field in ["id", "source", "detail-type", "detail"] {
+            let mut e = ec2_event();
+            e.as_object_mut().unwrap().remove(field);
+            assert_eq!(event_id(&e), Err(format!("the event has no `{field}`")));
+        }
+        let mut e = ec2_event();
+        e["id"] = json!("");
+        assert!(event_id(&e).is_err());
+        assert!(event_id(&json!([1])).is_err());
     }
 
     #[test]

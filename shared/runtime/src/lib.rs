@@ -6,6 +6,7 @@
 //! - [`checkpoint`]: when a store writes a snapshot, and replay after it;
 //! - [`step`]: the handler API step functions implement;
 //! - [`targets`]: where a function runs (in-process, a local command, Lambda);
+//! - [`triggers`]: the executions an event starts through workflows' triggers;
 //! - [`contract`]: the test suite every backend must pass (feature `testkit`);
 //! - [`faults`]: a backend wrapper that injects faults by plan (feature `testkit`).
 
@@ -20,6 +21,7 @@ mod mailbox;
 pub mod ports;
 pub mod step;
 pub mod targets;
+pub mod triggers;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use coordinator::{Coordinator, CoordinatorError, Started};
