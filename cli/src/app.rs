@@ -197,6 +197,7 @@ pub fn map_coordinator_error(e: CoordinatorError) -> anyhow::Error {
         | CoordinatorError::ExecutionExists { .. }
         | CoordinatorError::Limit(_)
         | CoordinatorError::InvalidRetention(_)
+        | CoordinatorError::InvalidTimeout(_)
         | CoordinatorError::NotFound(_) => bad(e.to_string()),
         other => anyhow!(other),
     }
@@ -334,12 +335,12 @@ pub async fn start(
     workflow: &str,
     input: &str,
     id: Option<String>,
-    retention: Option<&str>,
+    settings: StartSettings<'_>,
     json: bool,
 ) -> anyhow::Result<u8> {
     let input = parse_json_arg("the input", input)?;
     check_id(id.as_deref())?;
-    let retention = parse_retention(retention)?;
+    let options = settings.options()?;
     let targets = targets(db, config)?;
     let backend = open_backend(db)?;
     check_size("the input", &input, backend.options().payload_limit)?;
@@ -347,22 +348,47 @@ pub async fn start(
     let id = id.unwrap_or_else(|| new_execution_id(&name));
     let coordinator = coordinator(backend);
     let started = coordinator
-        .start_retained(&name, Some(version), &id, input, retention)
+        .start_with(&name, Some(version), &id, input, options)
         .await
         .map_err(map_coordinator_error)?;
     print_started(&id, &name, version, &started, json)?;
     Ok(0)
 }
 
-/// `--retention 90d` in milliseconds, checked before anything is stored.
-fn parse_retention(text: Option<&str>) -> anyhow::Result<Option<u64>> {
-    text.map(|text| {
-        baton_core::duration::parse_millis(text)
-            .map_err(|e| e.to_string())
-            .and_then(baton_core::workflow::check_retention)
-            .map_err(|e| bad(format!("--retention {e}")))
-    })
-    .transpose()
+/// What `baton start` changes of the workflow's settings for one execution.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartSettings<'a> {
+    /// `--retention 90d`.
+    pub retention: Option<&'a str>,
+    /// `--timeout 1h`.
+    pub timeout: Option<&'a str>,
+}
+
+impl StartSettings<'_> {
+    /// In milliseconds, checked before anything is stored.
+    fn options(&self) -> anyhow::Result<baton_runtime::StartOptions> {
+        let parse = |flag: &str, text: Option<&str>, check: fn(u64) -> Result<u64, String>| {
+            text.map(|text| {
+                baton_core::duration::parse_millis(text)
+                    .map_err(|e| e.to_string())
+                    .and_then(check)
+                    .map_err(|e| bad(format!("{flag} {e}")))
+            })
+            .transpose()
+        };
+        Ok(baton_runtime::StartOptions {
+            retention_ms: parse(
+                "--retention",
+                self.retention,
+                baton_core::workflow::check_retention,
+            )?,
+            timeout_ms: parse(
+                "--timeout",
+                self.timeout,
+                baton_core::workflow::check_execution_timeout,
+            )?,
+        })
+    }
 }
 
 /// What `start` prints, the same on both backends.
@@ -429,18 +455,18 @@ pub async fn start_aws(
     workflow: &str,
     input: &str,
     id: Option<String>,
-    retention: Option<&str>,
+    settings: StartSettings<'_>,
     json: bool,
 ) -> anyhow::Result<u8> {
     let input = parse_json_arg("the input", input)?;
     check_id(id.as_deref())?;
-    let retention = parse_retention(retention)?;
+    let options = settings.options()?;
     check_size("the input", &input, backend.payload_limit())?;
     let (name, version) = deployed_workflow(backend.as_ref(), workflow).await?;
     let id = id.unwrap_or_else(|| new_execution_id(&name));
     let coordinator = Coordinator::new(backend, Arc::new(SystemClock));
     let started = coordinator
-        .start_retained(&name, Some(version), &id, input, retention)
+        .start_with(&name, Some(version), &id, input, options)
         .await
         .map_err(map_coordinator_error)?;
     print_started(&id, &name, version, &started, json)?;

@@ -381,6 +381,10 @@ struct StartRequest {
     /// retention when absent.
     #[serde(default)]
     retention: Option<String>,
+    /// The longest the execution may run (`1h`); the workflow's `timeout`
+    /// when absent.
+    #[serde(default)]
+    timeout: Option<String>,
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -427,17 +431,20 @@ async fn start_execution<B: Backend>(
     };
     let id = execution_id(api, request.id, headers)?;
     note_execution(execution, &id);
-    let retention = request
-        .retention
-        .as_deref()
-        .map(|text| {
+    let millis = |field: &str, text: Option<&str>| {
+        text.map(|text| {
             baton_core::duration::parse_millis(text)
-                .map_err(|e| ApiError::BadRequest(format!("`retention`: {e}")))
+                .map_err(|e| ApiError::BadRequest(format!("`{field}`: {e}")))
         })
-        .transpose()?;
+        .transpose()
+    };
+    let options = baton_runtime::StartOptions {
+        retention_ms: millis("retention", request.retention.as_deref())?,
+        timeout_ms: millis("timeout", request.timeout.as_deref())?,
+    };
     let started = api
         .coordinator()
-        .start_retained(workflow, request.version, &id, request.input, retention)
+        .start_with(workflow, request.version, &id, request.input, options)
         .await?;
     if !started.created && started.record.workflow != workflow {
         return Err(ApiError::IdInUse {

@@ -74,6 +74,9 @@ pub struct ExecutionView {
     pub updated_at: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
+    /// When it times out, if it has a `timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,6 +121,7 @@ impl ExecutionView {
             created_at: record.created_at,
             updated_at: record.updated_at,
             finished_at: state.finished_at,
+            deadline: state.deadline,
         }
     }
 }

@@ -761,6 +761,7 @@ fn event_of(message: &CoordinatorMessage) -> Event {
         },
         CoordinatorMessage::Start { input, .. } => Event::Started {
             input: input.clone(),
+            timeout_ms: None,
         },
     }
 }

@@ -54,7 +54,15 @@ fn run(wf: &Workflow) -> u64 {
     let mut ex = Execution::new(wf, "ex-bench");
     let mut now = 1_700_000_000_000;
     let mut queue = VecDeque::new();
-    let t = apply(wf, &mut ex, Event::Started { input: json!({}) }, now);
+    let t = apply(
+        wf,
+        &mut ex,
+        Event::Started {
+            input: json!({}),
+            timeout_ms: None,
+        },
+        now,
+    );
     queue_dispatches(&t, &mut queue);
     let mut events = 1;
     while let Some(task) = queue.pop_front() {

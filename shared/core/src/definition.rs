@@ -40,6 +40,10 @@ pub struct WorkflowDefinition {
     /// EventBridge-style pattern, and the input it gives (see [`crate::trigger`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<crate::trigger::TriggerDefinition>,
+    /// The longest the whole execution may run, e.g. `1h`: then it fails
+    /// with `ExecutionTimedOut` and undoes what it did. A start may override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
     /// How long a finished execution's records are kept, e.g. `90d`
     /// (default 30 days; 1 day to 10 years). A start may override it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -774,6 +774,15 @@ fn validate_here(definition: WorkflowDefinition) -> Result<Workflow, ValidationE
             }
         })
         .unwrap_or(crate::workflow::DEFAULT_RETENTION_MS);
+    let timeout_ms = c
+        .duration(None, "timeout", definition.timeout.as_deref())
+        .and_then(|ms| match crate::workflow::check_execution_timeout(ms) {
+            Ok(ms) => Some(ms),
+            Err(message) => {
+                c.add(None, Some("timeout"), message);
+                None
+            }
+        });
 
     let allowed = if cycle_count == 0 {
         let queries: Vec<(usize, usize)> = c.reads.iter().map(|r| (r.reader, r.read)).collect();
@@ -798,6 +807,7 @@ fn validate_here(definition: WorkflowDefinition) -> Result<Workflow, ValidationE
         output,
         schedules,
         retention_ms,
+        timeout_ms,
         by_name,
     })
 }

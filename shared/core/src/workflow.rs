@@ -37,6 +37,22 @@ pub fn check_retention(ms: u64) -> Result<u64, String> {
     }
 }
 
+/// The longest execution timeout: a year, as Step Functions' Standard
+/// workflows allow.
+pub const MAX_EXECUTION_TIMEOUT_MS: u64 = 365 * DAY_MS;
+
+/// An execution timeout within range: a second to a year.
+pub fn check_execution_timeout(ms: u64) -> Result<u64, String> {
+    if (1_000..=MAX_EXECUTION_TIMEOUT_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(format!(
+            "must be from 1s to 365d, not {}",
+            crate::duration::format_millis(ms)
+        ))
+    }
+}
+
 /// Default `max_concurrency` of a `for_each` step.
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 10;
 
@@ -50,6 +66,8 @@ pub struct Workflow {
     pub schedules: Vec<Schedule>,
     /// How long a finished execution's records are kept.
     pub retention_ms: u64,
+    /// The longest an execution may run (the definition's `timeout`).
+    pub timeout_ms: Option<u64>,
     pub(crate) by_name: HashMap<String, usize>,
 }
 

@@ -740,6 +740,7 @@ fn run_with(spec: &Spec, choices: Vec<u32>, victim: Option<String>, doomed: Opti
     };
     run.apply(Event::Started {
         input: spec.input(),
+        timeout_ms: None,
     });
     run.drive();
     run
@@ -1134,7 +1135,10 @@ impl Chaos {
                 } else {
                     input.clone()
                 };
-                Event::Started { input }
+                Event::Started {
+                    input,
+                    timeout_ms: None,
+                }
             }
             1..=5 if !self.tasks.is_empty() => {
                 let i = self.tape.pick(self.tasks.len());
@@ -1184,6 +1188,7 @@ impl Chaos {
                 Some(task) => self.result(task),
                 None => Event::Started {
                     input: input.clone(),
+                    timeout_ms: None,
                 },
             },
         }

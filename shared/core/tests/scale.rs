@@ -166,7 +166,10 @@ fn element_output(d: &Dispatch) -> Value {
 /// Runs the map over `n` elements, every element answered with success.
 fn run_map(wf: &Workflow, n: usize, check: bool) -> Driver<'_> {
     let mut driver = Driver::new(wf, check);
-    driver.apply(Event::Started { input: items(n) });
+    driver.apply(Event::Started {
+        input: items(n),
+        timeout_ms: None,
+    });
     while let Some(d) = driver.next_dispatch() {
         let output = element_output(&d);
         driver.succeed(&d, output);
@@ -181,7 +184,10 @@ fn run_saga(wf: &Workflow, n: usize, check: bool) -> (Driver<'_>, Vec<u32>, Vec<
     let mut driver = Driver::new(wf, check);
     let mut succeeded = Vec::with_capacity(n);
     let mut undone = Vec::with_capacity(n);
-    driver.apply(Event::Started { input: items(n) });
+    driver.apply(Event::Started {
+        input: items(n),
+        timeout_ms: None,
+    });
     while let Some(d) = driver.next_dispatch() {
         match (d.task.step.as_ref(), d.task.kind) {
             ("each", TaskKind::Step) => {
@@ -210,7 +216,10 @@ fn a_for_each_of_the_most_elements_allowed_runs_to_success_64_at_a_time() {
     let wf = workflow(MAP);
     let n = MAX_FOR_EACH_ITEMS;
     let mut driver = Driver::new(&wf, true);
-    let t = driver.apply(Event::Started { input: items(n) });
+    let t = driver.apply(Event::Started {
+        input: items(n),
+        timeout_ms: None,
+    });
     let first: Vec<u32> = t
         .commands
         .iter()
@@ -302,7 +311,10 @@ fn a_for_each_over_more_elements_than_allowed_fails_its_step_with_a_named_error(
     let wf = workflow(MAP);
     let n = MAX_FOR_EACH_ITEMS + 1;
     let mut driver = Driver::new(&wf, true);
-    let t = driver.apply(Event::Started { input: items(n) });
+    let t = driver.apply(Event::Started {
+        input: items(n),
+        timeout_ms: None,
+    });
     assert!(driver.pending.is_empty(), "no element starts");
     let each = &driver.ex.steps[0];
     assert_eq!(each.status, StepStatus::Failed);

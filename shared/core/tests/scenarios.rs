@@ -138,7 +138,10 @@ impl Shell {
     }
 
     fn start(&mut self, input: Value) -> Transition {
-        self.apply(Event::Started { input })
+        self.apply(Event::Started {
+            input,
+            timeout_ms: None,
+        })
     }
 
     fn pending_labels(&self) -> Vec<String> {
@@ -1757,7 +1760,10 @@ fn events_after_the_end_are_ignored() {
     }
     assert_ignored(
         &mut shell,
-        Event::Started { input: json!({}) },
+        Event::Started {
+            input: json!({}),
+            timeout_ms: None,
+        },
         Ignored::AlreadyStarted,
     );
     assert_eq!(shell.finish().0, ExecutionStatus::Succeeded);
@@ -2534,4 +2540,83 @@ steps:
     shell.run(|_| Reply::Fail(error("Flaky")));
     assert!(shell.ex.status.is_terminal());
     shell.assert_replays();
+}
+
+const TIMED: &str = r#"
+name: timed
+timeout: 10m
+defaults: { retry: { max_attempts: 1 }, timeout: 1h }
+steps:
+  reserve: { function: reserve, compensate: { function: release } }
+  approval: { needs: [reserve], wait_for: { signal: approved } }
+  ship: { needs: [approval], function: ship, mutates: false }
+"#;
+
+#[test]
+fn an_execution_past_its_timeout_fails_and_undoes_what_it_did() {
+    let mut shell = Shell::new(TIMED);
+    shell.start(json!({}));
+    assert_eq!(shell.ex.deadline, Some(T0 + 10 * 60_000));
+    shell.succeed("reserve", json!({ "id": "r-1" }));
+    let t = shell.fire(TimerKind::ExecutionTimeout, "");
+    assert_eq!(dispatches(&t), ["undo reserve"]);
+    shell.succeed("undo reserve", json!({}));
+    let failure = shell.ex.failure.clone().expect("a cause");
+    assert_eq!(failure.name, baton_core::engine::EXECUTION_TIMED_OUT);
+    assert!(failure.message.contains("past its timeout"), "{failure:?}");
+    assert_eq!(shell.finish().0, ExecutionStatus::Compensated);
+    assert!(!shell.dispatched().contains(&"ship".to_string()));
+}
+
+#[test]
+fn a_start_may_give_its_execution_another_timeout() {
+    let mut shell = Shell::new(TIMED);
+    shell.apply(Event::Started {
+        input: json!({}),
+        timeout_ms: Some(60_000),
+    });
+    assert_eq!(shell.ex.deadline, Some(T0 + 60_000));
+    let timers: Vec<_> = shell
+        .timers
+        .iter()
+        .filter(|(_, t)| t.kind == TimerKind::ExecutionTimeout)
+        .map(|(at, _)| *at)
+        .collect();
+    assert_eq!(timers, [T0 + 60_000]);
+}
+
+#[test]
+fn an_execution_that_ends_in_time_ignores_its_timeout() {
+    let mut shell = Shell::new(TIMED);
+    shell.start(json!({}));
+    shell.succeed("reserve", json!({}));
+    shell.signal("approved", json!({}));
+    shell.succeed("ship", json!({}));
+    assert_eq!(shell.ex.status, ExecutionStatus::Succeeded);
+    assert_ignored(
+        &mut shell,
+        Event::TimerFired {
+            timer: TimerId {
+                kind: TimerKind::ExecutionTimeout,
+                task_kind: TaskKind::Step,
+                step: "".into(),
+                index: None,
+                attempt: 0,
+            },
+        },
+        Ignored::ExecutionFinished,
+    );
+}
+
+#[test]
+fn a_workflow_without_a_timeout_starts_no_execution_timer() {
+    let mut shell = Shell::new(&TIMED.replace("timeout: 10m\n", ""));
+    shell.start(json!({}));
+    assert_eq!(shell.ex.deadline, None);
+    assert!(
+        shell
+            .timers
+            .iter()
+            .all(|(_, t)| t.kind != TimerKind::ExecutionTimeout)
+    );
 }

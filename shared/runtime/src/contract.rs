@@ -56,6 +56,7 @@ fn record(id: &str, now: u64) -> (ExecutionRecord, Vec<HistoryEntry>, Vec<baton_
     let mut state = Execution::new(&wf, id);
     let event = Event::Started {
         input: json!({"n": 1}),
+        timeout_ms: None,
     };
     let t = engine::apply(&wf, &mut state, event.clone(), now);
     (

@@ -72,6 +72,18 @@ pub enum CoordinatorError {
     /// A start asked to keep the execution's records for a time out of range.
     #[error("retention {0}")]
     InvalidRetention(String),
+    /// A start gave the execution a timeout out of range.
+    #[error("timeout {0}")]
+    InvalidTimeout(String),
+}
+
+/// What one execution changes of its workflow's settings, given at start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// How long its records are kept once it has ended.
+    pub retention_ms: Option<u64>,
+    /// The longest it may run.
+    pub timeout_ms: Option<u64>,
 }
 
 impl CoordinatorError {
@@ -211,6 +223,28 @@ impl<B: Backend> Coordinator<B> {
         input: Value,
         retention_ms: Option<u64>,
     ) -> Result<Started, CoordinatorError> {
+        let options = StartOptions {
+            retention_ms,
+            ..StartOptions::default()
+        };
+        self.start_with(workflow, version, execution_id, input, options)
+            .await
+    }
+
+    /// [`Coordinator::start`] with what this execution changes of its
+    /// workflow's settings.
+    pub async fn start_with(
+        &self,
+        workflow: &str,
+        version: Option<u32>,
+        execution_id: &str,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<Started, CoordinatorError> {
+        let StartOptions {
+            retention_ms,
+            timeout_ms,
+        } = options;
         // One id rule and one nesting limit for every path that creates an
         // execution (API, CLI, schedules, coordinator start messages).
         baton_core::limits::check_execution_id(execution_id)?;
@@ -220,13 +254,17 @@ impl<B: Backend> Coordinator<B> {
             baton_core::workflow::check_retention(ms)
                 .map_err(CoordinatorError::InvalidRetention)?;
         }
+        if let Some(ms) = timeout_ms {
+            baton_core::workflow::check_execution_timeout(ms)
+                .map_err(CoordinatorError::InvalidTimeout)?;
+        }
         if let Some(existing) = self.backend.load(execution_id).await? {
             return self.started_before(existing, workflow, &input).await;
         }
         let (workflow_version, compiled) = self.workflow(workflow, version).await?;
         let now = self.clock.now();
         let mut state = Execution::new(&compiled, execution_id);
-        let event = Event::Started { input };
+        let event = Event::Started { input, timeout_ms };
         let transition = engine::apply(&compiled, &mut state, event.clone(), now);
         let record = ExecutionRecord {
             id: execution_id.to_string(),

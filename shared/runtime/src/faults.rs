@@ -1008,8 +1008,10 @@ pub mod audit {
         event: &Event,
     ) -> Result<Accounted, String> {
         match event {
-            Event::Started { input } => match history.first().map(|h| &h.event) {
-                Some(Event::Started { input: first }) if first == input => Ok(Accounted::Applied),
+            Event::Started { input, .. } => match history.first().map(|h| &h.event) {
+                Some(Event::Started { input: first, .. }) if first == input => {
+                    Ok(Accounted::Applied)
+                }
                 Some(Event::Started { .. }) => Ok(Accounted::Superseded),
                 other => Err(format!("the history starts with {other:?}")),
             },
@@ -1064,7 +1066,10 @@ pub mod audit {
                     TimerKind::Retry => unit.is_some_and(|u| {
                         u.attempt < timer.attempt && u.status != UnitStatus::BackingOff
                     }),
-                    TimerKind::Wait | TimerKind::SignalTimeout => record.status().is_terminal(),
+                    // The execution's deadline passes once it has ended or is stopping.
+                    TimerKind::Wait | TimerKind::SignalTimeout | TimerKind::ExecutionTimeout => {
+                        record.status().is_terminal()
+                    }
                 };
                 if passed {
                     Ok(Accounted::Superseded)

@@ -24,4 +24,4 @@ pub mod targets;
 pub mod triggers;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use coordinator::{Coordinator, CoordinatorError, Started};
+pub use coordinator::{Coordinator, CoordinatorError, StartOptions, Started};

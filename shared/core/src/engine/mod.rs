@@ -21,7 +21,7 @@ pub use state::{
     UnitStatus, Units,
 };
 pub use time::{MAX_TIMESTAMP, MAX_WAIT_AHEAD_MS, wait_until_instant, wait_until_literal};
-pub use transition::apply;
+pub use transition::{EXECUTION_TIMED_OUT, apply};
 
 use std::sync::Arc;
 
@@ -91,6 +91,9 @@ impl ErrorInfo {
 pub enum Event {
     Started {
         input: Value,
+        /// This execution's timeout, overriding the workflow's `timeout`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
     TaskSucceeded {
         task: TaskRef,
@@ -172,6 +175,8 @@ pub enum TimerKind {
     Wait,
     /// The end of a `wait_for` signal's patience.
     SignalTimeout,
+    /// The execution's own deadline (its `timeout`); names no step.
+    ExecutionTimeout,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -193,6 +198,7 @@ impl TimerId {
             TimerKind::Retry => "retry",
             TimerKind::Wait => "wait",
             TimerKind::SignalTimeout => "signal-timeout",
+            TimerKind::ExecutionTimeout => "execution-timeout",
         };
         let task = match self.task_kind {
             TaskKind::Step => "step",

@@ -272,6 +272,9 @@ pub struct Execution {
     pub started_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
+    /// When the execution times out (its `timeout`, or the start's), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
 }
 
 impl Execution {
@@ -305,6 +308,7 @@ impl Execution {
             signals: BTreeMap::new(),
             started_at: 0,
             finished_at: None,
+            deadline: None,
         }
     }
 

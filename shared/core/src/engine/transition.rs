@@ -42,6 +42,9 @@ use crate::workflow::{Action, Call, Workflow};
 
 static NULL: Value = Value::Null;
 
+/// The error of an execution that ran past its `timeout`.
+pub const EXECUTION_TIMED_OUT: &str = "ExecutionTimedOut";
+
 /// Applies one event to an execution at time `now` (milliseconds since the epoch).
 pub fn apply(
     workflow: &Workflow,
@@ -217,13 +220,27 @@ impl Cx<'_> {
     }
 
     fn handle(&mut self, event: Event) -> Result<(), Ignored> {
-        if let Event::Started { input } = event {
+        if let Event::Started { input, timeout_ms } = event {
             if self.ex.status != ExecutionStatus::Pending {
                 return Err(Ignored::AlreadyStarted);
             }
             self.ex.input = Arc::new(input);
             self.ex.status = ExecutionStatus::Running;
             self.ex.started_at = self.now;
+            if let Some(timeout) = timeout_ms.or(self.wf.timeout_ms) {
+                let deadline = later(self.now, timeout);
+                self.ex.deadline = Some(deadline);
+                self.commands.push(Command::StartTimer {
+                    timer: TimerId {
+                        kind: TimerKind::ExecutionTimeout,
+                        task_kind: TaskKind::Step,
+                        step: Arc::from(""),
+                        index: None,
+                        attempt: 0,
+                    },
+                    fire_at: deadline,
+                });
+            }
             self.emit(
                 LifecycleKind::ExecutionStarted,
                 None,
@@ -695,6 +712,9 @@ impl Cx<'_> {
     }
 
     fn timer_fired(&mut self, timer: TimerId) -> Result<(), Ignored> {
+        if timer.kind == TimerKind::ExecutionTimeout {
+            return self.execution_timed_out();
+        }
         let s = self
             .wf
             .step_index(&timer.step)
@@ -776,6 +796,7 @@ impl Cx<'_> {
                 self.fail_step(s, error);
                 Ok(())
             }
+            TimerKind::ExecutionTimeout => unreachable!("handled before the step lookup"),
         }
     }
 
@@ -812,6 +833,25 @@ impl Cx<'_> {
     }
 
     /// Stops new work; compensation follows once nothing is in flight.
+    /// The execution's deadline passed: it fails as a step failing would
+    /// fail it, undoing what it did. Once it is already stopping, the
+    /// deadline changes nothing.
+    fn execution_timed_out(&mut self) -> Result<(), Ignored> {
+        if self.ex.status != ExecutionStatus::Running {
+            return Err(Ignored::StaleTimer);
+        }
+        let ran = self.now.saturating_sub(self.ex.started_at);
+        self.stop(ErrorInfo::new(
+            EXECUTION_TIMED_OUT,
+            format!(
+                "the execution ran for {}, past its timeout",
+                crate::duration::format_millis(ran)
+            ),
+            false,
+        ));
+        Ok(())
+    }
+
     fn stop(&mut self, cause: ErrorInfo) {
         self.ex.status = ExecutionStatus::Compensating;
         self.ex.failure = Some(cause);
