@@ -12,6 +12,7 @@ mod dev;
 mod display;
 mod dlq;
 mod emit;
+mod emit;
 mod follow;
 mod run;
 mod ui;
@@ -135,6 +136,23 @@ enum Commands {
         /// instead of the workflow's `timeout`.
         #[arg(long)]
         timeout: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send an EventBridge-style event: every deployed workflow whose `triggers` match it starts
+    /// one execution, its id derived from the event's id, so the same id starts nothing twice
+    /// (embedded backend only; on AWS, put the event on the event bus).
+    Emit {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        detail_type: String,
+        /// The event's detail: a JSON object, or @path to a JSON file.
+        #[arg(long, default_value = "{}")]
+        detail: String,
+        /// The event's id (default: generated).
+        #[arg(long)]
+        id: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -386,6 +404,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 Some(b) => app::start_aws(b, &workflow, &input, id, settings, json).await,
                 None => app::start(&db, &config, &workflow, &input, id, settings, json).await,
             }
+        }
+        Commands::Emit {
+            source,
+            detail_type,
+            detail,
+            id,
+            json,
+        } => {
+            embedded_only(
+                aws,
+                "emit",
+                "on AWS, put the event on the event bus (`aws events put-events`); the rules `baton --aws deploy` made start what matches",
+            )?;
+            let args = emit::EmitArgs {
+                source: &source,
+                detail_type: &detail_type,
+                detail: &detail,
+                id: id.as_deref(),
+                json,
+            };
+            emit::emit(&db, args).await
         }
         Commands::Emit {
             source,
