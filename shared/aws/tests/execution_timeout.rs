@@ -1,0 +1,95 @@
+//! An execution's own timeout on the AWS backend, against moto server: its
+//! deadline is a delayed message on the coordinator queue like any timer,
+//! and the coordinator that receives it fails the execution with
+//! `ExecutionTimedOut` and dispatches the compensation of what it did.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_aws::coordinator_batch::{QueueMessage, process_coordinator_batch};
+use baton_aws::dispatch::DestinationRecord;
+use baton_aws::testing::fresh_recording_backend;
+use baton_core::ExecutionStatus;
+use baton_core::definition::{Format, WorkflowDefinition};
+use baton_runtime::ports::{ExecutionStore, WorkflowStore};
+use baton_runtime::{Clock, Coordinator, StartOptions, SystemClock};
+use serde_json::json;
+
+const RESERVE_THEN_WAIT: &str = r#"
+name: reserve-then-wait
+timeout: 1h
+defaults: { retry: { max_attempts: 1 }, timeout: 30s }
+steps:
+  reserve: { function: fn-reserve, compensate: { function: fn-release } }
+  approval: { needs: [reserve], wait_for: { signal: approved } }
+"#;
+
+#[tokio::test]
+async fn an_execution_past_its_timeout_fails_and_its_compensation_is_dispatched() {
+    let (backend, invoker) = fresh_recording_backend("exec-timeout", 5).await;
+    let backend = Arc::new(backend);
+    let definition = WorkflowDefinition::parse(RESERVE_THEN_WAIT, Format::Yaml).unwrap();
+    backend
+        .put_workflow(&definition, SystemClock.now())
+        .await
+        .unwrap();
+    let coordinator = Coordinator::new(backend.clone(), Arc::new(SystemClock));
+    // The start's two seconds, not the workflow's hour.
+    let options = StartOptions {
+        timeout_ms: Some(2_000),
+        ..StartOptions::default()
+    };
+    coordinator
+        .start_with("reserve-then-wait", None, "late", json!({}), options)
+        .await
+        .unwrap();
+    let reserve = invoker.take("fn-reserve");
+    assert_eq!(reserve.len(), 1);
+    let result = DestinationRecord::success(&reserve[0], json!({"id": "r-1"}));
+    let sqs = backend.clients().sqs.clone();
+    let url = backend.settings().coordinator_queue_url.clone();
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(serde_json::to_string(&result).unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    // Play the coordinator's event source until the execution stops.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut status = ExecutionStatus::Running;
+    while Instant::now() < deadline && status == ExecutionStatus::Running {
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let messages = out.messages.unwrap_or_default();
+        let batch = messages.iter().map(QueueMessage::from).collect();
+        let failed = process_coordinator_batch(&coordinator, batch).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        for m in &messages {
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                .send()
+                .await
+                .unwrap();
+        }
+        status = backend.load("late").await.unwrap().unwrap().status();
+    }
+    let record = backend.load("late").await.unwrap().unwrap();
+    assert_eq!(record.status(), ExecutionStatus::Compensating);
+    let failure = record.state.failure.clone().expect("a cause");
+    assert_eq!(failure.name, "ExecutionTimedOut");
+    let ran = record.state.deadline.unwrap() - record.state.started_at;
+    assert_eq!(ran, 2_000);
+    assert_eq!(
+        invoker.take("fn-release").len(),
+        1,
+        "the reservation is undone"
+    );
+}
