@@ -208,12 +208,17 @@ pub fn validate(file: &Path, json: bool) -> anyhow::Result<u8> {
         .map_err(|e| bad(format!("cannot read {}: {e}", file.display())))?;
     match Workflow::from_text(&text, Format::from_path(&file.to_string_lossy())) {
         Ok(workflow) => {
+            let warnings = baton_core::lint::warnings(&workflow.definition);
             if json {
+                let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
                 outln!(
                     "{}",
-                    serde_json::json!({ "valid": true, "workflow": &*workflow.name, "steps": workflow.steps.len() })
+                    serde_json::json!({ "valid": true, "workflow": &*workflow.name, "steps": workflow.steps.len(), "warnings": warnings })
                 );
             } else {
+                for warning in &warnings {
+                    errln!("{}: warning: {warning}", file.display());
+                }
                 outln!(
                     "{}: workflow `{}` is valid ({} steps)",
                     file.display(),

@@ -47,3 +47,44 @@ fn validate_reports_every_problem_of_many_problems_yaml() {
         "{report:#}"
     );
 }
+
+/// Misspelt fields are all reported at once with what they likely mean, and a
+/// valid definition that uses another tool's template syntax is warned about.
+#[test]
+fn validate_reports_every_misspelt_field_and_warns_of_foreign_templates() {
+    let sb = Sandbox::new();
+    let typos = sb.path().join("typos.yaml");
+    std::fs::write(
+        &typos,
+        "name: typos\nsteps:\n  a:\n    functoin: f\n    mutates: false\n    retyr: { max_attempts: 2 }\n",
+    )
+    .unwrap();
+    let out = sb.baton(&["validate", &path_arg(&typos)]);
+    out.expect_code(2);
+    for expected in [
+        "2 unknown fields",
+        "steps.a: unknown field `functoin` (did you mean `function`?) (line 4)",
+        "steps.a: unknown field `retyr` (did you mean `retry`?) (line 6)",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected}:\n{}", out.stderr);
+    }
+
+    let foreign = sb.path().join("foreign.yaml");
+    std::fs::write(
+        &foreign,
+        "name: foreign\ndefaults: { retry: { max_attempts: 1 } }\nsteps:\n  a: { function: f, mutates: false, input: { id: \"{{ input.id }}\" } }\n",
+    )
+    .unwrap();
+    let out = sb.baton(&["validate", &path_arg(&foreign)]);
+    out.expect_code(0);
+    assert!(
+        out.stderr.contains(
+            "warning: steps.a.input.id: `{{ input.id }}` is passed on as literal text: `{{ }}` is not Baton's syntax; an expression is written `${ input.id }`"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = sb.baton(&["validate", "--json", &path_arg(&foreign)]);
+    out.expect_code(0);
+    assert_eq!(out.json()["warnings"].as_array().map(Vec::len), Some(1));
+}
