@@ -343,14 +343,16 @@ impl ExecutionStore for AwsBackend {
 
 impl WorkflowStore for AwsBackend {
     /// Stores the definition, then makes EventBridge Scheduler hold its
-    /// schedules (see [`crate::schedules`]). What EventBridge cannot express
-    /// is refused before anything is stored.
+    /// schedules (see [`crate::schedules`]) and the event bus its trigger
+    /// rules (see [`crate::rules`]). What EventBridge cannot express is
+    /// refused before anything is stored.
     async fn put_workflow(
         &self,
         definition: &WorkflowDefinition,
         now: Timestamp,
     ) -> StoreResult<u32> {
         let desired = crate::schedules::desired_for(definition, self.settings())?;
+        let rules = crate::rules::desired_for(definition, self.settings())?;
         let functions: Vec<String> = definition_functions(definition);
         let problems = self.invoker.check(&functions).await?;
         if !problems.is_empty() {
@@ -362,12 +364,15 @@ impl WorkflowStore for AwsBackend {
                 problems,
             });
         }
-        // A workflow that has no schedules and had none leaves the scheduler alone.
-        let had_schedules = self
-            .store
-            .get_workflow(&definition.name, None)
-            .await?
+        // A workflow that has no schedules (triggers) and had none leaves
+        // the scheduler (the bus) alone.
+        let previous = self.store.get_workflow(&definition.name, None).await?;
+        let had_schedules = previous
+            .as_ref()
             .is_some_and(|w| !w.definition.schedules.is_empty());
+        let had_triggers = previous
+            .as_ref()
+            .is_some_and(|w| !w.definition.triggers.is_empty());
         let version = self.store.put_workflow(definition, now).await?;
         if had_schedules || !desired.is_empty() {
             crate::schedules::sync(
@@ -375,6 +380,18 @@ impl WorkflowStore for AwsBackend {
                 &self.settings().schedule_group,
                 &definition.name,
                 &desired,
+            )
+            .await?;
+        }
+        if (had_triggers || !rules.is_empty())
+            && let Some(queue) = &self.settings().coordinator_queue_arn
+        {
+            crate::rules::sync(
+                &self.clients.eventbridge,
+                &self.settings().event_bus,
+                queue,
+                &definition.name,
+                &rules,
             )
             .await?;
         }

@@ -1,5 +1,6 @@
-//! Creates the table, the coordinator queue (with a DLQ and redrive policy),
-//! payload bucket, event bus and schedule group on an emulator (moto server, LocalStack) or an account,
+//! Creates the table, the coordinator queue (with a DLQ, redrive policy and
+//! a policy letting the event bus's rules send to it), payload bucket, event
+//! bus and schedule group on an emulator (moto server, LocalStack) or an account,
 //! for local development and tests. Deployed stacks get them from the SAM
 //! template instead.
 
@@ -60,6 +61,7 @@ pub async fn bootstrap(clients: &Clients, plan: &Plan) -> StoreResult<AwsSetting
             {}
         Err(e) => return Err(sdk_error(e)),
     }
+    allow_rules_to_send(clients, &coordinator_url, &coordinator_arn, &bus).await?;
     let group = format!("{}-schedules", plan.prefix);
     match clients
         .scheduler
@@ -231,6 +233,47 @@ async fn create_queue_with_dlq(
         .to_string();
     let arn = queue_arn(clients, &url).await?;
     Ok((url, arn))
+}
+
+/// The coordinator queue's policy: EventBridge may send it what the rules of
+/// `bus` match (the rules of workflows' triggers, see [`crate::rules`]), as
+/// the template's queue policy allows.
+async fn allow_rules_to_send(
+    clients: &Clients,
+    url: &str,
+    arn: &str,
+    bus: &str,
+) -> StoreResult<()> {
+    // arn:aws:sqs:{region}:{account}:{name}
+    let parts: Vec<&str> = arn.split(':').collect();
+    let (Some(region), Some(account)) = (parts.get(3), parts.get(4)) else {
+        return Err(StoreError::Corrupt {
+            what: format!("queue ARN `{arn}`"),
+            message: "not an SQS queue ARN".into(),
+        });
+    };
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "TriggerRules",
+            "Effect": "Allow",
+            "Principal": { "Service": "events.amazonaws.com" },
+            "Action": "sqs:SendMessage",
+            "Resource": arn,
+            "Condition": { "ArnLike": {
+                "aws:SourceArn": format!("arn:aws:events:{region}:{account}:rule/{bus}/*")
+            } }
+        }]
+    });
+    clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(url)
+        .attributes(QueueAttributeName::Policy, policy.to_string())
+        .send()
+        .await
+        .map_err(sdk_error)?;
+    Ok(())
 }
 
 async fn queue_arn(clients: &Clients, url: &str) -> StoreResult<String> {

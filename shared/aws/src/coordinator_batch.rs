@@ -1,6 +1,6 @@
 //! The coordinator's work on one batch of coordinator-queue messages (Baton's
-//! own and step functions' Lambda destination records), shared by the
-//! coordinator Lambda and `baton dev`.
+//! own, step functions' Lambda destination records, and events EventBridge
+//! rules matched), shared by the coordinator Lambda and `baton dev`.
 //!
 //! Messages are grouped by execution and each group is applied in order, its
 //! results and timers in one transition (one load, one conditional write),
@@ -18,6 +18,12 @@
 //! execution or workflow does not exist), dead-lettered at once for a person
 //! with its body, the reason and its execution. A message that cannot even be
 //! dead-lettered is left for redelivery.
+//!
+//! An event (from a trigger's rule, see [`crate::rules`], or a bare one)
+//! is handled like a start: each execution it starts has an id derived from
+//! the event's id, so a redelivery starts nothing twice. An event that is not
+//! an EventBridge event is dead-lettered as malformed; one whose trigger
+//! input fails on it is dead-lettered with the reason.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +32,8 @@ use baton_runtime::coordinator::{Coordinator, CoordinatorError, describe_ignored
 use baton_runtime::ports::{Backend, DeadLetterKind, DeadLetterRecord, StoreError};
 use futures::future::join_all;
 use tracing::{Instrument, error, info_span, warn};
+
+use baton_runtime::triggers::{self, TriggerError};
 
 use crate::messages::CoordinatorMessage;
 
@@ -92,7 +100,21 @@ async fn process_group<B: Backend>(
     execution_id: &str,
     group: Vec<(QueueMessage, CoordinatorMessage)>,
 ) -> Vec<String> {
-    let is_start = matches!(group.first(), Some((_, CoordinatorMessage::Start { .. })));
+    // A bare event's group is keyed by the event, not an execution.
+    let execution = (!matches!(
+        group.first(),
+        Some((_, CoordinatorMessage::BusEvent { .. }))
+    ))
+    .then_some(execution_id);
+    let is_start = matches!(
+        group.first(),
+        Some((
+            _,
+            CoordinatorMessage::Start { .. }
+                | CoordinatorMessage::Trigger { .. }
+                | CoordinatorMessage::BusEvent { .. }
+        ))
+    );
     if !is_start && let Err(e) = coordinator.recover(execution_id).await {
         // Whatever the cause, the saved commands must go out before anything
         // else moves the execution: leave its messages for redelivery (and
@@ -113,58 +135,137 @@ async fn process_group<B: Backend>(
                 CoordinatorMessage::Timer { timer, .. } => {
                     run.push((queued, Event::TimerFired { timer }))
                 }
-                CoordinatorMessage::Start {
-                    workflow,
-                    version,
-                    execution_id,
-                    input,
-                } => {
-                    start = Some((queued, workflow, version, execution_id, input));
+                start_like @ (CoordinatorMessage::Start { .. }
+                | CoordinatorMessage::Trigger { .. }
+                | CoordinatorMessage::BusEvent { .. }) => {
+                    start = Some((queued, start_like));
                     break;
                 }
             }
         }
         let (queued, events): (Vec<_>, Vec<_>) = run.into_iter().unzip();
-        let mut results: Vec<(QueueMessage, Result<Option<Outcome>, CoordinatorError>)> = queued
+        let mut results: Vec<(QueueMessage, Result<(), Unapplied>)> = queued
             .into_iter()
             .zip(coordinator.handle_all(execution_id, events).await)
-            .map(|(q, r)| (q, r.map(Some)))
+            .map(|(q, r)| {
+                let r = match r {
+                    Ok(Outcome::Ignored(reason)) => {
+                        tracing::debug!(reason = %describe_ignored(&reason), "message changed nothing");
+                        Ok(())
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(Unapplied::from(e)),
+                };
+                (q, r)
+            })
             .collect();
-        if let Some((queued, workflow, version, id, input)) = start {
-            let started = crate::schedules::start(coordinator, &workflow, version, &id, input)
-                .await
-                .map(|_| None);
-            results.push((queued, started));
+        if let Some((queued, message)) = start {
+            let result = start_one(coordinator, message).await;
+            results.push((queued, result));
         }
         let mut results = results.into_iter();
         while let Some((queued, result)) = results.next() {
             let id = queued.id.clone();
-            match result {
-                Ok(Some(Outcome::Ignored(reason))) => {
-                    tracing::debug!(reason = %describe_ignored(&reason), "message changed nothing");
+            let give_up = match result {
+                Ok(()) => false,
+                Err(Unapplied::Retry(error)) => {
+                    warn!(error = %error, "retrying this execution's remaining messages");
+                    true
                 }
-                Ok(_) => {}
-                Err(e) if may_pass(&e) => {
-                    warn!(error = %e, "retrying this execution's remaining messages");
-                    failed.push(id);
-                    failed.extend(results.map(|(m, _)| m.id));
-                    failed.extend(messages.map(|(m, _)| m.id));
-                    return failed;
+                Err(Unapplied::Dead(kind, reason)) => {
+                    !dead_letter(coordinator, &queued, kind, execution, reason).await
                 }
-                Err(e) => {
-                    let reason = format!("coordinator message cannot be applied: {e}");
-                    let kind = DeadLetterKind::Task;
-                    if !dead_letter(coordinator, &queued, kind, Some(execution_id), reason).await {
-                        failed.push(id);
-                        failed.extend(results.map(|(m, _)| m.id));
-                        failed.extend(messages.map(|(m, _)| m.id));
-                        return failed;
-                    }
-                }
+            };
+            if give_up {
+                failed.push(id);
+                failed.extend(results.map(|(m, _)| m.id));
+                failed.extend(messages.map(|(m, _)| m.id));
+                return failed;
             }
         }
     }
     failed
+}
+
+/// Why a message was not applied, and what becomes of it.
+enum Unapplied {
+    /// Sending it again may apply it: leave it for redelivery.
+    Retry(String),
+    /// No retry can: keep it for a person.
+    Dead(DeadLetterKind, String),
+}
+
+impl From<CoordinatorError> for Unapplied {
+    fn from(e: CoordinatorError) -> Unapplied {
+        if may_pass(&e) {
+            Unapplied::Retry(e.to_string())
+        } else {
+            Unapplied::Dead(
+                DeadLetterKind::Task,
+                format!("coordinator message cannot be applied: {e}"),
+            )
+        }
+    }
+}
+
+/// Carries out a message that starts executions: a `start` (a schedule's,
+/// see [`crate::schedules::start`]), an event a trigger's rule matched, or a
+/// bare EventBridge event matched against every workflow's triggers.
+async fn start_one<B: Backend>(
+    coordinator: &Coordinator<B>,
+    message: CoordinatorMessage,
+) -> Result<(), Unapplied> {
+    let outcome = match message {
+        CoordinatorMessage::Start {
+            workflow,
+            version,
+            execution_id,
+            input,
+        } => {
+            return crate::schedules::start(coordinator, &workflow, version, &execution_id, input)
+                .await
+                .map(|_| ())
+                .map_err(Unapplied::from);
+        }
+        CoordinatorMessage::Trigger {
+            workflow,
+            trigger,
+            event,
+            ..
+        } => triggers::start_triggered(coordinator, &workflow, &trigger, &event).await,
+        CoordinatorMessage::BusEvent { event, .. } => {
+            triggers::start_matching(coordinator, &event).await
+        }
+        CoordinatorMessage::Event { .. } | CoordinatorMessage::Timer { .. } => {
+            // Only start messages are passed here.
+            return Ok(());
+        }
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e @ TriggerError::Malformed(_)) => {
+            return Err(Unapplied::Dead(DeadLetterKind::Malformed, e.to_string()));
+        }
+        Err(TriggerError::Start { error, .. }) => return Err(Unapplied::from(error)),
+        Err(e) => return Err(Unapplied::Dead(DeadLetterKind::Task, e.to_string())),
+    };
+    if outcome.failed.is_empty() {
+        return Ok(());
+    }
+    // What started stays started: handling the event again starts only
+    // what failed, since each start is idempotent by its id.
+    let reasons: Vec<String> = outcome.failed.iter().map(ToString::to_string).collect();
+    if outcome.failed.iter().any(|e| match e {
+        TriggerError::Start { error, .. } => may_pass(error),
+        _ => false,
+    }) {
+        Err(Unapplied::Retry(reasons.join("; ")))
+    } else {
+        Err(Unapplied::Dead(
+            DeadLetterKind::Task,
+            format!("event starts nothing more: {}", reasons.join("; ")),
+        ))
+    }
 }
 
 /// Whether sending the message again may apply it.

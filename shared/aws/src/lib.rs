@@ -13,6 +13,8 @@
 //! - [`errors`]: AWS errors sorted by what the caller must do;
 //! - [`schedules`]: workflows' cron schedules as EventBridge Scheduler
 //!   schedules, and the coordinator's side of the starts they send;
+//! - [`rules`]: workflows' event triggers as EventBridge rules targeting the
+//!   coordinator queue;
 //! - [`bootstrap`]: creates the resources on an emulator;
 //! - [`lambda_target`]: `lambda = "name"` step targets, invoked synchronously.
 //!
@@ -30,6 +32,7 @@ pub mod lambda_target;
 pub mod messages;
 pub mod payloads;
 pub mod queues;
+pub mod rules;
 pub mod schedules;
 pub mod store;
 #[cfg(feature = "testkit")]

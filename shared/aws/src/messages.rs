@@ -1,5 +1,6 @@
 //! Messages on the coordinator queue: what step functions (through their
-//! Lambda destinations), timers and schedules send to move an execution.
+//! Lambda destinations), timers, schedules and trigger rules send to move or
+//! start an execution.
 
 use baton_core::{Event, TimerId};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,25 @@ pub enum CoordinatorMessage {
         #[serde(default)]
         input: Value,
     },
+    /// An event a trigger's EventBridge rule matched, wrapped by the rule's
+    /// input transformer with the workflow and trigger (see [`crate::rules`]).
+    Trigger {
+        workflow: String,
+        trigger: String,
+        event: Value,
+        /// The execution the event starts, derived by [`CoordinatorMessage::decode`]
+        /// from the event's id; never sent.
+        #[serde(skip)]
+        execution_id: String,
+    },
+    /// A bare EventBridge event (a rule made by hand targeting the queue):
+    /// matched against every workflow's triggers.
+    BusEvent {
+        event: Value,
+        /// `event:{id}`, to group the batch by; never sent.
+        #[serde(skip)]
+        key: String,
+    },
 }
 
 impl CoordinatorMessage {
@@ -32,13 +52,17 @@ impl CoordinatorMessage {
         match self {
             CoordinatorMessage::Event { execution_id, .. }
             | CoordinatorMessage::Timer { execution_id, .. }
-            | CoordinatorMessage::Start { execution_id, .. } => execution_id,
+            | CoordinatorMessage::Start { execution_id, .. }
+            | CoordinatorMessage::Trigger { execution_id, .. } => execution_id,
+            CoordinatorMessage::BusEvent { key, .. } => key,
         }
     }
 
     /// A message as it arrives on the coordinator queue: Baton's own (timers,
-    /// starts, signals, cancels) or a Lambda destination record carrying a
-    /// step function's result.
+    /// starts, signals, cancels, events its trigger rules matched), a Lambda
+    /// destination record carrying a step function's result, or a bare
+    /// EventBridge event. An event without an id, source, detail type or
+    /// detail is refused here, so it is dead-lettered, not dropped.
     pub fn decode(body: &str) -> Result<CoordinatorMessage, String> {
         let value: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
         if value.get("requestContext").is_some() {
@@ -46,7 +70,35 @@ impl CoordinatorMessage {
                 serde_json::from_value(value).map_err(|e| e.to_string())?;
             return record.into_message();
         }
-        serde_json::from_value(value).map_err(|e| e.to_string())
+        if value.get("kind").is_none() && value.get("detail-type").is_some() {
+            let id = baton_core::trigger::event_id(&value)
+                .map_err(|e| format!("malformed EventBridge event: {e}"))?;
+            let key = format!("event:{id}");
+            return Ok(CoordinatorMessage::BusEvent { event: value, key });
+        }
+        match serde_json::from_value(value).map_err(|e| e.to_string())? {
+            CoordinatorMessage::Trigger {
+                workflow,
+                trigger,
+                event,
+                ..
+            } => {
+                let id = baton_core::trigger::event_id(&event).map_err(|e| {
+                    format!("malformed event for trigger `{trigger}` of workflow `{workflow}`: {e}")
+                })?;
+                let execution_id = baton_core::trigger::execution_id(&workflow, &trigger, id);
+                Ok(CoordinatorMessage::Trigger {
+                    workflow,
+                    trigger,
+                    event,
+                    execution_id,
+                })
+            }
+            CoordinatorMessage::BusEvent { .. } => {
+                Err("a bare event is sent as the event itself, not as `bus_event`".into())
+            }
+            other => Ok(other),
+        }
     }
 
     pub fn to_json(&self) -> String {

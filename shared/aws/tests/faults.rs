@@ -763,6 +763,9 @@ fn event_of(message: &CoordinatorMessage) -> Event {
             input: input.clone(),
             timeout_ms: None,
         },
+        CoordinatorMessage::Trigger { .. } | CoordinatorMessage::BusEvent { .. } => {
+            unreachable!("the fault tier sends no events for triggers")
+        }
     }
 }
 
