@@ -18,12 +18,20 @@ use serde_json::Value;
 
 /// The `Resource: "*"` statements the template may contain: role, action,
 /// and why AWS requires it.
-const RESOURCE_STAR_ALLOWED: &[(&str, &str, &str)] = &[(
-    "ApiRole",
-    "scheduler:ListSchedules",
-    "ListSchedules supports no resource-level permissions; deploying a workflow lists the \
-     group's schedules to create, update and delete its own",
-)];
+const RESOURCE_STAR_ALLOWED: &[(&str, &str, &str)] = &[
+    (
+        "ApiRole",
+        "scheduler:ListSchedules",
+        "ListSchedules supports no resource-level permissions; deploying a workflow lists the \
+         group's schedules to create, update and delete its own",
+    ),
+    (
+        "ApiRole",
+        "events:ListRules",
+        "ListRules supports no resource-level permissions; deploying a workflow lists the \
+         bus's rules to replace and delete its triggers' own",
+    ),
+];
 
 /// The resource the step functions' permissions name: every function of the
 /// stack's account and region whose name starts with `StepFunctionPrefix`,
@@ -301,7 +309,12 @@ fn no_iam_statement_grants_a_wildcard_action_and_resource_star_is_listed() {
     let roles: BTreeSet<&str> = statements.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(
         roles,
-        BTreeSet::from(["ApiRole", "CoordinatorRole", "SchedulerRole"])
+        BTreeSet::from([
+            "ApiRole",
+            "CoordinatorQueuePolicy",
+            "CoordinatorRole",
+            "SchedulerRole"
+        ])
     );
     assert!(statements.len() >= 20, "{}", statements.len());
     let mut resource_star = Vec::new();
