@@ -261,7 +261,7 @@ async fn deploying_makes_rules_and_a_matching_event_starts_once() {
             .await
             .is_empty()
     );
-    assert_eq!(execution_ids(&backend).await, [id.clone()]);
+    assert_eq!(execution_ids(&backend).await, std::slice::from_ref(&id));
     assert!(invoker.take("reserve").is_empty());
 
     // A big order matches both triggers: two executions, one per trigger.
