@@ -1155,6 +1155,100 @@ mod tests {
         );
     }
 
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Map, Value, json};
+
+        use super::super::*;
+
+        /// A detail of a few string and number leaves, some nested.
+        fn detail() -> impl Strategy<Value = Map<String, Value>> {
+            let leaf = prop_oneof![
+                "[a-z]{0,6}".prop_map(Value::from),
+                (-1000i64..1000).prop_map(Value::from),
+            ];
+            prop::collection::btree_map(
+                "[a-d]",
+                (leaf.clone(), prop::option::of(("[e-f]", leaf))),
+                1..5,
+            )
+            .prop_map(|fields| {
+                fields
+                    .into_iter()
+                    .map(|(k, (v, nested))| match nested {
+                        None => (k, v),
+                        Some((nk, nv)) => (k, json!({ nk: nv, "x": v })),
+                    })
+                    .collect()
+            })
+        }
+
+        /// Every leaf of a detail with its path.
+        fn leaves(
+            map: &Map<String, Value>,
+            path: &mut Vec<String>,
+            out: &mut Vec<(Vec<String>, Value)>,
+        ) {
+            for (k, v) in map {
+                path.push(k.clone());
+                match v {
+                    Value::Object(inner) => leaves(inner, path, out),
+                    leaf => out.push((path.clone(), leaf.clone())),
+                }
+                path.pop();
+            }
+        }
+
+        /// A pattern on `detail` holding `entries` at `path`.
+        fn at(path: &[String], entries: Value) -> Value {
+            let mut node = entries;
+            for key in path.iter().rev() {
+                node = json!({ key.clone(): node });
+            }
+            json!({ "source": ["s"], "detail": node })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            #[test]
+            fn a_leaf_matches_its_own_value_and_not_what_excludes_it(detail in detail(), pick in any::<prop::sample::Index>()) {
+                let event = json!({ "id": "e", "source": "s", "detail-type": "t", "detail": detail.clone() });
+                let mut all = Vec::new();
+                leaves(&detail, &mut Vec::new(), &mut all);
+                let (path, value) = &all[pick.index(all.len())];
+                let check = |entries: Value| Pattern::parse(&at(path, entries)).expect("valid").matches(&event);
+                prop_assert!(check(json!([value])), "{:?}: {}", path, value);
+                prop_assert!(check(json!([{ "exists": true }])), "{:?}: {}", path, value);
+                prop_assert!(!check(json!([{ "exists": false }])), "{:?}: {}", path, value);
+                prop_assert!(!check(json!([{ "anything-but": [value] }])), "{:?}: {}", path, value);
+                // Another value of the same type does not match.
+                let other = match value {
+                    Value::String(s) => json!(format!("{s}~")),
+                    n => json!(n.as_f64().unwrap_or_default() + 0.5),
+                };
+                prop_assert!(!check(json!([other])), "{:?}: {}", path, value);
+                prop_assert!(check(json!([other, value])), "{:?}: {}", path, value);
+                if let Value::String(text) = value {
+                    let half: String = text.chars().take(text.len() / 2).collect();
+                    prop_assert!(check(json!([{ "prefix": half }])), "{:?}: {}", path, value);
+                    prop_assert!(check(json!([{ "wildcard": format!("{half}*") }])), "{:?}: {}", path, value);
+                    prop_assert!(check(json!([{ "equals-ignore-case": text.to_uppercase() }])), "{:?}: {}", path, value);
+                } else {
+                    let n = value.as_f64().unwrap_or_default();
+                    prop_assert!(check(json!([{ "numeric": [">=", n, "<", n + 1.0] }])), "{:?}: {}", path, value);
+                    prop_assert!(!check(json!([{ "numeric": [">", n] }])), "{:?}: {}", path, value);
+                }
+                // A field the event does not have: only `exists: false` matches it.
+                let mut missing = path.clone();
+                missing.push("zz".into());
+                let check_missing = |entries: Value| Pattern::parse(&at(&missing, entries)).expect("valid").matches(&event);
+                prop_assert!(check_missing(json!([{ "exists": false }])), "{:?}: {}", path, value);
+                prop_assert!(!check_missing(json!([value])), "{:?}: {}", path, value);
+            }
+        }
+    }
+
     #[test]
     fn events_need_an_id_a_source_a_detail_type_and_a_detail() {
         assert_eq!(
