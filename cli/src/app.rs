@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use baton_core::definition::Format;
-use baton_core::engine::Outcome;
+use baton_core::engine::{Ignored, Outcome};
 use baton_core::limits;
 use baton_core::{Event, ExecutionStatus, Workflow};
 use baton_embedded::{SqliteBackend, SqliteOptions, Worker, WorkerOptions};
@@ -198,6 +198,7 @@ pub fn map_coordinator_error(e: CoordinatorError) -> anyhow::Error {
         | CoordinatorError::Limit(_)
         | CoordinatorError::InvalidRetention(_)
         | CoordinatorError::InvalidTimeout(_)
+        | CoordinatorError::UnknownSignal { .. }
         | CoordinatorError::NotFound(_) => bad(e.to_string()),
         other => anyhow!(other),
     }
@@ -676,15 +677,22 @@ pub async fn signal<B: Backend>(
     id: &str,
     name: &str,
     data: &str,
+    signal_id: Option<String>,
 ) -> anyhow::Result<u8> {
     let payload = parse_json_arg("the signal data", data)?;
-    let event = Event::SignalReceived {
-        name: name.to_string(),
-        payload,
-    };
-    match send_event(backend, id, event).await? {
+    let coordinator = Coordinator::new(backend, Arc::new(SystemClock));
+    let outcome = coordinator
+        .signal(id, name, payload, signal_id)
+        .await
+        .map_err(map_coordinator_error)?;
+    match outcome {
         Outcome::Applied => {
             outln!("signal `{name}` delivered to {id}");
+            Ok(0)
+        }
+        // Already taken under this id: what the sender wanted has happened.
+        Outcome::Ignored(Ignored::DuplicateSignal { id: signal_id }) => {
+            outln!("signal `{name}` with id `{signal_id}` was delivered to {id} before");
             Ok(0)
         }
         // Refused by the execution's state: a script must not go on as if

@@ -12,7 +12,6 @@ mod dev;
 mod display;
 mod dlq;
 mod emit;
-mod emit;
 mod follow;
 mod run;
 mod ui;
@@ -156,23 +155,6 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
-    /// Send an EventBridge-style event: every deployed workflow whose `triggers` match it starts
-    /// one execution, its id derived from the event's id, so the same id starts nothing twice
-    /// (embedded backend only; on AWS, put the event on the event bus).
-    Emit {
-        #[arg(long)]
-        source: String,
-        #[arg(long)]
-        detail_type: String,
-        /// The event's detail: a JSON object, or @path to a JSON file.
-        #[arg(long, default_value = "{}")]
-        detail: String,
-        /// The event's id (default: generated).
-        #[arg(long)]
-        id: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
     /// Run timers and tasks until interrupted (embedded backend only; on AWS the stack's
     /// coordinator does this).
     Worker {
@@ -241,6 +223,9 @@ enum Commands {
         /// JSON payload, or @path.
         #[arg(long, default_value = "null")]
         data: String,
+        /// Names this signal: sending it again with the same id changes nothing.
+        #[arg(long)]
+        signal_id: Option<String>,
     },
     /// Inspect and act on dead letters.
     Dlq {
@@ -426,27 +411,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             };
             emit::emit(&db, args).await
         }
-        Commands::Emit {
-            source,
-            detail_type,
-            detail,
-            id,
-            json,
-        } => {
-            embedded_only(
-                aws,
-                "emit",
-                "on AWS, put the event on the event bus (`aws events put-events`); the rules `baton --aws deploy` made start what matches",
-            )?;
-            let args = emit::EmitArgs {
-                source: &source,
-                detail_type: &detail_type,
-                detail: &detail,
-                id: id.as_deref(),
-                json,
-            };
-            emit::emit(&db, args).await
-        }
         Commands::Worker {
             concurrency,
             functions,
@@ -512,12 +476,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 None => app::cancel(app::open_backend(&db)?, &id, reason).await,
             }
         }
-        Commands::Signal { id, name, data } => {
-            match aws_backend(aws, endpoint.as_deref(), &db).await? {
-                Some(b) => app::signal(b, &id, &name, &data).await,
-                None => app::signal(app::open_backend(&db)?, &id, &name, &data).await,
-            }
-        }
+        Commands::Signal {
+            id,
+            name,
+            data,
+            signal_id,
+        } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
+            Some(b) => app::signal(b, &id, &name, &data, signal_id).await,
+            None => app::signal(app::open_backend(&db)?, &id, &name, &data, signal_id).await,
+        },
         Commands::Dlq { command } => match aws_backend(aws, endpoint.as_deref(), &db).await? {
             Some(b) => {
                 let endpoint = aws::resolved_endpoint(endpoint.as_deref(), &db);

@@ -204,3 +204,59 @@ fn cancel_of_a_waiting_execution_compensates_its_mutating_steps() {
     );
     assert_eq!(sb.status("cancel-me").as_deref(), Some("cancelled"));
 }
+
+/// A signal no step waits for is refused with the names the workflow does
+/// wait for, before anything is stored; a signal sent again with its id is
+/// taken once.
+#[test]
+fn misspelt_and_repeated_signals() {
+    let mut sb = Sandbox::new();
+    let workflow = test_workflow("approval.yaml");
+    sb.start(&workflow, "spelling", &json!({"orderId": "o-spell"}));
+    let misspelt = sb.baton(&["signal", "spelling", "aproval", "--data", "{}"]);
+    misspelt.expect_code(2);
+    assert!(
+        misspelt.stderr.contains(
+            "no step of workflow `approval` waits for a `aproval` signal; it waits for `approval`"
+        ),
+        "{}",
+        misspelt.stderr
+    );
+
+    let _worker = sb.worker(&[]);
+    sb.wait_event("spelling", "step.waiting", Some("approve"), WAIT);
+    let first = sb.baton(&[
+        "signal",
+        "spelling",
+        "approval",
+        "--data",
+        r#"{"ok":true}"#,
+        "--signal-id",
+        "approve-1",
+    ]);
+    first.expect_code(0);
+    // Once it has ended too, the repeat is recognised rather than refused.
+    sb.wait_terminal(&["spelling".to_string()], WAIT);
+    let again = sb.baton(&[
+        "signal",
+        "spelling",
+        "approval",
+        "--data",
+        r#"{"ok":false}"#,
+        "--signal-id",
+        "approve-1",
+    ]);
+    again.expect_code(0);
+    assert!(
+        again
+            .stdout
+            .contains("signal `approval` with id `approve-1` was delivered to spelling before"),
+        "{}",
+        again.stdout
+    );
+    let record = sb
+        .baton(&["status", "spelling", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(record["state"]["output"]["approval"], json!({"ok": true}));
+}

@@ -125,9 +125,9 @@ impl From<CoordinatorError> for ApiError {
                 ApiError::Refused { what, problems }
             }
             CoordinatorError::ExecutionExists { .. } => ApiError::Conflict(e.to_string()),
-            CoordinatorError::InvalidRetention(_) | CoordinatorError::InvalidTimeout(_) => {
-                ApiError::BadRequest(e.to_string())
-            }
+            CoordinatorError::InvalidRetention(_)
+            | CoordinatorError::InvalidTimeout(_)
+            | CoordinatorError::UnknownSignal { .. } => ApiError::BadRequest(e.to_string()),
             CoordinatorError::Limit(limit) => ApiError::Limit(limit),
             // The payload is the client's: say which limit it broke.
             CoordinatorError::PayloadTooLarge { limit, .. }

@@ -116,7 +116,7 @@ async fn dispatch<B: Backend>(
         Route::GetExecution { id } => get_execution(api, &id).await,
         Route::History { id } => history(api, &id, query).await,
         Route::Cancel { id } => cancel(api, &id, &body).await,
-        Route::Signal { id, name } => signal(api, &id, &name, &body).await,
+        Route::Signal { id, name } => signal(api, &id, &name, &parts.headers, &body).await,
         Route::OpenApi => Ok(openapi()),
     }
 }
@@ -574,6 +574,7 @@ async fn signal<B: Backend>(
     api: &Api<B>,
     id: &str,
     name: &str,
+    headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response<Bytes>, ApiError> {
     let payload: Value = if is_blank(body) {
@@ -582,12 +583,22 @@ async fn signal<B: Backend>(
         check_body_depth(body, "the signal payload", 0)?;
         parse_json("the signal payload", body)?
     };
-    refuse_if_finished(&load(api, id).await?)?;
-    let event = Event::SignalReceived {
-        name: name.to_string(),
-        payload,
-    };
-    let outcome = api.coordinator().handle(id, event).await?;
+    // The Idempotency-Key header names the signal, so a client's retry is
+    // taken once.
+    let signal_id = headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|v| {
+            v.to_str().map(|s| s.trim().to_string()).map_err(|_| {
+                ApiError::BadRequest("the Idempotency-Key header is not visible ASCII".into())
+            })
+        })
+        .transpose()?;
+    // A finished execution is refused (409) by the outcome, after a repeat
+    // of a signal it took is recognised as one.
+    let outcome = api
+        .coordinator()
+        .signal(id, name, payload, signal_id)
+        .await?;
     outcome_response(api, id, Some(name), outcome).await
 }
 

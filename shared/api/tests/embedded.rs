@@ -488,9 +488,41 @@ async fn signals_reach_the_execution_until_it_finishes() {
         r.error()
     );
 
-    // An empty body is a null payload.
-    let r = post(api, "/executions/s2/signals/other", "").await;
+    // A signal no step waits for is refused, naming those it waits for.
+    let r = post(api, "/executions/s2/signals/other", "{}").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(
+        r.error(),
+        "no step of workflow `approval` waits for a `other` signal; it waits for `approval`"
+    );
+
+    // An empty body is a null payload; the Idempotency-Key names the signal,
+    // so a client's retry is recognised rather than taken twice.
+    let key = [("idempotency-key", "approve-s2")];
+    let r = call(
+        api,
+        Method::POST,
+        "/executions/s2/signals/approval",
+        &key,
+        "",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["outcome"], "applied");
+    let r = call(
+        api,
+        Method::POST,
+        "/executions/s2/signals/approval",
+        &key,
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["outcome"], "ignored");
+    assert_eq!(
+        r.body["reason"],
+        "the execution took the signal with id `approve-s2` already"
+    );
 }
 
 #[tokio::test]

@@ -619,7 +619,7 @@ async fn real_responses_fit_their_documented_schemas() {
     c.expect(
         S::UNPROCESSABLE_ENTITY,
         POST,
-        "/executions/e2/signals/go",
+        "/executions/e2/signals/approval",
         &[],
         &deep,
     )
@@ -628,11 +628,13 @@ async fn real_responses_fit_their_documented_schemas() {
     c.expect(
         S::PAYLOAD_TOO_LARGE,
         POST,
-        "/executions/e2/signals/go",
+        "/executions/e2/signals/approval",
         &[],
         &large,
     )
     .await;
+    c.expect(S::BAD_REQUEST, POST, "/executions/e2/signals/go", &[], "{}")
+        .await;
     finish_reserve(&h, "e2").await;
     let cancel = "/executions/e2/cancel";
     let r = c
@@ -648,7 +650,13 @@ async fn real_responses_fit_their_documented_schemas() {
     let r = c.expect(S::ACCEPTED, POST, cancel, &[], "").await;
     assert_eq!(r.body["outcome"], "ignored", "{}", r.body);
     let r = c
-        .expect(S::ACCEPTED, POST, "/executions/e2/signals/other", &[], "")
+        .expect(
+            S::ACCEPTED,
+            POST,
+            "/executions/e2/signals/approval",
+            &[],
+            "",
+        )
         .await;
     assert_eq!(r.body["outcome"], "ignored", "{}", r.body);
     c.expect(S::BAD_REQUEST, POST, cancel, &[], r#"{"because": 1}"#)

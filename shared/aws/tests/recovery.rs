@@ -27,7 +27,7 @@ fn result_message(task: &StepEvent, output: serde_json::Value) -> QueueMessage {
     }
 }
 
-/// Starts the two-step workflow as `id`, then plays a coordinator that
+/// Starts the workflow `text` (two steps first) as `id`, then plays a coordinator that
 /// applies the first step's result, writes its checkpoint and dies before
 /// sending anything. Returns the coordinator, the message that triggered the
 /// transition (SQS would deliver it again) and the commands it saved.
@@ -35,8 +35,9 @@ async fn crash_after_checkpoint(
     backend: &Arc<AwsBackend>,
     invoker: &RecordingInvoker,
     id: &str,
+    text: &str,
 ) -> (Coordinator<AwsBackend>, QueueMessage, Vec<OutboxEntry>) {
-    let definition = WorkflowDefinition::parse(TWO_STEPS, Format::Yaml).unwrap();
+    let definition = WorkflowDefinition::parse(text, Format::Yaml).unwrap();
     backend
         .put_workflow(&definition, SystemClock.now())
         .await
@@ -90,7 +91,8 @@ async fn crash_after_checkpoint(
 async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
     let (backend, invoker) = fresh_recording_backend("recovery", 3).await;
     let backend = Arc::new(backend);
-    let (coordinator, trigger, _) = crash_after_checkpoint(&backend, &invoker, "ex-crash").await;
+    let (coordinator, trigger, _) =
+        crash_after_checkpoint(&backend, &invoker, "ex-crash", TWO_STEPS).await;
 
     // SQS redelivers the triggering message to another coordinator.
     let failed = process_coordinator_batch(&coordinator, vec![trigger.clone()]).await;
@@ -131,16 +133,21 @@ async fn commands_saved_before_a_crash_are_sent_on_redelivery() {
 async fn commands_saved_before_a_crash_survive_the_next_transition() {
     let (backend, invoker) = fresh_recording_backend("recovery-next", 3).await;
     let backend = Arc::new(backend);
-    let (coordinator, _, saved) = crash_after_checkpoint(&backend, &invoker, "ex-next").await;
+    // The two steps, then a wait for a `note` signal, which may come early.
+    let then_note =
+        format!("{TWO_STEPS}  third:\n    needs: [second]\n    wait_for: {{ signal: note }}\n");
+    let (coordinator, _, saved) =
+        crash_after_checkpoint(&backend, &invoker, "ex-next", &then_note).await;
 
     // Before the triggering message comes back, another event for the
-    // execution is applied on top (a signal nobody waits for yet).
+    // execution is applied on top (a signal no step waits for yet).
     coordinator
         .handle(
             "ex-next",
             Event::SignalReceived {
                 name: "note".into(),
                 payload: json!("early"),
+                id: None,
             },
         )
         .await

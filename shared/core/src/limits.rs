@@ -64,11 +64,18 @@ pub const MAX_EXPRESSION_DEPTH: usize = 24;
 /// batches (a `for_each` over lists of items) or into child executions.
 pub const MAX_FOR_EACH_ITEMS: usize = 10_000;
 
+/// Signals one execution may take: the ids it remembers to recognise a
+/// repeat stay within its state.
+pub const MAX_SIGNALS: u32 = 1_000;
+
 /// Something over a limit, named with the limit.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LimitError {
     #[error("{what} nests arrays and objects deeper than the limit of {limit} levels")]
     JsonTooDeep { what: String, limit: usize },
+    /// A signal id breaks the id rule; `problem` says how, as for an execution id.
+    #[error("signal id `{shown}` is not valid: {problem}", shown = truncate(.id, 32))]
+    BadSignalId { id: String, problem: String },
     #[error(
         "the execution id is empty: use 1 to {MAX_EXECUTION_ID_LEN} ASCII letters, digits, `-`, `_`, `.` or `:`"
     )]
@@ -122,7 +129,7 @@ impl LimitError {
             | LimitError::ExpressionTooDeep { limit, .. }
             | LimitError::ForEachTooLarge { limit, .. } => Some(*limit),
             LimitError::EmptyExecutionId => Some(MAX_EXECUTION_ID_LEN),
-            LimitError::BadExecutionId { .. } => None,
+            LimitError::BadExecutionId { .. } | LimitError::BadSignalId { .. } => None,
         }
     }
 }
@@ -221,6 +228,15 @@ pub fn json_text_depth(text: &[u8], stop: usize) -> usize {
 /// not `.` or `..` (ids appear in URL paths, queue messages and storage
 /// keys). Schedule ids such as `reports-daily-2026-03-08T05:00:00Z` and ids
 /// such as `order-1001` are valid.
+/// A signal id follows the execution id's rule (1 to 128 of
+/// `A-Z a-z 0-9 . _ : -`): it comes from the same kinds of clients.
+pub fn check_signal_id(id: &str) -> Result<(), LimitError> {
+    check_execution_id(id).map_err(|e| LimitError::BadSignalId {
+        id: id.to_string(),
+        problem: e.to_string(),
+    })
+}
+
 pub fn check_execution_id(id: &str) -> Result<(), LimitError> {
     if id.is_empty() {
         return Err(LimitError::EmptyExecutionId);

@@ -37,6 +37,21 @@ pub fn check_retention(ms: u64) -> Result<u64, String> {
     }
 }
 
+impl Workflow {
+    /// The signals its steps wait for, in step order, each once.
+    pub fn signal_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for step in &self.steps {
+            if let Action::WaitFor { signal, .. } = &step.action
+                && !names.contains(signal)
+            {
+                names.push(signal.clone());
+            }
+        }
+        names
+    }
+}
+
 /// The longest execution timeout: a year, as Step Functions' Standard
 /// workflows allow.
 pub const MAX_EXECUTION_TIMEOUT_MS: u64 = 365 * DAY_MS;

@@ -685,6 +685,7 @@ impl Run {
                     self.apply(Event::SignalReceived {
                         name,
                         payload: json!({ "signalled": true }),
+                        id: None,
                     });
                 }
                 _ if !self.pending.is_empty() => self.answer(),
@@ -1180,6 +1181,7 @@ impl Chaos {
             11 | 12 => Event::SignalReceived {
                 name: ["sig0", "sig1", "sig2", "other", ""][self.tape.pick(5)].to_string(),
                 payload: self.value(),
+                id: None,
             },
             13 => Event::CancelRequested {
                 reason: (self.tape.pick(2) == 0).then(|| "chaos".to_string()),

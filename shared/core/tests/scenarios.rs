@@ -184,6 +184,7 @@ impl Shell {
         self.apply(Event::SignalReceived {
             name: name.into(),
             payload,
+            id: None,
         })
     }
 
@@ -1753,6 +1754,7 @@ fn events_after_the_end_are_ignored() {
         Event::SignalReceived {
             name: "approved".into(),
             payload: json!(true),
+            id: None,
         },
         Event::CancelRequested { reason: None },
     ] {
@@ -2618,5 +2620,88 @@ fn a_workflow_without_a_timeout_starts_no_execution_timer() {
             .timers
             .iter()
             .all(|(_, t)| t.kind != TimerKind::ExecutionTimeout)
+    );
+}
+
+const TWO_APPROVALS: &str = r#"
+name: approvals
+defaults: { retry: { max_attempts: 1 } }
+steps:
+  first: { wait_for: { signal: approval } }
+  second: { needs: [first], wait_for: { signal: approval } }
+"#;
+
+fn signal_with_id(shell: &mut Shell, name: &str, id: Option<&str>) -> Transition {
+    shell.apply(Event::SignalReceived {
+        name: name.into(),
+        payload: json!({ "by": id }),
+        id: id.map(str::to_string),
+    })
+}
+
+#[test]
+fn a_signal_sent_again_with_its_id_changes_nothing() {
+    let mut shell = Shell::new(TWO_APPROVALS);
+    shell.start(json!({}));
+    let t = signal_with_id(&mut shell, "approval", Some("a-1"));
+    assert!(t.is_applied());
+    // A client's retry of the same signal must not release the second wait.
+    assert_ignored(
+        &mut shell,
+        Event::SignalReceived {
+            name: "approval".into(),
+            payload: json!({ "by": "a-1" }),
+            id: Some("a-1".into()),
+        },
+        Ignored::DuplicateSignal { id: "a-1".into() },
+    );
+    assert_eq!(shell.ex.status, ExecutionStatus::Running);
+    let t = signal_with_id(&mut shell, "approval", Some("a-2"));
+    assert!(t.is_applied());
+    assert_eq!(shell.ex.status, ExecutionStatus::Succeeded);
+}
+
+#[test]
+fn a_signal_no_step_waits_for_is_refused_and_not_kept() {
+    let mut shell = Shell::new(TWO_APPROVALS);
+    shell.start(json!({}));
+    assert_ignored(
+        &mut shell,
+        Event::SignalReceived {
+            name: "aproval".into(),
+            payload: json!({}),
+            id: None,
+        },
+        Ignored::UnknownSignal {
+            name: "aproval".into(),
+        },
+    );
+    assert!(shell.ex.signals.is_empty());
+}
+
+#[test]
+fn an_execution_takes_a_bounded_number_of_signals() {
+    let mut shell = Shell::new(
+        "name: many\ndefaults: { retry: { max_attempts: 1 } }\nsteps:\n  never: { wait: 1h }\n  late: { needs: [never], wait_for: { signal: ping } }\n",
+    );
+    shell.start(json!({}));
+    for i in 0..baton_core::limits::MAX_SIGNALS {
+        let t = signal_with_id(&mut shell, "ping", Some(&format!("p-{i}")));
+        assert!(t.is_applied(), "signal {i}");
+    }
+    assert_ignored(
+        &mut shell,
+        Event::SignalReceived {
+            name: "ping".into(),
+            payload: json!({}),
+            id: None,
+        },
+        Ignored::TooManySignals {
+            limit: baton_core::limits::MAX_SIGNALS,
+        },
+    );
+    assert_eq!(
+        shell.ex.signal_ids.len(),
+        baton_core::limits::MAX_SIGNALS as usize
     );
 }

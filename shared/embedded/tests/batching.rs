@@ -421,6 +421,7 @@ fn next_batch(
             17 if !signals.is_empty() => Event::SignalReceived {
                 name: signals[tape.pick(signals.len())].clone(),
                 payload: json!({ "signalled": true }),
+                id: None,
             },
             18 if tape.pick(4) == 0 => Event::CancelRequested {
                 reason: Some("random".into()),

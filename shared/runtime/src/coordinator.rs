@@ -75,6 +75,21 @@ pub enum CoordinatorError {
     /// A start gave the execution a timeout out of range.
     #[error("timeout {0}")]
     InvalidTimeout(String),
+    /// A signal no step of the execution's workflow waits for.
+    #[error("no step of workflow `{workflow}` waits for a `{name}` signal{}", waits_for_text(.waited_for))]
+    UnknownSignal {
+        name: String,
+        workflow: String,
+        waited_for: Vec<String>,
+    },
+}
+
+fn waits_for_text(names: &[String]) -> String {
+    if names.is_empty() {
+        return "; it waits for none".into();
+    }
+    let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    format!("; it waits for {}", names.join(", "))
 }
 
 /// What one execution changes of its workflow's settings, given at start.
@@ -331,6 +346,43 @@ impl<B: Backend> Coordinator<B> {
     /// Applies one event to an execution, retrying on version conflicts.
     /// Events for the same execution handled at the same time in this
     /// process are applied together, in one transition (see [`crate::mailbox`]).
+    /// Sends a signal, refusing before anything is stored one whose name no
+    /// step of the execution's workflow waits for, or whose id is not valid.
+    /// A signal with an `id` the execution took already changes nothing.
+    pub async fn signal(
+        &self,
+        execution_id: &str,
+        name: &str,
+        payload: Value,
+        id: Option<String>,
+    ) -> Result<Outcome, CoordinatorError> {
+        if let Some(id) = &id {
+            baton_core::limits::check_signal_id(id)?;
+        }
+        let record = self
+            .backend
+            .load(execution_id)
+            .await?
+            .ok_or_else(|| CoordinatorError::NotFound(execution_id.to_string()))?;
+        let (_, workflow) = self
+            .workflow(&record.workflow, Some(record.workflow_version))
+            .await?;
+        let waited_for = workflow.signal_names();
+        if !waited_for.iter().any(|n| n == name) {
+            return Err(CoordinatorError::UnknownSignal {
+                name: name.to_string(),
+                workflow: record.workflow,
+                waited_for,
+            });
+        }
+        let event = Event::SignalReceived {
+            name: name.to_string(),
+            payload,
+            id,
+        };
+        self.handle(execution_id, event).await
+    }
+
     pub async fn handle(
         &self,
         execution_id: &str,
@@ -869,6 +921,15 @@ pub fn describe_ignored(reason: &Ignored) -> String {
         Ignored::AlreadyStopping => "the execution is already stopping".into(),
         Ignored::SignalNotExpected => {
             "no step waits for that signal and the execution is stopping".into()
+        }
+        Ignored::UnknownSignal { name } => {
+            format!("no step of the workflow waits for a `{name}` signal")
+        }
+        Ignored::DuplicateSignal { id } => {
+            format!("the execution took the signal with id `{id}` already")
+        }
+        Ignored::TooManySignals { limit } => {
+            format!("the execution took {limit} signals, as many as it may")
         }
         Ignored::NothingToResolve { step, index } => {
             let element = index.map(|i| format!(" element {i}")).unwrap_or_default();

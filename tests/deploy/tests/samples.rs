@@ -118,17 +118,19 @@ async fn api_samples_start_read_and_signal_an_execution() {
     assert_eq!(body["status"], "running");
     assert_eq!(body["input"]["items"][0]["sku"], "SKU-7");
 
-    // No step waits for `approval` yet; the signal is kept for when one does.
+    // No step of the saga waits for `approval`: the signal is refused,
+    // naming the signals it does wait for, and nothing is stored.
     let (status, _, body) = call_api(&api, "api-signal-approval.json").await;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["signal"], "approval");
-    assert_eq!(body["status"], "running");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"],
+        "no step of workflow `order-processing` waits for a `approval` signal; it waits for none"
+    );
     let history = backend.history("order-1001").await.expect("history");
     assert!(
-        history.iter().any(|h| matches!(
-            &h.event,
-            Event::SignalReceived { name, payload } if name == "approval" && payload["approved"] == true
-        )),
+        !history
+            .iter()
+            .any(|h| matches!(&h.event, Event::SignalReceived { .. })),
         "{history:?}"
     );
 }

@@ -112,6 +112,10 @@ pub enum Event {
     SignalReceived {
         name: String,
         payload: Value,
+        /// Names this signal: a repeat with the same id (a client's retry)
+        /// changes nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     CancelRequested {
         #[serde(default)]
@@ -442,6 +446,18 @@ pub enum Ignored {
     AlreadyStopping,
     /// A signal nobody waits for, arriving while the execution is stopping.
     SignalNotExpected,
+    /// A signal no step of the workflow waits for.
+    UnknownSignal {
+        name: String,
+    },
+    /// A signal whose id this execution took already.
+    DuplicateSignal {
+        id: String,
+    },
+    /// The execution took as many signals as it may.
+    TooManySignals {
+        limit: u32,
+    },
     /// A dead letter's compensation that is not failed and unresolved (it was
     /// resolved already, or it never failed for good).
     NothingToResolve {

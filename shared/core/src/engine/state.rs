@@ -1,6 +1,6 @@
 //! The checkpointed state of one execution.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -213,6 +213,10 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
 fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
@@ -268,6 +272,12 @@ pub struct Execution {
     /// Signals that arrived before any step waited for them, oldest first.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub signals: BTreeMap<String, VecDeque<Value>>,
+    /// Signals taken so far, and the ids of those that had one, so a repeat
+    /// is recognised; both bounded by [`crate::limits::MAX_SIGNALS`].
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub signals_taken: u32,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub signal_ids: BTreeSet<String>,
     #[serde(default)]
     pub started_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,6 +316,8 @@ impl Execution {
             cancel_requested: false,
             output: None,
             signals: BTreeMap::new(),
+            signals_taken: 0,
+            signal_ids: BTreeSet::new(),
             started_at: 0,
             finished_at: None,
             deadline: None,

@@ -265,6 +265,13 @@ impl Cx<'_> {
             }
             _ => {}
         }
+        // A client's retry of a signal the execution took is recognised as
+        // such even once the execution has ended.
+        if let Event::SignalReceived { id: Some(id), .. } = &event
+            && self.ex.signal_ids.contains(id)
+        {
+            return Err(Ignored::DuplicateSignal { id: id.clone() });
+        }
         if self.ex.status.is_terminal() {
             return Err(Ignored::ExecutionFinished);
         }
@@ -282,7 +289,7 @@ impl Cx<'_> {
                 self.task_failed(task, error, true)
             }
             Event::TimerFired { timer } => self.timer_fired(timer),
-            Event::SignalReceived { name, payload } => self.signal(name, payload),
+            Event::SignalReceived { name, payload, id } => self.signal(name, payload, id),
             Event::CancelRequested { reason } => {
                 if self.ex.status == ExecutionStatus::Compensating {
                     return Err(Ignored::AlreadyStopping);
@@ -800,7 +807,32 @@ impl Cx<'_> {
         }
     }
 
-    fn signal(&mut self, name: String, payload: Value) -> Result<(), Ignored> {
+    fn signal(&mut self, name: String, payload: Value, id: Option<String>) -> Result<(), Ignored> {
+        let waited_for = self
+            .wf
+            .steps
+            .iter()
+            .any(|s| matches!(&s.action, Action::WaitFor { signal, .. } if *signal == name));
+        if !waited_for {
+            return Err(Ignored::UnknownSignal { name });
+        }
+        if let Some(id) = id.as_ref().filter(|id| self.ex.signal_ids.contains(*id)) {
+            return Err(Ignored::DuplicateSignal { id: id.clone() });
+        }
+        if self.ex.signals_taken >= limits::MAX_SIGNALS {
+            return Err(Ignored::TooManySignals {
+                limit: limits::MAX_SIGNALS,
+            });
+        }
+        self.take_signal(name, payload)?;
+        self.ex.signals_taken += 1;
+        if let Some(id) = id {
+            self.ex.signal_ids.insert(id);
+        }
+        Ok(())
+    }
+
+    fn take_signal(&mut self, name: String, payload: Value) -> Result<(), Ignored> {
         let waiter = (0..self.wf.steps.len()).find(|&s| {
             self.ex.steps[s].status == StepStatus::Waiting
                 && matches!(&self.wf.steps[s].action, Action::WaitFor { signal, .. } if *signal == name)
@@ -832,7 +864,6 @@ impl Cx<'_> {
         );
     }
 
-    /// Stops new work; compensation follows once nothing is in flight.
     /// The execution's deadline passed: it fails as a step failing would
     /// fail it, undoing what it did. Once it is already stopping, the
     /// deadline changes nothing.
@@ -852,6 +883,7 @@ impl Cx<'_> {
         Ok(())
     }
 
+    /// Stops new work; compensation follows once nothing is in flight.
     fn stop(&mut self, cause: ErrorInfo) {
         self.ex.status = ExecutionStatus::Compensating;
         self.ex.failure = Some(cause);
