@@ -120,6 +120,25 @@ pub struct StepDefinition {
     /// When this step fails for good, record it and go on instead of failing the execution.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub continue_on_failure: bool,
+    /// Calls the function again until `until` holds (a poll): each call an
+    /// iteration with its own attempts and idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<RepeatDefinition>,
+}
+
+/// `repeat:` of a step: run it again until a condition over its latest
+/// output holds, at most `max_iterations` times, `delay` apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatDefinition {
+    /// A `${ }` expression, true when the step is done; `steps.NAME.output`
+    /// is the iteration's output.
+    pub until: String,
+    /// The most iterations (1 to 1,000); past them the step fails with `RepeatExhausted`.
+    pub max_iterations: u32,
+    /// The wait between iterations, e.g. `30s` (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -63,6 +63,28 @@ pub fn unit_fraction(execution_id: &str, step: &str, index: Option<u32>, attempt
     (u64::from_le_bytes(word) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The key of iteration `iteration` of a `repeat` step: the step's own key
+/// for the first, a key of its own for each later one (a service that
+/// remembers keys must not answer a new poll with the first one's result).
+pub fn iteration_key(execution_id: &str, step: &str, index: Option<u32>, iteration: u32) -> String {
+    if iteration == 0 {
+        return key(execution_id, step, index, TaskKind::Step);
+    }
+    let base = key(execution_id, step, index, TaskKind::Step);
+    let hash = digest(&[
+        b"baton/v1/iteration",
+        base.as_bytes(),
+        &iteration.to_le_bytes(),
+    ]);
+    let mut out = String::with_capacity(35);
+    out.push_str("bk_");
+    for byte in &hash[..16] {
+        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,8 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::definition::{
-    Backoff, Compensate, Jitter, RetryDefinition, StepDefinition, WorkflowDefinition,
+    Backoff, Compensate, Jitter, RepeatDefinition, RetryDefinition, StepDefinition,
+    WorkflowDefinition,
 };
 use crate::duration::parse_millis;
 use crate::expr::{self, Expr, ROOT_VARIABLES, StepRefs, Template};
@@ -25,7 +26,8 @@ use crate::limits::{self, MAX_EXECUTION_ID_LEN};
 use crate::retry::{MAX_ATTEMPTS_CAP, RetryPolicy};
 use crate::schedule::{self, CatchUp, CronExpr, DEFAULT_MAX_CATCH_UP, MAX_CATCH_UP_CAP, Schedule};
 use crate::workflow::{
-    Action, Call, Compensation, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_MS, Step, Workflow,
+    Action, Call, Compensation, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_MS, MAX_REPEAT_ITERATIONS,
+    Repeat, Step, Workflow,
 };
 
 /// One thing wrong with a definition.
@@ -1012,6 +1014,7 @@ fn step_action(
             ("mutates", step.mutates.is_some()),
             ("reason", step.reason.is_some()),
             ("timeout", step.timeout.is_some()),
+            ("repeat", step.repeat.is_some()),
         ] {
             if present {
                 c.add(
@@ -1148,6 +1151,10 @@ fn step_action(
     if step.max_concurrency == Some(0) {
         c.add(s, Some("max_concurrency"), "must be at least 1");
     }
+    let repeat = step
+        .repeat
+        .as_ref()
+        .and_then(|repeat| repeat_of(c, &step_level, s, position, step, repeat));
     Some(Action::Call(Box::new(Call {
         function: Arc::from(function),
         input: input?,
@@ -1160,7 +1167,59 @@ fn step_action(
             .max_concurrency
             .unwrap_or(DEFAULT_MAX_CONCURRENCY)
             .max(1),
+        repeat,
     })))
+}
+
+/// A step's `repeat`: its condition reads the step's own output, and a step
+/// that repeats only reads (each call of a change would need its own undo).
+fn repeat_of(
+    c: &mut Collector,
+    check: &ExprCheck<'_>,
+    s: Option<&str>,
+    position: usize,
+    step: &StepDefinition,
+    repeat: &RepeatDefinition,
+) -> Option<Repeat> {
+    if step.for_each.is_some() {
+        c.add(
+            s,
+            Some("repeat"),
+            "a `for_each` step cannot repeat; repeat inside the function, or repeat the step that follows",
+        );
+    }
+    if step.mutates != Some(false) {
+        c.add(
+            s,
+            Some("repeat"),
+            "a repeating step must say `mutates: false`: it polls, and each call of a change would need its own undo",
+        );
+    }
+    if !(1..=MAX_REPEAT_ITERATIONS).contains(&repeat.max_iterations) {
+        c.add(
+            s,
+            Some("repeat.max_iterations"),
+            format!(
+                "must be between 1 and {MAX_REPEAT_ITERATIONS}, not {}",
+                repeat.max_iterations
+            ),
+        );
+    }
+    let delay_ms = c.duration(s, "repeat.delay", repeat.delay.as_deref());
+    let until = check.single(
+        c,
+        "repeat.until",
+        &repeat.until,
+        Reads::AncestorsAndSelf(position),
+    );
+    Some(Repeat {
+        until: until?,
+        max_iterations: repeat.max_iterations.clamp(1, MAX_REPEAT_ITERATIONS),
+        delay_ms: match repeat.delay {
+            Some(_) => delay_ms?,
+            None => 0,
+        },
+    })
 }
 
 /// "Did you mean" for an unknown step name: a step whose name differs only

@@ -120,7 +120,19 @@ pub struct Call {
     pub compensation: Option<Compensation>,
     pub for_each: Option<Expr>,
     pub max_concurrency: u32,
+    pub repeat: Option<Repeat>,
 }
+
+/// A step's `repeat`: call again until `until` holds.
+#[derive(Debug)]
+pub struct Repeat {
+    pub until: Expr,
+    pub max_iterations: u32,
+    pub delay_ms: u64,
+}
+
+/// The most iterations a `repeat` may ask for: each adds to the history.
+pub const MAX_REPEAT_ITERATIONS: u32 = 1_000;
 
 #[derive(Debug)]
 pub struct Compensation {

@@ -2705,3 +2705,118 @@ fn an_execution_takes_a_bounded_number_of_signals() {
         baton_core::limits::MAX_SIGNALS as usize
     );
 }
+
+const POLL: &str = r#"
+name: poll
+defaults: { retry: { max_attempts: 2, backoff: fixed, delay: 1s } }
+steps:
+  export: { function: start-export, mutates: false }
+  ready:
+    needs: [export]
+    function: export-status
+    mutates: false
+    input: { job: "${ steps.export.output.job }" }
+    repeat: { until: "${ steps.ready.output.done }", max_iterations: 3, delay: 30s }
+  fetch: { needs: [ready], function: fetch, mutates: false, input: "${ steps.ready.output }" }
+"#;
+
+#[test]
+fn a_repeating_step_polls_until_its_condition_holds() {
+    let mut shell = Shell::new(POLL);
+    shell.start(json!({}));
+    shell.succeed("export", json!({ "job": "j-1" }));
+    let t = shell.succeed("ready", json!({ "done": false, "n": 1 }));
+    assert!(
+        dispatches(&t).is_empty(),
+        "the next iteration waits its delay"
+    );
+    let t = shell.fire(TimerKind::Retry, "ready");
+    assert_eq!(dispatches(&t), ["ready"]);
+    let t = shell.succeed("ready", json!({ "done": false, "n": 2 }));
+    assert!(dispatches(&t).is_empty());
+    shell.fire(TimerKind::Retry, "ready");
+    let t = shell.succeed("ready", json!({ "done": true, "n": 3 }));
+    assert_eq!(dispatches(&t), ["fetch"]);
+    assert_eq!(
+        shell.dispatches_of("fetch")[0].input,
+        json!({ "done": true, "n": 3 })
+    );
+    // Each iteration is its own call: its own key, the same on its retries.
+    let keys: Vec<&str> = shell
+        .dispatches_of("ready")
+        .iter()
+        .map(|d| d.idempotency_key.as_str())
+        .collect();
+    assert_eq!(keys.len(), 3);
+    assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
+    assert_eq!(
+        keys[0],
+        idempotency::key("ex-1", "ready", None, TaskKind::Step)
+    );
+    // Every iteration's result is in the history.
+    let results = shell
+        .history
+        .iter()
+        .filter(|(e, _)| matches!(e, Event::TaskSucceeded { task, .. } if &*task.step == "ready"))
+        .count();
+    assert_eq!(results, 3);
+    shell.succeed("fetch", json!({}));
+    assert_eq!(shell.finish().0, ExecutionStatus::Succeeded);
+}
+
+#[test]
+fn a_repeating_step_that_never_gets_there_fails_by_name() {
+    let mut shell = Shell::new(POLL);
+    shell.start(json!({}));
+    shell.succeed("export", json!({ "job": "j-1" }));
+    for _ in 0..2 {
+        shell.succeed("ready", json!({ "done": false }));
+        shell.fire(TimerKind::Retry, "ready");
+    }
+    shell.succeed("ready", json!({ "done": false }));
+    let error = shell.ex.steps[1].units[0].error.clone().expect("an error");
+    assert_eq!(error.name, "RepeatExhausted");
+    assert!(!error.retryable);
+    assert_eq!(shell.dispatches_of("ready").len(), 3, "not retried");
+    assert_eq!(shell.finish().0, ExecutionStatus::Failed);
+}
+
+#[test]
+fn a_repeating_step_retries_within_each_iteration() {
+    let mut shell = Shell::new(POLL);
+    shell.start(json!({}));
+    shell.succeed("export", json!({ "job": "j-1" }));
+    shell.succeed("ready", json!({ "done": false }));
+    shell.fire(TimerKind::Retry, "ready");
+    // The second iteration's first attempt fails: it has its own two attempts.
+    shell.fail("ready", error("Throttled"));
+    let t = shell.fire(TimerKind::Retry, "ready");
+    assert_eq!(dispatches(&t), ["ready"]);
+    let retried = shell.dispatches_of("ready");
+    assert_eq!(retried[1].idempotency_key, retried[2].idempotency_key);
+    let t = shell.succeed("ready", json!({ "done": true }));
+    assert_eq!(dispatches(&t), ["fetch"]);
+}
+
+#[test]
+fn repeat_is_checked_before_anything_runs() {
+    let text = r#"
+name: bad-repeat
+defaults: { retry: { max_attempts: 1 } }
+steps:
+  a: { function: f, repeat: { until: "${ steps.a.output.done }", max_iterations: 3 }, compensate: { function: g } }
+  b: { function: f, mutates: false, repeat: { until: "${ steps.a.outputs }", max_iterations: 0, delay: soon } }
+  c: { wait: 1s, repeat: { until: "${ true }", max_iterations: 2 } }
+"#;
+    let errors = Workflow::from_text(text, Format::Yaml).expect_err("bad repeats");
+    let all = errors.to_string();
+    for expected in [
+        "a repeating step must say `mutates: false`",
+        "`repeat.max_iterations`: must be between 1 and 1000, not 0",
+        "`repeat.delay`: `soon` is not a duration",
+        "reads `steps.a.outputs`, but a step has only `output` and `status`",
+        "step `c`, `repeat`: only a step with a `function` takes this",
+    ] {
+        assert!(all.contains(expected), "{expected} in {all}");
+    }
+}

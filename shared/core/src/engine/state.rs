@@ -115,8 +115,15 @@ pub enum UnitStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unit {
     pub status: UnitStatus,
-    /// The current (or last) attempt, 1-based; 0 before the first.
+    /// The current (or last) attempt, 1-based; 0 before the first. Attempts
+    /// count on across the iterations of a `repeat` step.
     pub attempt: u32,
+    /// A `repeat` step's current iteration, 0-based, and the attempt its
+    /// first attempt followed (its retries are counted from there).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub iteration: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub iteration_after: u32,
     /// Running: the attempt's deadline. Backing off: when the next attempt starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<Timestamp>,
@@ -152,6 +159,8 @@ impl Unit {
         Unit {
             status: UnitStatus::Pending,
             attempt: 0,
+            iteration: 0,
+            iteration_after: 0,
             due: None,
             output: None,
             error: None,

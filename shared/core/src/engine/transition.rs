@@ -334,6 +334,9 @@ impl Cx<'_> {
         match task.kind {
             TaskKind::Step => {
                 check_running(&self.ex.steps[s].units[u], task.attempt)?;
+                if self.call(s).repeat.is_some() && self.repeats_again(s, u, &task, &output) {
+                    return Ok(());
+                }
                 let for_each = self.is_for_each(s);
                 let has_compensation = self.call(s).compensation.is_some();
                 self.unit(s, u, |unit| {
@@ -392,6 +395,75 @@ impl Cx<'_> {
         Ok(())
     }
 
+    /// A `repeat` step's iteration succeeded: true if it is not done, so the
+    /// step waits for its next iteration, or has failed because `until`
+    /// could not be read or never held within `max_iterations`.
+    fn repeats_again(&mut self, s: usize, u: usize, task: &TaskRef, output: &Value) -> bool {
+        let Some(repeat) = &self.call(s).repeat else {
+            return false;
+        };
+        let view = View {
+            wf: self.wf,
+            ex: self.ex,
+            own: Some((s, output)),
+        };
+        let done = repeat.until.eval(&self.scope(&view, None, None));
+        let iteration = self.ex.steps[s].units[u].iteration;
+        let (max_iterations, delay) = (repeat.max_iterations, repeat.delay_ms);
+        let failure = match done {
+            Ok(Value::Bool(true)) => return false,
+            Ok(Value::Bool(false)) if iteration + 1 < max_iterations => None,
+            Ok(Value::Bool(false)) => Some(ErrorInfo::new(
+                "RepeatExhausted",
+                format!("`repeat.until` did not hold after {max_iterations} iterations"),
+                false,
+            )),
+            Ok(other) => Some(ErrorInfo::new(
+                "RepeatConditionError",
+                format!(
+                    "`repeat.until` gave {}, not true or false",
+                    type_name(&other)
+                ),
+                false,
+            )),
+            Err(e) => Some(ErrorInfo::new("RepeatConditionError", e.to_string(), false)),
+        };
+        if let Some(error) = failure {
+            self.unit(s, u, |unit| {
+                unit.status = UnitStatus::Failed;
+                unit.due = None;
+                unit.error = Some(error.clone());
+            });
+            self.ex.steps[s].output = Some(Arc::new(output.clone()));
+            self.unit_failed_for_good(s, u, error);
+            return true;
+        }
+        let at = later(self.now, delay);
+        let attempt = task.attempt;
+        self.unit(s, u, |unit| {
+            unit.iteration += 1;
+            unit.iteration_after = attempt;
+            unit.status = UnitStatus::BackingOff;
+            unit.due = Some(at);
+            unit.error = None;
+        });
+        // The latest iteration's output, for a reader while it repeats.
+        self.ex.steps[s].output = Some(Arc::new(output.clone()));
+        if delay == 0 {
+            self.dispatch_unit(s, u);
+        } else {
+            self.timer(
+                TimerKind::Retry,
+                TaskKind::Step,
+                s,
+                task.index,
+                attempt.saturating_add(1),
+                at,
+            );
+        }
+        true
+    }
+
     /// An attempt failed; `unknown` says it ended without a result, so its
     /// effect may have happened.
     fn task_failed(
@@ -418,9 +490,12 @@ impl Cx<'_> {
                 // An element still in flight when its `for_each` step failed is not retried.
                 let running = running && self.ex.steps[s].status == StepStatus::Running;
                 let policy = &self.call(s).retry;
-                if running && policy.should_retry(task.attempt, &error.name, error.retryable) {
-                    let delay =
-                        policy.delay_after(task.attempt, &self.ex.id, &task.step, task.index);
+                // A `repeat` step's retries count within its iteration.
+                let attempt = task
+                    .attempt
+                    .saturating_sub(self.ex.steps[s].units[u].iteration_after);
+                if running && policy.should_retry(attempt, &error.name, error.retryable) {
+                    let delay = policy.delay_after(attempt, &self.ex.id, &task.step, task.index);
                     let at = later(self.now, delay);
                     self.unit(s, u, |unit| {
                         unit.status = UnitStatus::BackingOff;
@@ -1241,11 +1316,11 @@ impl Cx<'_> {
             },
             function: call.function.clone(),
             input,
-            idempotency_key: idempotency::key(
+            idempotency_key: idempotency::iteration_key(
                 &self.ex.id,
                 &self.wf.steps[s].name,
                 index,
-                TaskKind::Step,
+                self.ex.steps[s].units[u].iteration,
             ),
             timeout_ms: call.timeout_ms,
             deadline,

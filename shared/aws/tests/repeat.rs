@@ -1,0 +1,91 @@
+//! A `repeat` step on the AWS backend, against moto server: each iteration
+//! is an asynchronous invoke of its own (with its own idempotency key), the
+//! delay between iterations a timer on the coordinator queue, and the step
+//! ends once its output says done.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_aws::coordinator_batch::{QueueMessage, process_coordinator_batch};
+use baton_aws::dispatch::DestinationRecord;
+use baton_aws::testing::fresh_recording_backend;
+use baton_core::ExecutionStatus;
+use baton_core::definition::{Format, WorkflowDefinition};
+use baton_runtime::ports::{ExecutionStore, WorkflowStore};
+use baton_runtime::{Clock, Coordinator, SystemClock};
+use serde_json::json;
+
+const POLL: &str = r#"
+name: poll
+defaults: { retry: { max_attempts: 1 }, timeout: 30s }
+steps:
+  ready:
+    function: fn-poll
+    mutates: false
+    repeat: { until: "${ steps.ready.output.done }", max_iterations: 5, delay: 1s }
+"#;
+
+#[tokio::test]
+async fn a_repeating_step_is_invoked_until_its_output_says_done() {
+    let (backend, invoker) = fresh_recording_backend("repeat", 5).await;
+    let backend = Arc::new(backend);
+    let definition = WorkflowDefinition::parse(POLL, Format::Yaml).unwrap();
+    backend
+        .put_workflow(&definition, SystemClock.now())
+        .await
+        .unwrap();
+    let coordinator = Coordinator::new(backend.clone(), Arc::new(SystemClock));
+    coordinator
+        .start("poll", None, "polling", json!({}))
+        .await
+        .unwrap();
+    let sqs = backend.clients().sqs.clone();
+    let url = backend.settings().coordinator_queue_url.clone();
+
+    let mut keys = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut status = ExecutionStatus::Running;
+    while Instant::now() < deadline && status == ExecutionStatus::Running {
+        // Answer every invoke as its Lambda destination would: done on the third.
+        for task in invoker.take("fn-poll") {
+            keys.push(task.baton.idempotency_key.clone());
+            let output = json!({ "done": keys.len() >= 3, "n": keys.len() });
+            let record = DestinationRecord::success(&task, output);
+            sqs.send_message()
+                .queue_url(&url)
+                .message_body(serde_json::to_string(&record).unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let messages = out.messages.unwrap_or_default();
+        let batch = messages.iter().map(QueueMessage::from).collect();
+        let failed = process_coordinator_batch(&coordinator, batch).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        for m in &messages {
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                .send()
+                .await
+                .unwrap();
+        }
+        status = backend.load("polling").await.unwrap().unwrap().status();
+    }
+    assert_eq!(status, ExecutionStatus::Succeeded);
+    let record = backend.load("polling").await.unwrap().unwrap();
+    assert_eq!(
+        record.state.steps[0].output.as_deref(),
+        Some(&json!({ "done": true, "n": 3 }))
+    );
+    assert_eq!(keys.len(), 3);
+    assert!(keys[0] != keys[1] && keys[1] != keys[2], "{keys:?}");
+}
