@@ -146,6 +146,13 @@ pub fn history_line(entry: &HistoryEntry, start: Timestamp) -> String {
             "dead letter {} discarded (resolved by hand)",
             dead_letter_what(dead_letter)
         ),
+        Event::RedriveRequested { reason } => format!(
+            "redriven{}",
+            reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
     };
     format!("{:>4}  {:>9}  {what}", entry.seq, elapsed(entry.at, start))
 }

@@ -2820,3 +2820,93 @@ steps:
         assert!(all.contains(expected), "{expected} in {all}");
     }
 }
+
+const REDRIVABLE: &str = r#"
+name: redrivable
+defaults: { retry: { max_attempts: 2, backoff: fixed, delay: 1s } }
+steps:
+  fetch: { function: fetch, mutates: false }
+  each: { needs: [fetch], function: enrich, mutates: false, for_each: "${ input.items }", max_concurrency: 2 }
+  store: { needs: [each], function: store, mutates: false }
+"#;
+
+fn redrive(shell: &mut Shell) -> Transition {
+    shell.now = shell.now.saturating_add(LATENCY);
+    shell.apply(Event::RedriveRequested {
+        reason: Some("the service is back".into()),
+    })
+}
+
+#[test]
+fn a_failed_execution_redriven_reruns_only_what_did_not_succeed() {
+    let mut shell = Shell::new(REDRIVABLE);
+    shell.start(json!({ "items": [1, 2, 3] }));
+    shell.succeed("fetch", json!({}));
+    shell.succeed("each[0]", json!("a"));
+    // Element 1 fails for good (not retryable) while element 2 is running.
+    shell.fail("each[1]", fatal("Down"));
+    shell.succeed("each[2]", json!("c"));
+    assert_eq!(shell.ex.status, ExecutionStatus::Failed);
+    let failed_key = shell.dispatches_of("each[1]")[0].idempotency_key.clone();
+
+    let t = redrive(&mut shell);
+    assert!(t.is_applied());
+    assert_eq!(shell.ex.status, ExecutionStatus::Running);
+    assert_eq!(
+        dispatches(&t),
+        ["each[1]"],
+        "only the failed element runs again"
+    );
+    let again = shell.dispatches_of("each[1]");
+    assert_eq!(again[1].idempotency_key, failed_key, "under the same key");
+    assert_eq!(again[1].task.attempt, 2, "attempts count on");
+    // Its retries count anew: a failure now is retried.
+    shell.fail("each[1]", error("Down"));
+    let t = shell.fire(TimerKind::Retry, "each");
+    assert_eq!(dispatches(&t), ["each[1]"]);
+    let t = shell.succeed("each[1]", json!("b"));
+    assert_eq!(dispatches(&t), ["store"]);
+    assert_eq!(
+        shell.ex.steps[1].output.as_deref(),
+        Some(&json!(["a", "b", "c"]))
+    );
+    shell.succeed("store", json!({}));
+    assert_eq!(shell.ex.status, ExecutionStatus::Succeeded);
+    // Each ending is told to the shell: the failure, then the success.
+    let endings: Vec<ExecutionStatus> = shell
+        .log
+        .iter()
+        .filter_map(|(_, c)| match c {
+            Command::Finish { status, .. } => Some(*status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        endings,
+        [ExecutionStatus::Failed, ExecutionStatus::Succeeded]
+    );
+    assert_eq!(
+        shell.dispatches_of("fetch").len(),
+        1,
+        "fetch is not run again"
+    );
+    assert_eq!(shell.dispatches_of("each[0]").len(), 1);
+}
+
+#[test]
+fn only_a_failed_execution_is_redriven() {
+    let mut shell = order_saga();
+    shell.start(json!({ "orderId": "o-1" }));
+    shell.run(|d| match &*d.function {
+        "process-payment" => Reply::Fail(fatal("CardDeclined")),
+        _ => order_function(d),
+    });
+    assert_eq!(shell.ex.status, ExecutionStatus::Compensated);
+    assert_ignored(
+        &mut shell,
+        Event::RedriveRequested { reason: None },
+        Ignored::NotRedrivable {
+            status: ExecutionStatus::Compensated,
+        },
+    );
+}

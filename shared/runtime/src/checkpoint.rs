@@ -54,8 +54,10 @@ pub const SNAPSHOT_IDLE_MS: u64 = 20 * 60 * 1000;
 /// state: when it reaches or passes a multiple of [`snapshot_interval`]; when a
 /// signal arrived, the one event that grows the state by what a client sends
 /// (signals wait there for the step that takes them), so that a store's size
-/// limit refuses the signal that would outgrow it; and when the execution is
-/// left idle (see [`SNAPSHOT_IDLE_MS`]), the start included. Not at the end:
+/// limit refuses the signal that would outgrow it; when a redrive brings a
+/// failed execution back (its last snapshot was kept only for its
+/// retention); and when the execution is left idle (see
+/// [`SNAPSHOT_IDLE_MS`]), the start included. Not at the end:
 /// a load replays fewer than
 /// [`SNAPSHOT_EVERY`] entries either way, where a final snapshot would write
 /// every output again.
@@ -71,9 +73,12 @@ pub fn needs_snapshot(record: &ExecutionRecord, history: &[HistoryEntry]) -> boo
     };
     let every = snapshot_interval(&record.state);
     first.div_ceil(every) * every <= record.version
-        || history
-            .iter()
-            .any(|h| matches!(h.event, Event::SignalReceived { .. }))
+        || history.iter().any(|h| {
+            matches!(
+                h.event,
+                Event::SignalReceived { .. } | Event::RedriveRequested { .. }
+            )
+        })
         || idle()
 }
 

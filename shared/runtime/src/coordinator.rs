@@ -383,6 +383,18 @@ impl<B: Backend> Coordinator<B> {
         self.handle(execution_id, event).await
     }
 
+    /// Runs a failed execution again from where it failed (see
+    /// [`Event::RedriveRequested`]); any other status is an ignored outcome
+    /// saying why.
+    pub async fn redrive(
+        &self,
+        execution_id: &str,
+        reason: Option<String>,
+    ) -> Result<Outcome, CoordinatorError> {
+        self.handle(execution_id, Event::RedriveRequested { reason })
+            .await
+    }
+
     pub async fn handle(
         &self,
         execution_id: &str,
@@ -931,6 +943,17 @@ pub fn describe_ignored(reason: &Ignored) -> String {
         Ignored::TooManySignals { limit } => {
             format!("the execution took {limit} signals, as many as it may")
         }
+        Ignored::NotRedrivable { status } => format!(
+            "the execution {}: only a failed execution that had nothing to undo runs again",
+            match status {
+                baton_core::ExecutionStatus::Succeeded => "succeeded",
+                baton_core::ExecutionStatus::Compensated => "compensated what it did",
+                baton_core::ExecutionStatus::CompensationFailed =>
+                    "is waiting on a failed compensation",
+                baton_core::ExecutionStatus::Cancelled => "was cancelled",
+                _ => "has not failed",
+            }
+        ),
         Ignored::NothingToResolve { step, index } => {
             let element = index.map(|i| format!(" element {i}")).unwrap_or_default();
             format!("the compensation of step `{step}`{element} has no failure left to resolve")

@@ -134,6 +134,13 @@ pub enum Event {
     DeadLetterDiscarded {
         dead_letter: DeadLetterRef,
     },
+    /// Run a failed execution again from where it failed: its failed and
+    /// unfinished steps get fresh attempts under the same idempotency keys;
+    /// what succeeded stays done.
+    RedriveRequested {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// Names a dead letter of an execution, for the events that resolve it.
@@ -457,6 +464,12 @@ pub enum Ignored {
     /// The execution took as many signals as it may.
     TooManySignals {
         limit: u32,
+    },
+    /// Only a failed execution (one that had nothing to undo) runs again:
+    /// one that succeeded is done, and one that compensated undid what its
+    /// failed steps would build on.
+    NotRedrivable {
+        status: ExecutionStatus,
     },
     /// A dead letter's compensation that is not failed and unresolved (it was
     /// resolved already, or it never failed for good).

@@ -118,8 +118,9 @@ pub struct Unit {
     /// The current (or last) attempt, 1-based; 0 before the first. Attempts
     /// count on across the iterations of a `repeat` step.
     pub attempt: u32,
-    /// A `repeat` step's current iteration, 0-based, and the attempt its
-    /// first attempt followed (its retries are counted from there).
+    /// A `repeat` step's current iteration, 0-based, and the attempt the
+    /// current run of attempts follows (a new iteration's, or a redrive's):
+    /// retries are counted from there.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub iteration: u32,
     #[serde(default, skip_serializing_if = "is_zero_u32")]

@@ -263,6 +263,7 @@ impl Cx<'_> {
             Event::DeadLetterDiscarded { dead_letter } => {
                 return self.dead_letter_resolved(dead_letter, false);
             }
+            Event::RedriveRequested { .. } => return self.redrive(),
             _ => {}
         }
         // A client's retry of a signal the execution took is recognised as
@@ -278,7 +279,8 @@ impl Cx<'_> {
         match event {
             Event::Started { .. }
             | Event::DeadLetterRedriven { .. }
-            | Event::DeadLetterDiscarded { .. } => unreachable!("handled above"),
+            | Event::DeadLetterDiscarded { .. }
+            | Event::RedriveRequested { .. } => unreachable!("handled above"),
             Event::TaskSucceeded { task, output } => self.task_succeeded(task, output),
             Event::TaskFailed { task, error } => {
                 let unknown = error.outcome_unknown;
@@ -958,6 +960,74 @@ impl Cx<'_> {
         Ok(())
     }
 
+    /// Runs a failed execution again from where it stopped. Succeeded and
+    /// skipped steps stay as they are; every other step starts over where it
+    /// was: its units that did not succeed get fresh attempts (retries count
+    /// anew) under their own idempotency keys, and a step that never started
+    /// waits for its needs again. The execution's timeout no longer applies.
+    fn redrive(&mut self) -> Result<(), Ignored> {
+        if self.ex.status != ExecutionStatus::Failed {
+            return Err(Ignored::NotRedrivable {
+                status: self.ex.status,
+            });
+        }
+        self.ex.status = ExecutionStatus::Running;
+        self.ex.failure = None;
+        self.ex.finished_at = None;
+        self.ex.compensation = None;
+        self.ex.deadline = None;
+        self.emit(
+            LifecycleKind::ExecutionStarted,
+            None,
+            None,
+            None,
+            None,
+            None,
+        );
+        for s in 0..self.wf.steps.len() {
+            if matches!(
+                self.ex.steps[s].status,
+                StepStatus::Succeeded | StepStatus::Skipped
+            ) {
+                continue;
+            }
+            let started = self.wf.steps[s].call().is_some() && !self.ex.steps[s].units.is_empty();
+            if !started {
+                let step = &mut self.ex.steps[s];
+                step.status = StepStatus::Pending;
+                step.error = None;
+                step.wake_at = None;
+                continue;
+            }
+            let again: Vec<usize> = self.ex.steps[s]
+                .units
+                .iter()
+                .enumerate()
+                .filter(|(_, unit)| unit.status != UnitStatus::Succeeded)
+                .map(|(u, _)| u)
+                .collect();
+            for &u in &again {
+                self.unit(s, u, |unit| {
+                    unit.status = UnitStatus::Pending;
+                    unit.due = None;
+                    unit.error = None;
+                    unit.iteration_after = unit.attempt;
+                });
+            }
+            let step = &mut self.ex.steps[s];
+            step.status = StepStatus::Running;
+            step.error = None;
+            if self.is_for_each(s) {
+                // The cursor goes over the list again, passing what succeeded.
+                self.ex.steps[s].next_item = 0;
+                self.for_each_progress(s);
+            } else {
+                self.dispatch_unit(s, 0);
+            }
+        }
+        Ok(())
+    }
+
     /// Stops new work; compensation follows once nothing is in flight.
     fn stop(&mut self, cause: ErrorInfo) {
         self.ex.status = ExecutionStatus::Compensating;
@@ -1207,7 +1277,12 @@ impl Cx<'_> {
             if active >= limit || next >= state.units.len() || state.status != StepStatus::Running {
                 break;
             }
+            // Passed over when a redrive sends the cursor round again.
+            let done = state.units[next].status == UnitStatus::Succeeded;
             self.ex.steps[s].next_item += 1;
+            if done {
+                continue;
+            }
             self.dispatch_unit(s, next);
         }
     }
