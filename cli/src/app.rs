@@ -672,6 +672,27 @@ pub async fn cancel<B: Backend>(
     Ok(0)
 }
 
+pub async fn redrive<B: Backend>(
+    backend: Arc<B>,
+    id: &str,
+    reason: Option<String>,
+) -> anyhow::Result<u8> {
+    let coordinator = Coordinator::new(backend, Arc::new(SystemClock));
+    match coordinator
+        .redrive(id, reason)
+        .await
+        .map_err(map_coordinator_error)?
+    {
+        Outcome::Applied => {
+            outln!("redriving {id}: the steps that did not succeed run again");
+            Ok(0)
+        }
+        Outcome::Ignored(reason) => {
+            Err(anyhow!("{id} not redriven: {}", describe_ignored(&reason)))
+        }
+    }
+}
+
 pub async fn signal<B: Backend>(
     backend: Arc<B>,
     id: &str,

@@ -216,6 +216,14 @@ enum Commands {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Run a failed execution again from where it failed: the steps that did not succeed get
+    /// fresh attempts under the same idempotency keys (a worker, or on AWS the coordinator,
+    /// runs them).
+    Redrive {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Send a signal to an execution.
     Signal {
         id: String,
@@ -474,6 +482,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             match aws_backend(aws, endpoint.as_deref(), &db).await? {
                 Some(b) => app::cancel(b, &id, reason).await,
                 None => app::cancel(app::open_backend(&db)?, &id, reason).await,
+            }
+        }
+        Commands::Redrive { id, reason } => {
+            match aws_backend(aws, endpoint.as_deref(), &db).await? {
+                Some(b) => app::redrive(b, &id, reason).await,
+                None => app::redrive(app::open_backend(&db)?, &id, reason).await,
             }
         }
         Commands::Signal {
