@@ -2,8 +2,15 @@
 //! against every deployed workflow's triggers (the matching EventBridge does
 //! on AWS, written once in `baton_core::trigger`); each match starts one
 //! execution, whose id comes from the event's id.
+//!
+//! `baton --aws emit` puts the event on the stack's bus instead, where the
+//! rules `baton --aws deploy` made deliver it to the coordinator queue.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use baton_core::trigger::Trigger;
+use baton_runtime::ports::WorkflowStore;
 
 use baton_runtime::Clock;
 use baton_runtime::SystemClock;
@@ -23,14 +30,19 @@ pub struct EmitArgs<'a> {
     pub json: bool,
 }
 
-/// The event as EventBridge would deliver it.
-fn event(args: &EmitArgs<'_>, now: u64) -> anyhow::Result<Value> {
+fn detail(args: &EmitArgs<'_>) -> anyhow::Result<Value> {
     let detail = parse_json_arg("the detail", args.detail)?;
     if !detail.is_object() {
         return Err(bad(format!(
             "the detail must be a JSON object, as EventBridge's is, not `{detail}`"
         )));
     }
+    Ok(detail)
+}
+
+/// The event as EventBridge would deliver it.
+fn event(args: &EmitArgs<'_>, now: u64) -> anyhow::Result<Value> {
+    let detail = detail(args)?;
     let id = match args.id {
         Some(id) => id.to_string(),
         None => new_event_id(now),
@@ -126,4 +138,74 @@ fn print(event_id: &str, outcome: &EventOutcome, json: bool) -> anyhow::Result<(
         errln!("error: {e}");
     }
     Ok(())
+}
+
+/// Refuses what `baton --aws emit` cannot do, before AWS is reached.
+pub fn check_aws_args(args: &EmitArgs<'_>) -> anyhow::Result<()> {
+    if args.id.is_some() {
+        return Err(bad(
+            "on AWS, EventBridge gives the event its id: drop --id (each `baton --aws emit` is a new event)",
+        ));
+    }
+    detail(args).map(drop)
+}
+
+/// Puts the event on the settings' bus and prints its id, with the
+/// executions the deployed triggers it matches start once the coordinator
+/// has it (the rules match as `baton_core::trigger` does, so the same
+/// matching here names them).
+/// Call [`check_aws_args`] first.
+pub async fn emit_aws(
+    backend: Arc<baton_aws::AwsBackend>,
+    args: EmitArgs<'_>,
+) -> anyhow::Result<u8> {
+    let detail = detail(&args)?;
+    let bus = &backend.settings().event_bus;
+    let event_id = baton_aws::rules::put_event(
+        &backend.clients().eventbridge,
+        bus,
+        args.source,
+        args.detail_type,
+        &detail,
+    )
+    .await?;
+    // What EventBridge delivers, but for fields no trigger can tell apart here.
+    let event = json!({
+        "id": event_id, "source": args.source, "detail-type": args.detail_type, "detail": detail,
+    });
+    let mut matches = Vec::new();
+    for stored in backend.list_workflows().await? {
+        for definition in &stored.definition.triggers {
+            if Trigger::compile(definition).is_ok_and(|t| t.matches(&event)) {
+                matches.push((stored.name.clone(), definition.name.clone()));
+            }
+        }
+    }
+    if args.json {
+        let matched: Vec<Value> = matches
+            .iter()
+            .map(|(workflow, trigger)| {
+                json!({
+                    "id": baton_core::trigger::execution_id(workflow, trigger, &event_id),
+                    "workflow": workflow, "trigger": trigger,
+                })
+            })
+            .collect();
+        outln!(
+            "{}",
+            json!({ "event": event_id, "bus": bus, "matches": matched })
+        );
+        return Ok(0);
+    }
+    outln!("put event {event_id} on bus {bus}");
+    if matches.is_empty() {
+        outln!("it matches no deployed trigger");
+    }
+    for (workflow, trigger) in &matches {
+        outln!(
+            "  trigger `{trigger}` of workflow `{workflow}` matches: it starts {}",
+            baton_core::trigger::execution_id(workflow, trigger, &event_id)
+        );
+    }
+    Ok(0)
 }

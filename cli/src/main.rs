@@ -139,8 +139,8 @@ enum Commands {
         json: bool,
     },
     /// Send an EventBridge-style event: every deployed workflow whose `triggers` match it starts
-    /// one execution, its id derived from the event's id, so the same id starts nothing twice
-    /// (embedded backend only; on AWS, put the event on the event bus).
+    /// one execution, its id derived from the event's id, so the same id starts nothing twice.
+    /// With --aws, put it on the stack's event bus (BATON_EVENT_BUS), whose rules deliver it.
     Emit {
         #[arg(long)]
         source: String,
@@ -149,7 +149,7 @@ enum Commands {
         /// The event's detail: a JSON object, or @path to a JSON file.
         #[arg(long, default_value = "{}")]
         detail: String,
-        /// The event's id (default: generated).
+        /// The event's id (default: generated; on AWS, EventBridge gives it).
         #[arg(long)]
         id: Option<String>,
         #[arg(long)]
@@ -405,11 +405,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             id,
             json,
         } => {
-            embedded_only(
-                aws,
-                "emit",
-                "on AWS, put the event on the event bus (`aws events put-events`); the rules `baton --aws deploy` made start what matches",
-            )?;
             let args = emit::EmitArgs {
                 source: &source,
                 detail_type: &detail_type,
@@ -417,7 +412,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 id: id.as_deref(),
                 json,
             };
-            emit::emit(&db, args).await
+            if aws {
+                emit::check_aws_args(&args)?;
+            }
+            match aws_backend(aws, endpoint.as_deref(), &db).await? {
+                Some(b) => emit::emit_aws(b, args).await,
+                None => emit::emit(&db, args).await,
+            }
         }
         Commands::Worker {
             concurrency,

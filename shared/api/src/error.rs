@@ -4,6 +4,7 @@
 use baton_core::{ExecutionStatus, LimitError, ValidationErrors};
 use baton_runtime::CoordinatorError;
 use baton_runtime::ports::StoreError;
+use baton_runtime::triggers::TriggerError;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Value, json};
@@ -66,6 +67,18 @@ pub enum ApiError {
     /// functions Baton cannot invoke); nothing was stored.
     #[error("{what}: {}", problems.join("; "))]
     Refused { what: String, problems: Vec<String> },
+    /// A trigger matches the event, but its input does not evaluate on it:
+    /// the trigger or the event must change. Nothing was started.
+    #[error(transparent)]
+    TriggerInput(TriggerError),
+    /// Starting what a trigger matched failed; the response is `error`'s
+    /// (503 when sending the same event again may start it).
+    #[error("trigger `{trigger}` of workflow `{workflow}`: {error}")]
+    TriggerStart {
+        workflow: String,
+        trigger: String,
+        error: Box<ApiError>,
+    },
     #[error(transparent)]
     Coordinator(CoordinatorError),
     #[error(transparent)]
@@ -140,6 +153,24 @@ impl From<CoordinatorError> for ApiError {
     }
 }
 
+impl From<TriggerError> for ApiError {
+    fn from(e: TriggerError) -> Self {
+        match e {
+            TriggerError::Malformed(_) => ApiError::BadRequest(e.to_string()),
+            TriggerError::Input { .. } => ApiError::TriggerInput(e),
+            TriggerError::Start {
+                workflow,
+                trigger,
+                error,
+            } => ApiError::TriggerStart {
+                workflow,
+                trigger,
+                error: Box::new(error.into()),
+            },
+        }
+    }
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -157,9 +188,11 @@ impl ApiError {
             ApiError::Finished { .. } | ApiError::IdInUse { .. } | ApiError::Conflict(_) => {
                 StatusCode::CONFLICT
             }
-            ApiError::Invalid(_) | ApiError::Refused { .. } | ApiError::Limit(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::Invalid(_)
+            | ApiError::Refused { .. }
+            | ApiError::Limit(_)
+            | ApiError::TriggerInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TriggerStart { error, .. } => error.status(),
             ApiError::Coordinator(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Coordinator(_) | ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -170,6 +203,11 @@ impl ApiError {
     pub fn body(&self) -> Value {
         let mut body = json!({ "error": self.to_string() });
         match self {
+            ApiError::TriggerStart { error, .. } => {
+                // The cause's fields (`limit`, `status`), under this error's message.
+                body = error.body();
+                body["error"] = json!(self.to_string());
+            }
             ApiError::Invalid(errors) => {
                 body["problems"] = serde_json::to_value(&errors.problems).unwrap_or(Value::Null);
             }

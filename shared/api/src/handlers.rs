@@ -6,13 +6,15 @@ use std::time::Instant;
 use baton_core::definition::Format;
 use baton_core::engine::Ignored;
 use baton_core::limits::{self, LimitError, MAX_JSON_DEPTH};
+use baton_core::trigger::{self, Trigger};
 use baton_core::{Event, ExecutionStatus, Outcome, Timestamp, Workflow};
 use baton_runtime::coordinator::describe_ignored;
 use baton_runtime::ports::{Backend, ExecutionRecord, ListCursor, ListQuery};
+use baton_runtime::triggers::{TriggerError, start_matching};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{Instrument, Span, error, info, trace};
 
@@ -117,6 +119,7 @@ async fn dispatch<B: Backend>(
         Route::History { id } => history(api, &id, query).await,
         Route::Cancel { id } => cancel(api, &id, &body).await,
         Route::Signal { id, name } => signal(api, &id, &name, &parts.headers, &body).await,
+        Route::PostEvent => post_event(api, &body).await,
         Route::OpenApi => Ok(openapi()),
     }
 }
@@ -644,6 +647,116 @@ async fn outcome_response<B: Backend>(
         outcome,
         reason,
         status,
+    };
+    Ok(json_response(StatusCode::ACCEPTED, &view))
+}
+
+// ---- events ----
+
+/// One execution an event's trigger started, or had started before.
+#[derive(Debug, Serialize)]
+struct TriggeredView {
+    id: String,
+    workflow: String,
+    version: u32,
+    trigger: String,
+    /// False when this event (its id) had already started it.
+    created: bool,
+}
+
+/// The answer to an event: its id (the one given, or the one made for it)
+/// and what its triggers started.
+#[derive(Debug, Serialize)]
+struct EventOutcomeView {
+    event: String,
+    started: Vec<TriggeredView>,
+}
+
+/// The event as EventBridge delivers it: what the body leaves out of the
+/// envelope is filled in, so patterns and input templates see the same
+/// fields on both backends. A missing `id` gets a new one.
+fn complete_event<B: Backend>(api: &Api<B>, event: &mut Value) -> Result<(), ApiError> {
+    let Value::Object(fields) = event else {
+        return Err(ApiError::BadRequest(format!(
+            "malformed event: an event is a JSON object, not `{event}`"
+        )));
+    };
+    if !fields.contains_key("id") {
+        fields.insert("id".into(), Value::String(api.options().ids.next_id()));
+    }
+    let time = baton_core::schedule::scheduled_time(api.coordinator().now());
+    for (name, value) in [
+        ("version", Value::from("0")),
+        ("account", Value::from("")),
+        ("time", Value::from(time)),
+        ("region", Value::from("")),
+        ("resources", Value::Array(Vec::new())),
+    ] {
+        fields.entry(name).or_insert(value);
+    }
+    Ok(())
+}
+
+/// Refuses the event if any trigger it matches cannot make its input from
+/// it, before anything starts: otherwise the triggers before the failing one
+/// would have started and the client would see an error for a half-handled
+/// event.
+async fn check_trigger_inputs<B: Backend>(api: &Api<B>, event: &Value) -> Result<(), ApiError> {
+    for stored in api.backend().list_workflows().await? {
+        for definition in &stored.definition.triggers {
+            // One that does not compile is skipped by the start too.
+            let Ok(compiled) = Trigger::compile(definition) else {
+                continue;
+            };
+            if compiled.matches(event)
+                && let Err(error) = compiled.input(event)
+            {
+                return Err(ApiError::TriggerInput(TriggerError::Input {
+                    workflow: stored.name.clone(),
+                    trigger: compiled.name.clone(),
+                    error,
+                }));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn post_event<B: Backend>(api: &Api<B>, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
+    if is_blank(body) {
+        return Err(ApiError::BadRequest(
+            "the request body is empty: send an event with `source`, `detail-type` and `detail`"
+                .into(),
+        ));
+    }
+    // The event wraps its detail, which is what a trigger's input is made of.
+    check_body_depth(body, "the event", 1)?;
+    let mut event: Value = parse_json("the event", body)?;
+    complete_event(api, &mut event)?;
+    let event_id = trigger::event_id(&event)
+        .map_err(|m| ApiError::from(TriggerError::Malformed(m)))?
+        .to_string();
+    check_trigger_inputs(api, &event).await?;
+    let outcome = start_matching(api.coordinator(), &event).await?;
+    // Each start is independent and idempotent: sending the event again
+    // redoes only what failed, so the first failure answers for the event.
+    if let Some(failed) = outcome.failed.into_iter().next() {
+        return Err(failed.into());
+    }
+    info!(event.id = %event_id, started = outcome.started.len(), "event handled");
+    let view = EventOutcomeView {
+        event: event_id,
+        started: outcome
+            .started
+            .into_iter()
+            .map(|s| TriggeredView {
+                id: s.execution_id,
+                workflow: s.workflow,
+                version: s.version,
+                trigger: s.trigger,
+                created: s.created,
+            })
+            .collect(),
     };
     Ok(json_response(StatusCode::ACCEPTED, &view))
 }

@@ -34,6 +34,8 @@ pub enum Route {
     Cancel { id: String },
     /// `POST /executions/{id}/signals/{name}`
     Signal { id: String, name: String },
+    /// `POST /events`
+    PostEvent,
     /// `GET /openapi.json`
     OpenApi,
 }
@@ -115,6 +117,11 @@ pub const ROUTES: &[RouteSpec] = &[
                 name: p.next()?,
             })
         },
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/events",
+        build: |_| Some(Route::PostEvent),
     },
     RouteSpec {
         method: "GET",
@@ -301,6 +308,10 @@ mod tests {
             })
         );
         assert_eq!(get("/openapi.json").ok(), Some(Route::OpenApi));
+        assert_eq!(
+            resolve(&Method::POST, "/events", None).ok(),
+            Some(Route::PostEvent)
+        );
     }
 
     #[test]

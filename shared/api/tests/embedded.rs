@@ -924,3 +924,151 @@ async fn an_execution_grown_past_what_is_stored_gets_413_not_500() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["status"], "running");
 }
+
+/// Two triggers on one bus: `placed` reads the customer's id from the event,
+/// `audit` takes the detail as it is.
+const TRIGGERED_YAML: &str = r#"
+name: orders
+triggers:
+  - name: placed
+    pattern: { source: [shop], detail-type: [Order Placed] }
+    input: { customer: "${ event.detail.customer.id }", eventId: "${ event.id }" }
+  - name: audit
+    pattern: { source: [shop] }
+steps:
+  hold: { wait_for: { signal: go } }
+"#;
+
+async fn post_event(h: &Harness, event: Value) -> Reply {
+    post(&h.api, "/events", &event.to_string()).await
+}
+
+async fn execution_count(h: &Harness) -> usize {
+    h.api
+        .backend()
+        .list(&ListQuery::newest(100))
+        .await
+        .expect("list")
+        .executions
+        .len()
+}
+
+#[tokio::test]
+async fn an_event_starts_each_matching_trigger_once() {
+    let h = harness();
+    let r = call(
+        &h.api,
+        Method::PUT,
+        "/workflows/orders",
+        &[("content-type", "application/yaml")],
+        TRIGGERED_YAML,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let event = json!({
+        "id": "evt-1",
+        "source": "shop",
+        "detail-type": "Order Placed",
+        "detail": {"customer": {"id": "c-7"}},
+    });
+    let r = post_event(&h, event.clone()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["event"], "evt-1");
+    let mut started = r.body["started"].as_array().cloned().unwrap_or_default();
+    started.sort_by_key(|s| s["id"].as_str().map(String::from));
+    assert_eq!(
+        started,
+        vec![
+            json!({"id": "orders:audit:evt-1", "workflow": "orders", "version": 1, "trigger": "audit", "created": true}),
+            json!({"id": "orders:placed:evt-1", "workflow": "orders", "version": 1, "trigger": "placed", "created": true}),
+        ]
+    );
+    // The input is the trigger's template over the event; the default is the detail.
+    let r = get(&h.api, "/executions/orders:placed:evt-1").await;
+    assert_eq!(
+        r.body["input"],
+        json!({"customer": "c-7", "eventId": "evt-1"})
+    );
+    let r = get(&h.api, "/executions/orders:audit:evt-1").await;
+    assert_eq!(r.body["input"], json!({"customer": {"id": "c-7"}}));
+
+    // The same event again starts nothing new.
+    let r = post_event(&h, event).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let created: Vec<&Value> = r.body["started"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| &s["created"])
+        .collect();
+    assert_eq!(created, [&json!(false), &json!(false)], "{}", r.body);
+    assert_eq!(execution_count(&h).await, 2);
+
+    // An event no pattern matches starts nothing.
+    let r = post_event(
+        &h,
+        json!({"id": "evt-2", "source": "warehouse", "detail-type": "Order Placed", "detail": {}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body, json!({"event": "evt-2", "started": []}));
+    assert_eq!(execution_count(&h).await, 2);
+
+    // Only `audit` matches another detail-type; an event without an id gets one.
+    let r = post_event(
+        &h,
+        json!({"source": "shop", "detail-type": "Order Shipped", "detail": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["event"], "fixed-0", "{}", r.body);
+    assert_eq!(r.body["started"][0]["id"], "orders:audit:fixed-0");
+    assert_eq!(r.body["started"].as_array().map(Vec::len), Some(1));
+    assert_eq!(execution_count(&h).await, 3);
+}
+
+#[tokio::test]
+async fn a_malformed_event_or_a_failing_input_starts_nothing() {
+    let h = harness();
+    deploy(&h.api, "orders", TRIGGERED_YAML).await;
+    for (body, says) in [
+        ("", "the request body is empty"),
+        ("{", "the event is not valid JSON"),
+        ("[1]", "an event is a JSON object"),
+        (
+            r#"{"id": "e", "detail-type": "Order Placed", "detail": {}}"#,
+            "the event has no `source`",
+        ),
+        (
+            r#"{"id": "e", "source": "shop", "detail-type": "Order Placed"}"#,
+            "the event has no `detail`",
+        ),
+        (
+            r#"{"id": "e", "source": "shop", "detail-type": "Order Placed", "detail": [1]}"#,
+            "`detail` must be a JSON object",
+        ),
+        (
+            r#"{"id": 7, "source": "shop", "detail-type": "Order Placed", "detail": {}}"#,
+            "`id` must be a non-empty string",
+        ),
+    ] {
+        let r = post(&h.api, "/events", body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        assert!(r.error().contains(says), "{body}: {}", r.body);
+    }
+    // `placed` matches but the event has no customer: neither trigger starts,
+    // though `audit` alone could have.
+    let r = post_event(
+        &h,
+        json!({"id": "evt-1", "source": "shop", "detail-type": "Order Placed", "detail": {}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.error()
+            .contains("trigger `placed` of workflow `orders` matches, but its input fails"),
+        "{}",
+        r.body
+    );
+    assert_eq!(execution_count(&h).await, 0);
+}

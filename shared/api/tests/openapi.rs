@@ -734,6 +734,85 @@ async fn real_responses_fit_their_documented_schemas() {
     c.expect(S::NOT_FOUND, GET, "/executions/ghost/history", &[], "")
         .await;
 
+    // Events: a workflow whose triggers match them.
+    let triggered = r#"
+name: orders
+triggers:
+  - name: placed
+    pattern: { source: [shop], detail-type: [Order Placed] }
+    input: { customer: "${ event.detail.customer.id }" }
+  - name: audit
+    pattern: { source: [shop] }
+steps:
+  hold: { wait_for: { signal: go } }
+"#;
+    c.expect(S::CREATED, PUT, "/workflows/orders", &yaml, triggered)
+        .await;
+    let event = r#"{"id": "evt-1", "source": "shop", "detail-type": "Order Placed", "detail": {"customer": {"id": "c-1"}}}"#;
+    let r = c.expect(S::ACCEPTED, POST, "/events", &[], event).await;
+    assert_eq!(r.body["started"].as_array().map(Vec::len), Some(2));
+    let r = c.expect(S::ACCEPTED, POST, "/events", &[], event).await;
+    assert_eq!(r.body["started"][0]["created"], false, "{}", r.body);
+    let r = c
+        .expect(
+            S::ACCEPTED,
+            POST,
+            "/events",
+            &[],
+            r#"{"source": "warehouse", "detail-type": "Order Placed", "detail": {}}"#,
+        )
+        .await;
+    assert_eq!(r.body["started"], json!([]));
+    c.expect(S::BAD_REQUEST, POST, "/events", &[], "{").await;
+    c.expect(
+        S::BAD_REQUEST,
+        POST,
+        "/events",
+        &[],
+        r#"{"id": "e", "detail-type": "Order Placed", "detail": {}}"#,
+    )
+    .await;
+    let r = c
+        .expect(
+            S::UNPROCESSABLE_ENTITY,
+            POST,
+            "/events",
+            &[],
+            r#"{"id": "evt-2", "source": "shop", "detail-type": "Order Placed", "detail": {}}"#,
+        )
+        .await;
+    assert!(r.error().contains("its input fails"), "{}", r.body);
+    c.expect(
+        S::UNPROCESSABLE_ENTITY,
+        POST,
+        "/events",
+        &[],
+        &format!(r#"{{"source": "shop", "detail-type": "t", "detail": {{"a": {deep}}}}}"#),
+    )
+    .await;
+    // The same event id with other content: another input for the same execution.
+    c.expect(
+        S::CONFLICT,
+        POST,
+        "/events",
+        &[],
+        r#"{"id": "evt-1", "source": "shop", "detail-type": "Order Placed", "detail": {"customer": {"id": "c-2"}}}"#,
+    )
+    .await;
+    let r = c
+        .expect(
+            S::PAYLOAD_TOO_LARGE,
+            POST,
+            "/events",
+            &[],
+            &format!(
+                r#"{{"source": "shop", "detail-type": "Order Shipped", "detail": {{"note": "{}"}}}}"#,
+                "z".repeat(3000)
+            ),
+        )
+        .await;
+    assert_eq!(r.body["limit"], 2048, "{}", r.body);
+
     // The document itself, through the JSON it serves.
     let r = c.expect(S::OK, GET, "/openapi.json", &[], "").await;
     assert_eq!(r.body, c.doc);

@@ -24,7 +24,7 @@
 use std::collections::BTreeSet;
 
 use aws_sdk_eventbridge::error::SdkError;
-use aws_sdk_eventbridge::types::{InputTransformer, RuleState, Target};
+use aws_sdk_eventbridge::types::{InputTransformer, PutEventsRequestEntry, RuleState, Target};
 use baton_core::trigger::Trigger;
 use baton_core::{TaskKind, WorkflowDefinition};
 use baton_runtime::ports::{StoreError, StoreResult};
@@ -207,6 +207,63 @@ pub async fn sync(
     Ok(synced)
 }
 
+/// A failure EventBridge reports per entry (in a 200 answer), as the
+/// backend's error: by its code, as a failed request would be.
+fn entry_error(code: Option<&str>, message: String) -> StoreError {
+    match crate::errors::disposition(code, None) {
+        crate::errors::Disposition::Transient => StoreError::Unavailable(message),
+        crate::errors::Disposition::Denied => StoreError::Denied(message),
+        crate::errors::Disposition::Rejected => StoreError::Rejected {
+            code: code.unwrap_or("FailedEntry").to_string(),
+            message,
+        },
+    }
+}
+
+/// Puts one event on `bus` (what `baton --aws emit` does), for the rules
+/// there to deliver; returns the id EventBridge gave it. `detail` must be
+/// a JSON object.
+pub async fn put_event(
+    client: &aws_sdk_eventbridge::Client,
+    bus: &str,
+    source: &str,
+    detail_type: &str,
+    detail: &serde_json::Value,
+) -> StoreResult<String> {
+    let entry = PutEventsRequestEntry::builder()
+        .event_bus_name(bus)
+        .source(source)
+        .detail_type(detail_type)
+        .detail(detail.to_string())
+        .build();
+    let out = client
+        .put_events()
+        .entries(entry)
+        .send()
+        .await
+        .map_err(sdk_error)?;
+    // PutEvents answers 200 with failures counted and listed per entry.
+    let entry = out.entries().first();
+    let code = entry.and_then(|e| e.error_code());
+    if out.failed_entry_count() > 0 || code.is_some() {
+        let message = format!(
+            "the event was not put on bus `{bus}`: {}: {}",
+            code.unwrap_or("FailedEntry"),
+            entry
+                .and_then(|e| e.error_message())
+                .unwrap_or("no message")
+        );
+        return Err(entry_error(code, message));
+    }
+    entry
+        .and_then(|e| e.event_id())
+        .map(str::to_string)
+        .ok_or_else(|| StoreError::Corrupt {
+            what: format!("PutEvents on bus `{bus}`"),
+            message: "the answer names no event id".into(),
+        })
+}
+
 /// Creates or replaces a rule and its target.
 async fn put(client: &aws_sdk_eventbridge::Client, bus: &str, rule: &Desired) -> StoreResult<()> {
     let bad = |e: aws_sdk_eventbridge::error::BuildError| StoreError::Corrupt {
@@ -244,19 +301,12 @@ async fn put(client: &aws_sdk_eventbridge::Client, bus: &str, rule: &Desired) ->
         .map_err(sdk_error)?;
     // PutTargets answers 200 with failures listed per target.
     if let Some(failed) = out.failed_entries().first() {
-        let code = failed.error_code().unwrap_or("FailedEntry").to_string();
         let message = format!(
             "rule `{}`: its target was not set: {}",
             rule.name,
             failed.error_message().unwrap_or("no message")
         );
-        return Err(
-            match crate::errors::disposition(failed.error_code(), None) {
-                crate::errors::Disposition::Transient => StoreError::Unavailable(message),
-                crate::errors::Disposition::Denied => StoreError::Denied(message),
-                crate::errors::Disposition::Rejected => StoreError::Rejected { code, message },
-            },
-        );
+        return Err(entry_error(failed.error_code(), message));
     }
     Ok(())
 }
