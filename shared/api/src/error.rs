@@ -54,6 +54,13 @@ pub enum ApiError {
         id: String,
         status: Option<ExecutionStatus>,
     },
+    /// A redrive of an execution that did not fail with nothing to undo.
+    #[error("execution `{id}` cannot be redriven: {reason}")]
+    NotRedrivable {
+        id: String,
+        reason: String,
+        status: ExecutionStatus,
+    },
     #[error("execution id `{id}` is already used by workflow `{workflow}`")]
     IdInUse { id: String, workflow: String },
     /// The request contradicts what is stored (an execution id started with another input).
@@ -185,9 +192,10 @@ impl ApiError {
             ApiError::UnknownWorkflow { .. } | ApiError::UnknownExecution(_) => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::Finished { .. } | ApiError::IdInUse { .. } | ApiError::Conflict(_) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Finished { .. }
+            | ApiError::NotRedrivable { .. }
+            | ApiError::IdInUse { .. }
+            | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Invalid(_)
             | ApiError::Refused { .. }
             | ApiError::Limit(_)
@@ -214,7 +222,8 @@ impl ApiError {
             ApiError::Finished {
                 status: Some(status),
                 ..
-            } => body["status"] = json!(status.as_str()),
+            }
+            | ApiError::NotRedrivable { status, .. } => body["status"] = json!(status.as_str()),
             ApiError::MethodNotAllowed { allowed, .. } => {
                 body["allowed"] = json!(allowed.iter().map(Method::as_str).collect::<Vec<_>>());
             }

@@ -118,6 +118,7 @@ async fn dispatch<B: Backend>(
         Route::GetExecution { id } => get_execution(api, &id).await,
         Route::History { id } => history(api, &id, query).await,
         Route::Cancel { id } => cancel(api, &id, &body).await,
+        Route::Redrive { id } => redrive(api, &id, &body).await,
         Route::Signal { id, name } => signal(api, &id, &name, &parts.headers, &body).await,
         Route::PostEvent => post_event(api, &body).await,
         Route::OpenApi => Ok(openapi()),
@@ -571,6 +572,33 @@ async fn cancel<B: Backend>(
         )
         .await?;
     outcome_response(api, id, None, outcome).await
+}
+
+/// 202 once the execution runs again; 409 with its status when it is not
+/// one that failed with nothing to undo.
+async fn redrive<B: Backend>(
+    api: &Api<B>,
+    id: &str,
+    body: &[u8],
+) -> Result<Response<Bytes>, ApiError> {
+    // The same body as a cancel: an optional reason, kept in the history.
+    let request: CancelRequest = if is_blank(body) {
+        CancelRequest::default()
+    } else {
+        check_body_depth(body, "the redrive request", 0)?;
+        parse_json("the redrive request", body)?
+    };
+    load(api, id).await?;
+    match api.coordinator().redrive(id, request.reason).await? {
+        Outcome::Ignored(reason @ Ignored::NotRedrivable { status }) => {
+            Err(ApiError::NotRedrivable {
+                id: id.to_string(),
+                reason: describe_ignored(&reason),
+                status,
+            })
+        }
+        outcome => outcome_response(api, id, None, outcome).await,
+    }
 }
 
 async fn signal<B: Backend>(

@@ -32,6 +32,8 @@ pub enum Route {
     History { id: String },
     /// `POST /executions/{id}/cancel`
     Cancel { id: String },
+    /// `POST /executions/{id}/redrive`
+    Redrive { id: String },
     /// `POST /executions/{id}/signals/{name}`
     Signal { id: String, name: String },
     /// `POST /events`
@@ -47,6 +49,7 @@ impl Route {
             Route::GetExecution { id }
             | Route::History { id }
             | Route::Cancel { id }
+            | Route::Redrive { id }
             | Route::Signal { id, .. } => Some(id),
             _ => None,
         }
@@ -107,6 +110,11 @@ pub const ROUTES: &[RouteSpec] = &[
         method: "POST",
         path: "/executions/{id}/cancel",
         build: |p| Some(Route::Cancel { id: p.next()? }),
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/executions/{id}/redrive",
+        build: |p| Some(Route::Redrive { id: p.next()? }),
     },
     RouteSpec {
         method: "POST",

@@ -698,6 +698,20 @@ async fn real_responses_fit_their_documented_schemas() {
     assert!(r.body["finished_at"].is_u64(), "{}", r.body);
     c.expect(S::CONFLICT, POST, "/executions/e3/cancel", &[], "")
         .await;
+    // e3 failed with nothing to undo: it runs again; a second redrive finds
+    // it running, and one of the compensated e2 is refused too.
+    let redrive = "/executions/e3/redrive";
+    let r = c
+        .expect(S::ACCEPTED, POST, redrive, &[], r#"{"reason": "back"}"#)
+        .await;
+    assert_eq!(r.body["status"], "running", "{}", r.body);
+    c.expect(S::CONFLICT, POST, redrive, &[], "").await;
+    c.expect(S::CONFLICT, POST, "/executions/e2/redrive", &[], "")
+        .await;
+    c.expect(S::BAD_REQUEST, POST, redrive, &[], r#"{"because": 1}"#)
+        .await;
+    c.expect(S::NOT_FOUND, POST, "/executions/ghost/redrive", &[], "")
+        .await;
     let mut types = BTreeSet::new();
     for path in [
         "/executions/e1/history",
