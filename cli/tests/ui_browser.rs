@@ -2,8 +2,10 @@
 //! through chromedriver (installed by `tests/browser/install.sh`), asserting
 //! what a person sees: a failed step's node marked failed, a compensated
 //! saga's compensations in order, the list filtered by status, a signal and a
-//! cancel sent from the page changing their executions. It saves the
-//! screenshots the README shows under `docs/`.
+//! cancel sent from the page changing their executions, a failed execution
+//! redriven from the page once its cause is gone (and a stale page's redrive
+//! refused with the API's reason). It saves the screenshots the README shows
+//! under `docs/`.
 //!
 //! Without Chromium the test fails; `BATON_SKIP_BROWSER=1` skips it with a
 //! printed reason (for developers without a browser).
@@ -21,6 +23,23 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// A command step that fails (exit 3) while the file `down` exists.
+const FLAKY_PY: &str = r#"
+import json, os, sys
+json.load(sys.stdin)
+if os.path.exists("down"):
+    sys.exit(3)
+print(json.dumps({"ok": True}))
+"#;
+
+/// One attempt per step, and nothing to undo: a failure leaves it `failed`.
+const FLAKY_WORKFLOW: &str = r#"name: flaky
+defaults: { retry: { max_attempts: 1 } }
+steps:
+  prepare: { function: noop, mutates: false }
+  call: { needs: [prepare], function: flaky, mutates: false }
+"#;
 
 /// The flags Chromium needs to start headless on a closed network without hanging.
 const CHROMIUM_ARGS: [&str; 9] = [
@@ -152,6 +171,46 @@ async fn node_with_status(client: &Client, node: &str, status: &str) -> Value {
     .await
 }
 
+/// The redrive button's label, or null when the page offers none, once the
+/// page shows its actions.
+async fn redrive_button(client: &Client) -> Value {
+    let shown = until(
+        client,
+        "the actions",
+        "if (!document.querySelector('#start-again')) return null;
+         const b = document.querySelector('#redrive');
+         return { label: b && b.offsetParent !== null ? b.textContent : null };",
+        vec![],
+    )
+    .await;
+    shown["label"].clone()
+}
+
+/// The execution's status badge, once it shows `status`.
+async fn execution_status(client: &Client, status: &str) {
+    until(
+        client,
+        &format!("the execution {status}"),
+        "const b = document.querySelector('#execution-status [data-status]');
+         return b && b.dataset.status === arguments[0];",
+        vec![json!(status)],
+    )
+    .await;
+}
+
+/// The action's message, once it shows one of `kind` (ok, warn, error).
+async fn action_message(client: &Client, kind: &str) -> String {
+    let text = until(
+        client,
+        &format!("an {kind} message"),
+        "const m = document.querySelector('#action-message');
+         return m && !m.hidden && m.classList.contains(arguments[0]) ? m.textContent : null;",
+        vec![json!(kind)],
+    )
+    .await;
+    text.as_str().unwrap_or_default().to_string()
+}
+
 async fn screenshot(client: &Client, name: &str) {
     let png = client.screenshot().await.expect("a screenshot");
     let path = repo_file(&format!("docs/{name}"));
@@ -195,6 +254,22 @@ async fn the_console_shows_and_operates_executions() {
         r#"{"orderId":"o-1"}"#,
     ])
     .expect_code(0);
+    // Two executions whose call fails while `down` exists; then it is back.
+    std::fs::write(sb.path().join("flaky.py"), FLAKY_PY).expect("flaky.py");
+    std::fs::write(
+        sb.path().join("baton.toml"),
+        "[functions.flaky]\ncommand = [\"python3\", \"flaky.py\"]\n",
+    )
+    .expect("baton.toml");
+    let flaky = sb.path().join("flaky.yaml");
+    std::fs::write(&flaky, FLAKY_WORKFLOW).expect("flaky.yaml");
+    std::fs::write(sb.path().join("down"), "").expect("down");
+    for id in ["flaky-redrive", "flaky-stale"] {
+        let out = sb.baton(&["run", &path_arg(&flaky), "--id", id]);
+        assert_ne!(out.code, Some(0), "{}", out.stderr);
+        assert_eq!(sb.status(id).as_deref(), Some("failed"));
+    }
+    std::fs::remove_file(sb.path().join("down")).expect("down removed");
     let approval = test_workflow("approval.yaml");
     sb.start(&approval, "await-signal", &json!({"orderId": "o-sig"}));
     sb.start(&approval, "await-cancel", &json!({"orderId": "o-can"}));
@@ -297,6 +372,11 @@ async fn scenario(client: Client, url: String) {
         panel.contains("\"orderId\": \"o-3\""),
         "the step's input: {panel}"
     );
+    assert_eq!(
+        redrive_button(&client).await,
+        Value::Null,
+        "a compensated execution cannot be redriven"
+    );
     screenshot(&client, "console-execution.png").await;
 
     // The list, filtered by status with the status menu.
@@ -306,8 +386,8 @@ async fn scenario(client: Client, url: String) {
         .expect("the list opens");
     until(
         &client,
-        "four executions",
-        "return document.querySelectorAll('#executions tr[data-id]').length === 4;",
+        "six executions",
+        "return document.querySelectorAll('#executions tr[data-id]').length === 6;",
         vec![],
     )
     .await;
@@ -406,4 +486,103 @@ async fn scenario(client: Client, url: String) {
     node_with_status(&client, "undo:charge", "succeeded").await;
     node_with_status(&client, "undo:reserve", "succeeded").await;
     node_with_status(&client, "step:approve", "cancelled").await;
+
+    // A succeeded execution offers no redrive.
+    client
+        .goto(&format!("{url}/#/executions/saga-ok"))
+        .await
+        .expect("the succeeded execution opens");
+    execution_status(&client, "succeeded").await;
+    assert_eq!(redrive_button(&client).await, Value::Null);
+
+    // A failed execution whose cause is gone is redriven from the page: the
+    // failed step runs again and the execution succeeds, shown as it happens.
+    client
+        .goto(&format!("{url}/#/executions/flaky-redrive"))
+        .await
+        .expect("the failed execution opens");
+    execution_status(&client, "failed").await;
+    let call = node_with_status(&client, "step:call", "failed").await;
+    assert_eq!(call["text"], "failed", "{call}");
+    node_with_status(&client, "step:prepare", "succeeded").await;
+    assert_eq!(redrive_button(&client).await, "Redrive");
+    client
+        .find(Locator::Css("#redrive"))
+        .await
+        .expect("the redrive button")
+        .click()
+        .await
+        .expect("clicked");
+    client
+        .send_alert_text("the service is back")
+        .await
+        .expect("the reason typed");
+    client.accept_alert().await.expect("the redrive confirmed");
+    let said = action_message(&client, "ok").await;
+    assert_eq!(said, "redrive applied; status running");
+    execution_status(&client, "succeeded").await;
+    let call = node_with_status(&client, "step:call", "succeeded").await;
+    assert_eq!(
+        call["text"], "succeeded · 2 attempts",
+        "the failed attempt, then the redriven one: {call}"
+    );
+    let prepare = node_with_status(&client, "step:prepare", "succeeded").await;
+    assert_eq!(
+        prepare["text"], "succeeded",
+        "what succeeded is not run again: {prepare}"
+    );
+    assert_eq!(redrive_button(&client).await, Value::Null);
+    let history = until(
+        &client,
+        "the redrive in the history",
+        "const h = document.querySelector('#history pre');
+         return h && h.textContent.includes('the service is back') ? h.textContent : null;",
+        vec![],
+    )
+    .await;
+    let history = history.as_str().unwrap_or_default();
+    assert!(
+        history.contains(r#"{"type":"redrive_requested","reason":"the service is back"}"#),
+        "{history}"
+    );
+    assert_eq!(
+        history.matches(r#""step":"prepare""#).count(),
+        1,
+        "prepare ran once: {history}"
+    );
+
+    // A page left open on a failed execution that was redriven meanwhile
+    // (here through the API, as from another tab): its redrive is refused
+    // with the API's reason, and the page shows the execution as it is.
+    client
+        .goto(&format!("{url}/#/executions/flaky-stale"))
+        .await
+        .expect("the other failed execution opens");
+    execution_status(&client, "failed").await;
+    assert_eq!(redrive_button(&client).await, "Redrive");
+    let code = client
+        .execute(
+            "return fetch('/api/executions/flaky-stale/redrive', { method: 'POST' }).then((r) => r.status);",
+            vec![],
+        )
+        .await
+        .expect("a redrive through the API");
+    assert_eq!(code, 202);
+    client
+        .find(Locator::Css("#redrive"))
+        .await
+        .expect("the stale redrive button")
+        .click()
+        .await
+        .expect("clicked");
+    client.accept_alert().await.expect("no reason given");
+    let said = action_message(&client, "error").await;
+    assert!(
+        said.starts_with(
+            "redrive refused: execution `flaky-stale` cannot be redriven: the execution "
+        ),
+        "{said}"
+    );
+    execution_status(&client, "succeeded").await;
+    assert_eq!(redrive_button(&client).await, Value::Null);
 }

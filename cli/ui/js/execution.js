@@ -1,8 +1,9 @@
 // One execution: its graph coloured by status, the order compensations ran
 // in, the selected step's details, the timeline of every attempt, the raw
 // history (with a JSON download) and the lifecycle events, and the actions
-// (cancel, signal, start again with the same input, redrive a dead letter).
-// It polls every second until the execution has finished.
+// (cancel, signal, redrive a failed execution, start again with the same
+// input, redrive a dead letter). It polls every second until the execution
+// has finished.
 import { api, ui, enc } from './api.js';
 import { TERMINAL, badge, clear, download, duration, el, notice, pretty, time } from './util.js';
 import { createGraph } from './graph.js';
@@ -179,6 +180,18 @@ export function render(root, id) {
           poll();
         } catch (err) { say(`signal not sent: ${err.message}`, 'error'); }
       } }, name, data, el('button', { type: 'submit' }, 'Send signal')));
+    }
+    if (execution.status === 'failed') {
+      actions.append(el('button', { type: 'button', id: 'redrive', title: 'Run the steps that did not succeed again', onclick: async () => {
+        const reason = prompt(`Redrive ${execution.id} from where it failed? Reason (optional):`, '');
+        if (reason === null) return;
+        try {
+          const r = await api.post(`/executions/${enc(id)}/redrive`, reason.trim() ? { reason: reason.trim() } : undefined);
+          say(`redrive ${r.outcome}; status ${r.status}`, 'ok');
+        } catch (e) { say(`redrive refused: ${e.message}`, 'error'); }
+        // Running again (or changed meanwhile): show it, polling while it runs.
+        poll();
+      } }, 'Redrive'));
     }
     actions.append(el('button', { type: 'button', id: 'start-again', onclick: async () => {
       try {
