@@ -550,17 +550,21 @@ struct CancelRequest {
     reason: Option<String>,
 }
 
+/// A cancel's or redrive's body: empty, or `{"reason": ...}` kept in the history.
+fn reason_request(body: &[u8], what: &'static str) -> Result<CancelRequest, ApiError> {
+    if is_blank(body) {
+        return Ok(CancelRequest::default());
+    }
+    check_body_depth(body, what, 0)?;
+    parse_json(what, body)
+}
+
 async fn cancel<B: Backend>(
     api: &Api<B>,
     id: &str,
     body: &[u8],
 ) -> Result<Response<Bytes>, ApiError> {
-    let request: CancelRequest = if is_blank(body) {
-        CancelRequest::default()
-    } else {
-        check_body_depth(body, "the cancel request", 0)?;
-        parse_json("the cancel request", body)?
-    };
+    let request = reason_request(body, "the cancel request")?;
     refuse_if_finished(&load(api, id).await?)?;
     let outcome = api
         .coordinator()
@@ -581,13 +585,7 @@ async fn redrive<B: Backend>(
     id: &str,
     body: &[u8],
 ) -> Result<Response<Bytes>, ApiError> {
-    // The same body as a cancel: an optional reason, kept in the history.
-    let request: CancelRequest = if is_blank(body) {
-        CancelRequest::default()
-    } else {
-        check_body_depth(body, "the redrive request", 0)?;
-        parse_json("the redrive request", body)?
-    };
+    let request = reason_request(body, "the redrive request")?;
     load(api, id).await?;
     match api.coordinator().redrive(id, request.reason).await? {
         Outcome::Ignored(reason @ Ignored::NotRedrivable { status }) => {

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_aws::coordinator_batch::{QueueMessage, process_coordinator_batch};
 use baton_aws::dispatch::DestinationRecord;
 use baton_aws::testing::fresh_recording_backend;
 use baton_core::ExecutionStatus;
@@ -14,6 +13,8 @@ use baton_core::definition::{Format, WorkflowDefinition};
 use baton_runtime::ports::{ExecutionStore, WorkflowStore};
 use baton_runtime::{Clock, Coordinator, SystemClock};
 use serde_json::json;
+
+mod common;
 
 const POLL: &str = r#"
 name: poll
@@ -58,26 +59,7 @@ async fn a_repeating_step_is_invoked_until_its_output_says_done() {
                 .await
                 .unwrap();
         }
-        let out = sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let messages = out.messages.unwrap_or_default();
-        let batch = messages.iter().map(QueueMessage::from).collect();
-        let failed = process_coordinator_batch(&coordinator, batch).await;
-        assert!(failed.is_empty(), "{failed:?}");
-        for m in &messages {
-            sqs.delete_message()
-                .queue_url(&url)
-                .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
-                .send()
-                .await
-                .unwrap();
-        }
+        common::coordinator_round(&backend, &coordinator).await;
         status = backend.load("polling").await.unwrap().unwrap().status();
     }
     assert_eq!(status, ExecutionStatus::Succeeded);

@@ -65,3 +65,38 @@ pub async fn partition(
         }
     }
 }
+
+/// One round of the coordinator's event source: receives up to ten messages
+/// (waiting a second for them), applies them as a batch, expects none to
+/// fail and deletes them. Returns how many there were.
+pub async fn coordinator_round<B: baton_runtime::ports::Backend>(
+    backend: &AwsBackend,
+    coordinator: &baton_runtime::Coordinator<B>,
+) -> usize {
+    let sqs = &backend.clients().sqs;
+    let url = &backend.settings().coordinator_queue_url;
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive from the coordinator queue");
+    let messages = out.messages.unwrap_or_default();
+    let batch = messages
+        .iter()
+        .map(baton_aws::coordinator_batch::QueueMessage::from)
+        .collect();
+    let failed = baton_aws::coordinator_batch::process_coordinator_batch(coordinator, batch).await;
+    assert!(failed.is_empty(), "messages failed: {failed:?}");
+    for m in &messages {
+        sqs.delete_message()
+            .queue_url(url)
+            .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+            .send()
+            .await
+            .expect("delete a handled message");
+    }
+    messages.len()
+}
