@@ -9,7 +9,10 @@
 //! timed-out attempts. The random choices come from a proptest-generated
 //! tape, so failures shrink to short runs. A second shell sends nonsense too:
 //! events for unknown steps, elements and attempts, arbitrary payloads and
-//! clocks that jump anywhere.
+//! clocks that jump anywhere, on the same workflows with some read-only steps
+//! made to `repeat` and an execution timeout, with signal ids, redrives and
+//! the execution's own deadline among its events; its history must replay to
+//! the same transitions.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -1129,17 +1132,15 @@ impl Chaos {
     }
 
     fn event(&mut self, input: &Value) -> Event {
-        match self.tape.pick(16) {
+        match self.tape.pick(19) {
             0 => {
                 let input = if self.tape.pick(3) == 0 {
                     self.value()
                 } else {
                     input.clone()
                 };
-                Event::Started {
-                    input,
-                    timeout_ms: None,
-                }
+                let timeout_ms = [None, Some(1_000), Some(u64::MAX)][self.tape.pick(3)];
+                Event::Started { input, timeout_ms }
             }
             1..=5 if !self.tasks.is_empty() => {
                 let i = self.tape.pick(self.tasks.len());
@@ -1167,6 +1168,7 @@ impl Chaos {
                     TimerKind::Retry,
                     TimerKind::Wait,
                     TimerKind::SignalTimeout,
+                    TimerKind::ExecutionTimeout,
                 ];
                 Event::TimerFired {
                     timer: TimerId {
@@ -1181,9 +1183,12 @@ impl Chaos {
             11 | 12 => Event::SignalReceived {
                 name: ["sig0", "sig1", "sig2", "other", ""][self.tape.pick(5)].to_string(),
                 payload: self.value(),
-                id: None,
+                id: [None, Some("a"), Some("b")][self.tape.pick(3)].map(str::to_string),
             },
             13 => Event::CancelRequested {
+                reason: (self.tape.pick(2) == 0).then(|| "chaos".to_string()),
+            },
+            14 | 15 => Event::RedriveRequested {
                 reason: (self.tape.pick(2) == 0).then(|| "chaos".to_string()),
             },
             _ => match self.tasks.last().cloned() {
@@ -1234,9 +1239,32 @@ impl Chaos {
     }
 }
 
-fn chaos(spec: &Spec, choices: Vec<u32>) {
+/// The spec's workflow with some read-only steps repeating until their
+/// output is `true`, and an execution timeout when the first flag is set.
+fn chaos_workflow(spec: &Spec) -> Workflow {
     let yaml = spec.yaml();
-    let wf = Workflow::from_text(&yaml, Format::Yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let mut definition = baton_core::WorkflowDefinition::parse(&yaml, Format::Yaml)
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    for (i, (name, step)) in definition.steps.0.iter_mut().enumerate() {
+        let reads_only =
+            step.function.is_some() && step.mutates == Some(false) && step.for_each.is_none();
+        if reads_only && spec.steps[i].needs_mask % 3 == 0 {
+            step.repeat = Some(baton_core::definition::RepeatDefinition {
+                until: format!("${{ steps.{name}.output == true }}"),
+                max_iterations: 3,
+                delay: (spec.steps[i].needs_mask % 2 == 0).then(|| "10ms".to_string()),
+            });
+        }
+    }
+    if spec.flags[0] {
+        definition.timeout = Some("1m".into());
+    }
+    Workflow::from_definition(definition.clone())
+        .unwrap_or_else(|e| panic!("{e}\n{:#}", definition.to_json()))
+}
+
+fn chaos(spec: &Spec, choices: Vec<u32>) {
+    let wf = chaos_workflow(spec);
     let ex = Execution::new(&wf, "ex-chaos");
     let events = choices.len() / 4;
     let mut chaos = Chaos {
