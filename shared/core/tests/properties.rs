@@ -1248,11 +1248,14 @@ fn chaos_workflow(spec: &Spec) -> Workflow {
     for (i, (name, step)) in definition.steps.0.iter_mut().enumerate() {
         let reads_only =
             step.function.is_some() && step.mutates == Some(false) && step.for_each.is_none();
-        if reads_only && spec.steps[i].needs_mask % 3 == 0 {
+        if reads_only && spec.steps[i].needs_mask.is_multiple_of(3) {
             step.repeat = Some(baton_core::definition::RepeatDefinition {
                 until: format!("${{ steps.{name}.output == true }}"),
                 max_iterations: 3,
-                delay: (spec.steps[i].needs_mask % 2 == 0).then(|| "10ms".to_string()),
+                delay: spec.steps[i]
+                    .needs_mask
+                    .is_multiple_of(2)
+                    .then(|| "10ms".to_string()),
             });
         }
     }
