@@ -136,20 +136,17 @@ impl Expr {
             .map(str::to_string)
             .collect();
         variables.sort();
-        let mut named = Vec::new();
-        let mut dynamic = false;
-        collect_step_refs(program.expression(), &mut named, &mut dynamic);
-        named.sort();
-        named.dedup();
-        let steps = if dynamic {
-            StepRefs::All
-        } else {
-            StepRefs::Named(named)
-        };
         let mut names = Names::default();
         names.walk(program.expression(), &mut Vec::new());
         names.free.sort();
         names.free.dedup();
+        names.steps.sort();
+        names.steps.dedup();
+        let steps = if names.dynamic {
+            StepRefs::All
+        } else {
+            StepRefs::Named(names.steps)
+        };
         Ok(Expr {
             source: source.to_string(),
             program,
@@ -319,86 +316,42 @@ fn to_cel(value: &Value) -> Result<cel::Value, String> {
     cel::to_value(value).map_err(|e| e.to_string())
 }
 
-fn collect_step_refs(node: &IdedExpr, named: &mut Vec<String>, dynamic: &mut bool) {
-    match &node.expr {
-        Ast::Select(select) => {
-            if let Ast::Ident(root) = &select.operand.expr
-                && root == "steps"
-            {
-                named.push(select.field.clone());
-                return;
-            }
-            collect_step_refs(&select.operand, named, dynamic);
-        }
-        Ast::Ident(name) => {
-            if name == "steps" {
-                *dynamic = true;
-            }
-        }
-        Ast::Call(call) => {
-            if let Some(target) = &call.target {
-                collect_step_refs(target, named, dynamic);
-            }
-            for arg in &call.args {
-                collect_step_refs(arg, named, dynamic);
-            }
-        }
-        Ast::Comprehension(c) => {
-            for part in [
-                &c.iter_range,
-                &c.accu_init,
-                &c.loop_cond,
-                &c.loop_step,
-                &c.result,
-            ] {
-                collect_step_refs(part, named, dynamic);
-            }
-        }
-        Ast::List(list) => {
-            for element in &list.elements {
-                collect_step_refs(element, named, dynamic);
-            }
-        }
-        Ast::Map(map) => {
-            for entry in &map.entries {
-                if let EntryExpr::MapEntry(e) = &entry.expr {
-                    collect_step_refs(&e.key, named, dynamic);
-                    collect_step_refs(&e.value, named, dynamic);
-                }
-            }
-        }
-        Ast::Struct(s) => {
-            for entry in &s.entries {
-                if let EntryExpr::StructField(f) = &entry.expr {
-                    collect_step_refs(&f.value, named, dynamic);
-                }
-            }
-        }
-        Ast::Literal(_) | Ast::Unspecified => {}
-    }
-}
-
-/// The names an expression uses: free root identifiers and the fields of
-/// `steps.NAME` it selects.
+/// The names an expression uses, found in one walk: free root identifiers,
+/// the steps it reads as `steps.NAME`, the fields of `steps.NAME` it
+/// selects, and whether it uses `steps` otherwise (`steps[x]`).
 #[derive(Default)]
 struct Names {
     free: Vec<String>,
+    steps: Vec<String>,
     step_fields: Vec<(String, String)>,
+    dynamic: bool,
 }
 
 impl Names {
     fn walk(&mut self, node: &IdedExpr, bound: &mut Vec<String>) {
+        let is_steps = |e: &IdedExpr| matches!(&e.expr, Ast::Ident(root) if root == "steps");
         match &node.expr {
             Ast::Select(select) => {
                 if let Ast::Select(inner) = &select.operand.expr
-                    && matches!(&inner.operand.expr, Ast::Ident(root) if root == "steps" && !bound.contains(root))
+                    && is_steps(&inner.operand)
+                    && !bound.iter().any(|b| b == "steps")
                 {
                     self.step_fields
                         .push((inner.field.clone(), select.field.clone()));
                 }
+                if is_steps(&select.operand) {
+                    self.steps.push(select.field.clone());
+                    if !bound.iter().any(|b| b == "steps") {
+                        self.free.push("steps".into());
+                    }
+                    return;
+                }
                 self.walk(&select.operand, bound);
             }
             Ast::Ident(name) => {
+                if name == "steps" {
+                    self.dynamic = true;
+                }
                 if !bound.contains(name) {
                     self.free.push(name.clone());
                 }
