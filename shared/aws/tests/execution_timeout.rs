@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use baton_aws::dispatch::DestinationRecord;
 use baton_aws::testing::fresh_recording_backend;
 use baton_core::ExecutionStatus;
-use baton_core::definition::{Format, WorkflowDefinition};
-use baton_runtime::ports::{ExecutionStore, WorkflowStore};
-use baton_runtime::{Clock, Coordinator, StartOptions, SystemClock};
+use baton_runtime::StartOptions;
+use baton_runtime::ports::ExecutionStore;
 use serde_json::json;
 
 mod common;
@@ -29,12 +28,7 @@ steps:
 async fn an_execution_past_its_timeout_fails_and_its_compensation_is_dispatched() {
     let (backend, invoker) = fresh_recording_backend("exec-timeout", 5).await;
     let backend = Arc::new(backend);
-    let definition = WorkflowDefinition::parse(RESERVE_THEN_WAIT, Format::Yaml).unwrap();
-    backend
-        .put_workflow(&definition, SystemClock.now())
-        .await
-        .unwrap();
-    let coordinator = Coordinator::new(backend.clone(), Arc::new(SystemClock));
+    let coordinator = common::deployed(&backend, RESERVE_THEN_WAIT).await;
     // The start's two seconds, not the workflow's hour.
     let options = StartOptions {
         timeout_ms: Some(2_000),

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use baton_aws::coordinator_batch::{QueueMessage, process_coordinator_batch};
 use baton_aws::dispatch::DestinationRecord;
 use baton_aws::testing::fresh_recording_backend;
-use baton_core::definition::{Format, WorkflowDefinition};
 use baton_core::{ExecutionStatus, Outcome};
-use baton_runtime::ports::{ExecutionStore, WorkflowStore};
+use baton_runtime::ports::ExecutionStore;
 use baton_runtime::step::StepEvent;
-use baton_runtime::{Clock, Coordinator, SystemClock};
 use serde_json::json;
+
+mod common;
 
 const TWO_READS: &str = r#"
 name: two-reads
@@ -45,12 +45,7 @@ fn failure(task: &StepEvent) -> QueueMessage {
 async fn a_redriven_execution_runs_its_failed_step_again_and_succeeds() {
     let (backend, invoker) = fresh_recording_backend("redrive", 5).await;
     let backend = Arc::new(backend);
-    let definition = WorkflowDefinition::parse(TWO_READS, Format::Yaml).unwrap();
-    backend
-        .put_workflow(&definition, SystemClock.now())
-        .await
-        .unwrap();
-    let coordinator = Coordinator::new(backend.clone(), Arc::new(SystemClock));
+    let coordinator = common::deployed(&backend, TWO_READS).await;
     coordinator
         .start("two-reads", None, "again", json!({}))
         .await

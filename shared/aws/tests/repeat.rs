@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use baton_aws::dispatch::DestinationRecord;
 use baton_aws::testing::fresh_recording_backend;
 use baton_core::ExecutionStatus;
-use baton_core::definition::{Format, WorkflowDefinition};
-use baton_runtime::ports::{ExecutionStore, WorkflowStore};
-use baton_runtime::{Clock, Coordinator, SystemClock};
+use baton_runtime::ports::ExecutionStore;
 use serde_json::json;
 
 mod common;
@@ -30,12 +28,7 @@ steps:
 async fn a_repeating_step_is_invoked_until_its_output_says_done() {
     let (backend, invoker) = fresh_recording_backend("repeat", 5).await;
     let backend = Arc::new(backend);
-    let definition = WorkflowDefinition::parse(POLL, Format::Yaml).unwrap();
-    backend
-        .put_workflow(&definition, SystemClock.now())
-        .await
-        .unwrap();
-    let coordinator = Coordinator::new(backend.clone(), Arc::new(SystemClock));
+    let coordinator = common::deployed(&backend, POLL).await;
     coordinator
         .start("poll", None, "polling", json!({}))
         .await

@@ -100,3 +100,23 @@ pub async fn coordinator_round<B: baton_runtime::ports::Backend>(
     }
     messages.len()
 }
+
+/// Deploys the YAML definition `text` and returns a coordinator over `backend`.
+pub async fn deployed(
+    backend: &std::sync::Arc<AwsBackend>,
+    text: &str,
+) -> baton_runtime::Coordinator<AwsBackend> {
+    use baton_runtime::Clock;
+    use baton_runtime::ports::WorkflowStore;
+    let definition =
+        baton_core::WorkflowDefinition::parse(text, baton_core::definition::Format::Yaml)
+            .expect("the definition parses");
+    backend
+        .put_workflow(&definition, baton_runtime::SystemClock.now())
+        .await
+        .expect("deploy");
+    baton_runtime::Coordinator::new(
+        backend.clone(),
+        std::sync::Arc::new(baton_runtime::SystemClock),
+    )
+}
