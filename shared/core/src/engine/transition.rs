@@ -336,7 +336,7 @@ impl Cx<'_> {
         match task.kind {
             TaskKind::Step => {
                 check_running(&self.ex.steps[s].units[u], task.attempt)?;
-                if self.call(s).repeat.is_some() && self.repeats_again(s, u, &task, &output) {
+                if self.repeats_again(s, u, &task, &output) {
                     return Ok(());
                 }
                 let for_each = self.is_for_each(s);
@@ -431,11 +431,6 @@ impl Cx<'_> {
             Err(e) => Some(ErrorInfo::new("RepeatConditionError", e.to_string(), false)),
         };
         if let Some(error) = failure {
-            self.unit(s, u, |unit| {
-                unit.status = UnitStatus::Failed;
-                unit.due = None;
-                unit.error = Some(error.clone());
-            });
             self.ex.steps[s].output = Some(Arc::new(output.clone()));
             self.unit_failed_for_good(s, u, error);
             return true;
@@ -525,11 +520,6 @@ impl Cx<'_> {
                         );
                     }
                 } else {
-                    self.unit(s, u, |unit| {
-                        unit.status = UnitStatus::Failed;
-                        unit.due = None;
-                        unit.error = Some(error.clone());
-                    });
                     self.unit_failed_for_good(s, u, error);
                 }
             }
@@ -617,7 +607,13 @@ impl Cx<'_> {
         }
     }
 
+    /// Marks unit `u` failed for good with `error`, and its step with it.
     fn unit_failed_for_good(&mut self, s: usize, u: usize, error: ErrorInfo) {
+        self.unit(s, u, |unit| {
+            unit.status = UnitStatus::Failed;
+            unit.due = None;
+            unit.error = Some(error.clone());
+        });
         let for_each = self.is_for_each(s);
         let index = for_each.then_some(u as u32);
         let attempt = self.ex.steps[s].units[u].attempt;
@@ -1362,11 +1358,6 @@ impl Cx<'_> {
             Ok(v) => v,
             Err(message) => {
                 let error = ErrorInfo::new("InputError", message, false);
-                self.unit(s, u, |unit| {
-                    unit.status = UnitStatus::Failed;
-                    unit.due = None;
-                    unit.error = Some(error.clone());
-                });
                 return self.unit_failed_for_good(s, u, error);
             }
         };
