@@ -85,7 +85,7 @@ part_cost() {
     "$bench" cost --workloads sequence-10 --output-bytes "$bytes" --memory-executions 0 \
       --json "$out/cost-output-$bytes.json" ${COST_ARGS:-}
   done
-  # A for_each of 10,000 elements, once (about half an hour on moto).
+  # A for_each of 10,000 elements, once (about an hour on moto).
   "$bench" cost --workloads map-10000 --executions 1 --memory-executions 0 \
     --json "$out/cost-map-10000.json"
 }

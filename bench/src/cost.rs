@@ -254,7 +254,7 @@ fn workloads() -> anyhow::Result<Vec<Workload>> {
             by_default: true,
         },
         map_workload("map-1000", 1_000, true)?,
-        // Ten times the elements: about half an hour on moto, so only when named.
+        // Ten times the elements: about an hour on moto, so only when named.
         map_workload("map-10000", 10_000, false)?,
     ])
 }

@@ -237,8 +237,11 @@ async fn start_one<B: Backend>(
             triggers::start_matching(coordinator, &event).await
         }
         CoordinatorMessage::Event { .. } | CoordinatorMessage::Timer { .. } => {
-            // Only start messages are passed here.
-            return Ok(());
+            // Only start messages are passed here; were another to be, it is
+            // left for redelivery (and the redrive policy), never acked unapplied.
+            return Err(Unapplied::Retry(
+                "not a start message: it belongs with its execution's events".into(),
+            ));
         }
     };
     let outcome = match outcome {
