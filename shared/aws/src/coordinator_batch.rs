@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 
 use baton_core::{Event, Outcome};
 use baton_runtime::coordinator::{Coordinator, CoordinatorError, describe_ignored};
-use baton_runtime::ports::{Backend, DeadLetterKind, DeadLetterRecord, StoreError};
+use baton_runtime::ports::{Backend, DeadLetterKind, DeadLetterRecord};
 use futures::future::join_all;
 use tracing::{Instrument, error, info_span, warn};
 
@@ -197,7 +197,7 @@ enum Unapplied {
 
 impl From<CoordinatorError> for Unapplied {
     fn from(e: CoordinatorError) -> Unapplied {
-        if may_pass(&e) {
+        if e.may_pass() {
             Unapplied::Retry(e.to_string())
         } else {
             Unapplied::Dead(
@@ -259,7 +259,7 @@ async fn start_one<B: Backend>(
     // what failed, since each start is idempotent by its id.
     let reasons: Vec<String> = outcome.failed.iter().map(ToString::to_string).collect();
     if outcome.failed.iter().any(|e| match e {
-        TriggerError::Start { error, .. } => may_pass(error),
+        TriggerError::Start { error, .. } => error.may_pass(),
         _ => false,
     }) {
         Err(Unapplied::Retry(reasons.join("; ")))
@@ -269,11 +269,6 @@ async fn start_one<B: Backend>(
             format!("event starts nothing more: {}", reasons.join("; ")),
         ))
     }
-}
-
-/// Whether sending the message again may apply it.
-fn may_pass(e: &CoordinatorError) -> bool {
-    e.is_retryable() || matches!(e, CoordinatorError::Store(StoreError::Denied(_)))
 }
 
 /// Keeps a message for a person; `false` if even that failed, in which case

@@ -762,6 +762,7 @@ fn event_of(message: &CoordinatorMessage) -> Event {
         CoordinatorMessage::Start { input, .. } => Event::Started {
             input: input.clone(),
             timeout_ms: None,
+            parent: None,
         },
         CoordinatorMessage::Trigger { .. } | CoordinatorMessage::BusEvent { .. } => {
             unreachable!("the fault tier sends no events for triggers")

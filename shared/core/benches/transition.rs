@@ -60,6 +60,7 @@ fn run(wf: &Workflow) -> u64 {
         Event::Started {
             input: json!({}),
             timeout_ms: None,
+            parent: None,
         },
         now,
     );

@@ -70,7 +70,7 @@ impl Defaults {
     }
 }
 
-/// One step. Exactly one of `function`, `wait`, `wait_until` or `wait_for` says what it does.
+/// One step. Exactly one of `function`, `workflow`, `wait`, `wait_until` or `wait_for` says what it does.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepDefinition {
@@ -79,6 +79,12 @@ pub struct StepDefinition {
     /// The function (a Lambda, a local command or an in-process handler) this step calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
+    /// The workflow this step runs as a child execution, whose output becomes the step's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// The version of `workflow` to run (default: its newest when the step starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_version: Option<u32>,
     /// Steps that must finish before this one starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<String>,
@@ -93,7 +99,7 @@ pub struct StepDefinition {
     pub input: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryDefinition>,
-    /// Per-attempt timeout, e.g. `30s`.
+    /// Per-attempt timeout, e.g. `30s`; for a `workflow` step, the child execution's timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// The undo of this step, or `none` (with a `reason`).
@@ -108,6 +114,12 @@ pub struct StepDefinition {
     /// At most this many elements of a `for_each` run at once (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    /// How many elements of a `for_each` may fail for good with the step still succeeding (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerated_failures: Option<u32>,
+    /// What percentage of a `for_each`'s elements may fail for good with the step still succeeding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerated_failure_percent: Option<u32>,
     /// Pause for a duration, e.g. `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<String>,

@@ -85,9 +85,53 @@ pub fn iteration_key(execution_id: &str, step: &str, index: Option<u32>, iterati
     out
 }
 
+/// The id of the child execution that attempt `attempt` of a `workflow:`
+/// step's unit runs: `{parent}:{step}`, then `:{index}` for a `for_each`
+/// element, then `:{attempt}` after the first (a redrive's new child). Too
+/// long for an execution id, it keeps the start of the parent's id and
+/// replaces the rest by a hash of the whole, so it is still fixed by its parts.
+pub fn child_execution_id(parent: &str, step: &str, index: Option<u32>, attempt: u32) -> String {
+    let mut id = format!("{parent}:{step}");
+    if let Some(i) = index {
+        id.push_str(&format!(":{i}"));
+    }
+    if attempt > 1 {
+        id.push_str(&format!(":{attempt}"));
+    }
+    if id.len() <= crate::limits::MAX_EXECUTION_ID_LEN {
+        return id;
+    }
+    let hash = digest(&[b"baton/v1/child", id.as_bytes()]);
+    let mut short: String = parent.chars().take(60).collect();
+    short.push(':');
+    for byte in &hash[..16] {
+        short.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
+        short.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
+    }
+    short
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn child_ids_are_fixed_by_their_parts_and_valid() {
+        assert_eq!(child_execution_id("ord-1", "pay", None, 1), "ord-1:pay");
+        assert_eq!(
+            child_execution_id("ord-1", "pay", Some(3), 1),
+            "ord-1:pay:3"
+        );
+        assert_eq!(
+            child_execution_id("ord-1", "pay", Some(3), 2),
+            "ord-1:pay:3:2"
+        );
+        let parent = "p".repeat(128);
+        let long = child_execution_id(&parent, "pay", Some(1), 1);
+        assert_eq!(long, child_execution_id(&parent, "pay", Some(1), 1));
+        assert_ne!(long, child_execution_id(&parent, "pay", Some(2), 1));
+        crate::limits::check_execution_id(&long).unwrap();
+    }
 
     #[test]
     fn keys_are_stable_and_distinct() {

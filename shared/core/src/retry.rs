@@ -33,6 +33,14 @@ impl RetryPolicy {
         }
     }
 
+    /// No retry: one attempt.
+    pub fn once() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::compensation_default()
+        }
+    }
+
     /// Whether a failure of `attempt` (1-based) with this error may be tried again.
     pub fn should_retry(&self, attempt: u32, error_name: &str, retryable: bool) -> bool {
         if !retryable || attempt >= self.max_attempts {

@@ -26,8 +26,8 @@ use crate::limits::{self, MAX_EXECUTION_ID_LEN};
 use crate::retry::{MAX_ATTEMPTS_CAP, RetryPolicy};
 use crate::schedule::{self, CatchUp, CronExpr, DEFAULT_MAX_CATCH_UP, MAX_CATCH_UP_CAP, Schedule};
 use crate::workflow::{
-    Action, Call, Compensation, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_MS, MAX_REPEAT_ITERATIONS,
-    Repeat, Step, Workflow,
+    Action, Call, ChildWorkflow, Compensation, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_MS,
+    MAX_REPEAT_ITERATIONS, Repeat, Step, Workflow, check_execution_timeout,
 };
 
 /// One thing wrong with a definition.
@@ -623,12 +623,7 @@ fn validate_here(definition: WorkflowDefinition) -> Result<Workflow, ValidationE
             problems: c.problems,
         });
     }
-    if definition.name.is_empty()
-        || !definition
-            .name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-    {
+    if !valid_workflow_name(&definition.name) {
         c.add(
             None,
             Some("name"),
@@ -977,6 +972,7 @@ fn step_action(
     let s = Some(name);
     let kinds: Vec<&str> = [
         ("function", step.function.is_some()),
+        ("workflow", step.workflow.is_some()),
         ("wait", step.wait.is_some()),
         ("wait_until", step.wait_until.is_some()),
         ("wait_for", step.wait_for.is_some()),
@@ -989,7 +985,7 @@ fn step_action(
             c.add(
                 s,
                 None,
-                "says nothing to do: give it a `function`, `wait`, `wait_until` or `wait_for`",
+                "says nothing to do: give it a `function`, `workflow`, `wait`, `wait_until` or `wait_for`",
             );
             return None;
         }
@@ -1004,7 +1000,7 @@ fn step_action(
         }
     }
     let reads = Reads::Ancestors(position);
-    if step.function.is_none() {
+    if step.function.is_none() && step.workflow.is_none() {
         for (field, present) in [
             ("input", step.input.is_some()),
             ("retry", step.retry.is_some()),
@@ -1020,10 +1016,17 @@ fn step_action(
                 c.add(
                     s,
                     Some(field),
-                    "only a step with a `function` takes this (waits do not call anything)",
+                    "only a step with a `function` or `workflow` takes this (waits do not call anything)",
                 );
             }
         }
+    }
+    if step.workflow_version.is_some() && step.workflow.is_none() {
+        c.add(
+            s,
+            Some("workflow_version"),
+            "only a step with a `workflow` takes this",
+        );
     }
     if let Some(text) = &step.wait {
         return c
@@ -1047,11 +1050,13 @@ fn step_action(
     }
 
     let function = step.function.as_deref().unwrap_or_default();
-    if function.trim().is_empty() {
+    if step.workflow.is_none() && function.trim().is_empty() {
         c.add(s, Some("function"), "is empty");
     }
     let mutates = step.mutates.unwrap_or(true);
     let compensation = match (&step.compensate, mutates) {
+        // A child undoes itself with its own compensations.
+        (None, true) if step.workflow.is_some() => None,
         (None, true) => {
             c.add(
                 s,
@@ -1118,14 +1123,27 @@ fn step_action(
         );
     }
     let input = check.template(c, "input", step.input.as_ref(), reads);
-    let retry = retry_policy(
-        c,
-        s,
-        "retry",
-        step.retry.as_ref(),
-        definition.defaults.retry.as_ref(),
-        None,
-    );
+    let retry = if step.workflow.is_some() {
+        // A child ends only after its own steps' retries; running it again
+        // would repeat what it undid.
+        if step.retry.is_some() {
+            c.add(
+                s,
+                Some("retry"),
+                "a step that runs a workflow is not retried: give the workflow's own steps `retry`",
+            );
+        }
+        Some(RetryPolicy::once())
+    } else {
+        retry_policy(
+            c,
+            s,
+            "retry",
+            step.retry.as_ref(),
+            definition.defaults.retry.as_ref(),
+            None,
+        )
+    };
     let timeout_ms = c
         .duration(s, "timeout", step.timeout.as_deref())
         .or(default_timeout)
@@ -1155,8 +1173,35 @@ fn step_action(
         .repeat
         .as_ref()
         .and_then(|repeat| repeat_of(c, &step_level, s, position, step, repeat));
+    let tolerated_failures = step.tolerated_failures;
+    let tolerated_failure_percent = step.tolerated_failure_percent;
+    for (field, present) in [
+        ("tolerated_failures", tolerated_failures.is_some()),
+        (
+            "tolerated_failure_percent",
+            tolerated_failure_percent.is_some(),
+        ),
+    ] {
+        if present && step.for_each.is_none() {
+            c.add(s, Some(field), "only applies to a `for_each` step");
+        }
+    }
+    if let Some(p) = tolerated_failure_percent
+        && p > 100
+    {
+        c.add(
+            s,
+            Some("tolerated_failure_percent"),
+            format!("must be from 0 to 100, not {p}"),
+        );
+    }
+    let workflow = step
+        .workflow
+        .as_deref()
+        .and_then(|name| child_workflow(c, s, step, name, mutates, compensation.is_some()));
     Some(Action::Call(Box::new(Call {
         function: Arc::from(function),
+        workflow,
         input: input?,
         retry: retry?,
         timeout_ms,
@@ -1168,7 +1213,64 @@ fn step_action(
             .unwrap_or(DEFAULT_MAX_CONCURRENCY)
             .max(1),
         repeat,
+        tolerated_failures,
+        tolerated_failure_percent,
     })))
+}
+
+fn valid_workflow_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+}
+
+/// A `workflow:` step's child. Its `timeout` bounds the child execution
+/// (there is no attempt to time out: the child always reports how it ended).
+fn child_workflow(
+    c: &mut Collector,
+    s: Option<&str>,
+    step: &StepDefinition,
+    name: &str,
+    mutates: bool,
+    has_compensate_function: bool,
+) -> Option<ChildWorkflow> {
+    if !valid_workflow_name(name) {
+        c.add(
+            s,
+            Some("workflow"),
+            format!("`{name}` is not a workflow name: use letters, digits, `-` and `_`"),
+        );
+    }
+    if step.repeat.is_some() {
+        c.add(
+            s,
+            Some("repeat"),
+            "a step that runs a workflow cannot repeat; put the `repeat` on a step of that workflow",
+        );
+    }
+    let timeout_ms = match step.timeout.as_deref().map(parse_millis) {
+        None => None,
+        Some(Ok(ms)) => match check_execution_timeout(ms) {
+            Ok(ms) => Some(ms),
+            Err(problem) => {
+                c.add(
+                    s,
+                    Some("timeout"),
+                    format!("bounds the child execution, so it {problem}"),
+                );
+                None
+            }
+        },
+        // Reported with the step's other fields.
+        Some(Err(_)) => None,
+    };
+    Some(ChildWorkflow {
+        name: Arc::from(name),
+        version: step.workflow_version,
+        timeout_ms,
+        compensate: mutates && step.compensate.is_none() && !has_compensate_function,
+    })
 }
 
 /// A step's `repeat`: its condition reads the step's own output, and a step

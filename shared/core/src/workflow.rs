@@ -112,7 +112,10 @@ pub enum Action {
 
 #[derive(Debug)]
 pub struct Call {
+    /// The function called; empty for a step that runs a [`Call::workflow`].
     pub function: Arc<str>,
+    /// The workflow a `workflow:` step runs as a child execution.
+    pub workflow: Option<ChildWorkflow>,
     pub input: Template,
     pub retry: RetryPolicy,
     pub timeout_ms: u64,
@@ -121,7 +124,51 @@ pub struct Call {
     pub for_each: Option<Expr>,
     pub max_concurrency: u32,
     pub repeat: Option<Repeat>,
+    /// How many `for_each` elements may fail for good, by count and by
+    /// percentage of the list; the step fails when either is exceeded.
+    pub tolerated_failures: Option<u32>,
+    pub tolerated_failure_percent: Option<u32>,
 }
+
+impl Call {
+    /// Whether a succeeded unit is undone when the saga unwinds: by its
+    /// `compensate` function, or by the child execution's own compensations.
+    pub fn compensable(&self) -> bool {
+        self.compensation.is_some() || self.workflow.as_ref().is_some_and(|w| w.compensate)
+    }
+
+    /// Whether `failed` failed elements of a `for_each` of `len` are within
+    /// what the step tolerates.
+    pub fn tolerates(&self, failed: usize, len: usize) -> bool {
+        let within_count = |n: u32| failed <= n as usize;
+        let within_percent =
+            |p: u32| failed.saturating_mul(100) <= (p as usize).saturating_mul(len);
+        match (self.tolerated_failures, self.tolerated_failure_percent) {
+            (None, None) => failed == 0,
+            (count, percent) => {
+                count.is_none_or(within_count) && percent.is_none_or(within_percent)
+            }
+        }
+    }
+}
+
+/// A `workflow:` step's child: which workflow, and how it is bounded and undone.
+#[derive(Debug)]
+pub struct ChildWorkflow {
+    pub name: Arc<str>,
+    /// `None`: the newest version when the child starts.
+    pub version: Option<u32>,
+    /// The child execution's timeout (the step's own `timeout`); without
+    /// one, the child workflow's `timeout` applies.
+    pub timeout_ms: Option<u64>,
+    /// Undoing the step asks the child to run its own compensations (no
+    /// `compensate` function replaces them, and the step mutates).
+    pub compensate: bool,
+}
+
+/// How deep executions may nest: a child of a child ... stops here, so a
+/// workflow that runs itself ends with a step failure instead of forever.
+pub const MAX_CHILD_DEPTH: u32 = 16;
 
 /// A step's `repeat`: call again until `until` holds.
 #[derive(Debug)]
@@ -172,13 +219,33 @@ impl Workflow {
                 _ => None,
             })
             .flat_map(|call| {
-                std::iter::once(call.function.as_ref())
+                call.workflow
+                    .is_none()
+                    .then_some(call.function.as_ref())
+                    .into_iter()
                     .chain(call.compensation.as_ref().map(|c| c.function.as_ref()))
             })
             .collect();
         functions.sort_unstable();
         functions.dedup();
         functions
+    }
+}
+
+impl Workflow {
+    /// The workflows its steps run as children (name and version, if
+    /// pinned), in step order, each once.
+    pub fn children(&self) -> Vec<(&str, Option<u32>)> {
+        let mut children: Vec<(&str, Option<u32>)> = Vec::new();
+        for call in self.steps.iter().filter_map(Step::call) {
+            if let Some(child) = &call.workflow {
+                let entry = (child.name.as_ref(), child.version);
+                if !children.contains(&entry) {
+                    children.push(entry);
+                }
+            }
+        }
+        children
     }
 }
 

@@ -745,6 +745,7 @@ fn run_with(spec: &Spec, choices: Vec<u32>, victim: Option<String>, doomed: Opti
     run.apply(Event::Started {
         input: spec.input(),
         timeout_ms: None,
+        parent: None,
     });
     run.drive();
     run
@@ -1140,7 +1141,11 @@ impl Chaos {
                     input.clone()
                 };
                 let timeout_ms = [None, Some(1_000), Some(u64::MAX)][self.tape.pick(3)];
-                Event::Started { input, timeout_ms }
+                Event::Started {
+                    input,
+                    timeout_ms,
+                    parent: None,
+                }
             }
             1..=5 if !self.tasks.is_empty() => {
                 let i = self.tape.pick(self.tasks.len());
@@ -1196,6 +1201,7 @@ impl Chaos {
                 None => Event::Started {
                     input: input.clone(),
                     timeout_ms: None,
+                    parent: None,
                 },
             },
         }

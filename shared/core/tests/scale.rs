@@ -169,6 +169,7 @@ fn run_map(wf: &Workflow, n: usize, check: bool) -> Driver<'_> {
     driver.apply(Event::Started {
         input: items(n),
         timeout_ms: None,
+        parent: None,
     });
     while let Some(d) = driver.next_dispatch() {
         let output = element_output(&d);
@@ -187,6 +188,7 @@ fn run_saga(wf: &Workflow, n: usize, check: bool) -> (Driver<'_>, Vec<u32>, Vec<
     driver.apply(Event::Started {
         input: items(n),
         timeout_ms: None,
+        parent: None,
     });
     while let Some(d) = driver.next_dispatch() {
         match (d.task.step.as_ref(), d.task.kind) {
@@ -219,6 +221,7 @@ fn a_for_each_of_the_most_elements_allowed_runs_to_success_64_at_a_time() {
     let t = driver.apply(Event::Started {
         input: items(n),
         timeout_ms: None,
+        parent: None,
     });
     let first: Vec<u32> = t
         .commands
@@ -314,6 +317,7 @@ fn a_for_each_over_more_elements_than_allowed_fails_its_step_with_a_named_error(
     let t = driver.apply(Event::Started {
         input: items(n),
         timeout_ms: None,
+        parent: None,
     });
     assert!(driver.pending.is_empty(), "no element starts");
     let each = &driver.ex.steps[0];

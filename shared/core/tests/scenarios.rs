@@ -141,6 +141,7 @@ impl Shell {
         self.apply(Event::Started {
             input,
             timeout_ms: None,
+            parent: None,
         })
     }
 
@@ -1765,6 +1766,7 @@ fn events_after_the_end_are_ignored() {
         Event::Started {
             input: json!({}),
             timeout_ms: None,
+            parent: None,
         },
         Ignored::AlreadyStarted,
     );
@@ -2576,6 +2578,7 @@ fn a_start_may_give_its_execution_another_timeout() {
     shell.apply(Event::Started {
         input: json!({}),
         timeout_ms: Some(60_000),
+        parent: None,
     });
     assert_eq!(shell.ex.deadline, Some(T0 + 60_000));
     let timers: Vec<_> = shell
@@ -2815,7 +2818,7 @@ steps:
         "`repeat.max_iterations`: must be between 1 and 1000, not 0",
         "`repeat.delay`: `soon` is not a duration",
         "reads `steps.a.outputs`, but a step has only `output` and `status`",
-        "step `c`, `repeat`: only a step with a `function` takes this",
+        "step `c`, `repeat`: only a step with a `function` or `workflow` takes this",
     ] {
         assert!(all.contains(expected), "{expected} in {all}");
     }

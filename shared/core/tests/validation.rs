@@ -235,7 +235,7 @@ fn compensation_rules() {
 
 #[test]
 fn a_step_does_exactly_one_thing() {
-    let waits_only = "only a step with a `function` takes this";
+    let waits_only = "only a step with a `function` or `workflow` takes this";
     assert_problems(
         "function-and-wait.yaml",
         &[

@@ -62,6 +62,7 @@ fn record(id: &str, now: u64) -> (ExecutionRecord, Vec<HistoryEntry>, Vec<baton_
     let event = Event::Started {
         input: json!({"n": 1}),
         timeout_ms: None,
+        parent: None,
     };
     let t = engine::apply(&wf, &mut state, event.clone(), now);
     (

@@ -16,8 +16,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use baton_core::engine::{self, Dispatch, ExecutionStatus, Ignored, Outcome};
-use baton_core::{Command, ErrorInfo, Event, Execution, Timestamp, ValidationErrors, Workflow};
+use baton_core::engine::{self, ChildStart, ExecutionStatus, Ignored, Outcome, ParentRef};
+use baton_core::{
+    Command, ErrorInfo, Event, Execution, TaskRef, Timestamp, ValidationErrors, Workflow,
+};
 use serde_json::Value;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -93,12 +95,14 @@ fn waits_for_text(names: &[String]) -> String {
 }
 
 /// What one execution changes of its workflow's settings, given at start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StartOptions {
     /// How long its records are kept once it has ended.
     pub retention_ms: Option<u64>,
     /// The longest it may run.
     pub timeout_ms: Option<u64>,
+    /// The parent step's attempt a child execution runs for.
+    pub parent: Option<ParentRef>,
 }
 
 impl CoordinatorError {
@@ -109,6 +113,12 @@ impl CoordinatorError {
             CoordinatorError::Contended(_) => true,
             _ => false,
         }
+    }
+
+    /// Whether trying again later may succeed: a retryable error, or denied
+    /// permission (while a permissions change propagates).
+    pub fn may_pass(&self) -> bool {
+        self.is_retryable() || matches!(self, CoordinatorError::Store(StoreError::Denied(_)))
     }
 }
 
@@ -259,6 +269,7 @@ impl<B: Backend> Coordinator<B> {
         let StartOptions {
             retention_ms,
             timeout_ms,
+            parent,
         } = options;
         // One id rule and one nesting limit for every path that creates an
         // execution (API, CLI, schedules, coordinator start messages).
@@ -279,7 +290,11 @@ impl<B: Backend> Coordinator<B> {
         let (workflow_version, compiled) = self.workflow(workflow, version).await?;
         let now = self.clock.now();
         let mut state = Execution::new(&compiled, execution_id);
-        let event = Event::Started { input, timeout_ms };
+        let event = Event::Started {
+            input,
+            timeout_ms,
+            parent,
+        };
         let transition = engine::apply(&compiled, &mut state, event.clone(), now);
         let record = ExecutionRecord {
             id: execution_id.to_string(),
@@ -713,7 +728,10 @@ impl<B: Backend> Coordinator<B> {
         let mut events = Vec::new();
         let mut timers = Vec::new();
         let mut undelivered: Option<StoreError> = None;
-        let mut refused: Vec<(&Dispatch, ErrorInfo)> = Vec::new();
+        // Attempts the shell could not start, and the failure each becomes.
+        let mut refused: Vec<(&str, TaskRef, ErrorInfo)> = Vec::new();
+        // Events for the sending execution, in place of ones that could not be sent.
+        let mut returned: Vec<(&str, Event)> = Vec::new();
         for entry in entries {
             if settled.contains(&settled_key(entry)) {
                 continue;
@@ -730,7 +748,7 @@ impl<B: Backend> Coordinator<B> {
                             error = %e,
                             "the step's function cannot be invoked; its attempt fails"
                             );
-                            refused.push((dispatch, error));
+                            refused.push((&dispatch.execution_id, dispatch.task.clone(), error));
                             Ok(())
                         }
                     },
@@ -752,6 +770,63 @@ impl<B: Backend> Coordinator<B> {
                     let record = compensation_dead_letter(dead);
                     self.backend.put_dead_letter(&record).await
                 }
+                Command::StartChild(child) => match self.start_child(child).await {
+                    Err(e) if e.may_pass() => Err(coordinator_store_error(e)),
+                    Err(e) => {
+                        warn!(
+                            workflow.execution.id = %entry.execution_id,
+                            workflow.step = %child.parent.task.step,
+                            child = %child.execution_id,
+                            error = %e,
+                            "the child execution cannot start; its step's attempt fails"
+                        );
+                        let error = ErrorInfo::new("ChildNotStarted", e.to_string(), false);
+                        refused.push((
+                            &child.parent.execution_id,
+                            child.parent.task.clone(),
+                            error,
+                        ));
+                        Ok(())
+                    }
+                    Ok(()) => Ok(()),
+                },
+                Command::SendEvent {
+                    execution_id,
+                    event,
+                    undeliverable,
+                } => match self.send_event(execution_id, event).await {
+                    Err(CoordinatorError::NotFound(_)) => {
+                        warn!(
+                            workflow.execution.id = %entry.execution_id,
+                            to = %execution_id,
+                            "the execution an event is for does not exist"
+                        );
+                        match undeliverable {
+                            Some(instead) => {
+                                returned.push((&entry.execution_id, (**instead).clone()));
+                                Ok(())
+                            }
+                            None => {
+                                self.backend
+                                    .put_dead_letter(&undelivered_event(
+                                        entry,
+                                        execution_id,
+                                        event,
+                                        now,
+                                    ))
+                                    .await
+                            }
+                        }
+                    }
+                    Err(e) if e.may_pass() => Err(coordinator_store_error(e)),
+                    Err(e) => {
+                        warn!(workflow.execution.id = %entry.execution_id, to = %execution_id, error = %e, "an event for another execution cannot be applied; dead-lettered");
+                        self.backend
+                            .put_dead_letter(&undelivered_event(entry, execution_id, event, now))
+                            .await
+                    }
+                    Ok(()) => Ok(()),
+                },
                 Command::Finish { .. } => Ok(()),
             };
             if let Err(e) = result {
@@ -780,20 +855,86 @@ impl<B: Backend> Coordinator<B> {
         // failure already applied is ignored the second time). A transition
         // committed meanwhile may carry this outbox along: what was carried
         // out here is not carried out again.
-        if !refused.is_empty() {
+        if !refused.is_empty() || !returned.is_empty() {
             let mut done = settled.clone();
             done.extend(entries.iter().map(settled_key));
-            for (dispatch, error) in refused {
-                let event = Event::TaskFailed {
-                    task: dispatch.task.clone(),
-                    error,
-                };
+            let failures = refused.into_iter().map(|(execution_id, task, error)| {
+                (execution_id, Event::TaskFailed { task, error })
+            });
+            for (execution_id, event) in failures.chain(returned) {
                 // Boxed: applying the failure may deliver commands in turn.
-                Box::pin(self.handle_after(&dispatch.execution_id, event, &done)).await?;
+                Box::pin(self.handle_after(execution_id, event, &done)).await?;
             }
         }
         self.backend.clear_outbox(entries).await?;
         Ok(())
+    }
+}
+
+impl<B: Backend> Coordinator<B> {
+    /// Starts a child execution for its parent's step; starting it again
+    /// (a redelivered outbox) finds it started.
+    async fn start_child(&self, child: &ChildStart) -> Result<(), CoordinatorError> {
+        let options = StartOptions {
+            retention_ms: None,
+            timeout_ms: child.timeout_ms,
+            parent: Some(child.parent.clone()),
+        };
+        // Boxed: the child's own first commands may start children in turn.
+        Box::pin(self.start_with(
+            &child.workflow,
+            child.version,
+            &child.execution_id,
+            child.input.clone(),
+            options,
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    /// Applies an event to another execution (a child's end to its parent, a
+    /// parent's cancel or undo to its child). Not through the mailbox: the
+    /// other execution's writer may be the one delivering to this one; its
+    /// version check orders the two.
+    async fn send_event(&self, execution_id: &str, event: &Event) -> Result<(), CoordinatorError> {
+        Box::pin(self.handle_after(execution_id, event.clone(), &Settled::new()))
+            .await
+            .map(|outcome| {
+                if let Outcome::Ignored(reason) = outcome {
+                    debug!(workflow.execution.id = %execution_id, reason = %describe_ignored(&reason), "event for another execution changed nothing");
+                }
+            })
+    }
+}
+
+/// A store error standing for a coordinator error that may pass, so the outbox is kept.
+fn coordinator_store_error(e: CoordinatorError) -> StoreError {
+    match e {
+        CoordinatorError::Store(e) => e,
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// The dead letter of an event for another execution that no retry can apply.
+fn undelivered_event(
+    entry: &OutboxEntry,
+    to: &str,
+    event: &Event,
+    now: Timestamp,
+) -> DeadLetterRecord {
+    DeadLetterRecord {
+        id: format!(
+            "event-{}-{}-{}",
+            entry.execution_id, entry.seq, entry.position
+        ),
+        kind: DeadLetterKind::Task,
+        execution_id: Some(to.to_string()),
+        created_at: now,
+        reason: format!(
+            "an event from execution `{}` for execution `{to}` cannot be applied",
+            entry.execution_id
+        ),
+        body: serde_json::json!({ "from": entry.execution_id, "to": to, "event": event }),
     }
 }
 
@@ -953,6 +1094,10 @@ pub fn describe_ignored(reason: &Ignored) -> String {
                 baton_core::ExecutionStatus::Cancelled => "was cancelled",
                 _ => "has not failed",
             }
+        ),
+        Ignored::NotCompensable { status } => format!(
+            "only a succeeded child execution is undone for its parent; this one is {}",
+            status.as_str()
         ),
         Ignored::NothingToResolve { step, index } => {
             let element = index.map(|i| format!(" element {i}")).unwrap_or_default();

@@ -94,6 +94,10 @@ pub enum Event {
         /// This execution's timeout, overriding the workflow's `timeout`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
+        /// The step of another execution this one runs for (a child of a
+        /// `workflow:` step): told how this one ends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRef>,
     },
     TaskSucceeded {
         task: TaskRef,
@@ -133,6 +137,12 @@ pub enum Event {
     /// dropped it (`baton dlq discard`).
     DeadLetterDiscarded {
         dead_letter: DeadLetterRef,
+    },
+    /// The parent of this (succeeded) child execution is undoing the step
+    /// that ran it: undo what this execution did with its compensations,
+    /// then answer the parent's compensation `task` with how that went.
+    CompensationRequested {
+        task: TaskRef,
     },
     /// Run a failed execution again from where it failed: its failed and
     /// unfinished steps get fresh attempts under the same idempotency keys;
@@ -236,6 +246,32 @@ pub struct Dispatch {
     pub deadline: Timestamp,
 }
 
+/// Asks the shell to start a child execution: one attempt of a unit of a
+/// `workflow:` step. Starting it again changes nothing (the id is fixed by
+/// the parent, step, element and attempt).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildStart {
+    /// The child's id.
+    pub execution_id: Arc<str>,
+    pub workflow: Arc<str>,
+    /// `None`: the workflow's newest version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    pub parent: ParentRef,
+}
+
+/// The attempt of a parent's step a child execution runs for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub execution_id: Arc<str>,
+    pub task: TaskRef,
+    /// 1 for a child of a top-level execution, 2 for its child, ...
+    pub depth: u32,
+}
+
 /// A compensation that failed for good, with what a person needs to resolve it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -261,6 +297,19 @@ pub struct DeadLetter {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     Dispatch(Dispatch),
+    /// Start a child execution (see [`ChildStart`]).
+    StartChild(ChildStart),
+    /// Apply `event` to another execution: a child's result to its parent,
+    /// a parent's cancel or compensation request to its child.
+    SendEvent {
+        execution_id: Arc<str>,
+        event: Box<Event>,
+        /// Applied to this execution instead when the other one does not
+        /// exist (its records expired, it never started), so nothing waits
+        /// for an answer that cannot come.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        undeliverable: Option<Box<Event>>,
+    },
     StartTimer {
         timer: TimerId,
         fire_at: Timestamp,
@@ -460,6 +509,11 @@ pub enum Ignored {
     /// A signal whose id this execution took already.
     DuplicateSignal {
         id: String,
+    },
+    /// Only a succeeded child execution is undone at its parent's request;
+    /// one that did not succeed undid itself already.
+    NotCompensable {
+        status: ExecutionStatus,
     },
     /// The execution took as many signals as it may.
     TooManySignals {

@@ -8,7 +8,7 @@ use imbl::{OrdSet, Vector};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use super::{ErrorInfo, TaskKind};
+use super::{ErrorInfo, ParentRef, TaskKind, TaskRef};
 use crate::Timestamp;
 use crate::workflow::Workflow;
 
@@ -295,6 +295,13 @@ pub struct Execution {
     /// When the execution times out (its `timeout`, or the start's), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Timestamp>,
+    /// For a child execution: the parent step's attempt it runs for, told how it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    /// For a succeeded child its parent asked to undo: the parent's
+    /// compensation task, told how the undoing ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undone_for: Option<TaskRef>,
 }
 
 impl Execution {
@@ -331,6 +338,8 @@ impl Execution {
             started_at: 0,
             finished_at: None,
             deadline: None,
+            parent: None,
+            undone_for: None,
         }
     }
 
@@ -372,6 +381,7 @@ impl Execution {
 pub struct Units {
     list: Vector<Unit>,
     succeeded: usize,
+    failed: usize,
     running: usize,
     /// Running or backing off: what counts against `max_concurrency`.
     active: usize,
@@ -421,6 +431,11 @@ impl Units {
         self.succeeded
     }
 
+    /// How many units failed for good.
+    pub fn failed(&self) -> usize {
+        self.failed
+    }
+
     /// How many units are running an attempt.
     pub fn running(&self) -> usize {
         self.running
@@ -441,10 +456,17 @@ impl Units {
         let rebuilt = Units::from(self.list.clone());
         (
             rebuilt.succeeded,
+            rebuilt.failed,
             rebuilt.running,
             rebuilt.active,
             &rebuilt.due,
-        ) == (self.succeeded, self.running, self.active, &self.due)
+        ) == (
+            self.succeeded,
+            self.failed,
+            self.running,
+            self.active,
+            &self.due,
+        )
     }
 
     /// Changes unit `u`. Every change of a unit goes through here, so the
@@ -471,6 +493,7 @@ impl Units {
         };
         match unit.status {
             UnitStatus::Succeeded => tally(&mut self.succeeded),
+            UnitStatus::Failed => tally(&mut self.failed),
             UnitStatus::Running => tally(&mut self.running),
             _ => {}
         }

@@ -31,14 +31,15 @@ use super::state::{
 };
 use super::time::{later, type_name, wait_until_instant};
 use super::{
-    Command, DeadLetter, DeadLetterKind, DeadLetterRef, Dispatch, ErrorInfo, Event, Ignored,
-    LifecycleEvent, LifecycleKind, Outcome, TaskKind, TaskRef, TimerId, TimerKind, Transition,
+    ChildStart, Command, DeadLetter, DeadLetterKind, DeadLetterRef, Dispatch, ErrorInfo, Event,
+    Ignored, LifecycleEvent, LifecycleKind, Outcome, ParentRef, TaskKind, TaskRef, TimerId,
+    TimerKind, Transition,
 };
 use crate::Timestamp;
 use crate::expr::{Scope, StepLookup, StepRefs, StepView};
 use crate::idempotency;
 use crate::limits;
-use crate::workflow::{Action, Call, Workflow};
+use crate::workflow::{Action, Call, MAX_CHILD_DEPTH, Workflow};
 
 static NULL: Value = Value::Null;
 
@@ -220,11 +221,17 @@ impl Cx<'_> {
     }
 
     fn handle(&mut self, event: Event) -> Result<(), Ignored> {
-        if let Event::Started { input, timeout_ms } = event {
+        if let Event::Started {
+            input,
+            timeout_ms,
+            parent,
+        } = event
+        {
             if self.ex.status != ExecutionStatus::Pending {
                 return Err(Ignored::AlreadyStarted);
             }
             self.ex.input = Arc::new(input);
+            self.ex.parent = parent;
             self.ex.status = ExecutionStatus::Running;
             self.ex.started_at = self.now;
             if let Some(timeout) = timeout_ms.or(self.wf.timeout_ms) {
@@ -264,6 +271,7 @@ impl Cx<'_> {
                 return self.dead_letter_resolved(dead_letter, false);
             }
             Event::RedriveRequested { .. } => return self.redrive(),
+            Event::CompensationRequested { task } => return self.undo_for_parent(task),
             _ => {}
         }
         // A client's retry of a signal the execution took is recognised as
@@ -280,7 +288,8 @@ impl Cx<'_> {
             Event::Started { .. }
             | Event::DeadLetterRedriven { .. }
             | Event::DeadLetterDiscarded { .. }
-            | Event::RedriveRequested { .. } => unreachable!("handled above"),
+            | Event::RedriveRequested { .. }
+            | Event::CompensationRequested { .. } => unreachable!("handled above"),
             Event::TaskSucceeded { task, output } => self.task_succeeded(task, output),
             Event::TaskFailed { task, error } => {
                 let unknown = error.outcome_unknown;
@@ -340,7 +349,7 @@ impl Cx<'_> {
                     return Ok(());
                 }
                 let for_each = self.is_for_each(s);
-                let has_compensation = self.call(s).compensation.is_some();
+                let has_compensation = self.call(s).compensable();
                 self.unit(s, u, |unit| {
                     unit.status = UnitStatus::Succeeded;
                     unit.due = None;
@@ -474,7 +483,7 @@ impl Cx<'_> {
         match task.kind {
             TaskKind::Step => {
                 check_running(&self.ex.steps[s].units[u], task.attempt)?;
-                if self.call(s).compensation.is_some() {
+                if self.call(s).compensable() {
                     self.unit(s, u, |unit| {
                         if unknown {
                             // Keeps the start of the first attempt whose outcome is unknown.
@@ -529,12 +538,11 @@ impl Cx<'_> {
                     .as_deref()
                     .ok_or(Ignored::NotRunning)?;
                 check_running(comp, task.attempt)?;
-                let policy = &self
-                    .call(s)
-                    .compensation
-                    .as_ref()
-                    .expect("a compensation ran, so the step has one")
-                    .retry;
+                // A child's undoing is retried by the child's own compensations.
+                let Some(policy) = self.call(s).compensation.as_ref().map(|c| &c.retry) else {
+                    self.compensation_failed_for_good(s, u, error);
+                    return Ok(());
+                };
                 if policy.should_retry(task.attempt, &error.name, error.retryable) {
                     let delay =
                         policy.delay_after(task.attempt, &self.ex.id, &task.step, task.index);
@@ -626,6 +634,11 @@ impl Cx<'_> {
             None,
         );
         if self.ex.steps[s].status == StepStatus::Running {
+            let units = &self.ex.steps[s].units;
+            if for_each && self.call(s).tolerates(units.failed(), units.len()) {
+                // Within the step's tolerated failures: the others go on.
+                return self.for_each_progress(s);
+            }
             if for_each {
                 // The element's failure is the step's failure.
                 self.emit(
@@ -681,14 +694,19 @@ impl Cx<'_> {
             comp.error = Some(error.clone());
             comp.attempt
         });
-        let function = self
-            .call(s)
-            .compensation
-            .as_ref()
-            .expect("compensated step has a compensation")
-            .function
-            .clone();
-        let input = self.compensation_input(s, u).unwrap_or(Value::Null);
+        let call = self.call(s);
+        let (function, input) = match (&call.compensation, &call.workflow) {
+            (Some(comp), _) => (
+                comp.function.clone(),
+                self.compensation_input(s, u).unwrap_or(Value::Null),
+            ),
+            // A child's compensation: the person resolving it starts at the child.
+            (None, Some(child)) => (
+                Arc::from(format!("workflow:{}", child.name)),
+                serde_json::json!({ "child_execution": self.child_id(s, u) }),
+            ),
+            (None, None) => unreachable!("only compensable units are compensated"),
+        };
         let step = self.wf.steps[s].name.clone();
         let idempotency_key = idempotency::key(&self.ex.id, &step, index, TaskKind::Compensation);
         self.commands.push(Command::DeadLetter(DeadLetter {
@@ -782,13 +800,107 @@ impl Cx<'_> {
             self.ex.status = status;
             let error = self.ex.failure.clone();
             self.emit(kind, None, None, None, error.clone(), None);
-            self.commands.push(Command::Finish {
-                status,
-                output: None,
-                error,
-            });
+            self.finish(status, None, error);
         }
         Ok(())
+    }
+
+    /// Ends the execution with `status` and tells whoever waits on it: a
+    /// parent's compensation that asked for the undoing, or else the parent
+    /// step this child runs for.
+    fn finish(&mut self, status: ExecutionStatus, output: Option<Value>, error: Option<ErrorInfo>) {
+        self.commands.push(Command::Finish {
+            status,
+            output: output.clone(),
+            error: error.clone(),
+        });
+        let answer = if let Some(task) = self.ex.undone_for.clone() {
+            match status {
+                ExecutionStatus::Compensated => Event::TaskSucceeded {
+                    task,
+                    output: Value::Null,
+                },
+                _ => Event::TaskFailed {
+                    task,
+                    error: ErrorInfo::new(
+                        "ChildCompensationFailed",
+                        format!(
+                            "child execution `{}` did not undo everything it did: resolve its dead letters",
+                            self.ex.id
+                        ),
+                        false,
+                    ),
+                },
+            }
+        } else if let Some(parent) = &self.ex.parent {
+            let task = parent.task.clone();
+            match (status, output) {
+                (ExecutionStatus::Succeeded, Some(output)) => Event::TaskSucceeded { task, output },
+                _ => {
+                    let cause = error.unwrap_or_else(|| ErrorInfo::new("ChildFailed", "", false));
+                    Event::TaskFailed {
+                        task,
+                        error: ErrorInfo::new(
+                            cause.name,
+                            format!(
+                                "child execution `{}` {}: {}",
+                                self.ex.id,
+                                status.as_str(),
+                                cause.message
+                            ),
+                            // Retries belong to the child's own steps.
+                            false,
+                        ),
+                    }
+                }
+            }
+        } else {
+            return;
+        };
+        let parent = self
+            .ex
+            .parent
+            .as_ref()
+            .map(|p| p.execution_id.clone())
+            .expect("only a child is undone for a parent");
+        self.commands.push(Command::SendEvent {
+            execution_id: parent,
+            event: Box::new(answer),
+            undeliverable: None,
+        });
+    }
+
+    /// The parent is undoing the step this (succeeded) child ran for: undo
+    /// everything this execution did, then answer `task`. Asked again (a
+    /// redelivery, or a retry of the parent's), a finished child answers
+    /// again with how its undoing ended.
+    fn undo_for_parent(&mut self, task: TaskRef) -> Result<(), Ignored> {
+        match self.ex.status {
+            ExecutionStatus::Succeeded if self.ex.parent.is_some() => {
+                self.ex.status = ExecutionStatus::Compensating;
+                self.ex.undone_for = Some(task);
+                self.ex.finished_at = None;
+                let parent = self.ex.parent.as_ref().map(|p| p.execution_id.clone());
+                self.ex.failure = Some(ErrorInfo::new(
+                    "UndoneByParent",
+                    format!(
+                        "the parent execution `{}` is undoing the step this one ran for",
+                        parent.as_deref().unwrap_or_default()
+                    ),
+                    false,
+                ));
+                Ok(())
+            }
+            ExecutionStatus::Compensated | ExecutionStatus::CompensationFailed
+                if self.ex.undone_for.is_some() =>
+            {
+                self.ex.undone_for = Some(task);
+                let (status, error) = (self.ex.status, self.ex.failure.clone());
+                self.finish(status, None, error);
+                Ok(())
+            }
+            status => Err(Ignored::NotCompensable { status }),
+        }
     }
 
     fn timer_fired(&mut self, timer: TimerId) -> Result<(), Ignored> {
@@ -1027,9 +1139,14 @@ impl Cx<'_> {
     /// Stops new work; compensation follows once nothing is in flight.
     fn stop(&mut self, cause: ErrorInfo) {
         self.ex.status = ExecutionStatus::Compensating;
+        let reason = format!(
+            "the parent execution `{}` is stopping: {}",
+            self.ex.id, cause.message
+        );
         self.ex.failure = Some(cause);
         for s in 0..self.ex.steps.len() {
             self.cancel_waiting_units(s);
+            self.cancel_children(s, &reason);
             let step = &mut self.ex.steps[s];
             match step.status {
                 StepStatus::Pending | StepStatus::Waiting => {
@@ -1243,7 +1360,8 @@ impl Cx<'_> {
             return;
         }
         let state = &self.ex.steps[s];
-        if state.units.succeeded() == state.units.len() {
+        // Failed elements count here only while the step tolerates them.
+        if state.units.succeeded() + state.units.failed() == state.units.len() {
             let outputs = state
                 .units
                 .iter()
@@ -1361,13 +1479,16 @@ impl Cx<'_> {
                 return self.unit_failed_for_good(s, u, error);
             }
         };
-        if self.call(s).compensation.is_some() && !self.ex.steps[s].units[u].outcome_unknown {
+        if self.call(s).compensable() && !self.ex.steps[s].units[u].outcome_unknown {
             let mark = StartMark {
                 after: u32::try_from(self.ex.completed.len()).unwrap_or(u32::MAX),
                 seq: self.ex.attempts_started,
             };
             self.ex.attempts_started = self.ex.attempts_started.saturating_add(1);
             self.unit(s, u, |unit| unit.started = Some(mark));
+        }
+        if self.call(s).workflow.is_some() {
+            return self.start_child(s, u, index, attempt, input);
         }
         let call = self.call(s);
         let deadline = later(self.now, call.timeout_ms);
@@ -1429,11 +1550,9 @@ impl Cx<'_> {
                 );
             }
         };
-        let compensation = self
-            .call(s)
-            .compensation
-            .as_ref()
-            .expect("only compensable units are queued");
+        let Some(compensation) = self.call(s).compensation.as_ref() else {
+            return self.undo_child(s, u, index, attempt);
+        };
         let deadline = later(self.now, compensation.timeout_ms);
         let dispatch = Dispatch {
             execution_id: self.ex.id.clone(),
@@ -1475,6 +1594,127 @@ impl Cx<'_> {
         );
     }
 
+    /// The id of the child execution unit `u` of step `s` runs in its current attempt.
+    fn child_id(&self, s: usize, u: usize) -> String {
+        let index = self.is_for_each(s).then_some(u as u32);
+        let attempt = self.ex.steps[s].units[u].attempt;
+        idempotency::child_execution_id(&self.ex.id, &self.wf.steps[s].name, index, attempt)
+    }
+
+    /// One attempt of a `workflow:` step's unit: a child execution. No
+    /// attempt timeout: the child always ends, and its end is the result.
+    fn start_child(&mut self, s: usize, u: usize, index: Option<u32>, attempt: u32, input: Value) {
+        let depth = self.ex.parent.as_ref().map_or(0, |p| p.depth) + 1;
+        if depth > MAX_CHILD_DEPTH {
+            let error = ErrorInfo::new(
+                "ChildTooDeep",
+                format!(
+                    "the child would be {depth} executions deep, more than the {MAX_CHILD_DEPTH} allowed (does a workflow run itself?)"
+                ),
+                false,
+            );
+            return self.unit_failed_for_good(s, u, error);
+        }
+        let child = self.call(s).workflow.as_ref().expect("a `workflow:` step");
+        let start = ChildStart {
+            execution_id: Arc::from(self.child_id(s, u)),
+            workflow: child.name.clone(),
+            version: child.version,
+            input,
+            timeout_ms: child.timeout_ms,
+            parent: ParentRef {
+                execution_id: self.ex.id.clone(),
+                task: TaskRef {
+                    step: self.wf.steps[s].name.clone(),
+                    index,
+                    attempt,
+                    kind: TaskKind::Step,
+                },
+                depth,
+            },
+        };
+        self.unit(s, u, |unit| unit.due = None);
+        self.emit(
+            LifecycleKind::StepStarted,
+            Some(s),
+            index,
+            Some(attempt),
+            None,
+            None,
+        );
+        self.commands.push(Command::StartChild(start));
+    }
+
+    /// Asks the children that step `s`'s running units run to cancel; each
+    /// answers, as a failure, once it has undone what it did.
+    fn cancel_children(&mut self, s: usize, reason: &str) {
+        if self.wf.steps[s].call().is_none_or(|c| c.workflow.is_none()) {
+            return;
+        }
+        let for_each = self.is_for_each(s);
+        let running: Vec<(usize, u32)> = self.ex.steps[s]
+            .units
+            .iter()
+            .enumerate()
+            .filter(|(_, unit)| unit.status == UnitStatus::Running)
+            .map(|(u, unit)| (u, unit.attempt))
+            .collect();
+        for (u, attempt) in running {
+            let task = TaskRef {
+                step: self.wf.steps[s].name.clone(),
+                index: for_each.then_some(u as u32),
+                attempt,
+                kind: TaskKind::Step,
+            };
+            self.commands.push(Command::SendEvent {
+                execution_id: Arc::from(self.child_id(s, u)),
+                event: Box::new(Event::CancelRequested {
+                    reason: Some(reason.to_string()),
+                }),
+                undeliverable: Some(Box::new(Event::TaskFailed {
+                    task,
+                    error: ErrorInfo::new(
+                        "ChildNotFound",
+                        "the child execution does not exist",
+                        false,
+                    ),
+                })),
+            });
+        }
+    }
+
+    /// Undoes a succeeded child by asking it to run its own compensations.
+    fn undo_child(&mut self, s: usize, u: usize, index: Option<u32>, attempt: u32) {
+        let task = TaskRef {
+            step: self.wf.steps[s].name.clone(),
+            index,
+            attempt,
+            kind: TaskKind::Compensation,
+        };
+        self.comp(s, u, |comp| comp.due = None);
+        self.emit_compensation(
+            LifecycleKind::CompensationStarted,
+            s,
+            u,
+            attempt,
+            None,
+            None,
+        );
+        let child = self.child_id(s, u);
+        self.commands.push(Command::SendEvent {
+            execution_id: Arc::from(child.as_str()),
+            event: Box::new(Event::CompensationRequested { task: task.clone() }),
+            undeliverable: Some(Box::new(Event::TaskFailed {
+                task,
+                error: ErrorInfo::new(
+                    "ChildNotFound",
+                    format!("child execution `{child}` does not exist (its records expired?)"),
+                    false,
+                ),
+            })),
+        });
+    }
+
     fn finish_success(&mut self) {
         let view = View {
             wf: self.wf,
@@ -1494,11 +1734,7 @@ impl Cx<'_> {
                     None,
                     None,
                 );
-                self.commands.push(Command::Finish {
-                    status: ExecutionStatus::Succeeded,
-                    output: Some(output),
-                    error: None,
-                });
+                self.finish(ExecutionStatus::Succeeded, Some(output), None);
             }
             Err(e) => self.stop(ErrorInfo::new("OutputError", e.to_string(), false)),
         }
@@ -1524,10 +1760,7 @@ impl Cx<'_> {
             })
             .collect();
         for (s, step) in self.ex.steps.iter().enumerate() {
-            if self.wf.steps[s]
-                .call()
-                .is_none_or(|c| c.compensation.is_none())
-            {
+            if self.wf.steps[s].call().is_none_or(|c| !c.compensable()) {
                 continue;
             }
             let for_each = self.is_for_each(s);
@@ -1600,7 +1833,7 @@ impl Cx<'_> {
             ExecutionStatus::CompensationFailed
         } else if self.ex.cancel_requested {
             ExecutionStatus::Cancelled
-        } else if nothing_to_undo {
+        } else if nothing_to_undo && self.ex.undone_for.is_none() {
             ExecutionStatus::Failed
         } else {
             ExecutionStatus::Compensated
@@ -1615,11 +1848,7 @@ impl Cx<'_> {
         self.ex.finished_at = Some(self.now);
         let error = self.ex.failure.clone();
         self.emit(kind, None, None, None, error.clone(), None);
-        self.commands.push(Command::Finish {
-            status,
-            output: None,
-            error,
-        });
+        self.finish(status, None, error);
         true
     }
 }
