@@ -243,18 +243,26 @@ pub fn validate(file: &Path, json: bool) -> anyhow::Result<u8> {
     }
 }
 
+/// A request refused before anything was stored, with each problem on its own line.
+fn refused(what: &str, problems: &[String]) -> anyhow::Error {
+    let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+    bad(format!("{what}:\n{}", lines.join("\n")))
+}
+
 pub async fn deploy<B: WorkflowStore>(backend: &B, file: &Path) -> anyhow::Result<u8> {
     let workflow = load_workflow(file)?;
-    let version = match backend
-        .put_workflow(&workflow.definition, SystemClock.now())
-        .await
-    {
+    let stored = match baton_runtime::children::check_children(backend, &workflow).await {
+        Ok(()) => {
+            backend
+                .put_workflow(&workflow.definition, SystemClock.now())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let version = match stored {
         Ok(version) => version,
         // Nothing was stored: the definition names what must change.
-        Err(StoreError::Refused { what, problems }) => {
-            let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-            return Err(bad(format!("{what}:\n{}", lines.join("\n"))));
-        }
+        Err(StoreError::Refused { what, problems }) => return Err(refused(&what, &problems)),
         Err(e) => return Err(e.into()),
     };
     outln!("workflow `{}` version {version}", workflow.name);
@@ -329,6 +337,11 @@ pub async fn prepare_workflow(
         Workflow::from_definition(stored.definition).map_err(|e| bad(e.to_string()))?
     };
     check_functions(&compiled, targets)?;
+    match baton_runtime::children::check_children(backend, &compiled).await {
+        Ok(()) => {}
+        Err(StoreError::Refused { what, problems }) => return Err(refused(&what, &problems)),
+        Err(e) => return Err(e.into()),
+    }
     let version = backend
         .put_workflow(&compiled.definition, SystemClock.now())
         .await?;
@@ -393,6 +406,7 @@ impl StartSettings<'_> {
                 self.timeout,
                 baton_core::workflow::check_execution_timeout,
             )?,
+            parent: None,
         })
     }
 }

@@ -121,7 +121,17 @@ pub fn event_line(event: &LifecycleEvent, start: Timestamp, color: bool) -> Stri
 
 pub fn history_line(entry: &HistoryEntry, start: Timestamp) -> String {
     let what = match &entry.event {
+        Event::Started {
+            parent: Some(parent),
+            ..
+        } => format!(
+            "started for step `{}` of execution {}",
+            parent.task.step, parent.execution_id
+        ),
         Event::Started { .. } => "started".to_string(),
+        Event::CompensationRequested { task } => {
+            format!("undo asked by step `{}` of the parent execution", task.step)
+        }
         Event::TaskSucceeded { task, .. } => format!("{} succeeded", task_name(task)),
         Event::TaskFailed { task, error } => format!(
             "{} failed: {}: {}",

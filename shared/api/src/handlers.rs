@@ -344,8 +344,9 @@ async fn put_workflow<B: Backend>(
             path: name.to_string(),
         });
     }
-    let definition = workflow.definition;
     let backend = api.backend();
+    baton_runtime::children::check_children(&**backend, &workflow).await?;
+    let definition = workflow.definition;
     let latest = backend.get_workflow(name, None).await?.map(|w| w.version);
     let version = backend
         .put_workflow(&definition, api.coordinator().now())
@@ -445,6 +446,7 @@ async fn start_execution<B: Backend>(
     let options = baton_runtime::StartOptions {
         retention_ms: millis("retention", request.retention.as_deref())?,
         timeout_ms: millis("timeout", request.timeout.as_deref())?,
+        parent: None,
     };
     let started = api
         .coordinator()

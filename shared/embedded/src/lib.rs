@@ -10,7 +10,8 @@
 //! - [`local`]: tasks a worker leases to itself in the transaction that
 //!   creates them, so the next step starts without a poll;
 //! - [`worker`]: fires due timers, leases tasks, runs them on their targets
-//!   and reports results through the coordinator;
+//!   and reports results through the coordinator, and delivers the outbox
+//!   entries (commands for other executions) a dead process left behind;
 //! - [`schedules`]: starts the executions of workflows' cron schedules as
 //!   they come due, each instant once however many workers run.
 

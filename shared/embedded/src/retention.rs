@@ -1,7 +1,8 @@
 //! Retention: a finished execution is kept for its `retention` (the
 //! workflow's, or the start's), then swept with its history, lifecycle
-//! events, tasks and timers. Dead letters stay until a person redrives or
-//! removes them. `baton gc` sweeps on demand; a worker sweeps now and then.
+//! events, tasks, timers and undelivered outbox entries. Dead letters stay
+//! until a person redrives or removes them. `baton gc` sweeps on demand; a
+//! worker sweeps now and then.
 
 use baton_core::Timestamp;
 use baton_runtime::ports::{StoreError, StoreResult};
@@ -78,6 +79,7 @@ impl SqliteBackend {
                 swept.events += delete("DELETE FROM events WHERE execution_id = ?1")?;
                 delete("DELETE FROM tasks WHERE execution_id = ?1")?;
                 delete("DELETE FROM timers WHERE execution_id = ?1")?;
+                delete("DELETE FROM outbox WHERE execution_id = ?1")?;
                 swept.executions += delete("DELETE FROM executions WHERE id = ?1")?;
             }
             Ok((swept, ids))

@@ -2,11 +2,16 @@
 //!
 //! A transition is written in one `BEGIN IMMEDIATE` transaction: the
 //! versioned update of the execution, its history row, and the rows its
-//! commands produce (tasks, timers, events, dead letters). Nothing is left in
-//! an outbox, so a process killed at any moment leaves either all of a
-//! transition or none of it. Transitions waiting at the same moment share a
-//! transaction (see [`crate::group`]); reads use other connections, so they
-//! do not wait for the writer's disk syncs.
+//! commands produce (tasks, timers, events, dead letters), so a process
+//! killed at any moment leaves either all of a transition or none of it.
+//! Commands that act on other executions (starting a child, sending an
+//! event) cannot be carried out inside that transaction: they are written
+//! to the `outbox` table with it, returned to the coordinator to deliver
+//! once committed, and cleared when delivered. A process killed in between
+//! leaves them there for a worker to deliver (see [`crate::worker`]).
+//! Transitions waiting at the same moment share a transaction (see
+//! [`crate::group`]); reads use other connections, so they do not wait for
+//! the writer's disk syncs.
 //!
 //! No SQLite call runs on a thread of the async runtime: writes go to the
 //! writer's thread and reads to Tokio's blocking threads, so a database that
@@ -120,6 +125,17 @@ CREATE TABLE IF NOT EXISTS schedules (
     skipped INTEGER NOT NULL DEFAULT 0,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (workflow, schedule)
+) WITHOUT ROWID;
+-- Commands of a transition that act on other executions (start a child,
+-- send an event), kept until delivered: `seq` is the history entry of the
+-- transition that produced them, `position` their index among its commands.
+CREATE TABLE IF NOT EXISTS outbox (
+    execution_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (execution_id, seq, position)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS schedule_checks (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -327,6 +343,8 @@ struct TransitionRows {
     /// `(execution id, kind, at, body)`.
     events: Vec<(String, &'static str, i64, String)>,
     dead_letters: Vec<DeadLetterRecord>,
+    /// Commands delivered after the commit: `(seq, position, command)`.
+    outbox: Vec<(i64, i64, String)>,
 }
 
 /// Places reserved on local workers for a transition's tasks, released
@@ -435,6 +453,12 @@ impl TransitionRows {
         }
         for record in &self.dead_letters {
             SqliteBackend::insert_dead_letter(tx, record)?;
+        }
+        for (seq, position, command) in &self.outbox {
+            run(
+                "INSERT OR REPLACE INTO outbox (execution_id, seq, position, command, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, seq, position, command, self.now],
+            )?;
         }
         Ok(claimed)
     }
@@ -709,14 +733,20 @@ impl SqliteBackend {
         found
     }
 
-    /// The rows of a transition, reserving places on local workers for the tasks it creates.
+    /// The rows of a transition of `record`, reserving places on local
+    /// workers for the tasks it creates, and the outbox entries it leaves
+    /// to deliver once committed.
     fn transition_rows(
         &self,
-        execution_id: &str,
+        record: &ExecutionRecord,
         history: &[HistoryEntry],
         commands: &[Command],
-        now: Timestamp,
-    ) -> TransitionRows {
+    ) -> (TransitionRows, Vec<OutboxEntry>) {
+        let execution_id = record.id.as_str();
+        let now = record.updated_at;
+        // The transition's outbox is filed under the last history entry it wrote.
+        let seq = history.last().map_or(record.version, |entry| entry.seq);
+        let mut outbox = Vec::new();
         let local = self.local_queues();
         let mut rows = TransitionRows {
             execution_id: execution_id.to_string(),
@@ -729,6 +759,7 @@ impl SqliteBackend {
             timers: Vec::new(),
             events: Vec::new(),
             dead_letters: Vec::new(),
+            outbox: Vec::new(),
         };
         for entry in history {
             rows.history
@@ -751,7 +782,7 @@ impl SqliteBackend {
                 _ => {}
             }
         }
-        for command in commands {
+        for (position, command) in commands.iter().enumerate() {
             match command {
                 Command::Dispatch(task) => rows.tasks.push(TaskRow {
                     dedup_key: task_dedup_key(task),
@@ -771,10 +802,22 @@ impl SqliteBackend {
                     to_json(event),
                 )),
                 Command::DeadLetter(dead) => rows.dead_letters.push(compensation_dead_letter(dead)),
+                // Other executions are written by their own transitions:
+                // delivered by the coordinator once this one has committed.
+                Command::StartChild(_) | Command::SendEvent { .. } => {
+                    rows.outbox
+                        .push((seq as i64, position as i64, to_json(command)));
+                    outbox.push(OutboxEntry {
+                        execution_id: execution_id.to_string(),
+                        seq,
+                        position: position as u32,
+                        command: command.clone(),
+                    });
+                }
                 Command::Finish { .. } => {}
             }
         }
-        rows
+        (rows, outbox)
     }
 
     /// Timers due at `now`, earliest first. A timer row that does not
@@ -837,6 +880,26 @@ impl SqliteBackend {
             .await?;
         }
         Ok(due)
+    }
+
+    /// Executions with outbox entries written at or before `before`, the
+    /// oldest first, at most `max`: left by a process that died after
+    /// committing them (one still delivering has had its time).
+    pub async fn stale_outbox(&self, before: Timestamp, max: usize) -> StoreResult<Vec<String>> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT execution_id, MIN(created_at) AS oldest FROM outbox WHERE created_at <= ?1
+                 GROUP BY execution_id ORDER BY oldest, execution_id LIMIT ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![before as i64, max as i64], |r| {
+                    r.get::<_, String>(0)
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(unavailable)
+        })
+        .await
     }
 
     /// Earliest pending timer, for the worker's sleep.
@@ -1016,7 +1079,7 @@ impl ExecutionStore for SqliteBackend {
     ) -> StoreResult<Created> {
         let state = to_json(&record.state);
         self.check_size("the execution state", &state)?;
-        let rows = self.transition_rows(&record.id, history, outbox, record.updated_at);
+        let (rows, entries) = self.transition_rows(record, history, outbox);
         let created = record.clone();
         let record = record.clone();
         let checkpoints = self.checkpoints.clone();
@@ -1050,7 +1113,7 @@ impl ExecutionStore for SqliteBackend {
         Ok(match written {
             Ok(()) => {
                 self.checkpoints.remember(&created);
-                Created::New(Vec::new())
+                Created::New(entries)
             }
             Err(existing) => Created::Existing(Box::new(existing)),
         })
@@ -1087,7 +1150,7 @@ impl ExecutionStore for SqliteBackend {
             }
             false => None,
         };
-        let rows = self.transition_rows(&record.id, history, outbox, record.updated_at);
+        let (rows, entries) = self.transition_rows(record, history, outbox);
         let id = record.id.clone();
         let version = record.version as i64;
         let status = record.status().as_str();
@@ -1137,16 +1200,58 @@ impl ExecutionStore for SqliteBackend {
         }
         let Ok(()) = written?;
         self.checkpoints.remember(record);
-        Ok(Vec::new())
+        Ok(entries)
     }
 
-    async fn pending_outbox(&self, _id: &str) -> StoreResult<Vec<OutboxEntry>> {
-        // Commands are carried out inside the transition's own transaction.
-        Ok(Vec::new())
+    async fn pending_outbox(&self, id: &str) -> StoreResult<Vec<OutboxEntry>> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT seq, position, command FROM outbox WHERE execution_id = ?1 ORDER BY seq, position",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map([&id], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(seq, position, command)| {
+                    Ok(OutboxEntry {
+                        execution_id: id.clone(),
+                        seq: seq as u64,
+                        position: position as u32,
+                        command: from_json("outbox command", &command)?,
+                    })
+                })
+                .collect()
+        })
+        .await
     }
 
-    async fn clear_outbox(&self, _entries: &[OutboxEntry]) -> StoreResult<()> {
-        Ok(())
+    async fn clear_outbox(&self, entries: &[OutboxEntry]) -> StoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<(String, i64, i64)> = entries
+            .iter()
+            .map(|e| (e.execution_id.clone(), e.seq as i64, i64::from(e.position)))
+            .collect();
+        self.write(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM outbox WHERE execution_id = ?1 AND seq = ?2 AND position = ?3",
+                )
+                .map_err(unavailable)?;
+            for (execution_id, seq, position) in &keys {
+                stmt.execute(params![execution_id, seq, position])
+                    .map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {

@@ -20,6 +20,13 @@
 //! execution and the timer or task (with the result it produced), for a
 //! person to resolve and redrive.
 //!
+//! Commands a transition leaves for other executions (starting a child,
+//! sending an event) are delivered by the process that committed it, right
+//! after the commit. If that process died first they stay in the outbox:
+//! every second or so a worker looks for entries older than a few seconds
+//! and delivers them through [`Coordinator::recover`]; delivering twice is
+//! harmless, and one that fails is tried again on the next pass.
+//!
 //! A lease extension that fails for a while does not stop the step: it is
 //! retried. Only a lease that is truly lost (another worker received the
 //! task) makes this worker give up the task, and even then its handler is
@@ -123,10 +130,40 @@ pub struct Worker {
     timer_retries: Mutex<HashMap<String, (u32, Instant)>>,
     /// When this worker last swept expired executions.
     swept_at: Mutex<Option<Instant>>,
+    /// When this worker last looked for outbox entries left behind.
+    outbox_at: Mutex<Option<Instant>>,
+    /// Set while a delivery of outbox entries left behind runs.
+    outbox_busy: Arc<AtomicBool>,
+    /// Executions whose outbox entries failed to deliver: how many passes
+    /// in a row, and when to try again (so they do not crowd out the rest).
+    outbox_retries: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 /// How often a worker sweeps executions whose retention has passed.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// How often a worker looks for outbox entries left by a process that died
+/// between committing a transition and delivering its commands.
+const OUTBOX_EVERY: Duration = Duration::from_secs(1);
+
+/// How old (milliseconds) an outbox entry is before a worker delivers it:
+/// younger, the process that committed it is most likely delivering it.
+const OUTBOX_AGE_MS: u64 = 5_000;
+
+/// Executions whose outbox entries one pass delivers.
+const OUTBOX_PER_PASS: usize = 16;
+
+/// The longest pause before delivering an execution's outbox again after failures.
+const OUTBOX_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Clears a flag when dropped, however the task holding it ends.
+struct Clears(Arc<AtomicBool>);
+
+impl Drop for Clears {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
 
 impl Drop for Worker {
     fn drop(&mut self) {
@@ -215,6 +252,9 @@ impl Worker {
             stopping: AtomicBool::new(false),
             timer_retries: Mutex::new(HashMap::new()),
             swept_at: Mutex::new(None),
+            outbox_at: Mutex::new(None),
+            outbox_busy: Arc::new(AtomicBool::new(false)),
+            outbox_retries: Mutex::new(HashMap::new()),
         }
     }
 
@@ -335,11 +375,106 @@ impl Worker {
         });
     }
 
+    /// Delivers outbox entries left behind (see [`OUTBOX_AGE_MS`]) every
+    /// [`OUTBOX_EVERY`], beside the rounds rather than in them (a delivery
+    /// writes other executions, and may wait on a busy database); one pass
+    /// at a time. What fails stays in the outbox for the next pass.
+    fn deliver_outbox_now_and_then(self: &Arc<Self>) {
+        {
+            let mut outbox_at = self.outbox_at.lock().unwrap_or_else(|p| p.into_inner());
+            if outbox_at.is_some_and(|at| at.elapsed() < OUTBOX_EVERY) {
+                return;
+            }
+            if self.outbox_busy.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *outbox_at = Some(Instant::now());
+        }
+        let busy = Clears(self.outbox_busy.clone());
+        let worker = self.clone();
+        tokio::spawn(async move {
+            let _busy = busy;
+            worker.deliver_left_outbox().await;
+        });
+    }
+
+    fn lock_outbox_retries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
+        self.outbox_retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One pass over the outbox entries left behind, oldest first; returns
+    /// how many it delivered. An execution whose delivery failed is tried
+    /// again on a later pass, after a pause that grows while it keeps
+    /// failing, so that a few that cannot be delivered yet do not hold up
+    /// the others.
+    async fn deliver_left_outbox(&self) -> usize {
+        let before = self.coordinator.now().saturating_sub(OUTBOX_AGE_MS);
+        let waiting = self.lock_outbox_retries().len();
+        let ids = match self
+            .backend()
+            .stale_outbox(before, OUTBOX_PER_PASS + waiting)
+            .await
+        {
+            Ok(ids) => ids,
+            Err(e) => {
+                warn!(error = %e, "outbox not read; trying again on the next pass");
+                return 0;
+            }
+        };
+        // Forget executions whose entries are gone (delivered by another process, or swept).
+        self.lock_outbox_retries().retain(|id, _| ids.contains(id));
+        let mut delivered = 0;
+        let mut tried = 0;
+        for id in ids {
+            if tried == OUTBOX_PER_PASS {
+                break;
+            }
+            let later = self
+                .lock_outbox_retries()
+                .get(&id)
+                .is_some_and(|(_, not_before)| Instant::now() < *not_before);
+            if later {
+                continue;
+            }
+            tried += 1;
+            match self.coordinator.recover(&id).await {
+                Ok(entries) => {
+                    self.lock_outbox_retries().remove(&id);
+                    debug!(workflow.execution.id = %id, entries, "outbox entries left behind delivered");
+                    delivered += entries;
+                }
+                Err(e) => {
+                    let mut retries = self.lock_outbox_retries();
+                    let entry = retries.entry(id.clone()).or_insert((0, Instant::now()));
+                    entry.0 += 1;
+                    let pause = OUTBOX_EVERY
+                        .saturating_mul(1 << entry.0.saturating_sub(1).min(16))
+                        .min(OUTBOX_RETRY_MAX);
+                    entry.1 = Instant::now() + pause;
+                    if noteworthy(entry.0) {
+                        warn!(
+                            workflow.execution.id = %id,
+                            error = %e,
+                            retryable = e.is_retryable(),
+                            failures = entry.0,
+                            retry_in_ms = pause.as_millis() as u64,
+                            "outbox entries left behind not delivered; trying again later"
+                        );
+                    }
+                }
+            }
+        }
+        delivered
+    }
+
     /// One round: fire due timers and start as many tasks as there are free
     /// slots. Returns whether it found any work.
     pub async fn poll_once(self: Arc<Self>) -> Result<bool, CoordinatorError> {
         let fired = self.fire_timers().await? + crate::schedules::tick(&self.coordinator).await;
         self.sweep_now_and_then();
+        self.deliver_outbox_now_and_then();
         // Tasks already leased here first: they wait for nothing but a slot.
         let mut started = self.clone().start_local();
         let free = self.slots.available_permits();

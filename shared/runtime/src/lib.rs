@@ -4,6 +4,7 @@
 //!   timers, event sink, dead letters) and the records they exchange;
 //! - [`coordinator`]: load, apply, commit with a version check, deliver;
 //! - [`checkpoint`]: when a store writes a snapshot, and replay after it;
+//! - [`children`]: what deploying a workflow that runs child workflows checks;
 //! - [`step`]: the handler API step functions implement;
 //! - [`targets`]: where a function runs (in-process, a local command, Lambda);
 //! - [`triggers`]: the executions an event starts through workflows' triggers;
@@ -11,6 +12,7 @@
 //! - [`faults`]: a backend wrapper that injects faults by plan (feature `testkit`).
 
 pub mod checkpoint;
+pub mod children;
 pub mod clock;
 #[cfg(feature = "testkit")]
 pub mod contract;

@@ -1,0 +1,160 @@
+//! Sub-workflows on the AWS backend, against moto server: the coordinator
+//! that commits a `workflow:` step starts the child execution (its steps
+//! invoked like any others), the child's end reaches the parent through the
+//! child's outbox, and undoing the parent asks the child to run its own
+//! compensations. Each step's result comes back as its Lambda destination
+//! record on the coordinator queue.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_aws::AwsBackend;
+use baton_aws::dispatch::DestinationRecord;
+use baton_aws::testing::{RecordingInvoker, fresh_recording_backend};
+use baton_core::ExecutionStatus;
+use baton_runtime::Coordinator;
+use baton_runtime::ports::ExecutionStore;
+use serde_json::{Value, json};
+
+mod common;
+
+const PAYMENT: &str = r#"
+name: payment
+defaults: { retry: { max_attempts: 1 }, timeout: 30s }
+steps:
+  authorize: { function: fn-authorize, compensate: { function: fn-void } }
+  capture: { function: fn-capture, needs: [authorize], compensate: { function: fn-refund } }
+output: { paid: "${ input.amount }" }
+"#;
+
+const ORDER: &str = r#"
+name: order
+defaults: { retry: { max_attempts: 1 }, timeout: 30s }
+steps:
+  reserve: { function: fn-reserve, compensate: { function: fn-release } }
+  pay: { workflow: payment, needs: [reserve], input: { amount: "${ input.total }" } }
+  ship: { function: fn-ship, needs: [pay], mutates: false, input: "${ steps.pay.output }" }
+"#;
+
+/// Answers each invoke of the functions as its destination would, in the
+/// order they were invoked, and plays the coordinator until `id` ends.
+/// Returns the functions invoked, `{execution} {function}`, in order.
+async fn drive(
+    backend: &Arc<AwsBackend>,
+    coordinator: &Coordinator<AwsBackend>,
+    invoker: &RecordingInvoker,
+    id: &str,
+    fail: &[&str],
+) -> Vec<String> {
+    let sqs = backend.clients().sqs.clone();
+    let url = backend.settings().coordinator_queue_url.clone();
+    let mut invoked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for task in invoker.take_all() {
+            invoked.push(format!(
+                "{} {}",
+                task.baton.execution_id, task.baton.function
+            ));
+            let record = if fail.contains(&task.baton.function.as_str()) {
+                DestinationRecord::failure(&task, "PermanentBroken", "it broke")
+            } else {
+                DestinationRecord::success(&task, json!({ "by": task.baton.function }))
+            };
+            sqs.send_message()
+                .queue_url(&url)
+                .message_body(serde_json::to_string(&record).unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        let handled = common::coordinator_round(backend, coordinator).await;
+        let status = backend.load(id).await.unwrap().unwrap().status();
+        if status.is_terminal() && handled == 0 {
+            return invoked;
+        }
+        assert!(Instant::now() < deadline, "`{id}` did not end: {invoked:?}");
+    }
+}
+
+async fn setup(
+    name: &str,
+) -> (
+    Arc<AwsBackend>,
+    Coordinator<AwsBackend>,
+    Arc<RecordingInvoker>,
+) {
+    let (backend, invoker) = fresh_recording_backend(name, 5).await;
+    let backend = Arc::new(backend);
+    common::deployed(&backend, PAYMENT).await;
+    let coordinator = common::deployed(&backend, ORDER).await;
+    (backend, coordinator, invoker)
+}
+
+fn state(record: &baton_runtime::ports::ExecutionRecord) -> Value {
+    serde_json::to_value(&record.state).unwrap()
+}
+
+#[tokio::test]
+async fn a_child_execution_runs_its_steps_and_its_output_is_the_parent_steps() {
+    let (backend, coordinator, invoker) = setup("children-ok").await;
+    coordinator
+        .start("order", None, "o-1", json!({"total": 42}))
+        .await
+        .unwrap();
+    let invoked = drive(&backend, &coordinator, &invoker, "o-1", &[]).await;
+    assert_eq!(
+        invoked,
+        [
+            "o-1 fn-reserve",
+            "o-1:pay fn-authorize",
+            "o-1:pay fn-capture",
+            "o-1 fn-ship"
+        ]
+    );
+    let parent = backend.load("o-1").await.unwrap().unwrap();
+    assert_eq!(parent.status(), ExecutionStatus::Succeeded);
+    assert_eq!(state(&parent)["steps"][1]["output"], json!({"paid": 42}));
+    let child = backend.load("o-1:pay").await.unwrap().unwrap();
+    assert_eq!(child.status(), ExecutionStatus::Succeeded);
+    assert_eq!(child.workflow, "payment");
+}
+
+#[tokio::test]
+async fn undoing_the_parent_runs_the_childs_compensations_before_its_own() {
+    let (backend, coordinator, invoker) = setup("children-undo").await;
+    coordinator
+        .start("order", None, "o-2", json!({"total": 7}))
+        .await
+        .unwrap();
+    let invoked = drive(&backend, &coordinator, &invoker, "o-2", &["fn-ship"]).await;
+    assert_eq!(
+        invoked[4..],
+        ["o-2:pay fn-refund", "o-2:pay fn-void", "o-2 fn-release"],
+        "{invoked:?}"
+    );
+    let parent = backend.load("o-2").await.unwrap().unwrap();
+    assert_eq!(parent.status(), ExecutionStatus::Compensated);
+    let child = backend.load("o-2:pay").await.unwrap().unwrap();
+    assert_eq!(child.status(), ExecutionStatus::Compensated);
+}
+
+#[tokio::test]
+async fn a_failed_child_fails_the_parent_step_after_undoing_itself() {
+    let (backend, coordinator, invoker) = setup("children-fail").await;
+    coordinator
+        .start("order", None, "o-3", json!({"total": 7}))
+        .await
+        .unwrap();
+    let invoked = drive(&backend, &coordinator, &invoker, "o-3", &["fn-capture"]).await;
+    assert_eq!(
+        invoked[3..],
+        ["o-3:pay fn-void", "o-3 fn-release"],
+        "{invoked:?}"
+    );
+    let parent = backend.load("o-3").await.unwrap().unwrap();
+    assert_eq!(parent.status(), ExecutionStatus::Compensated);
+    let pay = &state(&parent)["steps"][1];
+    assert_eq!(pay["status"], "failed");
+    assert_eq!(pay["error"]["name"], "PermanentBroken");
+}
