@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use baton_core::definition::Format;
 use baton_core::engine::{
     Command, Dispatch, Event, Execution, ExecutionStatus, LifecycleKind, MAX_TIMESTAMP,
-    MAX_WAIT_AHEAD_MS, Outcome, StepStatus, TaskKind, TaskRef, TimerId, TimerKind, Transition,
-    UnitStatus, apply,
+    MAX_WAIT_AHEAD_MS, Outcome, ParentRef, StepStatus, TaskKind, TaskRef, TimerId, TimerKind,
+    Transition, UnitStatus, apply,
 };
 use baton_core::{ErrorInfo, Workflow};
 use proptest::prelude::*;
@@ -1141,10 +1141,21 @@ impl Chaos {
                     input.clone()
                 };
                 let timeout_ms = [None, Some(1_000), Some(u64::MAX)][self.tape.pick(3)];
+                // Sometimes a child, so its end is sent to a parent.
+                let parent = (self.tape.pick(2) == 0).then(|| ParentRef {
+                    execution_id: "ex-parent".into(),
+                    task: TaskRef {
+                        step: "run".into(),
+                        index: None,
+                        attempt: 1,
+                        kind: TaskKind::Step,
+                    },
+                    depth: 1,
+                });
                 Event::Started {
                     input,
                     timeout_ms,
-                    parent: None,
+                    parent,
                 }
             }
             1..=5 if !self.tasks.is_empty() => {
@@ -1193,8 +1204,16 @@ impl Chaos {
             13 => Event::CancelRequested {
                 reason: (self.tape.pick(2) == 0).then(|| "chaos".to_string()),
             },
-            14 | 15 => Event::RedriveRequested {
+            14 => Event::RedriveRequested {
                 reason: (self.tape.pick(2) == 0).then(|| "chaos".to_string()),
+            },
+            15 => Event::CompensationRequested {
+                task: TaskRef {
+                    step: "run".into(),
+                    index: None,
+                    attempt: ATTEMPTS[self.tape.pick(ATTEMPTS.len())],
+                    kind: TaskKind::Compensation,
+                },
             },
             _ => match self.tasks.last().cloned() {
                 Some(task) => self.result(task),
@@ -1233,6 +1252,13 @@ impl Chaos {
                     assert!(d.deadline <= latest, "{c:?}");
                     self.tasks.push(d.task.clone());
                 }
+                // A child's end comes back as a result of the task it runs for.
+                Command::StartChild(child) => self.tasks.push(child.parent.task.clone()),
+                Command::SendEvent { event, .. } => {
+                    if let Event::CompensationRequested { task } = &**event {
+                        self.tasks.push(task.clone());
+                    }
+                }
                 Command::StartTimer { timer, fire_at } => {
                     assert!(*fire_at <= latest, "{c:?}");
                     self.timers.push(timer.clone());
@@ -1246,15 +1272,35 @@ impl Chaos {
 }
 
 /// The spec's workflow with some read-only steps repeating until their
-/// output is `true`, and an execution timeout when the first flag is set.
+/// output is `true`, some steps running a child workflow instead of a
+/// function, some `for_each` steps tolerating failures, and an execution
+/// timeout when the first flag is set.
 fn chaos_workflow(spec: &Spec) -> Workflow {
     let yaml = spec.yaml();
     let mut definition = baton_core::WorkflowDefinition::parse(&yaml, Format::Yaml)
         .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     for (i, (name, step)) in definition.steps.0.iter_mut().enumerate() {
+        let mask = spec.steps[i].needs_mask;
+        if step.function.is_some() && mask % 5 == 1 {
+            step.function = None;
+            step.workflow = Some("child".into());
+            step.retry = None;
+            if mask % 10 == 1 {
+                // Undone by the child's own compensations.
+                step.compensate = None;
+                step.reason = None;
+            }
+        }
+        if step.for_each.is_some() {
+            match mask % 4 {
+                0 => step.tolerated_failures = Some(1),
+                1 => step.tolerated_failure_percent = Some(50),
+                _ => {}
+            }
+        }
         let reads_only =
             step.function.is_some() && step.mutates == Some(false) && step.for_each.is_none();
-        if reads_only && spec.steps[i].needs_mask.is_multiple_of(3) {
+        if reads_only && mask.is_multiple_of(3) {
             step.repeat = Some(baton_core::definition::RepeatDefinition {
                 until: format!("${{ steps.{name}.output == true }}"),
                 max_iterations: 3,
