@@ -456,3 +456,39 @@ fn many_problems_reports_each_at_once() {
         ],
     );
 }
+
+/// Every whole workflow the README shows (a `yaml` block starting with
+/// `name:`) validates, and so does each step it shows on its own, set in a
+/// workflow of its own.
+#[test]
+fn the_readmes_workflows_and_steps_validate() {
+    let readme = read("../../README.md");
+    let mut checked = 0;
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        let indent = line.len() - line.trim_start().len();
+        if line.trim() != "```yaml" {
+            continue;
+        }
+        let block: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| l.trim() != "```")
+            .map(|l| l.get(indent..).unwrap_or(""))
+            .collect();
+        let text = block.join("\n");
+        let first = block.first().copied().unwrap_or_default();
+        let definition = if first.starts_with("name:") {
+            text
+        } else if first.ends_with(':') && !first.starts_with(['s', 't']) {
+            // A single step (`schedules:` and `triggers:` blocks are parts of a workflow).
+            let indented: Vec<String> = block.iter().map(|l| format!("  {l}")).collect();
+            format!("name: readme\nsteps:\n{}\n", indented.join("\n"))
+        } else {
+            continue;
+        };
+        Workflow::from_text(&definition, Format::Yaml)
+            .unwrap_or_else(|e| panic!("a README workflow does not validate: {e}\n{definition}"));
+        checked += 1;
+    }
+    assert!(checked >= 3, "found {checked} README workflows");
+}
