@@ -20,6 +20,7 @@
 //! The server has no authentication: it listens on loopback only, and on AWS
 //! it acts with the credentials of the user who started it.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -413,12 +414,16 @@ struct Node {
     id: String,
     /// The step this node belongs to (a compensation's is the step it undoes).
     step: String,
-    /// `step`, `map` (`for_each`), `branch` (a plain step with `if`), `wait`,
-    /// `signal` (`wait_for`) or `compensation`.
+    /// `step`, `map` (`for_each`), `branch` (a plain step with `if`),
+    /// `workflow` (a child workflow), `wait`, `signal` (`wait_for`) or
+    /// `compensation`.
     kind: &'static str,
     label: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     function: Option<String>,
+    /// The workflow a `workflow:` step runs as a child.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     condition: Option<String>,
 }
@@ -445,7 +450,18 @@ fn graph(workflow: &Workflow) -> Graph {
     let mut edges = Vec::new();
     for step in &workflow.steps {
         let condition = step.condition.as_ref().map(|c| c.source().to_string());
+        let child = step
+            .call()
+            .and_then(|c| c.workflow.as_ref())
+            .map(|w| w.name.to_string());
         let (kind, detail, function) = match &step.action {
+            Action::Call(call) if call.workflow.is_some() => {
+                let name = child.as_deref().unwrap_or_default();
+                match call.for_each {
+                    Some(_) => ("map", format!("workflow {name} (for each)"), None),
+                    None => ("workflow", format!("workflow {name}"), None),
+                }
+            }
             Action::Call(call) if call.for_each.is_some() => (
                 "map",
                 format!("{} (for each)", call.function),
@@ -475,6 +491,7 @@ fn graph(workflow: &Workflow) -> Graph {
             kind,
             label: format!("{}\n{detail}", step.name),
             function,
+            workflow: child.clone(),
             condition,
         });
         for &n in &step.needs {
@@ -484,14 +501,27 @@ fn graph(workflow: &Workflow) -> Graph {
                 kind: "needs",
             });
         }
-        if let Some(compensation) = step.call().and_then(|c| c.compensation.as_ref()) {
+        let undo_by = step
+            .call()
+            .and_then(|c| match (&c.compensation, &c.workflow) {
+                (Some(compensation), _) => Some((
+                    compensation.function.to_string(),
+                    Some(compensation.function.to_string()),
+                )),
+                (None, Some(child)) if child.compensate => {
+                    Some((format!("{}'s own compensations", child.name), None))
+                }
+                _ => None,
+            });
+        if let Some((by, function)) = undo_by {
             let undo = format!("undo:{}", step.name);
             nodes.push(Node {
                 id: undo.clone(),
                 step: step.name.to_string(),
                 kind: "compensation",
-                label: format!("undo {}\n{}", step.name, compensation.function),
-                function: Some(compensation.function.to_string()),
+                label: format!("undo {}\n{by}", step.name),
+                function,
+                workflow: None,
                 condition: None,
             });
             edges.push(Edge {
@@ -577,6 +607,36 @@ fn step_inputs(workflow: &Workflow, execution: &Execution) -> serde_json::Map<St
     inputs
 }
 
+/// The child executions each `workflow:` step started, by step: one per
+/// started element, its latest attempt's.
+fn children(workflow: &Workflow, execution: &Execution) -> BTreeMap<String, Vec<String>> {
+    let mut children = BTreeMap::new();
+    for (step, state) in workflow.steps.iter().zip(&execution.steps) {
+        let Some(call) = step.call().filter(|c| c.workflow.is_some()) else {
+            continue;
+        };
+        let for_each = call.for_each.is_some();
+        let ids: Vec<String> = state
+            .units
+            .iter()
+            .enumerate()
+            .filter(|(_, unit)| unit.attempt > 0)
+            .map(|(u, unit)| {
+                baton_core::idempotency::child_execution_id(
+                    &execution.id,
+                    &step.name,
+                    for_each.then_some(u as u32),
+                    unit.attempt,
+                )
+            })
+            .collect();
+        if !ids.is_empty() {
+            children.insert(step.name.to_string(), ids);
+        }
+    }
+    children
+}
+
 /// The steps whose compensations ran, in the order they ran: by their first
 /// result in the history (compensations run one at a time), then the one
 /// running now.
@@ -634,6 +694,7 @@ async fn detail<B: Backend>(console: &Console<B>, id: &str) -> Result<Value, UiE
     };
     Ok(json!({
         "graph": graph(&workflow),
+        "children": children(&workflow, &record.state),
         "inputs": step_inputs(&workflow, &record.state),
         "compensation_order": compensation_order(&record, &history),
         "events": events,
@@ -688,6 +749,43 @@ fn asset_paths() -> Vec<&'static str> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn a_child_workflow_step_is_its_own_kind_and_names_its_children() {
+        let workflow = Workflow::from_text(
+            "name: batch\nsteps:\n  one: { workflow: line }\n  each: { workflow: line, for_each: \"${ input }\", needs: [one], mutates: false }\n",
+            baton_core::definition::Format::Yaml,
+        )
+        .expect("valid");
+        let g = graph(&workflow);
+        let one = g.nodes.iter().find(|n| n.id == "step:one").unwrap();
+        assert_eq!(
+            (one.kind, one.workflow.as_deref()),
+            ("workflow", Some("line"))
+        );
+        let undo = g.nodes.iter().find(|n| n.id == "undo:one").unwrap();
+        assert_eq!(undo.label, "undo one\nline's own compensations");
+        assert!(
+            !g.nodes.iter().any(|n| n.id == "undo:each"),
+            "mutates: false"
+        );
+        let mut execution = Execution::new(&workflow, "b-1");
+        let t = baton_core::engine::apply(
+            &workflow,
+            &mut execution,
+            Event::Started {
+                input: json!([1, 2]),
+                timeout_ms: None,
+                parent: None,
+            },
+            1,
+        );
+        assert!(t.is_applied());
+        assert_eq!(
+            children(&workflow, &execution),
+            BTreeMap::from([("one".to_string(), vec!["b-1:one".to_string()])])
+        );
+    }
 
     #[test]
     fn graph_of_the_order_saga() {

@@ -89,7 +89,9 @@ export function render(root, id) {
         'workflow ', el('a', { href: `#/workflows/${enc(execution.workflow)}?version=${execution.version}` }, `${execution.workflow} v${execution.version}`),
         ` · created ${time(execution.created_at)}`,
         execution.finished_at ? ` · finished ${time(execution.finished_at)} (${duration(execution.finished_at - execution.created_at)})` : ' · running',
-        execution.cancel_requested ? ' · cancel requested' : ''),
+        execution.cancel_requested ? ' · cancel requested' : '',
+        execution.parent ? [' · child of ', el('a', { id: 'parent-link', href: `#/executions/${enc(execution.parent.execution_id)}` }, execution.parent.execution_id),
+          ` (step ${execution.parent.step}${execution.parent.index !== undefined ? `[${execution.parent.index}]` : ''})`] : ''),
       execution.error ? el('p', { class: 'notice error', id: 'execution-error' }, `${execution.error.name}: ${execution.error.message}`) : '',
     );
     drawActions(execution, letters);
@@ -142,7 +144,11 @@ export function render(root, id) {
     const parts = [
       el('h3', { id: 'panel-title' }, isComp ? `undo ${selected.step}` : selected.step, ' ',
         isComp ? (c ? badge(c.status) : el('span', { class: 'muted' }, 'not run')) : badge(step ? step.status : 'pending')),
-      el('p', { class: 'meta' }, `${selected.kind}${selected.function ? ` · function ${selected.function}` : ''}${selected.condition ? ` · if ${selected.condition}` : ''}`),
+      el('p', { class: 'meta' }, `${selected.kind}${selected.function ? ` · function ${selected.function}` : ''}${selected.workflow ? ` · workflow ${selected.workflow}` : ''}${selected.condition ? ` · if ${selected.condition}` : ''}`),
+      !isComp && state.detail.children && state.detail.children[selected.step]
+        ? [el('h4', {}, 'Child executions'), el('ul', { class: 'children' }, state.detail.children[selected.step].map((child) =>
+          el('li', {}, el('a', { href: `#/executions/${enc(child)}` }, child))))]
+        : '',
       !isComp && step ? el('p', {}, `${step.attempts} attempt${step.attempts === 1 ? '' : 's'}${step.elements !== undefined ? `, ${step.elements} elements` : ''}`) : '',
       isComp && c ? el('p', {}, `${c.attempts} attempt${c.attempts === 1 ? '' : 's'}`) : '',
       !isComp ? [el('h4', {}, 'Input'), input === undefined ? el('p', { class: 'muted' }, 'not started') : pretty(input)] : '',

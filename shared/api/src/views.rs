@@ -77,6 +77,18 @@ pub struct ExecutionView {
     /// When it times out, if it has a `timeout`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Timestamp>,
+    /// For a child execution: the parent's step it runs for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentView>,
+}
+
+/// The step of a parent execution a child runs for.
+#[derive(Debug, Serialize)]
+pub struct ParentView {
+    pub execution_id: String,
+    pub step: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,6 +134,11 @@ impl ExecutionView {
             updated_at: record.updated_at,
             finished_at: state.finished_at,
             deadline: state.deadline,
+            parent: state.parent.as_ref().map(|p| ParentView {
+                execution_id: p.execution_id.to_string(),
+                step: p.task.step.to_string(),
+                index: p.task.index,
+            }),
         }
     }
 }

@@ -827,6 +827,49 @@ steps:
         .await;
     assert_eq!(r.body["limit"], 2048, "{}", r.body);
 
+    // A workflow that runs another as a child: refused while the child is
+    // missing; once deployed, the child execution names its parent.
+    let boss = "name: boss\nsteps:\n  approve: { workflow: approval, input: { orderId: b-1 } }\n";
+    let r = c
+        .expect(
+            S::UNPROCESSABLE_ENTITY,
+            PUT,
+            "/workflows/boss",
+            &yaml,
+            &boss.replace("approval,", "approval-v,"),
+        )
+        .await;
+    assert!(
+        r.body["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("`approval-v` is not deployed")),
+        "{}",
+        r.body
+    );
+    c.expect(S::CREATED, PUT, "/workflows/boss", &yaml, boss)
+        .await;
+    c.expect(
+        S::CREATED,
+        POST,
+        "/workflows/boss/executions",
+        &[],
+        r#"{"id": "b-1"}"#,
+    )
+    .await;
+    let r = c
+        .expect(S::OK, GET, "/executions/b-1:approve", &[], "")
+        .await;
+    assert_eq!(r.body["parent"]["execution_id"], "b-1", "{}", r.body);
+    assert_eq!(r.body["parent"]["step"], "approve");
+    let r = c
+        .expect(S::OK, GET, "/executions/b-1:approve/history", &[], "")
+        .await;
+    assert_eq!(
+        r.body[0]["event"]["parent"]["execution_id"], "b-1",
+        "{}",
+        r.body
+    );
+
     // The document itself, through the JSON it serves.
     let r = c.expect(S::OK, GET, "/openapi.json", &[], "").await;
     assert_eq!(r.body, c.doc);
