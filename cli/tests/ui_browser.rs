@@ -270,6 +270,14 @@ async fn the_console_shows_and_operates_executions() {
         assert_eq!(sb.status(id).as_deref(), Some("failed"));
     }
     std::fs::remove_file(sb.path().join("down")).expect("down removed");
+    // A parent whose step runs a child workflow.
+    let pause = sb.path().join("pause.yaml");
+    std::fs::write(&pause, "name: pause\nsteps:\n  nap: { wait: 10ms }\n").expect("pause.yaml");
+    sb.baton(&["deploy", &path_arg(&pause)]).expect_code(0);
+    let nest = sb.path().join("nest.yaml");
+    std::fs::write(&nest, "name: nest\nsteps:\n  inner: { workflow: pause }\n").expect("nest.yaml");
+    sb.baton(&["run", &path_arg(&nest), "--id", "nest-1"])
+        .expect_code(0);
     let approval = test_workflow("approval.yaml");
     sb.start(&approval, "await-signal", &json!({"orderId": "o-sig"}));
     sb.start(&approval, "await-cancel", &json!({"orderId": "o-can"}));
@@ -386,8 +394,8 @@ async fn scenario(client: Client, url: String) {
         .expect("the list opens");
     until(
         &client,
-        "six executions",
-        "return document.querySelectorAll('#executions tr[data-id]').length === 6;",
+        "eight executions (a parent and its child among them)",
+        "return document.querySelectorAll('#executions tr[data-id]').length === 8;",
         vec![],
     )
     .await;
@@ -585,4 +593,43 @@ async fn scenario(client: Client, url: String) {
     );
     execution_status(&client, "succeeded").await;
     assert_eq!(redrive_button(&client).await, Value::Null);
+
+    // A parent's child-workflow step links to its child, and the child to its parent.
+    client
+        .goto(&format!("{url}/#/executions/nest-1"))
+        .await
+        .expect("the parent opens");
+    node_with_status(&client, "step:inner", "succeeded").await;
+    client
+        .find(Locator::Css(r#"g[data-node-id="step:inner"]"#))
+        .await
+        .expect("the child-workflow node")
+        .click()
+        .await
+        .expect("clicked");
+    let child = until(
+        &client,
+        "the child execution's link",
+        "const a = document.querySelector('ul.children a');
+         return a && a.textContent;",
+        vec![],
+    )
+    .await;
+    assert_eq!(child, "nest-1:inner");
+    client
+        .find(Locator::Css("ul.children a"))
+        .await
+        .expect("the link")
+        .click()
+        .await
+        .expect("clicked");
+    let parent = until(
+        &client,
+        "the parent's link on the child's page",
+        "const a = document.querySelector('#parent-link');
+         return a && document.querySelector('#execution-id').textContent === 'nest-1:inner' && a.textContent;",
+        vec![],
+    )
+    .await;
+    assert_eq!(parent, "nest-1");
 }
