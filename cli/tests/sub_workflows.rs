@@ -125,6 +125,21 @@ fn status(sb: &Sandbox, id: &str) -> Value {
     sb.baton(&["status", id, "--json"]).expect_code(0).json()
 }
 
+/// `baton run` of the order with `{"total": total}`, the function named by
+/// `fail` (if any) failing for good.
+fn run_order(sb: &Sandbox, id: &str, total: u32, fail: Option<&str>) -> common::Outcome {
+    let input = format!(r#"{{"total": {total}}}"#);
+    let env: Vec<(String, &str)> = fail
+        .map(|f| (format!("FAIL_{f}"), ""))
+        .into_iter()
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    sb.baton_env(
+        &["run", &file(sb, "order"), "--id", id, "--input", &input],
+        &env,
+    )
+}
+
 fn calls(sb: &Sandbox) -> Vec<String> {
     std::fs::read_to_string(sb.path().join("calls.txt"))
         .unwrap_or_default()
@@ -137,15 +152,7 @@ fn calls(sb: &Sandbox) -> Vec<String> {
 fn a_step_runs_a_deployed_workflow_as_a_child_and_takes_its_output() {
     let sb = sandbox();
     sb.baton(&["deploy", &file(&sb, "payment")]).expect_code(0);
-    sb.baton(&[
-        "run",
-        &file(&sb, "order"),
-        "--id",
-        "o-1",
-        "--input",
-        r#"{"total": 42}"#,
-    ])
-    .expect_code(0);
+    run_order(&sb, "o-1", 42, None).expect_code(0);
     assert_eq!(status(&sb, "o-1")["state"]["output"]["paid"], 42);
     let child = status(&sb, "o-1:pay");
     assert_eq!(child["state"]["status"], "succeeded", "{child:#}");
@@ -189,18 +196,7 @@ fn a_workflow_naming_a_child_that_is_not_deployed_is_refused_before_it_runs() {
 fn a_later_failure_undoes_the_child_with_its_own_compensations_in_reverse() {
     let sb = sandbox();
     sb.baton(&["deploy", &file(&sb, "payment")]).expect_code(0);
-    let out = sb.baton_env(
-        &[
-            "run",
-            &file(&sb, "order"),
-            "--id",
-            "o-2",
-            "--input",
-            r#"{"total": 7}"#,
-        ],
-        &[("FAIL_ship", "")],
-    );
-    out.expect_code(4);
+    run_order(&sb, "o-2", 7, Some("ship")).expect_code(4);
     assert_eq!(status(&sb, "o-2")["state"]["status"], "compensated");
     assert_eq!(status(&sb, "o-2:pay")["state"]["status"], "compensated");
     assert_eq!(
@@ -214,18 +210,7 @@ fn a_later_failure_undoes_the_child_with_its_own_compensations_in_reverse() {
 fn a_failing_child_fails_the_step_with_its_error_after_undoing_itself() {
     let sb = sandbox();
     sb.baton(&["deploy", &file(&sb, "payment")]).expect_code(0);
-    let out = sb.baton_env(
-        &[
-            "run",
-            &file(&sb, "order"),
-            "--id",
-            "o-3",
-            "--input",
-            r#"{"total": 5}"#,
-        ],
-        &[("FAIL_capture", "")],
-    );
-    out.expect_code(4);
+    run_order(&sb, "o-3", 5, Some("capture")).expect_code(4);
     let parent = status(&sb, "o-3");
     let pay = &parent["state"]["steps"][1];
     assert_eq!(pay["status"], "failed", "{parent:#}");

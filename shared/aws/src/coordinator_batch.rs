@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use baton_core::{Event, Outcome};
 use baton_runtime::coordinator::{Coordinator, CoordinatorError, describe_ignored};
 use baton_runtime::ports::{Backend, DeadLetterKind, DeadLetterRecord};
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all};
 use tracing::{Instrument, error, info_span, warn};
 
 use baton_runtime::triggers::{self, TriggerError};
@@ -95,56 +95,59 @@ pub async fn process_coordinator_batch<B: Backend>(
     failed
 }
 
-async fn process_group<B: Backend>(
-    coordinator: &Coordinator<B>,
-    execution_id: &str,
+/// One execution's messages, in order. Boxed, as the coordinator's own
+/// operations are, so a batch's stack frames hold pointers, not futures.
+fn process_group<'a, B: Backend>(
+    coordinator: &'a Coordinator<B>,
+    execution_id: &'a str,
     group: Vec<(QueueMessage, CoordinatorMessage)>,
-) -> Vec<String> {
-    // A bare event's group is keyed by the event, not an execution.
-    let execution = (!matches!(
-        group.first(),
-        Some((_, CoordinatorMessage::BusEvent { .. }))
-    ))
-    .then_some(execution_id);
-    let is_start = matches!(
-        group.first(),
-        Some((
-            _,
-            CoordinatorMessage::Start { .. }
-                | CoordinatorMessage::Trigger { .. }
-                | CoordinatorMessage::BusEvent { .. }
+) -> BoxFuture<'a, Vec<String>> {
+    Box::pin(async move {
+        // A bare event's group is keyed by the event, not an execution.
+        let execution = (!matches!(
+            group.first(),
+            Some((_, CoordinatorMessage::BusEvent { .. }))
         ))
-    );
-    if !is_start && let Err(e) = coordinator.recover(execution_id).await {
-        // Whatever the cause, the saved commands must go out before anything
-        // else moves the execution: leave its messages for redelivery (and
-        // the redrive policy, with its alarm, if it keeps failing).
-        warn!(error = %e, retryable = e.is_retryable(), "outbox not delivered yet; retrying the batch's messages for this execution");
-        return group.into_iter().map(|(m, _)| m.id).collect();
-    }
-    // Runs of results and timers are applied together, in one transition
-    // (see `Coordinator::handle_all`); a start message stands alone.
-    let mut failed = Vec::new();
-    let mut messages = group.into_iter().peekable();
-    while messages.peek().is_some() {
-        let mut run: Vec<(QueueMessage, Event)> = Vec::new();
-        let mut start = None;
-        for (queued, message) in messages.by_ref() {
-            match message {
-                CoordinatorMessage::Event { event, .. } => run.push((queued, event)),
-                CoordinatorMessage::Timer { timer, .. } => {
-                    run.push((queued, Event::TimerFired { timer }))
-                }
-                start_like @ (CoordinatorMessage::Start { .. }
-                | CoordinatorMessage::Trigger { .. }
-                | CoordinatorMessage::BusEvent { .. }) => {
-                    start = Some((queued, start_like));
-                    break;
+        .then_some(execution_id);
+        let is_start = matches!(
+            group.first(),
+            Some((
+                _,
+                CoordinatorMessage::Start { .. }
+                    | CoordinatorMessage::Trigger { .. }
+                    | CoordinatorMessage::BusEvent { .. }
+            ))
+        );
+        if !is_start && let Err(e) = coordinator.recover(execution_id).await {
+            // Whatever the cause, the saved commands must go out before anything
+            // else moves the execution: leave its messages for redelivery (and
+            // the redrive policy, with its alarm, if it keeps failing).
+            warn!(error = %e, retryable = e.is_retryable(), "outbox not delivered yet; retrying the batch's messages for this execution");
+            return group.into_iter().map(|(m, _)| m.id).collect();
+        }
+        // Runs of results and timers are applied together, in one transition
+        // (see `Coordinator::handle_all`); a start message stands alone.
+        let mut failed = Vec::new();
+        let mut messages = group.into_iter().peekable();
+        while messages.peek().is_some() {
+            let mut run: Vec<(QueueMessage, Event)> = Vec::new();
+            let mut start = None;
+            for (queued, message) in messages.by_ref() {
+                match message {
+                    CoordinatorMessage::Event { event, .. } => run.push((queued, event)),
+                    CoordinatorMessage::Timer { timer, .. } => {
+                        run.push((queued, Event::TimerFired { timer }))
+                    }
+                    start_like @ (CoordinatorMessage::Start { .. }
+                    | CoordinatorMessage::Trigger { .. }
+                    | CoordinatorMessage::BusEvent { .. }) => {
+                        start = Some((queued, start_like));
+                        break;
+                    }
                 }
             }
-        }
-        let (queued, events): (Vec<_>, Vec<_>) = run.into_iter().unzip();
-        let mut results: Vec<(QueueMessage, Result<(), Unapplied>)> = queued
+            let (queued, events): (Vec<_>, Vec<_>) = run.into_iter().unzip();
+            let mut results: Vec<(QueueMessage, Result<(), Unapplied>)> = queued
             .into_iter()
             .zip(coordinator.handle_all(execution_id, events).await)
             .map(|(q, r)| {
@@ -159,32 +162,33 @@ async fn process_group<B: Backend>(
                 (q, r)
             })
             .collect();
-        if let Some((queued, message)) = start {
-            let result = start_one(coordinator, message).await;
-            results.push((queued, result));
-        }
-        let mut results = results.into_iter();
-        while let Some((queued, result)) = results.next() {
-            let id = queued.id.clone();
-            let give_up = match result {
-                Ok(()) => false,
-                Err(Unapplied::Retry(error)) => {
-                    warn!(error = %error, "retrying this execution's remaining messages");
-                    true
+            if let Some((queued, message)) = start {
+                let result = start_one(coordinator, message).await;
+                results.push((queued, result));
+            }
+            let mut results = results.into_iter();
+            while let Some((queued, result)) = results.next() {
+                let id = queued.id.clone();
+                let give_up = match result {
+                    Ok(()) => false,
+                    Err(Unapplied::Retry(error)) => {
+                        warn!(error = %error, "retrying this execution's remaining messages");
+                        true
+                    }
+                    Err(Unapplied::Dead(kind, reason)) => {
+                        !dead_letter(coordinator, &queued, kind, execution, reason).await
+                    }
+                };
+                if give_up {
+                    failed.push(id);
+                    failed.extend(results.map(|(m, _)| m.id));
+                    failed.extend(messages.map(|(m, _)| m.id));
+                    return failed;
                 }
-                Err(Unapplied::Dead(kind, reason)) => {
-                    !dead_letter(coordinator, &queued, kind, execution, reason).await
-                }
-            };
-            if give_up {
-                failed.push(id);
-                failed.extend(results.map(|(m, _)| m.id));
-                failed.extend(messages.map(|(m, _)| m.id));
-                return failed;
             }
         }
-    }
-    failed
+        failed
+    })
 }
 
 /// Why a message was not applied, and what becomes of it.
@@ -211,64 +215,72 @@ impl From<CoordinatorError> for Unapplied {
 /// Carries out a message that starts executions: a `start` (a schedule's,
 /// see [`crate::schedules::start`]), an event a trigger's rule matched, or a
 /// bare EventBridge event matched against every workflow's triggers.
-async fn start_one<B: Backend>(
-    coordinator: &Coordinator<B>,
+fn start_one<'a, B: Backend>(
+    coordinator: &'a Coordinator<B>,
     message: CoordinatorMessage,
-) -> Result<(), Unapplied> {
-    let outcome = match message {
-        CoordinatorMessage::Start {
-            workflow,
-            version,
-            execution_id,
-            input,
-        } => {
-            return crate::schedules::start(coordinator, &workflow, version, &execution_id, input)
+) -> BoxFuture<'a, Result<(), Unapplied>> {
+    Box::pin(async move {
+        let outcome = match message {
+            CoordinatorMessage::Start {
+                workflow,
+                version,
+                execution_id,
+                input,
+            } => {
+                return crate::schedules::start(
+                    coordinator,
+                    &workflow,
+                    version,
+                    &execution_id,
+                    input,
+                )
                 .await
                 .map(|_| ())
                 .map_err(Unapplied::from);
+            }
+            CoordinatorMessage::Trigger {
+                workflow,
+                trigger,
+                event,
+                ..
+            } => triggers::start_triggered(coordinator, &workflow, &trigger, &event).await,
+            CoordinatorMessage::BusEvent { event, .. } => {
+                triggers::start_matching(coordinator, &event).await
+            }
+            CoordinatorMessage::Event { .. } | CoordinatorMessage::Timer { .. } => {
+                // Only start messages are passed here; were another to be, it is
+                // left for redelivery (and the redrive policy), never acked unapplied.
+                return Err(Unapplied::Retry(
+                    "not a start message: it belongs with its execution's events".into(),
+                ));
+            }
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e @ TriggerError::Malformed(_)) => {
+                return Err(Unapplied::Dead(DeadLetterKind::Malformed, e.to_string()));
+            }
+            Err(TriggerError::Start { error, .. }) => return Err(Unapplied::from(error)),
+            Err(e) => return Err(Unapplied::Dead(DeadLetterKind::Task, e.to_string())),
+        };
+        if outcome.failed.is_empty() {
+            return Ok(());
         }
-        CoordinatorMessage::Trigger {
-            workflow,
-            trigger,
-            event,
-            ..
-        } => triggers::start_triggered(coordinator, &workflow, &trigger, &event).await,
-        CoordinatorMessage::BusEvent { event, .. } => {
-            triggers::start_matching(coordinator, &event).await
+        // What started stays started: handling the event again starts only
+        // what failed, since each start is idempotent by its id.
+        let reasons: Vec<String> = outcome.failed.iter().map(ToString::to_string).collect();
+        if outcome.failed.iter().any(|e| match e {
+            TriggerError::Start { error, .. } => error.may_pass(),
+            _ => false,
+        }) {
+            Err(Unapplied::Retry(reasons.join("; ")))
+        } else {
+            Err(Unapplied::Dead(
+                DeadLetterKind::Task,
+                format!("event starts nothing more: {}", reasons.join("; ")),
+            ))
         }
-        CoordinatorMessage::Event { .. } | CoordinatorMessage::Timer { .. } => {
-            // Only start messages are passed here; were another to be, it is
-            // left for redelivery (and the redrive policy), never acked unapplied.
-            return Err(Unapplied::Retry(
-                "not a start message: it belongs with its execution's events".into(),
-            ));
-        }
-    };
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(e @ TriggerError::Malformed(_)) => {
-            return Err(Unapplied::Dead(DeadLetterKind::Malformed, e.to_string()));
-        }
-        Err(TriggerError::Start { error, .. }) => return Err(Unapplied::from(error)),
-        Err(e) => return Err(Unapplied::Dead(DeadLetterKind::Task, e.to_string())),
-    };
-    if outcome.failed.is_empty() {
-        return Ok(());
-    }
-    // What started stays started: handling the event again starts only
-    // what failed, since each start is idempotent by its id.
-    let reasons: Vec<String> = outcome.failed.iter().map(ToString::to_string).collect();
-    if outcome.failed.iter().any(|e| match e {
-        TriggerError::Start { error, .. } => error.may_pass(),
-        _ => false,
-    }) {
-        Err(Unapplied::Retry(reasons.join("; ")))
-    } else {
-        Err(Unapplied::Dead(
-            DeadLetterKind::Task,
-            format!("event starts nothing more: {}", reasons.join("; ")),
-        ))
-    }
+    })
 }
 
 /// Keeps a message for a person; `false` if even that failed, in which case

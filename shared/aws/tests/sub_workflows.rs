@@ -14,6 +14,7 @@ use baton_aws::testing::{RecordingInvoker, fresh_recording_backend};
 use baton_core::ExecutionStatus;
 use baton_runtime::Coordinator;
 use baton_runtime::ports::ExecutionStore;
+use baton_runtime::step::StepEvent;
 use serde_json::{Value, json};
 
 mod common;
@@ -37,14 +38,15 @@ steps:
 "#;
 
 /// Answers each invoke of the functions as its destination would, in the
-/// order they were invoked, and plays the coordinator until `id` ends.
-/// Returns the functions invoked, `{execution} {function}`, in order.
+/// order they were invoked (failing those `fails` says), and plays the
+/// coordinator until `id` ends. Returns the functions invoked,
+/// `{execution} {function}`, in order.
 async fn drive(
     backend: &Arc<AwsBackend>,
     coordinator: &Coordinator<AwsBackend>,
     invoker: &RecordingInvoker,
     id: &str,
-    fail: &[&str],
+    fails: impl Fn(&StepEvent) -> bool,
 ) -> Vec<String> {
     let sqs = backend.clients().sqs.clone();
     let url = backend.settings().coordinator_queue_url.clone();
@@ -56,7 +58,7 @@ async fn drive(
                 "{} {}",
                 task.baton.execution_id, task.baton.function
             ));
-            let record = if fail.contains(&task.baton.function.as_str()) {
+            let record = if fails(&task) {
                 DestinationRecord::failure(&task, "PermanentBroken", "it broke")
             } else {
                 DestinationRecord::success(&task, json!({ "by": task.baton.function }))
@@ -102,7 +104,7 @@ async fn a_child_execution_runs_its_steps_and_its_output_is_the_parent_steps() {
         .start("order", None, "o-1", json!({"total": 42}))
         .await
         .unwrap();
-    let invoked = drive(&backend, &coordinator, &invoker, "o-1", &[]).await;
+    let invoked = drive(&backend, &coordinator, &invoker, "o-1", |_| false).await;
     assert_eq!(
         invoked,
         [
@@ -127,7 +129,10 @@ async fn undoing_the_parent_runs_the_childs_compensations_before_its_own() {
         .start("order", None, "o-2", json!({"total": 7}))
         .await
         .unwrap();
-    let invoked = drive(&backend, &coordinator, &invoker, "o-2", &["fn-ship"]).await;
+    let invoked = drive(&backend, &coordinator, &invoker, "o-2", |t| {
+        t.baton.function == "fn-ship"
+    })
+    .await;
     assert_eq!(
         invoked[4..],
         ["o-2:pay fn-refund", "o-2:pay fn-void", "o-2 fn-release"],
@@ -146,7 +151,10 @@ async fn a_failed_child_fails_the_parent_step_after_undoing_itself() {
         .start("order", None, "o-3", json!({"total": 7}))
         .await
         .unwrap();
-    let invoked = drive(&backend, &coordinator, &invoker, "o-3", &["fn-capture"]).await;
+    let invoked = drive(&backend, &coordinator, &invoker, "o-3", |t| {
+        t.baton.function == "fn-capture"
+    })
+    .await;
     assert_eq!(
         invoked[3..],
         ["o-3:pay fn-void", "o-3 fn-release"],
@@ -157,4 +165,53 @@ async fn a_failed_child_fails_the_parent_step_after_undoing_itself() {
     let pay = &state(&parent)["steps"][1];
     assert_eq!(pay["status"], "failed");
     assert_eq!(pay["error"]["name"], "PermanentBroken");
+}
+
+const LINE: &str = r#"
+name: line
+defaults: { retry: { max_attempts: 1 }, timeout: 30s }
+steps:
+  pick: { function: fn-pick, mutates: false, input: "${ input }" }
+  pack: { function: fn-pack, needs: [pick], mutates: false, input: "${ input }" }
+output: "${ input }"
+"#;
+
+const BATCH: &str = r#"
+name: batch
+steps:
+  lines:
+    workflow: line
+    for_each: "${ input }"
+    input: "${ item }"
+    max_concurrency: 2
+    tolerated_failures: 1
+output: "${ steps.lines.output }"
+"#;
+
+#[tokio::test]
+async fn a_for_each_runs_a_child_per_element_and_tolerates_a_failed_one() {
+    let (backend, invoker) = fresh_recording_backend("children-map", 5).await;
+    let backend = Arc::new(backend);
+    common::deployed(&backend, LINE).await;
+    let coordinator = common::deployed(&backend, BATCH).await;
+    coordinator
+        .start("batch", None, "b-1", json!([1, 2, 3]))
+        .await
+        .unwrap();
+    let mut started = 0;
+    for i in 0..3 {
+        let child = backend.load(&format!("b-1:lines:{i}")).await.unwrap();
+        started += usize::from(child.is_some());
+    }
+    assert_eq!(started, 2, "at most max_concurrency at once");
+    let invoked = drive(&backend, &coordinator, &invoker, "b-1", |t| {
+        t.baton.function == "fn-pack" && t.input == json!(2)
+    })
+    .await;
+    assert_eq!(invoked.len(), 6, "{invoked:?}");
+    let parent = backend.load("b-1").await.unwrap().unwrap();
+    assert_eq!(parent.status(), ExecutionStatus::Succeeded);
+    assert_eq!(parent.state.output, Some(json!([1, null, 3])));
+    let failed = backend.load("b-1:lines:1").await.unwrap().unwrap();
+    assert_eq!(failed.status(), ExecutionStatus::Failed);
 }

@@ -289,14 +289,20 @@ fn a_failed_child_undoes_itself_and_fails_the_step_with_its_error() {
     w.assert_replays();
 }
 
-#[test]
-fn undoing_a_succeeded_child_runs_its_compensations_in_reverse_order() {
+/// An order whose payment child succeeded, and whose shipping then failed.
+fn paid_then_shipping_fails() -> World {
     let mut w = World::new(&[PAYMENT, ORDER]);
     w.start("order", "o-1", json!({"total": 42}));
     w.succeed("o-1/reserve", json!("r"));
     w.succeed("o-1:pay/authorize", json!({"id": "a-1"}));
     w.succeed("o-1:pay/capture", json!({"id": "c-1"}));
     w.fail("o-1/ship", "NoCourier");
+    w
+}
+
+#[test]
+fn undoing_a_succeeded_child_runs_its_compensations_in_reverse_order() {
+    let mut w = paid_then_shipping_fails();
     // The parent's newest success is the child: it is undone first, by the child.
     assert_eq!(w.labels(), ["o-1:pay/undo capture"]);
     assert_eq!(w.status("o-1:pay"), ExecutionStatus::Compensating);
@@ -324,12 +330,7 @@ fn undoing_a_succeeded_child_runs_its_compensations_in_reverse_order() {
 
 #[test]
 fn a_child_whose_undo_fails_fails_the_parents_compensation() {
-    let mut w = World::new(&[PAYMENT, ORDER]);
-    w.start("order", "o-1", json!({"total": 42}));
-    w.succeed("o-1/reserve", json!("r"));
-    w.succeed("o-1:pay/authorize", json!({"id": "a-1"}));
-    w.succeed("o-1:pay/capture", json!({"id": "c-1"}));
-    w.fail("o-1/ship", "NoCourier");
+    let mut w = paid_then_shipping_fails();
     w.fail("o-1:pay/undo capture", "RefundRefused");
     w.succeed("o-1:pay/undo authorize", json!(null));
     assert_eq!(w.status("o-1:pay"), ExecutionStatus::CompensationFailed);

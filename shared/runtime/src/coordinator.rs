@@ -12,6 +12,12 @@
 //! backend refuses for good (the function does not exist, Baton may not
 //! invoke it) becomes a failed attempt of its step, so the workflow's own
 //! retry and compensation take over and the execution still ends.
+//!
+//! Operations return boxed futures ([`BoxFuture`]). They nest (a delivery
+//! applies a refused dispatch's failure, starts a child or tells a parent,
+//! each delivering in turn), and an unboxed future takes room in its
+//! caller's stack frame, which every nested operation is polled through
+//! (much room in a build without optimisation); boxed, it leaves a pointer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +26,7 @@ use baton_core::engine::{self, ChildStart, ExecutionStatus, Ignored, Outcome, Pa
 use baton_core::{
     Command, ErrorInfo, Event, Execution, TaskRef, Timestamp, ValidationErrors, Workflow,
 };
+use futures::future::BoxFuture;
 use serde_json::Value;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -258,103 +265,107 @@ impl<B: Backend> Coordinator<B> {
 
     /// [`Coordinator::start`] with what this execution changes of its
     /// workflow's settings.
-    pub async fn start_with(
-        &self,
-        workflow: &str,
+    pub fn start_with<'a>(
+        &'a self,
+        workflow: &'a str,
         version: Option<u32>,
-        execution_id: &str,
+        execution_id: &'a str,
         input: Value,
         options: StartOptions,
-    ) -> Result<Started, CoordinatorError> {
-        let StartOptions {
-            retention_ms,
-            timeout_ms,
-            parent,
-        } = options;
-        // One id rule and one nesting limit for every path that creates an
-        // execution (API, CLI, schedules, coordinator start messages).
-        baton_core::limits::check_execution_id(execution_id)?;
-        baton_core::limits::check_json_depth(&input, "the execution input")?;
-        self.check_size("the execution input", &input)?;
-        if let Some(ms) = retention_ms {
-            baton_core::workflow::check_retention(ms)
-                .map_err(CoordinatorError::InvalidRetention)?;
-        }
-        if let Some(ms) = timeout_ms {
-            baton_core::workflow::check_execution_timeout(ms)
-                .map_err(CoordinatorError::InvalidTimeout)?;
-        }
-        if let Some(existing) = self.backend.load(execution_id).await? {
-            return self.started_before(existing, workflow, &input).await;
-        }
-        let (workflow_version, compiled) = self.workflow(workflow, version).await?;
-        let now = self.clock.now();
-        let mut state = Execution::new(&compiled, execution_id);
-        let event = Event::Started {
-            input,
-            timeout_ms,
-            parent,
-        };
-        let transition = engine::apply(&compiled, &mut state, event.clone(), now);
-        let record = ExecutionRecord {
-            id: execution_id.to_string(),
-            workflow: workflow.to_string(),
-            workflow_version,
-            version: 1,
-            state,
-            created_at: now,
-            updated_at: now,
-            retention_ms: retention_ms.unwrap_or(compiled.retention_ms),
-        };
-        let history = [HistoryEntry {
-            seq: 1,
-            at: now,
-            event,
-        }];
-        match self
-            .backend
-            .create(&record, &history, &transition.commands)
-            .await?
-        {
-            Created::New(outbox) => {
-                info!(workflow.execution.id = %execution_id, workflow.name = %workflow, workflow.version = workflow_version, "execution started");
-                self.deliver(&outbox).await?;
-                Ok(Started {
-                    record,
-                    created: true,
-                })
+    ) -> BoxFuture<'a, Result<Started, CoordinatorError>> {
+        Box::pin(async move {
+            let StartOptions {
+                retention_ms,
+                timeout_ms,
+                parent,
+            } = options;
+            // One id rule and one nesting limit for every path that creates an
+            // execution (API, CLI, schedules, coordinator start messages).
+            baton_core::limits::check_execution_id(execution_id)?;
+            baton_core::limits::check_json_depth(&input, "the execution input")?;
+            self.check_size("the execution input", &input)?;
+            if let Some(ms) = retention_ms {
+                baton_core::workflow::check_retention(ms)
+                    .map_err(CoordinatorError::InvalidRetention)?;
             }
-            Created::Existing(existing) => {
-                let input = record.state.input.clone();
-                self.started_before(*existing, workflow, &input).await
+            if let Some(ms) = timeout_ms {
+                baton_core::workflow::check_execution_timeout(ms)
+                    .map_err(CoordinatorError::InvalidTimeout)?;
             }
-        }
+            if let Some(existing) = self.backend.load(execution_id).await? {
+                return self.started_before(existing, workflow, &input).await;
+            }
+            let (workflow_version, compiled) = self.workflow(workflow, version).await?;
+            let now = self.clock.now();
+            let mut state = Execution::new(&compiled, execution_id);
+            let event = Event::Started {
+                input,
+                timeout_ms,
+                parent,
+            };
+            let transition = engine::apply(&compiled, &mut state, event.clone(), now);
+            let record = ExecutionRecord {
+                id: execution_id.to_string(),
+                workflow: workflow.to_string(),
+                workflow_version,
+                version: 1,
+                state,
+                created_at: now,
+                updated_at: now,
+                retention_ms: retention_ms.unwrap_or(compiled.retention_ms),
+            };
+            let history = [HistoryEntry {
+                seq: 1,
+                at: now,
+                event,
+            }];
+            match self
+                .backend
+                .create(&record, &history, &transition.commands)
+                .await?
+            {
+                Created::New(outbox) => {
+                    info!(workflow.execution.id = %execution_id, workflow.name = %workflow, workflow.version = workflow_version, "execution started");
+                    self.deliver(&outbox).await?;
+                    Ok(Started {
+                        record,
+                        created: true,
+                    })
+                }
+                Created::Existing(existing) => {
+                    let input = record.state.input.clone();
+                    self.started_before(*existing, workflow, &input).await
+                }
+            }
+        })
     }
 
     /// A repeated start: the same request finishes what the first one may
     /// not have (its commands), a different one is refused.
-    async fn started_before(
-        &self,
+    fn started_before<'a>(
+        &'a self,
         existing: ExecutionRecord,
-        workflow: &str,
-        input: &Value,
-    ) -> Result<Started, CoordinatorError> {
-        if existing.workflow != workflow {
-            return Err(CoordinatorError::ExecutionExists {
-                id: existing.id,
-                by: format!("by workflow `{}`", existing.workflow),
-            });
-        }
-        if *existing.state.input != *input {
-            return Err(CoordinatorError::ExecutionExists {
-                id: existing.id,
-                by: "with a different input".into(),
-            });
-        }
-        self.recover(&existing.id).await?;
-        Ok(Started {
-            record: existing,
-            created: false,
+        workflow: &'a str,
+        input: &'a Value,
+    ) -> BoxFuture<'a, Result<Started, CoordinatorError>> {
+        Box::pin(async move {
+            if existing.workflow != workflow {
+                return Err(CoordinatorError::ExecutionExists {
+                    id: existing.id,
+                    by: format!("by workflow `{}`", existing.workflow),
+                });
+            }
+            if *existing.state.input != *input {
+                return Err(CoordinatorError::ExecutionExists {
+                    id: existing.id,
+                    by: "with a different input".into(),
+                });
+            }
+            self.recover(&existing.id).await?;
+            Ok(Started {
+                record: existing,
+                created: false,
+            })
         })
     }
 
@@ -410,84 +421,90 @@ impl<B: Backend> Coordinator<B> {
             .await
     }
 
-    pub async fn handle(
-        &self,
-        execution_id: &str,
+    pub fn handle<'a>(
+        &'a self,
+        execution_id: &'a str,
         event: Event,
-    ) -> Result<Outcome, CoordinatorError> {
-        let event = self.receive(execution_id, event).await?;
-        loop {
-            let mut writer = match self.mailboxes.enter(execution_id, event.clone()) {
-                Entered::Waiting(answer) => match answer.await {
-                    Ok(result) => return result,
-                    // Its writer stopped before answering: try again.
-                    Err(_) => continue,
-                },
-                Entered::Writer(writer, _) => writer,
-            };
-            let mut mine = Some(event);
-            let mut my_result = None;
-            let mut rounds = 0;
+    ) -> BoxFuture<'a, Result<Outcome, CoordinatorError>> {
+        Box::pin(async move {
+            let event = self.receive(execution_id, event).await?;
             loop {
-                let waiting = writer.take(MAX_BATCH - usize::from(mine.is_some()));
-                if mine.is_none() && waiting.is_empty() {
-                    if writer.leave_if_empty() {
+                let mut writer = match self.mailboxes.enter(execution_id, event.clone()) {
+                    Entered::Waiting(answer) => match answer.await {
+                        Ok(result) => return result,
+                        // Its writer stopped before answering: try again.
+                        Err(_) => continue,
+                    },
+                    Entered::Writer(writer, _) => writer,
+                };
+                let mut mine = Some(event);
+                let mut my_result = None;
+                let mut rounds = 0;
+                loop {
+                    let waiting = writer.take(MAX_BATCH - usize::from(mine.is_some()));
+                    if mine.is_none() && waiting.is_empty() {
+                        if writer.leave_if_empty() {
+                            break;
+                        }
+                        continue;
+                    }
+                    let own = mine.take();
+                    let has_own = own.is_some();
+                    let (events, replies): (Vec<Event>, Vec<_>) = own
+                        .map(|e| (e, None))
+                        .into_iter()
+                        .chain(waiting.into_iter().map(|(e, reply)| (e, Some(reply))))
+                        .unzip();
+                    let mut results = self.apply_together(execution_id, events).await.into_iter();
+                    if has_own {
+                        my_result = results.next();
+                    }
+                    for (reply, result) in replies.into_iter().flatten().zip(results) {
+                        // A waiter that stopped waiting no longer needs its answer.
+                        let _ = reply.send(result);
+                    }
+                    rounds += 1;
+                    if rounds >= MAX_WRITER_ROUNDS {
+                        // Hand over: the waiters left try again, one of them writes.
                         break;
                     }
-                    continue;
                 }
-                let own = mine.take();
-                let has_own = own.is_some();
-                let (events, replies): (Vec<Event>, Vec<_>) = own
-                    .map(|e| (e, None))
-                    .into_iter()
-                    .chain(waiting.into_iter().map(|(e, reply)| (e, Some(reply))))
-                    .unzip();
-                let mut results = self.apply_together(execution_id, events).await.into_iter();
-                if has_own {
-                    my_result = results.next();
-                }
-                for (reply, result) in replies.into_iter().flatten().zip(results) {
-                    // A waiter that stopped waiting no longer needs its answer.
-                    let _ = reply.send(result);
-                }
-                rounds += 1;
-                if rounds >= MAX_WRITER_ROUNDS {
-                    // Hand over: the waiters left try again, one of them writes.
-                    break;
-                }
+                return my_result.expect("the writer's own event is in its first round");
             }
-            return my_result.expect("the writer's own event is in its first round");
-        }
+        })
     }
 
     /// Applies events to one execution in one transition each time it can:
     /// every event's result, in order. Used by a coordinator that received
     /// several messages for one execution at once.
-    pub async fn handle_all(
-        &self,
-        execution_id: &str,
+    pub fn handle_all<'a>(
+        &'a self,
+        execution_id: &'a str,
         events: Vec<Event>,
-    ) -> Vec<Result<Outcome, CoordinatorError>> {
-        let mut results: Vec<Option<Result<Outcome, CoordinatorError>>> = Vec::new();
-        let mut admitted = Vec::new();
-        for event in events {
-            match self.receive(execution_id, event).await {
-                Ok(event) => {
-                    admitted.push(event);
-                    results.push(None);
+    ) -> BoxFuture<'a, Vec<Result<Outcome, CoordinatorError>>> {
+        Box::pin(async move {
+            let mut results: Vec<Option<Result<Outcome, CoordinatorError>>> = Vec::new();
+            let mut admitted = Vec::new();
+            for event in events {
+                match self.receive(execution_id, event).await {
+                    Ok(event) => {
+                        admitted.push(event);
+                        results.push(None);
+                    }
+                    Err(e) => results.push(Some(Err(e))),
                 }
-                Err(e) => results.push(Some(Err(e))),
             }
-        }
-        let mut applied = self
-            .apply_together(execution_id, admitted)
-            .await
-            .into_iter();
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| applied.next().expect("one result per admitted event")))
-            .collect()
+            let mut applied = self
+                .apply_together(execution_id, admitted)
+                .await
+                .into_iter();
+            results
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| applied.next().expect("one result per admitted event"))
+                })
+                .collect()
+        })
     }
 
     /// An event as it arrived, its output fetched if the function stored it
@@ -605,106 +622,115 @@ impl<B: Backend> Coordinator<B> {
     /// [`Coordinator::handle`] inside a delivery: the commands in `settled`
     /// were carried out already (or their refusal is this event), so if the
     /// transition's outbox still holds them they are not carried out again.
-    async fn handle_after(
-        &self,
-        execution_id: &str,
+    fn handle_after<'a>(
+        &'a self,
+        execution_id: &'a str,
         event: Event,
-        settled: &Settled,
-    ) -> Result<Outcome, CoordinatorError> {
-        let event = self.receive(execution_id, event).await?;
-        self.apply_batch(execution_id, std::slice::from_ref(&event), settled)
-            .await
-            .map(|mut outcomes| outcomes.remove(0))
-            .map_err(Failed::into_error)
+        settled: &'a Settled,
+    ) -> BoxFuture<'a, Result<Outcome, CoordinatorError>> {
+        Box::pin(async move {
+            let event = self.receive(execution_id, event).await?;
+            self.apply_batch(execution_id, std::slice::from_ref(&event), settled)
+                .await
+                .map(|mut outcomes| outcomes.remove(0))
+                .map_err(Failed::into_error)
+        })
     }
 
     /// Applies `events` in order to one loaded state and commits every one
     /// that changed something in one transition (a history entry each),
     /// retrying on version conflicts; then delivers its commands.
-    async fn apply_batch(
-        &self,
-        execution_id: &str,
-        events: &[Event],
-        settled: &Settled,
-    ) -> Result<Vec<Outcome>, Failed> {
-        for conflicts in 0..MAX_CONFLICT_RETRIES {
-            if conflicts > 0 {
-                tokio::time::sleep(conflict_pause(conflicts)).await;
-            }
-            let record = self
-                .backend
-                .load(execution_id)
-                .await
-                .map_err(|e| Failed::NotCommitted(e.into()))?
-                .ok_or_else(|| {
-                    Failed::NotCommitted(CoordinatorError::NotFound(execution_id.to_string()))
-                })?;
-            let (_, compiled) = self
-                .workflow(&record.workflow, Some(record.workflow_version))
-                .await
-                .map_err(Failed::NotCommitted)?;
-            let now = self.clock.now().max(record.updated_at);
-            // The loaded record is this transition's own: apply to it in place.
-            let mut state = record.state;
-            let mut outcomes = Vec::with_capacity(events.len());
-            let mut history = Vec::new();
-            let mut commands = Vec::new();
-            for event in events {
-                let transition = engine::apply(&compiled, &mut state, event.clone(), now);
-                if let Outcome::Ignored(reason) = &transition.outcome {
-                    debug!(workflow.execution.id = %execution_id, ?reason, "event changed nothing");
-                } else {
-                    history.push(HistoryEntry {
-                        seq: record.version + history.len() as u64 + 1,
-                        at: now,
-                        event: event.clone(),
-                    });
-                    commands.extend(transition.commands);
+    fn apply_batch<'a>(
+        &'a self,
+        execution_id: &'a str,
+        events: &'a [Event],
+        settled: &'a Settled,
+    ) -> BoxFuture<'a, Result<Vec<Outcome>, Failed>> {
+        Box::pin(async move {
+            for conflicts in 0..MAX_CONFLICT_RETRIES {
+                if conflicts > 0 {
+                    tokio::time::sleep(conflict_pause(conflicts)).await;
                 }
-                outcomes.push(transition.outcome);
-            }
-            if history.is_empty() {
-                return Ok(outcomes);
-            }
-            let next = ExecutionRecord {
-                version: record.version + history.len() as u64,
-                state,
-                updated_at: now,
-                ..record
-            };
-            match self
-                .backend
-                .commit(&next, record.version, &history, &commands)
-                .await
-            {
-                Ok(outbox) => {
-                    log_finish(&next, &commands);
-                    self.deliver_after(&outbox, settled)
-                        .await
-                        .map_err(Failed::Undelivered)?;
+                let record = self
+                    .backend
+                    .load(execution_id)
+                    .await
+                    .map_err(|e| Failed::NotCommitted(e.into()))?
+                    .ok_or_else(|| {
+                        Failed::NotCommitted(CoordinatorError::NotFound(execution_id.to_string()))
+                    })?;
+                let (_, compiled) = self
+                    .workflow(&record.workflow, Some(record.workflow_version))
+                    .await
+                    .map_err(Failed::NotCommitted)?;
+                let now = self.clock.now().max(record.updated_at);
+                // The loaded record is this transition's own: apply to it in place.
+                let mut state = record.state;
+                let mut outcomes = Vec::with_capacity(events.len());
+                let mut history = Vec::new();
+                let mut commands = Vec::new();
+                for event in events {
+                    let transition = engine::apply(&compiled, &mut state, event.clone(), now);
+                    if let Outcome::Ignored(reason) = &transition.outcome {
+                        debug!(workflow.execution.id = %execution_id, ?reason, "event changed nothing");
+                    } else {
+                        history.push(HistoryEntry {
+                            seq: record.version + history.len() as u64 + 1,
+                            at: now,
+                            event: event.clone(),
+                        });
+                        commands.extend(transition.commands);
+                    }
+                    outcomes.push(transition.outcome);
+                }
+                if history.is_empty() {
                     return Ok(outcomes);
                 }
-                Err(StoreError::VersionConflict { .. }) => {
-                    debug!(workflow.execution.id = %execution_id, "version conflict; reloading");
-                    continue;
+                let next = ExecutionRecord {
+                    version: record.version + history.len() as u64,
+                    state,
+                    updated_at: now,
+                    ..record
+                };
+                match self
+                    .backend
+                    .commit(&next, record.version, &history, &commands)
+                    .await
+                {
+                    Ok(outbox) => {
+                        log_finish(&next, &commands);
+                        self.deliver_after(&outbox, settled)
+                            .await
+                            .map_err(Failed::Undelivered)?;
+                        return Ok(outcomes);
+                    }
+                    Err(StoreError::VersionConflict { .. }) => {
+                        debug!(workflow.execution.id = %execution_id, "version conflict; reloading");
+                        continue;
+                    }
+                    Err(e) => return Err(Failed::NotCommitted(e.into())),
                 }
-                Err(e) => return Err(Failed::NotCommitted(e.into())),
             }
-        }
-        Err(Failed::NotCommitted(CoordinatorError::Contended(
-            execution_id.to_string(),
-        )))
+            Err(Failed::NotCommitted(CoordinatorError::Contended(
+                execution_id.to_string(),
+            )))
+        })
     }
 
     /// Delivers outbox entries left by a coordinator that died after committing.
-    pub async fn recover(&self, execution_id: &str) -> Result<usize, CoordinatorError> {
-        let pending = self.backend.pending_outbox(execution_id).await?;
-        let n = pending.len();
-        if n > 0 {
-            warn!(workflow.execution.id = %execution_id, entries = n, "delivering commands left in the outbox");
-            self.deliver(&pending).await?;
-        }
-        Ok(n)
+    pub fn recover<'a>(
+        &'a self,
+        execution_id: &'a str,
+    ) -> BoxFuture<'a, Result<usize, CoordinatorError>> {
+        Box::pin(async move {
+            let pending = self.backend.pending_outbox(execution_id).await?;
+            let n = pending.len();
+            if n > 0 {
+                warn!(workflow.execution.id = %execution_id, entries = n, "delivering commands left in the outbox");
+                self.deliver(&pending).await?;
+            }
+            Ok(n)
+        })
     }
 
     /// Carries out commands, then clears them from the outbox. Every
@@ -716,162 +742,176 @@ impl<B: Backend> Coordinator<B> {
         self.deliver_after(entries, &Settled::new()).await
     }
 
-    async fn deliver_after(
-        &self,
-        entries: &[OutboxEntry],
-        settled: &Settled,
-    ) -> Result<(), CoordinatorError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let now = self.clock.now();
-        let mut events = Vec::new();
-        let mut timers = Vec::new();
-        let mut undelivered: Option<StoreError> = None;
-        // Attempts the shell could not start, and the failure each becomes.
-        let mut refused: Vec<(&str, TaskRef, ErrorInfo)> = Vec::new();
-        // Events for the sending execution, in place of ones that could not be sent.
-        let mut returned: Vec<(&str, Event)> = Vec::new();
-        for entry in entries {
-            if settled.contains(&settled_key(entry)) {
-                continue;
+    fn deliver_after<'a>(
+        &'a self,
+        entries: &'a [OutboxEntry],
+        settled: &'a Settled,
+    ) -> BoxFuture<'a, Result<(), CoordinatorError>> {
+        Box::pin(async move {
+            if entries.is_empty() {
+                return Ok(());
             }
-            let result = match &entry.command {
-                Command::Dispatch(dispatch) => match self.backend.send(dispatch, now).await {
-                    Err(e) => match dispatch_failure(&e) {
-                        None => Err(e),
-                        Some(error) => {
-                            warn!(
-                            workflow.execution.id = %entry.execution_id,
-                            workflow.step = %dispatch.task.step,
-                            function = %dispatch.function,
-                            error = %e,
-                            "the step's function cannot be invoked; its attempt fails"
-                            );
-                            refused.push((&dispatch.execution_id, dispatch.task.clone(), error));
-                            Ok(())
-                        }
-                    },
-                    Ok(()) => Ok(()),
-                },
-                Command::StartTimer { timer, fire_at } => {
-                    timers.push(ScheduledTimer {
-                        execution_id: entry.execution_id.clone(),
-                        timer: timer.clone(),
-                        fire_at: *fire_at,
-                    });
-                    Ok(())
+            let now = self.clock.now();
+            let mut events = Vec::new();
+            let mut timers = Vec::new();
+            let mut undelivered: Option<StoreError> = None;
+            // Attempts the shell could not start, and the failure each becomes.
+            let mut refused: Vec<(&str, TaskRef, ErrorInfo)> = Vec::new();
+            // Events for the sending execution, in place of ones that could not be sent.
+            let mut returned: Vec<(&str, Event)> = Vec::new();
+            for entry in entries {
+                if settled.contains(&settled_key(entry)) {
+                    continue;
                 }
-                Command::Emit(event) => {
-                    events.push(event.clone());
-                    Ok(())
-                }
-                Command::DeadLetter(dead) => {
-                    let record = compensation_dead_letter(dead);
-                    self.backend.put_dead_letter(&record).await
-                }
-                Command::StartChild(child) => match self.start_child(child).await {
-                    Err(e) if e.may_pass() => Err(coordinator_store_error(e)),
-                    Err(e) => {
-                        warn!(
-                            workflow.execution.id = %entry.execution_id,
-                            workflow.step = %child.parent.task.step,
-                            child = %child.execution_id,
-                            error = %e,
-                            "the child execution cannot start; its step's attempt fails"
-                        );
-                        let error = ErrorInfo::new("ChildNotStarted", e.to_string(), false);
-                        refused.push((
-                            &child.parent.execution_id,
-                            child.parent.task.clone(),
-                            error,
-                        ));
-                        Ok(())
-                    }
-                    Ok(()) => Ok(()),
-                },
-                Command::SendEvent {
-                    execution_id,
-                    event,
-                    undeliverable,
-                } => match self.send_event(execution_id, event).await {
-                    Err(CoordinatorError::NotFound(_)) => {
-                        warn!(
-                            workflow.execution.id = %entry.execution_id,
-                            to = %execution_id,
-                            "the execution an event is for does not exist"
-                        );
-                        match undeliverable {
-                            Some(instead) => {
-                                returned.push((&entry.execution_id, (**instead).clone()));
+                let result = match &entry.command {
+                    Command::Dispatch(dispatch) => match self.backend.send(dispatch, now).await {
+                        Err(e) => match dispatch_failure(&e) {
+                            None => Err(e),
+                            Some(error) => {
+                                warn!(
+                                workflow.execution.id = %entry.execution_id,
+                                workflow.step = %dispatch.task.step,
+                                function = %dispatch.function,
+                                error = %e,
+                                "the step's function cannot be invoked; its attempt fails"
+                                );
+                                refused.push((
+                                    &dispatch.execution_id,
+                                    dispatch.task.clone(),
+                                    error,
+                                ));
                                 Ok(())
                             }
-                            None => {
-                                self.backend
-                                    .put_dead_letter(&undelivered_event(
-                                        entry,
-                                        execution_id,
-                                        event,
-                                        now,
-                                    ))
-                                    .await
+                        },
+                        Ok(()) => Ok(()),
+                    },
+                    Command::StartTimer { timer, fire_at } => {
+                        timers.push(ScheduledTimer {
+                            execution_id: entry.execution_id.clone(),
+                            timer: timer.clone(),
+                            fire_at: *fire_at,
+                        });
+                        Ok(())
+                    }
+                    Command::Emit(event) => {
+                        events.push(event.clone());
+                        Ok(())
+                    }
+                    Command::DeadLetter(dead) => {
+                        let record = compensation_dead_letter(dead);
+                        self.backend.put_dead_letter(&record).await
+                    }
+                    command @ (Command::StartChild(_) | Command::SendEvent { .. }) => {
+                        match self.deliver_elsewhere(entry, command, now).await {
+                            Ok(Some(instead)) => {
+                                returned.push((&entry.execution_id, instead));
+                                Ok(())
                             }
+                            Ok(None) => Ok(()),
+                            Err(e) => Err(e),
                         }
                     }
-                    Err(e) if e.may_pass() => Err(coordinator_store_error(e)),
-                    Err(e) => {
-                        warn!(workflow.execution.id = %entry.execution_id, to = %execution_id, error = %e, "an event for another execution cannot be applied; dead-lettered");
-                        self.backend
-                            .put_dead_letter(&undelivered_event(entry, execution_id, event, now))
-                            .await
-                    }
-                    Ok(()) => Ok(()),
-                },
-                Command::Finish { .. } => Ok(()),
-            };
-            if let Err(e) = result {
-                warn!(workflow.execution.id = %entry.execution_id, seq = entry.seq, error = %e, "command not delivered; the outbox keeps it");
+                    Command::Finish { .. } => Ok(()),
+                };
+                if let Err(e) = result {
+                    warn!(workflow.execution.id = %entry.execution_id, seq = entry.seq, error = %e, "command not delivered; the outbox keeps it");
+                    undelivered.get_or_insert(e);
+                }
+            }
+            if !timers.is_empty()
+                && let Err(e) = self.backend.schedule_all(&timers).await
+            {
+                warn!(timers = timers.len(), error = %e, "timers not scheduled; the outbox keeps them");
                 undelivered.get_or_insert(e);
             }
-        }
-        if !timers.is_empty()
-            && let Err(e) = self.backend.schedule_all(&timers).await
-        {
-            warn!(timers = timers.len(), error = %e, "timers not scheduled; the outbox keeps them");
-            undelivered.get_or_insert(e);
-        }
-        if !events.is_empty()
-            && let Err(e) = self.backend.publish(&events).await
-        {
-            warn!(error = %e, "lifecycle events not published; the outbox keeps them");
-            undelivered.get_or_insert(e);
-        }
-        if let Some(e) = undelivered {
-            return Err(e.into());
-        }
-        // Refused dispatches become failed attempts before the outbox is
-        // cleared: if applying one fails, the outbox stays, the dispatch is
-        // refused again on redelivery, and its failure is applied then (a
-        // failure already applied is ignored the second time). A transition
-        // committed meanwhile may carry this outbox along: what was carried
-        // out here is not carried out again.
-        if !refused.is_empty() || !returned.is_empty() {
-            let mut done = settled.clone();
-            done.extend(entries.iter().map(settled_key));
-            let failures = refused.into_iter().map(|(execution_id, task, error)| {
-                (execution_id, Event::TaskFailed { task, error })
-            });
-            for (execution_id, event) in failures.chain(returned) {
-                // Boxed: applying the failure may deliver commands in turn.
-                Box::pin(self.handle_after(execution_id, event, &done)).await?;
+            if !events.is_empty()
+                && let Err(e) = self.backend.publish(&events).await
+            {
+                warn!(error = %e, "lifecycle events not published; the outbox keeps them");
+                undelivered.get_or_insert(e);
             }
-        }
-        self.backend.clear_outbox(entries).await?;
-        Ok(())
+            if let Some(e) = undelivered {
+                return Err(e.into());
+            }
+            // Refused dispatches become failed attempts before the outbox is
+            // cleared: if applying one fails, the outbox stays, the dispatch is
+            // refused again on redelivery, and its failure is applied then (a
+            // failure already applied is ignored the second time). A transition
+            // committed meanwhile may carry this outbox along: what was carried
+            // out here is not carried out again.
+            if !refused.is_empty() || !returned.is_empty() {
+                let mut done = settled.clone();
+                done.extend(entries.iter().map(settled_key));
+                let failures = refused.into_iter().map(|(execution_id, task, error)| {
+                    (execution_id, Event::TaskFailed { task, error })
+                });
+                for (execution_id, event) in failures.chain(returned) {
+                    self.handle_after(execution_id, event, &done).await?;
+                }
+            }
+            self.backend.clear_outbox(entries).await?;
+            Ok(())
+        })
     }
 }
 
 impl<B: Backend> Coordinator<B> {
+    /// Carries out a command for another execution: starts a child, or
+    /// applies an event to another execution. Returns the event to apply to
+    /// the sender instead, when it cannot be carried out for good (a child
+    /// that cannot start fails its step's attempt; an event for an
+    /// execution that does not exist becomes the command's `undeliverable`,
+    /// or a dead letter when it has none). A failure that may pass is an
+    /// error, so the outbox keeps the command.
+    async fn deliver_elsewhere(
+        &self,
+        entry: &OutboxEntry,
+        command: &Command,
+        now: Timestamp,
+    ) -> Result<Option<Event>, StoreError> {
+        match command {
+            Command::StartChild(child) => match self.start_child(child).await {
+                Ok(()) => Ok(None),
+                Err(e) if e.may_pass() => Err(coordinator_store_error(e)),
+                Err(e) => {
+                    warn!(
+                        workflow.execution.id = %entry.execution_id,
+                        workflow.step = %child.parent.task.step,
+                        child = %child.execution_id,
+                        error = %e,
+                        "the child execution cannot start; its step's attempt fails"
+                    );
+                    Ok(Some(Event::TaskFailed {
+                        task: child.parent.task.clone(),
+                        error: ErrorInfo::new("ChildNotStarted", e.to_string(), false),
+                    }))
+                }
+            },
+            Command::SendEvent {
+                execution_id,
+                event,
+                undeliverable,
+            } => {
+                let why = match self.send_event(execution_id, event).await {
+                    Ok(()) => return Ok(None),
+                    Err(e) if e.may_pass() => return Err(coordinator_store_error(e)),
+                    Err(CoordinatorError::NotFound(_)) => {
+                        if let Some(instead) = undeliverable {
+                            warn!(workflow.execution.id = %entry.execution_id, to = %execution_id, "the execution an event is for does not exist");
+                            return Ok(Some((**instead).clone()));
+                        }
+                        "it does not exist".to_string()
+                    }
+                    Err(e) => e.to_string(),
+                };
+                warn!(workflow.execution.id = %entry.execution_id, to = %execution_id, error = %why, "an event for another execution cannot be applied; dead-lettered");
+                let dead = undelivered_event(entry, execution_id, event, &why, now);
+                self.backend.put_dead_letter(&dead).await.map(|()| None)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Starts a child execution for its parent's step; starting it again
     /// (a redelivered outbox) finds it started.
     async fn start_child(&self, child: &ChildStart) -> Result<(), CoordinatorError> {
@@ -880,14 +920,13 @@ impl<B: Backend> Coordinator<B> {
             timeout_ms: child.timeout_ms,
             parent: Some(child.parent.clone()),
         };
-        // Boxed: the child's own first commands may start children in turn.
-        Box::pin(self.start_with(
+        self.start_with(
             &child.workflow,
             child.version,
             &child.execution_id,
             child.input.clone(),
             options,
-        ))
+        )
         .await
         .map(|_| ())
     }
@@ -897,7 +936,7 @@ impl<B: Backend> Coordinator<B> {
     /// other execution's writer may be the one delivering to this one; its
     /// version check orders the two.
     async fn send_event(&self, execution_id: &str, event: &Event) -> Result<(), CoordinatorError> {
-        Box::pin(self.handle_after(execution_id, event.clone(), &Settled::new()))
+        self.handle_after(execution_id, event.clone(), &Settled::new())
             .await
             .map(|outcome| {
                 if let Outcome::Ignored(reason) = outcome {
@@ -920,6 +959,7 @@ fn undelivered_event(
     entry: &OutboxEntry,
     to: &str,
     event: &Event,
+    why: &str,
     now: Timestamp,
 ) -> DeadLetterRecord {
     DeadLetterRecord {
@@ -931,7 +971,7 @@ fn undelivered_event(
         execution_id: Some(to.to_string()),
         created_at: now,
         reason: format!(
-            "an event from execution `{}` for execution `{to}` cannot be applied",
+            "an event from execution `{}` for execution `{to}` cannot be applied: {why}",
             entry.execution_id
         ),
         body: serde_json::json!({ "from": entry.execution_id, "to": to, "event": event }),
