@@ -596,11 +596,11 @@ impl SqliteBackend {
 
     /// Writes a transition's rows through the group writer, leasing the
     /// tasks it creates to local workers with room; returns once committed.
-    async fn write_transition<T: Send + 'static>(
+    async fn write_transition<R: Send + 'static, T: Send + 'static>(
         &self,
         rows: TransitionRows,
-        head: impl FnOnce(&Transaction<'_>) -> StoreResult<Result<(), T>> + Send + 'static,
-    ) -> StoreResult<Result<(), T>> {
+        head: impl FnOnce(&Transaction<'_>) -> StoreResult<Result<R, T>> + Send + 'static,
+    ) -> StoreResult<Result<R, T>> {
         // Given back however this ends, even if the caller stops waiting:
         // a task leased but never handed over just waits out its lease.
         let _reserved = Reserved(
@@ -612,16 +612,16 @@ impl SqliteBackend {
         let written = self
             .writer
             .write(move |tx| match head(tx)? {
-                Ok(()) => rows.write(tx).map(Ok),
+                Ok(head) => rows.write(tx).map(|claimed| Ok((head, claimed))),
                 Err(other) => Ok(Err(other)),
             })
             .await;
         match written {
-            Ok(Ok(claimed)) => {
+            Ok(Ok((head, claimed))) => {
                 for (queue, task, lease_until) in claimed {
                     queue.accept(task, lease_until);
                 }
-                Ok(Ok(()))
+                Ok(Ok(head))
             }
             Ok(Err(other)) => Ok(Err(other)),
             Err(e) => Err(e),
@@ -1070,6 +1070,33 @@ impl SqliteBackend {
     }
 }
 
+/// The outbox entries of execution `id` written by transitions up to
+/// record version `up_to`, in order.
+fn outbox_rows(conn: &Connection, id: &str, up_to: u64) -> StoreResult<Vec<OutboxEntry>> {
+    let up_to = i64::try_from(up_to).unwrap_or(i64::MAX);
+    let rows = conn
+        .prepare_cached(
+            "SELECT seq, position, command FROM outbox WHERE execution_id = ?1 AND seq <= ?2 ORDER BY seq, position",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![id, up_to], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(unavailable)?;
+    rows.into_iter()
+        .map(|(seq, position, command)| {
+            Ok(OutboxEntry {
+                execution_id: id.to_string(),
+                seq: seq as u64,
+                position: position as u32,
+                command: from_json("outbox command", &command)?,
+            })
+        })
+        .collect()
+}
+
 impl ExecutionStore for SqliteBackend {
     async fn create(
         &self,
@@ -1157,7 +1184,7 @@ impl ExecutionStore for SqliteBackend {
         let updated_at = record.updated_at as i64;
         let expires_at = record.expires_at().map(|t| t as i64);
         let written = self
-            .write_transition::<std::convert::Infallible>(rows, move |tx| {
+            .write_transition::<_, std::convert::Infallible>(rows, move |tx| {
                 let updated = match &snapshot {
                     Some(state) => tx
                         .prepare_cached(
@@ -1192,43 +1219,25 @@ impl ExecutionStore for SqliteBackend {
                         StoreError::NotFound(id)
                     });
                 }
-                Ok(Ok(()))
+                // Entries an earlier transition left undelivered go out
+                // first, so a child is never told of a parent's later
+                // decision (a cancel) before the start that preceded it.
+                outbox_rows(tx, &id, expected_version).map(Ok)
             })
             .await;
         if let Err(StoreError::VersionConflict { .. }) = &written {
             self.version_conflicts.fetch_add(1, Ordering::Relaxed);
         }
-        let Ok(()) = written?;
+        let Ok(mut left) = written?;
         self.checkpoints.remember(record);
-        Ok(entries)
+        left.extend(entries);
+        Ok(left)
     }
 
     async fn pending_outbox(&self, id: &str) -> StoreResult<Vec<OutboxEntry>> {
         let id = id.to_string();
-        self.read(move |conn| {
-            let rows = conn
-                .prepare_cached(
-                    "SELECT seq, position, command FROM outbox WHERE execution_id = ?1 ORDER BY seq, position",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_map([&id], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(unavailable)?;
-            rows.into_iter()
-                .map(|(seq, position, command)| {
-                    Ok(OutboxEntry {
-                        execution_id: id.clone(),
-                        seq: seq as u64,
-                        position: position as u32,
-                        command: from_json("outbox command", &command)?,
-                    })
-                })
-                .collect()
-        })
-        .await
+        self.read(move |conn| outbox_rows(conn, &id, u64::MAX))
+            .await
     }
 
     async fn clear_outbox(&self, entries: &[OutboxEntry]) -> StoreResult<()> {

@@ -246,3 +246,30 @@ fn a_database_made_before_the_outbox_gets_it_on_open() {
         ["execution_id", "seq", "position", "command", "created_at"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_transition_delivers_what_an_earlier_one_left_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    let node = open(&path, SqliteOptions::default());
+    let child = parent_with_child(&node, "p4").await;
+    let left = cancel_without_delivering(&node, "p4").await;
+    assert!(sends_cancel_to(&left, &child));
+    // The next transition of the parent (its child's result arriving) goes
+    // through the coordinator: the cancel left behind is delivered with it.
+    let record = node.backend().load("p4").await.unwrap().unwrap();
+    let task = baton_core::TaskRef {
+        step: "sub".into(),
+        index: None,
+        attempt: record.state.steps[0].units[0].attempt,
+        kind: baton_core::TaskKind::Step,
+    };
+    let error = baton_core::ErrorInfo::new("Gone", "the child went away", false);
+    let outcome = node
+        .handle("p4", Event::TaskFailed { task, error })
+        .await
+        .unwrap();
+    assert_eq!(outcome, baton_core::Outcome::Applied);
+    assert_eq!(status(&node, &child).await, Some(ExecutionStatus::Cancelled));
+    assert_eq!(outbox_rows(&path, "p4"), 0, "everything delivered and cleared");
+}
