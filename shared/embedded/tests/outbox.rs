@@ -270,6 +270,13 @@ async fn the_next_transition_delivers_what_an_earlier_one_left_first() {
         .await
         .unwrap();
     assert_eq!(outcome, baton_core::Outcome::Applied);
-    assert_eq!(status(&node, &child).await, Some(ExecutionStatus::Cancelled));
-    assert_eq!(outbox_rows(&path, "p4"), 0, "everything delivered and cleared");
+    assert_eq!(
+        status(&node, &child).await,
+        Some(ExecutionStatus::Cancelled)
+    );
+    assert_eq!(
+        outbox_rows(&path, "p4"),
+        0,
+        "everything delivered and cleared"
+    );
 }
