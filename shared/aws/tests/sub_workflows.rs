@@ -13,7 +13,7 @@ use baton_aws::dispatch::DestinationRecord;
 use baton_aws::testing::{RecordingInvoker, fresh_recording_backend};
 use baton_core::ExecutionStatus;
 use baton_runtime::Coordinator;
-use baton_runtime::ports::ExecutionStore;
+use baton_runtime::ports::{DeadLetterStore, ExecutionStore};
 use baton_runtime::step::StepEvent;
 use serde_json::{Value, json};
 
@@ -214,4 +214,117 @@ async fn a_for_each_runs_a_child_per_element_and_tolerates_a_failed_one() {
     assert_eq!(parent.state.output, Some(json!([1, null, 3])));
     let failed = backend.load("b-1:lines:1").await.unwrap().unwrap();
     assert_eq!(failed.status(), ExecutionStatus::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_start_and_answer_their_parents_under_transient_faults() {
+    use baton_runtime::faults::{FaultPlan, FaultyBackend, Op};
+    let (backend, invoker) = fresh_recording_backend("children-faults", 50).await;
+    let backend = Arc::new(backend);
+    // A denied invoke fails its attempt (the workflow's retries try again
+    // as permissions propagate), so these steps retry.
+    let retrying = |text: &str| {
+        text.replace(
+            "retry: { max_attempts: 1 }",
+            "retry: { max_attempts: 5, backoff: fixed, delay: 100ms }",
+        )
+    };
+    common::deployed(&backend, &retrying(PAYMENT)).await;
+    common::deployed(&backend, &retrying(ORDER)).await;
+    // Every operation the coordinator calls fails a tenth of the time, with
+    // a throttle, a denial or a timeout after the write landed.
+    let plan = FaultPlan::random(0xc41d, &Op::COORDINATOR, 0.1, 0, 0);
+    let faulty = Arc::new(FaultyBackend::new(backend.clone(), plan));
+    let coordinator = Coordinator::new(faulty.clone(), Arc::new(baton_runtime::SystemClock));
+    let orders: Vec<String> = (0..6).map(|i| format!("f-{i}")).collect();
+    for id in &orders {
+        // A client retries a start that failed in a way that may pass.
+        let mut tries = 0;
+        while let Err(e) = coordinator
+            .start("order", None, id, json!({"total": 1}))
+            .await
+        {
+            assert!(e.may_pass(), "{e}");
+            tries += 1;
+            assert!(tries < 20, "the start of {id} kept failing: {e}");
+        }
+    }
+    let sqs = backend.clients().sqs.clone();
+    let url = backend.settings().coordinator_queue_url.clone();
+    let mut invoked: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        for task in invoker.take_all() {
+            invoked.push(format!(
+                "{} {}",
+                task.baton.execution_id, task.baton.function
+            ));
+            // Shipping fails for the even orders: their children are undone.
+            let even = task.baton.execution_id.ends_with(['0', '2', '4']);
+            let record = if task.baton.function == "fn-ship" && even {
+                DestinationRecord::failure(&task, "PermanentNoCourier", "no courier")
+            } else {
+                DestinationRecord::success(&task, json!({ "by": task.baton.function }))
+            };
+            sqs.send_message()
+                .queue_url(&url)
+                .message_body(serde_json::to_string(&record).unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        let (handled, _) = common::event_source_round(&backend, &coordinator).await;
+        let mut ended = true;
+        for id in &orders {
+            ended &= backend
+                .load(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status()
+                .is_terminal();
+        }
+        if ended && handled == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every order ended: {invoked:?}"
+        );
+    }
+    assert!(faulty.counts().total() > 0, "no fault was injected");
+    eprintln!(
+        "faults injected: {}; {} invokes",
+        faulty.counts(),
+        invoked.len()
+    );
+    for (i, id) in orders.iter().enumerate() {
+        let parent = backend.load(id).await.unwrap().unwrap();
+        let child = backend.load(&format!("{id}:pay")).await.unwrap().unwrap();
+        let ran = |f: &str, on: &str| invoked.iter().any(|c| c == &format!("{on} {f}"));
+        if i % 2 == 0 {
+            assert_eq!(parent.status(), ExecutionStatus::Compensated, "{id}");
+            assert_eq!(child.status(), ExecutionStatus::Compensated, "{id}:pay");
+            let child_id = format!("{id}:pay");
+            assert!(ran("fn-refund", &child_id) && ran("fn-void", &child_id));
+            assert!(ran("fn-release", id));
+        } else {
+            assert_eq!(
+                parent.status(),
+                ExecutionStatus::Succeeded,
+                "{id}: {:?}; child {:?} {:?}; history {:#?}",
+                parent.state.failure,
+                child.status(),
+                child.state.failure,
+                backend.history(id).await.unwrap()
+            );
+            assert_eq!(child.status(), ExecutionStatus::Succeeded, "{id}:pay");
+            assert_eq!(
+                serde_json::to_value(&parent.state).unwrap()["steps"][1]["output"],
+                json!({"paid": 1})
+            );
+        }
+    }
+    let dead = backend.list_dead_letters().await.unwrap();
+    assert!(dead.is_empty(), "nothing was dead-lettered: {dead:?}");
 }

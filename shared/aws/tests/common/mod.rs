@@ -73,6 +73,19 @@ pub async fn coordinator_round<B: baton_runtime::ports::Backend>(
     backend: &AwsBackend,
     coordinator: &baton_runtime::Coordinator<B>,
 ) -> usize {
+    let (handled, failed) = event_source_round(backend, coordinator).await;
+    assert!(failed.is_empty(), "messages failed: {failed:?}");
+    handled
+}
+
+/// One round of the coordinator's event source as on AWS: receives up to
+/// ten messages (waiting a second for them), applies them as a batch,
+/// deletes those that did not fail and leaves the others for redelivery.
+/// Returns how many there were, and the ids of those that failed.
+pub async fn event_source_round<B: baton_runtime::ports::Backend>(
+    backend: &AwsBackend,
+    coordinator: &baton_runtime::Coordinator<B>,
+) -> (usize, Vec<String>) {
     let sqs = &backend.clients().sqs;
     let url = &backend.settings().coordinator_queue_url;
     let out = sqs
@@ -89,8 +102,10 @@ pub async fn coordinator_round<B: baton_runtime::ports::Backend>(
         .map(baton_aws::coordinator_batch::QueueMessage::from)
         .collect();
     let failed = baton_aws::coordinator_batch::process_coordinator_batch(coordinator, batch).await;
-    assert!(failed.is_empty(), "messages failed: {failed:?}");
     for m in &messages {
+        if failed.iter().any(|id| Some(id.as_str()) == m.message_id()) {
+            continue;
+        }
         sqs.delete_message()
             .queue_url(url)
             .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
@@ -98,7 +113,7 @@ pub async fn coordinator_round<B: baton_runtime::ports::Backend>(
             .await
             .expect("delete a handled message");
     }
-    messages.len()
+    (messages.len(), failed)
 }
 
 /// Deploys the YAML definition `text` and returns a coordinator over `backend`.
