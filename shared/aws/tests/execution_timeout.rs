@@ -41,14 +41,7 @@ async fn an_execution_past_its_timeout_fails_and_its_compensation_is_dispatched(
     let reserve = invoker.take("fn-reserve");
     assert_eq!(reserve.len(), 1);
     let result = DestinationRecord::success(&reserve[0], json!({"id": "r-1"}));
-    let sqs = backend.clients().sqs.clone();
-    let url = backend.settings().coordinator_queue_url.clone();
-    sqs.send_message()
-        .queue_url(&url)
-        .message_body(serde_json::to_string(&result).unwrap())
-        .send()
-        .await
-        .unwrap();
+    common::send_record(&backend, &result).await;
 
     // Play the coordinator's event source until the execution stops.
     let deadline = Instant::now() + Duration::from_secs(30);

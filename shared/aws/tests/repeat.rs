@@ -33,8 +33,6 @@ async fn a_repeating_step_is_invoked_until_its_output_says_done() {
         .start("poll", None, "polling", json!({}))
         .await
         .unwrap();
-    let sqs = backend.clients().sqs.clone();
-    let url = backend.settings().coordinator_queue_url.clone();
 
     let mut keys = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -45,12 +43,7 @@ async fn a_repeating_step_is_invoked_until_its_output_says_done() {
             keys.push(task.baton.idempotency_key.clone());
             let output = json!({ "done": keys.len() >= 3, "n": keys.len() });
             let record = DestinationRecord::success(&task, output);
-            sqs.send_message()
-                .queue_url(&url)
-                .message_body(serde_json::to_string(&record).unwrap())
-                .send()
-                .await
-                .unwrap();
+            common::send_record(&backend, &record).await;
         }
         common::coordinator_round(&backend, &coordinator).await;
         status = backend.load("polling").await.unwrap().unwrap().status();

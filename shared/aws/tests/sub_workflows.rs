@@ -48,8 +48,6 @@ async fn drive(
     id: &str,
     fails: impl Fn(&StepEvent) -> bool,
 ) -> Vec<String> {
-    let sqs = backend.clients().sqs.clone();
-    let url = backend.settings().coordinator_queue_url.clone();
     let mut invoked = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -63,12 +61,7 @@ async fn drive(
             } else {
                 DestinationRecord::success(&task, json!({ "by": task.baton.function }))
             };
-            sqs.send_message()
-                .queue_url(&url)
-                .message_body(serde_json::to_string(&record).unwrap())
-                .send()
-                .await
-                .unwrap();
+            common::send_record(backend, &record).await;
         }
         let handled = common::coordinator_round(backend, coordinator).await;
         let status = backend.load(id).await.unwrap().unwrap().status();
@@ -91,6 +84,21 @@ async fn setup(
     common::deployed(&backend, PAYMENT).await;
     let coordinator = common::deployed(&backend, ORDER).await;
     (backend, coordinator, invoker)
+}
+
+/// Runs order `id` to its end with `function` failing for good; returns the
+/// backend and the functions invoked.
+async fn order_failing(name: &str, id: &str, function: &str) -> (Arc<AwsBackend>, Vec<String>) {
+    let (backend, coordinator, invoker) = setup(name).await;
+    coordinator
+        .start("order", None, id, json!({"total": 7}))
+        .await
+        .unwrap();
+    let invoked = drive(&backend, &coordinator, &invoker, id, |t| {
+        t.baton.function == function
+    })
+    .await;
+    (backend, invoked)
 }
 
 fn state(record: &baton_runtime::ports::ExecutionRecord) -> Value {
@@ -124,15 +132,7 @@ async fn a_child_execution_runs_its_steps_and_its_output_is_the_parent_steps() {
 
 #[tokio::test]
 async fn undoing_the_parent_runs_the_childs_compensations_before_its_own() {
-    let (backend, coordinator, invoker) = setup("children-undo").await;
-    coordinator
-        .start("order", None, "o-2", json!({"total": 7}))
-        .await
-        .unwrap();
-    let invoked = drive(&backend, &coordinator, &invoker, "o-2", |t| {
-        t.baton.function == "fn-ship"
-    })
-    .await;
+    let (backend, invoked) = order_failing("children-undo", "o-2", "fn-ship").await;
     assert_eq!(
         invoked[4..],
         ["o-2:pay fn-refund", "o-2:pay fn-void", "o-2 fn-release"],
@@ -146,15 +146,7 @@ async fn undoing_the_parent_runs_the_childs_compensations_before_its_own() {
 
 #[tokio::test]
 async fn a_failed_child_fails_the_parent_step_after_undoing_itself() {
-    let (backend, coordinator, invoker) = setup("children-fail").await;
-    coordinator
-        .start("order", None, "o-3", json!({"total": 7}))
-        .await
-        .unwrap();
-    let invoked = drive(&backend, &coordinator, &invoker, "o-3", |t| {
-        t.baton.function == "fn-capture"
-    })
-    .await;
+    let (backend, invoked) = order_failing("children-fail", "o-3", "fn-capture").await;
     assert_eq!(
         invoked[3..],
         ["o-3:pay fn-void", "o-3 fn-release"],
@@ -249,8 +241,6 @@ async fn children_start_and_answer_their_parents_under_transient_faults() {
             assert!(tries < 20, "the start of {id} kept failing: {e}");
         }
     }
-    let sqs = backend.clients().sqs.clone();
-    let url = backend.settings().coordinator_queue_url.clone();
     let mut invoked: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
@@ -266,12 +256,7 @@ async fn children_start_and_answer_their_parents_under_transient_faults() {
             } else {
                 DestinationRecord::success(&task, json!({ "by": task.baton.function }))
             };
-            sqs.send_message()
-                .queue_url(&url)
-                .message_body(serde_json::to_string(&record).unwrap())
-                .send()
-                .await
-                .unwrap();
+            common::send_record(&backend, &record).await;
         }
         let (handled, _) = common::event_source_round(&backend, &coordinator).await;
         let mut ended = true;

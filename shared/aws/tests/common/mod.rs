@@ -116,6 +116,20 @@ pub async fn event_source_round<B: baton_runtime::ports::Backend>(
     (messages.len(), failed)
 }
 
+/// Sends a step's result to the coordinator queue, as its function's Lambda
+/// destination would.
+pub async fn send_record(backend: &AwsBackend, record: &baton_aws::dispatch::DestinationRecord) {
+    backend
+        .clients()
+        .sqs
+        .send_message()
+        .queue_url(&backend.settings().coordinator_queue_url)
+        .message_body(serde_json::to_string(record).expect("a record serialises"))
+        .send()
+        .await
+        .expect("send a destination record");
+}
+
 /// Deploys the YAML definition `text` and returns a coordinator over `backend`.
 pub async fn deployed(
     backend: &std::sync::Arc<AwsBackend>,
