@@ -367,9 +367,8 @@ fn a_declared_compensate_replaces_the_childs_own() {
     );
 }
 
-#[test]
-fn cancelling_the_parent_cancels_the_child_and_waits_for_it() {
-    let child = r#"
+/// A child that asks, then waits for a signal.
+const APPROVAL: &str = r#"
 name: approval
 steps:
   ask:
@@ -380,13 +379,17 @@ steps:
     wait_for: { signal: approved }
     needs: [ask]
 "#;
-    let parent = r#"
+
+const EXPENSE: &str = r#"
 name: expense
 steps:
   approve:
     workflow: approval
 "#;
-    let mut w = World::new(&[child, parent]);
+
+#[test]
+fn cancelling_the_parent_cancels_the_child_and_waits_for_it() {
+    let mut w = World::new(&[APPROVAL, EXPENSE]);
     w.start("expense", "e-1", json!({}));
     w.succeed("e-1:approve/ask", json!(null));
     assert_eq!(
@@ -414,19 +417,7 @@ steps:
 
 #[test]
 fn a_cancel_for_a_child_that_does_not_exist_fails_its_unit_instead_of_waiting() {
-    let child = r#"
-name: approval
-steps:
-  decision:
-    wait_for: { signal: approved }
-"#;
-    let parent = r#"
-name: expense
-steps:
-  approve:
-    workflow: approval
-"#;
-    let mut w = World::new(&[child, parent]);
+    let mut w = World::new(&[APPROVAL, EXPENSE]);
     w.start("expense", "e-1", json!({}));
     w.executions.remove("e-1:approve");
     w.send("e-1", Event::CancelRequested { reason: None });
