@@ -8,8 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use baton_aws::coordinator_batch::{QueueMessage, process_coordinator_batch};
-use baton_aws::testing::{endpoint, sdk_config, unique_prefix};
+use baton_aws::coordinator_batch::process_coordinator_batch;
+use baton_aws::testing::{drain_coordinator_queue, endpoint, sdk_config, unique_prefix};
 use baton_aws::{AwsBackend, AwsSettings, CoordinatorMessage, RequestCounter};
 use baton_runtime::{Coordinator, SystemClock};
 use common::{Sandbox, path_arg};
@@ -22,35 +22,6 @@ fn aws_env(sb: &Sandbox) -> BTreeMap<String, String> {
         .filter_map(|line| line.strip_prefix("export ")?.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-/// Every message on the coordinator queue now, received and deleted.
-async fn drain(backend: &AwsBackend) -> Vec<QueueMessage> {
-    let sqs = &backend.clients().sqs;
-    let url = &backend.settings().coordinator_queue_url;
-    let mut all = Vec::new();
-    loop {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        if out.messages().is_empty() {
-            return all;
-        }
-        for m in out.messages() {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-            all.push(QueueMessage::from(m));
-        }
-    }
 }
 
 fn emit(sb: &Sandbox, source: &str, detail: &str) -> common::Outcome {
@@ -103,7 +74,7 @@ async fn aws_emit_puts_the_event_on_the_bus_and_its_rule_starts_the_workflow() {
     );
     assert_eq!(out["bus"], env["BATON_EVENT_BUS"].as_str());
     assert_eq!(out["matches"], json!([]));
-    assert!(drain(&backend).await.is_empty());
+    assert!(drain_coordinator_queue(&backend).await.is_empty());
 
     // A matching one: the rule wraps it in a message naming the trigger.
     let out = emit(&sb, "shop.orders", r#"{"orderId":"o-1"}"#).json();
@@ -113,7 +84,7 @@ async fn aws_emit_puts_the_event_on_the_bus_and_its_rule_starts_the_workflow() {
         out["matches"],
         json!([{"id": execution, "workflow": workflow, "trigger": "placed"}])
     );
-    let messages = drain(&backend).await;
+    let messages = drain_coordinator_queue(&backend).await;
     assert_eq!(messages.len(), 1, "{messages:?}");
     match CoordinatorMessage::decode(&messages[0].body).expect("a coordinator message") {
         CoordinatorMessage::Trigger {
@@ -170,7 +141,10 @@ async fn aws_emit_puts_the_event_on_the_bus_and_its_rule_starts_the_workflow() {
         "{}",
         out.stdout
     );
-    assert_eq!(drain(coordinator.backend()).await.len(), 1);
+    assert_eq!(
+        drain_coordinator_queue(coordinator.backend()).await.len(),
+        1
+    );
 
     // A detail that is not an object never leaves.
     let out = sb.baton(&[
@@ -189,7 +163,11 @@ async fn aws_emit_puts_the_event_on_the_bus_and_its_rule_starts_the_workflow() {
         "{}",
         out.stderr
     );
-    assert!(drain(coordinator.backend()).await.is_empty());
+    assert!(
+        drain_coordinator_queue(coordinator.backend())
+            .await
+            .is_empty()
+    );
 
     // EventBridge refusing the entry (in a 200 answer, counted in
     // FailedEntryCount) is an error naming its code, not a printed id.
@@ -222,5 +200,9 @@ async fn aws_emit_puts_the_event_on_the_bus_and_its_rule_starts_the_workflow() {
         "{}",
         out.stderr
     );
-    assert!(drain(coordinator.backend()).await.is_empty());
+    assert!(
+        drain_coordinator_queue(coordinator.backend())
+            .await
+            .is_empty()
+    );
 }

@@ -16,6 +16,7 @@ use aws_sdk_dynamodb::config::Credentials;
 
 use crate::backend::AwsBackend;
 use crate::bootstrap::{Plan, bootstrap};
+use crate::coordinator_batch::QueueMessage;
 use crate::counter::RequestCounter;
 use crate::dispatch::StepInvoker;
 use baton_runtime::ports::StoreResult;
@@ -174,6 +175,36 @@ impl StepInvoker for RecordingInvoker {
 
     fn check<'a>(&'a self, _functions: &'a [String]) -> BoxFuture<'a, StoreResult<Vec<String>>> {
         Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// Every message now on the coordinator queue, each deleted as it is read.
+pub async fn drain_coordinator_queue(backend: &AwsBackend) -> Vec<QueueMessage> {
+    let sqs = &backend.clients().sqs;
+    let url = &backend.settings().coordinator_queue_url;
+    let mut all = Vec::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(30)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive from the coordinator queue");
+        if out.messages().is_empty() {
+            return all;
+        }
+        for m in out.messages() {
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete a coordinator message");
+            all.push(QueueMessage::from(m));
+        }
     }
 }
 

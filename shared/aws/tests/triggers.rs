@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use baton_aws::coordinator_batch::{QueueMessage, process_coordinator_batch};
 use baton_aws::rules::{input_template, rule_name};
-use baton_aws::testing::fresh_recording_backend;
+use baton_aws::testing::{drain_coordinator_queue, fresh_recording_backend};
 use baton_aws::{AwsBackend, CoordinatorMessage};
 use baton_core::definition::{Format, WorkflowDefinition};
 use baton_runtime::ports::{DeadLetterStore, ExecutionStore, ListQuery, WorkflowStore};
@@ -112,35 +112,6 @@ async fn put_event(backend: &AwsBackend, source: &str, detail_type: &str, detail
         .to_string()
 }
 
-/// Every message on the coordinator queue now, received (and deleted).
-async fn drain(backend: &AwsBackend) -> Vec<QueueMessage> {
-    let sqs = &backend.clients().sqs;
-    let url = &backend.settings().coordinator_queue_url;
-    let mut all = Vec::new();
-    loop {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        if out.messages().is_empty() {
-            return all;
-        }
-        for m in out.messages() {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-            all.push(QueueMessage::from(m));
-        }
-    }
-}
-
 async fn execution_ids(backend: &AwsBackend) -> Vec<String> {
     let mut ids: Vec<String> = backend
         .list(&ListQuery::newest(100))
@@ -206,7 +177,7 @@ async fn deploying_makes_rules_and_a_matching_event_starts_once() {
         json!({"id": "o-1", "total": 5}),
     )
     .await;
-    let delivered = drain(&backend).await;
+    let delivered = drain_coordinator_queue(&backend).await;
     let decoded: Vec<CoordinatorMessage> = delivered
         .iter()
         .map(|m| CoordinatorMessage::decode(&m.body).expect("a trigger message"))
@@ -272,7 +243,7 @@ async fn deploying_makes_rules_and_a_matching_event_starts_once() {
         json!({"id": "o-2", "total": 5000}),
     )
     .await;
-    let delivered = drain(&backend).await;
+    let delivered = drain_coordinator_queue(&backend).await;
     assert_eq!(delivered.len(), 2);
     assert!(
         process_coordinator_batch(&coordinator, delivered)

@@ -77,39 +77,9 @@ impl StepHandler for Counting {
     }
 }
 
-/// Every message now on the coordinator queue, deleted as it is read:
-/// `(message id, body)`.
-pub async fn drain_coordinator_raw(backend: &AwsBackend) -> Vec<QueueMessage> {
-    let sqs = &backend.clients().sqs;
-    let url = &backend.settings().coordinator_queue_url;
-    let mut messages = Vec::new();
-    loop {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .visibility_timeout(30)
-            .send()
-            .await
-            .expect("receive from the coordinator queue");
-        if out.messages().is_empty() {
-            return messages;
-        }
-        for m in out.messages() {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete a coordinator message");
-            messages.push(QueueMessage::from(m));
-        }
-    }
-}
-
 /// Every message now on the coordinator queue, decoded.
 pub async fn drain_coordinator(backend: &AwsBackend) -> Vec<CoordinatorMessage> {
-    drain_coordinator_raw(backend)
+    baton_aws::testing::drain_coordinator_queue(backend)
         .await
         .iter()
         .map(|m| serde_json::from_str(&m.body).expect("a coordinator message"))
