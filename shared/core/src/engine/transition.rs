@@ -455,19 +455,37 @@ impl Cx<'_> {
         });
         // The latest iteration's output, for a reader while it repeats.
         self.ex.steps[s].output = Some(Arc::new(output.clone()));
+        self.attempt_again(TaskKind::Step, s, u, attempt, delay, at);
+        true
+    }
+
+    /// Starts the attempt after `attempt` of unit `u`'s step or compensation:
+    /// now with no `delay`, else when a retry timer fires at `at`.
+    fn attempt_again(
+        &mut self,
+        kind: TaskKind,
+        s: usize,
+        u: usize,
+        attempt: u32,
+        delay: u64,
+        at: Timestamp,
+    ) {
         if delay == 0 {
-            self.dispatch_unit(s, u);
+            match kind {
+                TaskKind::Step => self.dispatch_unit(s, u),
+                TaskKind::Compensation => self.dispatch_compensation(s, u),
+            }
         } else {
+            let index = self.is_for_each(s).then_some(u as u32);
             self.timer(
                 TimerKind::Retry,
-                TaskKind::Step,
+                kind,
                 s,
-                task.index,
+                index,
                 attempt.saturating_add(1),
                 at,
             );
         }
-        true
     }
 
     /// An attempt failed; `unknown` says it ended without a result, so its
@@ -516,18 +534,7 @@ impl Cx<'_> {
                         Some(error),
                         Some(delay),
                     );
-                    if delay == 0 {
-                        self.dispatch_unit(s, u);
-                    } else {
-                        self.timer(
-                            TimerKind::Retry,
-                            TaskKind::Step,
-                            s,
-                            task.index,
-                            task.attempt.saturating_add(1),
-                            at,
-                        );
-                    }
+                    self.attempt_again(TaskKind::Step, s, u, task.attempt, delay, at);
                 } else {
                     self.unit_failed_for_good(s, u, error);
                 }
@@ -560,18 +567,7 @@ impl Cx<'_> {
                         Some(error),
                         Some(delay),
                     );
-                    if delay == 0 {
-                        self.dispatch_compensation(s, u);
-                    } else {
-                        self.timer(
-                            TimerKind::Retry,
-                            TaskKind::Compensation,
-                            s,
-                            task.index,
-                            task.attempt.saturating_add(1),
-                            at,
-                        );
-                    }
+                    self.attempt_again(TaskKind::Compensation, s, u, task.attempt, delay, at);
                 } else {
                     self.compensation_failed_for_good(s, u, error);
                 }
