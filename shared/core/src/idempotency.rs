@@ -19,6 +19,11 @@ fn digest(parts: &[&[u8]]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// The first 128 bits of a digest as 32 lowercase hex digits.
+fn hex128(hash: &[u8; 32]) -> String {
+    hash[..16].iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// The idempotency key of a step (or compensation) of an execution.
 pub fn key(execution_id: &str, step: &str, index: Option<u32>, kind: TaskKind) -> String {
     let index_bytes = index.map(u32::to_le_bytes);
@@ -37,13 +42,7 @@ pub fn key(execution_id: &str, step: &str, index: Option<u32>, kind: TaskKind) -
         index_part,
         kind_part,
     ]);
-    let mut out = String::with_capacity(35);
-    out.push_str("bk_");
-    for byte in &hash[..16] {
-        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
-    }
-    out
+    format!("bk_{}", hex128(&hash))
 }
 
 /// A number in `[0, 1)` fixed by its inputs, used for retry jitter so that
@@ -76,13 +75,7 @@ pub fn iteration_key(execution_id: &str, step: &str, index: Option<u32>, iterati
         base.as_bytes(),
         &iteration.to_le_bytes(),
     ]);
-    let mut out = String::with_capacity(35);
-    out.push_str("bk_");
-    for byte in &hash[..16] {
-        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
-    }
-    out
+    format!("bk_{}", hex128(&hash))
 }
 
 /// The id of the child execution that attempt `attempt` of a `workflow:`
@@ -102,13 +95,8 @@ pub fn child_execution_id(parent: &str, step: &str, index: Option<u32>, attempt:
         return id;
     }
     let hash = digest(&[b"baton/v1/child", id.as_bytes()]);
-    let mut short: String = parent.chars().take(60).collect();
-    short.push(':');
-    for byte in &hash[..16] {
-        short.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        short.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
-    }
-    short
+    let start: String = parent.chars().take(60).collect();
+    format!("{start}:{}", hex128(&hash))
 }
 
 #[cfg(test)]
