@@ -21,7 +21,10 @@ fn digest(parts: &[&[u8]]) -> [u8; 32] {
 
 /// The first 128 bits of a digest as 32 lowercase hex digits.
 fn hex128(hash: &[u8; 32]) -> String {
-    hash[..16].iter().map(|byte| format!("{byte:02x}")).collect()
+    hash[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// The idempotency key of a step (or compensation) of an execution.
