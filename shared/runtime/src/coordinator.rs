@@ -369,9 +369,6 @@ impl<B: Backend> Coordinator<B> {
         })
     }
 
-    /// Applies one event to an execution, retrying on version conflicts.
-    /// Events for the same execution handled at the same time in this
-    /// process are applied together, in one transition (see [`crate::mailbox`]).
     /// Sends a signal, refusing before anything is stored one whose name no
     /// step of the execution's workflow waits for, or whose id is not valid.
     /// A signal with an `id` the execution took already changes nothing.
@@ -421,6 +418,9 @@ impl<B: Backend> Coordinator<B> {
             .await
     }
 
+    /// Applies one event to an execution, retrying on version conflicts.
+    /// Events for the same execution handled at the same time in this
+    /// process are applied together, in one transition (see [`crate::mailbox`]).
     pub fn handle<'a>(
         &'a self,
         execution_id: &'a str,
