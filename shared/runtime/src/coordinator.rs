@@ -23,9 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use baton_core::engine::{self, ChildStart, ExecutionStatus, Ignored, Outcome, ParentRef};
-use baton_core::{
-    Command, ErrorInfo, Event, Execution, TaskRef, Timestamp, ValidationErrors, Workflow,
-};
+use baton_core::{Command, ErrorInfo, Event, Execution, Timestamp, ValidationErrors, Workflow};
 use futures::future::BoxFuture;
 use serde_json::Value;
 use thiserror::Error;
@@ -755,10 +753,10 @@ impl<B: Backend> Coordinator<B> {
             let mut events = Vec::new();
             let mut timers = Vec::new();
             let mut undelivered: Option<StoreError> = None;
-            // Attempts the shell could not start, and the failure each becomes.
-            let mut refused: Vec<(&str, TaskRef, ErrorInfo)> = Vec::new();
-            // Events for the sending execution, in place of ones that could not be sent.
-            let mut returned: Vec<(&str, Event)> = Vec::new();
+            // What commands that cannot be carried out become, for the
+            // execution that gave them: a refused dispatch's failed attempt,
+            // a child that cannot start, an event with nowhere to go.
+            let mut instead: Vec<(&str, Event)> = Vec::new();
             for entry in entries {
                 if settled.contains(&settled_key(entry)) {
                     continue;
@@ -775,10 +773,10 @@ impl<B: Backend> Coordinator<B> {
                                 error = %e,
                                 "the step's function cannot be invoked; its attempt fails"
                                 );
-                                refused.push((
+                                let task = dispatch.task.clone();
+                                instead.push((
                                     &dispatch.execution_id,
-                                    dispatch.task.clone(),
-                                    error,
+                                    Event::TaskFailed { task, error },
                                 ));
                                 Ok(())
                             }
@@ -801,16 +799,10 @@ impl<B: Backend> Coordinator<B> {
                         let record = compensation_dead_letter(dead);
                         self.backend.put_dead_letter(&record).await
                     }
-                    command @ (Command::StartChild(_) | Command::SendEvent { .. }) => {
-                        match self.deliver_elsewhere(entry, command, now).await {
-                            Ok(Some(instead)) => {
-                                returned.push((&entry.execution_id, instead));
-                                Ok(())
-                            }
-                            Ok(None) => Ok(()),
-                            Err(e) => Err(e),
-                        }
-                    }
+                    command @ (Command::StartChild(_) | Command::SendEvent { .. }) => self
+                        .deliver_elsewhere(entry, command, now)
+                        .await
+                        .map(|event| instead.extend(event.map(|e| (&*entry.execution_id, e)))),
                     Command::Finish { .. } => Ok(()),
                 };
                 if let Err(e) = result {
@@ -833,19 +825,16 @@ impl<B: Backend> Coordinator<B> {
             if let Some(e) = undelivered {
                 return Err(e.into());
             }
-            // Refused dispatches become failed attempts before the outbox is
-            // cleared: if applying one fails, the outbox stays, the dispatch is
-            // refused again on redelivery, and its failure is applied then (a
-            // failure already applied is ignored the second time). A transition
-            // committed meanwhile may carry this outbox along: what was carried
-            // out here is not carried out again.
-            if !refused.is_empty() || !returned.is_empty() {
+            // Refused dispatches become failed attempts (and the like) before
+            // the outbox is cleared: if applying one fails, the outbox stays,
+            // the dispatch is refused again on redelivery, and its failure is
+            // applied then (a failure already applied is ignored the second
+            // time). A transition committed meanwhile may carry this outbox
+            // along: what was carried out here is not carried out again.
+            if !instead.is_empty() {
                 let mut done = settled.clone();
                 done.extend(entries.iter().map(settled_key));
-                let failures = refused.into_iter().map(|(execution_id, task, error)| {
-                    (execution_id, Event::TaskFailed { task, error })
-                });
-                for (execution_id, event) in failures.chain(returned) {
+                for (execution_id, event) in instead {
                     self.handle_after(execution_id, event, &done).await?;
                 }
             }
