@@ -70,10 +70,61 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// doubled on each failure up to [`RETRY_MAX`], half of it random, so that
 /// workers retrying the same thing do not retry in step.
 pub(crate) fn backoff(attempt: u32, first: Duration) -> Duration {
-    let doubled = first.saturating_mul(1 << attempt.saturating_sub(1).min(16));
-    let capped = doubled.min(RETRY_MAX);
+    let capped = doubled(attempt, first, RETRY_MAX);
     let half = capped / 2;
     half + random_below(capped - half)
+}
+
+/// `first` doubled on each failure before try `attempt` (from 1), at most `max`.
+fn doubled(attempt: u32, first: Duration, max: Duration) -> Duration {
+    first
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(max)
+}
+
+/// Things that failed for a reason a retry may fix, by key: how many times
+/// in a row, and when the next try may start.
+#[derive(Default)]
+struct Retries(Mutex<HashMap<String, (u32, Instant)>>);
+
+impl Retries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
+        // The map only paces retries; a panic elsewhere cannot corrupt it.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `key` failed and its pause has not passed yet.
+    fn waiting(&self, key: &str) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|(_, not_before)| Instant::now() < *not_before)
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// Counts one more failure of `key` and sets its pause from the count;
+    /// returns the count and the pause.
+    fn failed(&self, key: &str, pause: impl FnOnce(u32) -> Duration) -> (u32, Duration) {
+        let mut retries = self.lock();
+        let entry = retries
+            .entry(key.to_string())
+            .or_insert((0, Instant::now()));
+        entry.0 += 1;
+        let pause = pause(entry.0);
+        entry.1 = Instant::now() + pause;
+        (entry.0, pause)
+    }
+
+    /// Forgets every key but those `keep` holds (the rest were done elsewhere, or are gone).
+    fn keep_only(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().retain(|key, _| keep(key));
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
 }
 
 /// Whether the `n`th failure in a row is logged: the first, then every tenth.
@@ -127,7 +178,7 @@ pub struct Worker {
     stopping: AtomicBool,
     /// Timers whose firing failed for a reason a retry may fix, by
     /// `execution/timer key`: how many times, and when to try again.
-    timer_retries: Mutex<HashMap<String, (u32, Instant)>>,
+    timer_retries: Retries,
     /// When this worker last swept expired executions.
     swept_at: Mutex<Option<Instant>>,
     /// When this worker last looked for outbox entries left behind.
@@ -136,7 +187,7 @@ pub struct Worker {
     outbox_busy: Arc<AtomicBool>,
     /// Executions whose outbox entries failed to deliver: how many passes
     /// in a row, and when to try again (so they do not crowd out the rest).
-    outbox_retries: Mutex<HashMap<String, (u32, Instant)>>,
+    outbox_retries: Retries,
 }
 
 /// How often a worker sweeps executions whose retention has passed.
@@ -250,11 +301,11 @@ impl Worker {
             wake: Notify::new(),
             local,
             stopping: AtomicBool::new(false),
-            timer_retries: Mutex::new(HashMap::new()),
+            timer_retries: Retries::default(),
             swept_at: Mutex::new(None),
             outbox_at: Mutex::new(None),
             outbox_busy: Arc::new(AtomicBool::new(false)),
-            outbox_retries: Mutex::new(HashMap::new()),
+            outbox_retries: Retries::default(),
         }
     }
 
@@ -398,12 +449,6 @@ impl Worker {
         });
     }
 
-    fn lock_outbox_retries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
-        self.outbox_retries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
     /// One pass over the outbox entries left behind, oldest first; returns
     /// how many it delivered. An execution whose delivery failed is tried
     /// again on a later pass, after a pause that grows while it keeps
@@ -411,7 +456,7 @@ impl Worker {
     /// the others.
     async fn deliver_left_outbox(&self) -> usize {
         let before = self.coordinator.now().saturating_sub(OUTBOX_AGE_MS);
-        let waiting = self.lock_outbox_retries().len();
+        let waiting = self.outbox_retries.len();
         let ids = match self
             .backend()
             .stale_outbox(before, OUTBOX_PER_PASS + waiting)
@@ -424,41 +469,34 @@ impl Worker {
             }
         };
         // Forget executions whose entries are gone (delivered by another process, or swept).
-        self.lock_outbox_retries().retain(|id, _| ids.contains(id));
+        self.outbox_retries
+            .keep_only(|id| ids.iter().any(|i| i == id));
         let mut delivered = 0;
         let mut tried = 0;
         for id in ids {
             if tried == OUTBOX_PER_PASS {
                 break;
             }
-            let later = self
-                .lock_outbox_retries()
-                .get(&id)
-                .is_some_and(|(_, not_before)| Instant::now() < *not_before);
-            if later {
+            if self.outbox_retries.waiting(&id) {
                 continue;
             }
             tried += 1;
             match self.coordinator.recover(&id).await {
                 Ok(entries) => {
-                    self.lock_outbox_retries().remove(&id);
+                    self.outbox_retries.succeeded(&id);
                     debug!(workflow.execution.id = %id, entries, "outbox entries left behind delivered");
                     delivered += entries;
                 }
                 Err(e) => {
-                    let mut retries = self.lock_outbox_retries();
-                    let entry = retries.entry(id.clone()).or_insert((0, Instant::now()));
-                    entry.0 += 1;
-                    let pause = OUTBOX_EVERY
-                        .saturating_mul(1 << entry.0.saturating_sub(1).min(16))
-                        .min(OUTBOX_RETRY_MAX);
-                    entry.1 = Instant::now() + pause;
-                    if noteworthy(entry.0) {
+                    let (failures, pause) = self
+                        .outbox_retries
+                        .failed(&id, |n| doubled(n, OUTBOX_EVERY, OUTBOX_RETRY_MAX));
+                    if noteworthy(failures) {
                         warn!(
                             workflow.execution.id = %id,
                             error = %e,
                             retryable = e.is_retryable(),
-                            failures = entry.0,
+                            failures,
                             retry_in_ms = pause.as_millis() as u64,
                             "outbox entries left behind not delivered; trying again later"
                         );
@@ -520,10 +558,6 @@ impl Worker {
         started
     }
 
-    fn lock_timer_retries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
-        self.timer_retries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Fires the due timers; returns how many it applied, found stale or
     /// dead-lettered. A timer whose firing failed for a reason a retry may
     /// fix stays due and is tried again after its backoff.
@@ -536,11 +570,7 @@ impl Worker {
             .collect();
         let mut done = 0;
         for ((execution_id, timer), key) in due.iter().zip(&keys) {
-            let waiting = self
-                .lock_timer_retries()
-                .get(key)
-                .is_some_and(|(_, not_before)| Instant::now() < *not_before);
-            if waiting {
+            if self.timer_retries.waiting(key) {
                 continue;
             }
             let span =
@@ -551,15 +581,12 @@ impl Worker {
                 .await
             {
                 TimerFate::Done => {
-                    self.lock_timer_retries().remove(key);
+                    self.timer_retries.succeeded(key);
                     done += 1;
                 }
                 TimerFate::Stays => {}
                 TimerFate::Retry { unavailable } => {
-                    let mut retries = self.lock_timer_retries();
-                    let entry = retries.entry(key.clone()).or_insert((0, Instant::now()));
-                    entry.0 += 1;
-                    entry.1 = Instant::now() + backoff(entry.0, RETRY_FIRST);
+                    self.timer_retries.failed(key, |n| backoff(n, RETRY_FIRST));
                     if unavailable {
                         // The database is not answering: leave the rest for the next round.
                         break;
@@ -568,9 +595,8 @@ impl Worker {
             }
         }
         // Forget timers no longer due (fired by another worker, or gone).
-        let keys: HashSet<&String> = keys.iter().collect();
-        self.lock_timer_retries()
-            .retain(|key, _| keys.contains(key));
+        let keys: HashSet<&str> = keys.iter().map(String::as_str).collect();
+        self.timer_retries.keep_only(|key| keys.contains(key));
         Ok(done)
     }
 
